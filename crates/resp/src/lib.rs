@@ -1,1 +1,13 @@
-//! placeholder
+//! RESP framing: the wire format shared by the replication link and the target writer.
+//!
+//! No sockets here. The decoder works on a growing `BytesMut` and reports how
+//! many bytes each frame took (replication offsets are counted in those bytes);
+//! the encoder writes commands straight into an output buffer.
+
+mod decode;
+mod encode;
+mod frame;
+
+pub use decode::{decode, decode_at, skip_newlines, RespError, MAX_BULK_LEN, MAX_DEPTH};
+pub use encode::{command_len, encode_command, encode_frame};
+pub use frame::Frame;
