@@ -1,1 +1,19 @@
-//! placeholder
+//! Talking to one Redis node: addresses, credentials, an async pipelined
+//! connection, and the classification of error replies into retry decisions.
+//!
+//! Both sides use it: the replica link to a source node and the writer's
+//! connections to target nodes. Errors name the side and the flag to check.
+
+mod connection;
+mod credentials;
+mod endpoint;
+mod error;
+mod reply;
+
+pub use connection::{
+    info_field, parse_info, ConnectOptions, Connection, FrameReader, FrameWriter,
+};
+pub use credentials::Credentials;
+pub use endpoint::{Endpoint, EndpointError};
+pub use error::{ClientError, Side};
+pub use reply::{Retry, ServerError};

@@ -1,0 +1,391 @@
+//! One async connection to one Redis node: connect, authenticate, send, read.
+//!
+//! Reads and writes are buffered by hand (`BytesMut` on both sides) so callers
+//! can pipeline: queue many commands with `send`, `flush` once, then read the
+//! replies in order. The replica link reuses the read buffer for raw RDB bytes.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rsm_resp::{decode, encode_command, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::credentials::Credentials;
+use crate::endpoint::Endpoint;
+use crate::error::{ClientError, Side};
+use crate::reply::ServerError;
+
+/// How long to wait, and who to be.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub side: Side,
+    pub credentials: Option<Credentials>,
+    pub connect_timeout: Duration,
+    /// Limit for one request/reply round trip (not for long streams).
+    pub io_timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(side: Side, credentials: Option<Credentials>) -> Self {
+        ConnectOptions {
+            side,
+            credentials,
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reading side: a socket half and the bytes read but not yet decoded.
+#[derive(Debug)]
+pub struct FrameReader {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+    side: Side,
+    endpoint: Endpoint,
+}
+
+/// Writing side: a socket half and the commands queued but not yet flushed.
+#[derive(Debug)]
+pub struct FrameWriter {
+    write: OwnedWriteHalf,
+    buf: BytesMut,
+    side: Side,
+    endpoint: Endpoint,
+}
+
+/// A connected, authenticated node.
+#[derive(Debug)]
+pub struct Connection {
+    reader: FrameReader,
+    writer: FrameWriter,
+    opts: ConnectOptions,
+}
+
+impl Connection {
+    /// Connect and authenticate. A wrong password, a refused port and an
+    /// unreachable host each give their own error naming the flag to check.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        opts: &ConnectOptions,
+    ) -> Result<Connection, ClientError> {
+        let side = opts.side;
+        let stream = match tokio::time::timeout(
+            opts.connect_timeout,
+            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(ClientError::ConnectTimeout {
+                    side,
+                    endpoint: endpoint.clone(),
+                    secs: opts.connect_timeout.as_secs(),
+                })
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(ClientError::Refused {
+                    side,
+                    endpoint: endpoint.clone(),
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(ClientError::Unreachable {
+                    side,
+                    endpoint: endpoint.clone(),
+                    source,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        // Pipelined small writes must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let mut conn = Connection {
+            reader: FrameReader {
+                read,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                side,
+                endpoint: endpoint.clone(),
+            },
+            writer: FrameWriter {
+                write,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                side,
+                endpoint: endpoint.clone(),
+            },
+            opts: opts.clone(),
+        };
+        conn.authenticate().await?;
+        Ok(conn)
+    }
+
+    async fn authenticate(&mut self) -> Result<(), ClientError> {
+        let side = self.opts.side;
+        let endpoint = self.reader.endpoint.clone();
+        if let Some(creds) = self.opts.credentials.clone() {
+            let reply = match &creds.user {
+                Some(user) => {
+                    self.request(&[
+                        b"AUTH".as_slice(),
+                        user.as_bytes(),
+                        creds.password.as_bytes(),
+                    ])
+                    .await?
+                }
+                None => {
+                    self.request(&[b"AUTH".as_slice(), creds.password.as_bytes()])
+                        .await?
+                }
+            };
+            if let Some(err) = reply.as_error() {
+                let text = String::from_utf8_lossy(err);
+                // A server without a password answers AUTH with an error that is
+                // harmless: the connection works. Anything else is a real failure.
+                let harmless = text.contains("without any password configured")
+                    || text.contains("no password is set");
+                if !harmless {
+                    return Err(ClientError::AuthFailed {
+                        side,
+                        endpoint,
+                        detail: text.into_owned(),
+                    });
+                }
+            }
+        }
+        let reply = self.request(&[b"PING".as_slice()]).await?;
+        if let Some(err) = reply.as_error() {
+            return Err(match ServerError::classify(err) {
+                ServerError::Auth if self.opts.credentials.is_none() => {
+                    ClientError::AuthRequired { side, endpoint }
+                }
+                ServerError::Auth => ClientError::AuthFailed {
+                    side,
+                    endpoint,
+                    detail: String::from_utf8_lossy(err).into_owned(),
+                },
+                _ => ClientError::Server {
+                    side,
+                    endpoint,
+                    command: "PING".into(),
+                    message: String::from_utf8_lossy(err).into_owned(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.reader.endpoint
+    }
+
+    pub fn side(&self) -> Side {
+        self.opts.side
+    }
+
+    pub fn options(&self) -> &ConnectOptions {
+        &self.opts
+    }
+
+    /// Queue a command; nothing is sent until `flush`.
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        self.writer.send(args)
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.writer.flush().await
+    }
+
+    /// Next reply, waiting at most the I/O timeout.
+    pub async fn read_frame(&mut self) -> Result<Frame, ClientError> {
+        let limit = self.opts.io_timeout;
+        self.reader.read_frame_within(limit).await.map(|(f, _)| f)
+    }
+
+    /// One round trip. An error reply is returned as `Frame::Error`, not `Err`.
+    pub async fn request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
+        self.send(args);
+        self.flush().await?;
+        self.read_frame().await
+    }
+
+    /// One round trip where an error reply is an `Err` naming the command.
+    pub async fn request_ok<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame, ClientError> {
+        let reply = self.request(args).await?;
+        if let Some(err) = reply.as_error() {
+            let command = args
+                .iter()
+                .take(2)
+                .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(ClientError::Server {
+                side: self.opts.side,
+                endpoint: self.reader.endpoint.clone(),
+                command,
+                message: String::from_utf8_lossy(err).into_owned(),
+            });
+        }
+        Ok(reply)
+    }
+
+    /// A bulk/simple string reply as text (INFO, CLUSTER NODES, CONFIG GET values).
+    pub async fn request_text<A: AsRef<[u8]>>(
+        &mut self,
+        args: &[A],
+    ) -> Result<String, ClientError> {
+        let reply = self.request_ok(args).await?;
+        match reply.as_bytes() {
+            Some(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+            None => Err(ClientError::Server {
+                side: self.opts.side,
+                endpoint: self.reader.endpoint.clone(),
+                command: String::from_utf8_lossy(args.first().map(|a| a.as_ref()).unwrap_or(b""))
+                    .into_owned(),
+                message: format!("unexpected reply {}", reply.describe()),
+            }),
+        }
+    }
+
+    /// `INFO section` as key → value pairs.
+    pub async fn info(&mut self, section: &str) -> Result<Vec<(String, String)>, ClientError> {
+        let text = self.request_text(&["INFO", section]).await?;
+        Ok(parse_info(&text))
+    }
+
+    /// Split into independently owned halves for a pipelined writer (one task
+    /// sends, another reads replies in FIFO order).
+    pub fn into_split(self) -> (FrameReader, FrameWriter) {
+        (self.reader, self.writer)
+    }
+
+    pub fn reader_mut(&mut self) -> &mut FrameReader {
+        &mut self.reader
+    }
+
+    pub fn writer_mut(&mut self) -> &mut FrameWriter {
+        &mut self.writer
+    }
+}
+
+impl FrameWriter {
+    pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        encode_command(args, &mut self.buf);
+    }
+
+    /// Raw bytes already in RESP form (e.g. a command re-sent exactly as received).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self.write.write_all(&self.buf).await;
+        self.buf.clear();
+        result.map_err(|source| ClientError::Io {
+            side: self.side,
+            endpoint: self.endpoint.clone(),
+            source,
+        })
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.write.shutdown().await;
+    }
+}
+
+impl FrameReader {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Next frame and the exact number of bytes it took, waiting as long as it takes.
+    pub async fn read_frame(&mut self) -> Result<(Frame, usize), ClientError> {
+        loop {
+            match decode(&mut self.buf) {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(ClientError::Protocol {
+                        side: self.side,
+                        endpoint: self.endpoint.clone(),
+                        source,
+                    })
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    pub async fn read_frame_within(
+        &mut self,
+        limit: Duration,
+    ) -> Result<(Frame, usize), ClientError> {
+        match tokio::time::timeout(limit, self.read_frame()).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout {
+                side: self.side,
+                endpoint: self.endpoint.clone(),
+                secs: limit.as_secs(),
+            }),
+        }
+    }
+
+    /// Read more bytes from the socket into the buffer; returns how many.
+    pub async fn fill(&mut self) -> Result<usize, ClientError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match self.read.read_buf(&mut self.buf).await {
+            Ok(0) => Err(ClientError::Closed {
+                side: self.side,
+                endpoint: self.endpoint.clone(),
+            }),
+            Ok(n) => Ok(n),
+            Err(source) => Err(ClientError::Io {
+                side: self.side,
+                endpoint: self.endpoint.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The bytes read but not yet consumed (the replica link takes RDB bytes from here).
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Up to `max` raw bytes: first what is buffered, else one socket read.
+    pub async fn read_raw(&mut self, max: usize) -> Result<Bytes, ClientError> {
+        if self.buf.is_empty() {
+            self.fill().await?;
+        }
+        let n = self.buf.len().min(max);
+        Ok(self.buf.split_to(n).freeze())
+    }
+}
+
+/// Parse INFO text (`key:value` lines, `#` section headers).
+pub fn parse_info(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Look up one INFO field.
+pub fn info_field<'a>(info: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    info.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}

@@ -1,0 +1,104 @@
+//! Connection errors, worded for the operator: what failed, where, and which flag to check.
+
+use std::fmt;
+use std::io;
+
+use crate::endpoint::Endpoint;
+
+/// Which side of the migration a connection belongs to; it decides the wording
+/// of errors ("check --password" for the source, "check --auth" for the target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn password_flag(self) -> &'static str {
+        match self {
+            Side::Source => "--password",
+            Side::Target => "--auth",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection refused by {side} {endpoint}: is the server running there, and is the port right?")]
+    Refused { side: Side, endpoint: Endpoint },
+    #[error("cannot reach {side} {endpoint}: {source}")]
+    Unreachable {
+        side: Side,
+        endpoint: Endpoint,
+        #[source]
+        source: io::Error,
+    },
+    #[error("timed out after {secs}s connecting to {side} {endpoint}: check the address and any firewall")]
+    ConnectTimeout {
+        side: Side,
+        endpoint: Endpoint,
+        secs: u64,
+    },
+    #[error("authentication failed for {side} {endpoint}: check {flag} ({detail})", flag = side.password_flag())]
+    AuthFailed {
+        side: Side,
+        endpoint: Endpoint,
+        detail: String,
+    },
+    #[error("{side} {endpoint} requires a password: give it with {flag}", flag = side.password_flag())]
+    AuthRequired { side: Side, endpoint: Endpoint },
+    #[error("timed out after {secs}s waiting for {side} {endpoint} to answer")]
+    Timeout {
+        side: Side,
+        endpoint: Endpoint,
+        secs: u64,
+    },
+    #[error("{side} {endpoint} closed the connection")]
+    Closed { side: Side, endpoint: Endpoint },
+    #[error("lost the connection to {side} {endpoint}: {source}")]
+    Io {
+        side: Side,
+        endpoint: Endpoint,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{side} {endpoint} sent something that is not RESP: {source}")]
+    Protocol {
+        side: Side,
+        endpoint: Endpoint,
+        #[source]
+        source: rsm_resp::RespError,
+    },
+    #[error("{side} {endpoint} refused {command}: {message}")]
+    Server {
+        side: Side,
+        endpoint: Endpoint,
+        command: String,
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// True when retrying the same thing later could succeed (the network or a
+    /// restarting server), false when the operator must change something.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused { .. }
+                | ClientError::Unreachable { .. }
+                | ClientError::ConnectTimeout { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Closed { .. }
+                | ClientError::Io { .. }
+        )
+    }
+}
