@@ -1,1 +1,46 @@
-//! placeholder
+//! Dev-only test kit: real Redis / Valkey servers and clusters on loopback, always stopped.
+//!
+//! Sits beside the data flow, not in it: every integration test in the workspace uses it to
+//! start sources and targets ([`Server`], [`Cluster`]), fill them with a mixed dataset
+//! ([`fill_mixed`]) and compare whole datasets ([`Snapshot`]) through an *independent* client
+//! (the `redis` crate), so a test never checks our own code with our own code.
+//!
+//! Promises:
+//! - a missing server binary panics with install instructions; nothing is silently skipped;
+//! - client ports come from 21000..=29999 (bus port = port + 10000), leased through `flock`ed
+//!   files under `/tmp/rsm-testkit-ports/`, safe across threads and concurrent test processes;
+//! - every process the kit starts is stopped by PID (SIGTERM, then SIGKILL) when its handle drops.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rsm_testkit::{fill_mixed, Cluster, ClusterOptions, FillOptions, Server, ServerOptions, Snapshot};
+//!
+//! let source = Cluster::start(ClusterOptions { masters: 3, replicas_per_master: 1, ..Default::default() });
+//! fill_mixed(&source, &FillOptions::default());
+//! // A specific version: `bin: Some(rsm_testkit::test_server_bin("redis-6.2.14"))`.
+//! let target = Server::start(ServerOptions::default());
+//! // ... run the migration from source.seed_addr() to target.addr() ...
+//! Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(2));
+//! ```
+
+mod bin;
+mod client;
+mod cluster;
+mod fill;
+mod ports;
+mod server;
+mod snapshot;
+
+pub use bin::{
+    redis_cli_bin, redis_server_bin, server_version, test_server_bin, test_server_labels, Flavor,
+    ServerVersion,
+};
+pub use client::{key_slot, ClusterConn, Target};
+pub use cluster::{Cluster, ClusterOptions};
+pub use fill::{fill_mixed, fill_strings, FillOptions, FillReport};
+pub use ports::{PortLease, BUS_PORT_OFFSET, PORT_MAX, PORT_MIN};
+pub use server::{Server, ServerOptions};
+pub use snapshot::{GroupState, KeyState, KeyValue, Score, Snapshot, StreamEntry, StreamState};
+
+/// Re-export so tests use the same `redis` version as the kit.
+pub use redis;
