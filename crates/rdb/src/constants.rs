@@ -1,0 +1,111 @@
+//! Protocol numbers of the RDB format, named exactly as in the Redis / Valkey sources
+//! (`rdb.h`), so a reader can grep both code bases for the same identifier.
+//!
+//! Type ids 22 and 23 mean different things in Redis (7.4 release candidates) and in
+//! Valkey 9 (`HASH_2`); which one applies is decided by the file magic, see
+//! [`crate::RdbVersion`].
+
+// ---- value types -------------------------------------------------------------------------
+pub const RDB_TYPE_STRING: u8 = 0;
+pub const RDB_TYPE_LIST: u8 = 1;
+pub const RDB_TYPE_SET: u8 = 2;
+pub const RDB_TYPE_ZSET: u8 = 3;
+pub const RDB_TYPE_HASH: u8 = 4;
+pub const RDB_TYPE_ZSET_2: u8 = 5;
+pub const RDB_TYPE_MODULE_PRE_GA: u8 = 6;
+pub const RDB_TYPE_MODULE_2: u8 = 7;
+pub const RDB_TYPE_HASH_ZIPMAP: u8 = 9;
+pub const RDB_TYPE_LIST_ZIPLIST: u8 = 10;
+pub const RDB_TYPE_SET_INTSET: u8 = 11;
+pub const RDB_TYPE_ZSET_ZIPLIST: u8 = 12;
+pub const RDB_TYPE_HASH_ZIPLIST: u8 = 13;
+pub const RDB_TYPE_LIST_QUICKLIST: u8 = 14;
+pub const RDB_TYPE_STREAM_LISTPACKS: u8 = 15;
+pub const RDB_TYPE_HASH_LISTPACK: u8 = 16;
+pub const RDB_TYPE_ZSET_LISTPACK: u8 = 17;
+pub const RDB_TYPE_LIST_QUICKLIST_2: u8 = 18;
+pub const RDB_TYPE_STREAM_LISTPACKS_2: u8 = 19;
+pub const RDB_TYPE_SET_LISTPACK: u8 = 20;
+pub const RDB_TYPE_STREAM_LISTPACKS_3: u8 = 21;
+/// Redis 7.4 release candidates only (Redis files). In Valkey files id 22 is [`RDB_TYPE_HASH_2`].
+pub const RDB_TYPE_HASH_METADATA_PRE_GA: u8 = 22;
+/// Redis 7.4 release candidates only (Redis files).
+pub const RDB_TYPE_HASH_LISTPACK_EX_PRE_GA: u8 = 23;
+pub const RDB_TYPE_HASH_METADATA: u8 = 24;
+pub const RDB_TYPE_HASH_LISTPACK_EX: u8 = 25;
+/// Valkey 9 (`VALKEY080` files): hash whose fields may carry an absolute expiry.
+pub const RDB_TYPE_HASH_2: u8 = 22;
+
+// ---- opcodes -----------------------------------------------------------------------------
+/// Valkey 9.x atomic slot migration state (format unverified; rejected by this decoder).
+pub const RDB_OPCODE_SLOT_IMPORT: u8 = 243;
+pub const RDB_OPCODE_SLOT_INFO: u8 = 244;
+pub const RDB_OPCODE_FUNCTION2: u8 = 245;
+pub const RDB_OPCODE_FUNCTION_PRE_GA: u8 = 246;
+pub const RDB_OPCODE_MODULE_AUX: u8 = 247;
+pub const RDB_OPCODE_IDLE: u8 = 248;
+pub const RDB_OPCODE_FREQ: u8 = 249;
+pub const RDB_OPCODE_AUX: u8 = 250;
+pub const RDB_OPCODE_RESIZEDB: u8 = 251;
+pub const RDB_OPCODE_EXPIRETIME_MS: u8 = 252;
+pub const RDB_OPCODE_EXPIRETIME: u8 = 253;
+pub const RDB_OPCODE_SELECTDB: u8 = 254;
+pub const RDB_OPCODE_EOF: u8 = 255;
+
+// ---- module value opcodes (inside type 7 and MODULE_AUX) ---------------------------------
+pub const RDB_MODULE_OPCODE_EOF: u64 = 0;
+pub const RDB_MODULE_OPCODE_SINT: u64 = 1;
+pub const RDB_MODULE_OPCODE_UINT: u64 = 2;
+pub const RDB_MODULE_OPCODE_FLOAT: u64 = 3;
+pub const RDB_MODULE_OPCODE_DOUBLE: u64 = 4;
+pub const RDB_MODULE_OPCODE_STRING: u64 = 5;
+
+// ---- length / string encodings -----------------------------------------------------------
+pub const RDB_6BITLEN: u8 = 0;
+pub const RDB_14BITLEN: u8 = 1;
+pub const RDB_32BITLEN: u8 = 0x80;
+pub const RDB_64BITLEN: u8 = 0x81;
+pub const RDB_ENCVAL: u8 = 3;
+pub const RDB_ENC_INT8: u8 = 0;
+pub const RDB_ENC_INT16: u8 = 1;
+pub const RDB_ENC_INT32: u8 = 2;
+pub const RDB_ENC_LZF: u8 = 3;
+
+// ---- quicklist 2 containers --------------------------------------------------------------
+pub const QUICKLIST_NODE_CONTAINER_PLAIN: u64 = 1;
+pub const QUICKLIST_NODE_CONTAINER_PACKED: u64 = 2;
+
+// ---- stream listpack entry flags ---------------------------------------------------------
+pub const STREAM_ITEM_FLAG_DELETED: i64 = 1;
+pub const STREAM_ITEM_FLAG_SAMEFIELDS: i64 = 2;
+
+/// Highest `REDIS00NN` version this decoder reads.
+pub const RDB_VERSION_MAX_REDIS: u16 = 12;
+/// The Valkey versions (`VALKEY0NN`) this decoder reads.
+pub const RDB_VERSION_VALKEY_9: u16 = 80;
+
+/// Human name of a value type id, for errors and `decode` output.
+pub fn type_name(rdb_type: u8, valkey: bool) -> &'static str {
+    match rdb_type {
+        RDB_TYPE_STRING => "string",
+        RDB_TYPE_LIST
+        | RDB_TYPE_LIST_ZIPLIST
+        | RDB_TYPE_LIST_QUICKLIST
+        | RDB_TYPE_LIST_QUICKLIST_2 => "list",
+        RDB_TYPE_SET | RDB_TYPE_SET_INTSET | RDB_TYPE_SET_LISTPACK => "set",
+        RDB_TYPE_ZSET | RDB_TYPE_ZSET_2 | RDB_TYPE_ZSET_ZIPLIST | RDB_TYPE_ZSET_LISTPACK => "zset",
+        RDB_TYPE_HASH
+        | RDB_TYPE_HASH_ZIPMAP
+        | RDB_TYPE_HASH_ZIPLIST
+        | RDB_TYPE_HASH_LISTPACK
+        | RDB_TYPE_HASH_METADATA
+        | RDB_TYPE_HASH_LISTPACK_EX => "hash",
+        22 | 23 if !valkey => "hash",
+        RDB_TYPE_HASH_2 if valkey => "hash",
+        RDB_TYPE_MODULE_2 | RDB_TYPE_MODULE_PRE_GA => "module",
+        RDB_TYPE_STREAM_LISTPACKS | RDB_TYPE_STREAM_LISTPACKS_2 | RDB_TYPE_STREAM_LISTPACKS_3 => {
+            "stream"
+        }
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,221 @@
+//! A bounds-checked reader over the decoder's buffer. Every read either succeeds, asks for
+//! more bytes ([`PErr::More`]: the caller rolls back to the start of the current unit and
+//! waits), asks to leave raw mode ([`PErr::Switch`]: the value outgrew the big-value
+//! threshold), or fails with an [`RdbError`] at the exact offset.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use crate::constants::*;
+use crate::error::RdbError;
+use crate::lzf;
+
+pub(crate) enum PErr {
+    More,
+    Switch,
+    Fail(RdbError),
+}
+
+impl From<RdbError> for PErr {
+    fn from(e: RdbError) -> Self {
+        PErr::Fail(e)
+    }
+}
+
+pub(crate) type P<T> = Result<T, PErr>;
+
+/// A length field, or the special string encoding that may stand in its place.
+pub(crate) enum LenEnc {
+    Len(u64),
+    Enc(u8),
+}
+
+/// How a string is stored.
+pub(crate) enum StrHdr {
+    Int(i64),
+    Lzf { clen: u64, ulen: u64 },
+    Raw(u64),
+}
+
+pub(crate) struct Cursor<'a> {
+    data: &'a [u8],
+    pub(crate) pos: usize,
+    base: u64,
+    /// Reads may not extend past this index (raw-mode threshold); `usize::MAX` = no limit.
+    limit: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(data: &'a [u8], pos: usize, base: u64, limit: usize) -> Self {
+        Cursor {
+            data,
+            pos,
+            base,
+            limit,
+        }
+    }
+
+    /// Absolute offset of the next byte.
+    pub(crate) fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    pub(crate) fn offset_at(&self, pos: usize) -> u64 {
+        self.base + pos as u64
+    }
+
+    pub(crate) fn fail<T>(&self, at: usize, expected: impl Into<String>) -> P<T> {
+        Err(PErr::Fail(RdbError::invalid(self.offset_at(at), expected)))
+    }
+
+    /// The bytes between two positions already read.
+    pub(crate) fn slice(&self, from: usize, to: usize) -> &'a [u8] {
+        self.data.get(from..to).unwrap_or(&[])
+    }
+
+    pub(crate) fn take(&mut self, n: u64) -> P<&'a [u8]> {
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.pos.checked_add(n))
+            .ok_or_else(|| {
+                PErr::Fail(RdbError::invalid(
+                    self.offset(),
+                    "a length that fits in memory",
+                ))
+            })?;
+        if end > self.limit {
+            return Err(PErr::Switch);
+        }
+        let s = self.data.get(self.pos..end).ok_or(PErr::More)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> P<[u8; N]> {
+        let s = self.take(N as u64)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> P<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(crate) fn i64_le(&mut self) -> P<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i32_le(&mut self) -> P<i32> {
+        Ok(i32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn f64_le(&mut self) -> P<f64> {
+        Ok(f64::from_le_bytes(self.array()?))
+    }
+
+    /// A stream id stored as 16 raw bytes (big-endian ms, big-endian seq).
+    pub(crate) fn stream_id_raw(&mut self) -> P<crate::StreamId> {
+        let b: [u8; 16] = self.array()?;
+        let (ms, seq) = b.split_at(8);
+        Ok(crate::StreamId {
+            ms: u64::from_be_bytes(ms.try_into().unwrap_or_default()),
+            seq: u64::from_be_bytes(seq.try_into().unwrap_or_default()),
+        })
+    }
+
+    pub(crate) fn len_enc(&mut self) -> P<LenEnc> {
+        let at = self.pos;
+        let b = self.u8()?;
+        match b >> 6 {
+            RDB_6BITLEN => Ok(LenEnc::Len(u64::from(b & 0x3F))),
+            RDB_14BITLEN => {
+                let lo = self.u8()?;
+                Ok(LenEnc::Len((u64::from(b & 0x3F) << 8) | u64::from(lo)))
+            }
+            RDB_ENCVAL => Ok(LenEnc::Enc(b & 0x3F)),
+            _ => match b {
+                RDB_32BITLEN => Ok(LenEnc::Len(u64::from(u32::from_be_bytes(self.array()?)))),
+                RDB_64BITLEN => Ok(LenEnc::Len(u64::from_be_bytes(self.array()?))),
+                _ => self.fail(
+                    at,
+                    format!("a length (byte {b:#04x} is not a length encoding)"),
+                ),
+            },
+        }
+    }
+
+    /// A plain length (special encodings are an error here).
+    pub(crate) fn length(&mut self, what: &str) -> P<u64> {
+        let at = self.pos;
+        match self.len_enc()? {
+            LenEnc::Len(n) => Ok(n),
+            LenEnc::Enc(_) => self.fail(at, format!("a length ({what})")),
+        }
+    }
+
+    pub(crate) fn string_hdr(&mut self) -> P<StrHdr> {
+        let at = self.pos;
+        match self.len_enc()? {
+            LenEnc::Len(n) => Ok(StrHdr::Raw(n)),
+            LenEnc::Enc(RDB_ENC_INT8) => Ok(StrHdr::Int(i64::from(self.u8()? as i8))),
+            LenEnc::Enc(RDB_ENC_INT16) => {
+                Ok(StrHdr::Int(i64::from(i16::from_le_bytes(self.array()?))))
+            }
+            LenEnc::Enc(RDB_ENC_INT32) => Ok(StrHdr::Int(i64::from(self.i32_le()?))),
+            LenEnc::Enc(RDB_ENC_LZF) => {
+                let clen = self.length("LZF compressed length")?;
+                let ulen = self.length("LZF uncompressed length")?;
+                if !lzf::plausible(clen, ulen) {
+                    return self.fail(at, format!("an LZF uncompressed length possible for {clen} compressed bytes (got {ulen})"));
+                }
+                Ok(StrHdr::Lzf { clen, ulen })
+            }
+            LenEnc::Enc(e) => {
+                self.fail(at, format!("a string encoding (got special encoding {e})"))
+            }
+        }
+    }
+
+    /// A whole string, decoded (borrowed when stored plainly).
+    pub(crate) fn string(&mut self) -> P<Cow<'a, [u8]>> {
+        let at = self.pos;
+        match self.string_hdr()? {
+            StrHdr::Raw(n) => Ok(Cow::Borrowed(self.take(n)?)),
+            StrHdr::Int(i) => Ok(Cow::Owned(
+                itoa::Buffer::new().format(i).as_bytes().to_vec(),
+            )),
+            StrHdr::Lzf { clen, ulen } => {
+                let c = self.take(clen)?;
+                let ulen = usize::try_from(ulen).map_err(|_| {
+                    PErr::Fail(RdbError::invalid(
+                        self.offset_at(at),
+                        "an LZF length that fits in memory",
+                    ))
+                })?;
+                match lzf::decompress(c, ulen) {
+                    Ok(v) => Ok(Cow::Owned(v)),
+                    Err(e) => self.fail(at, e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// A whole string as owned `Bytes`.
+    pub(crate) fn string_bytes(&mut self) -> P<Bytes> {
+        Ok(match self.string()? {
+            Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+            Cow::Owned(v) => Bytes::from(v),
+        })
+    }
+
+    /// Step over a string without decoding it (raw mode).
+    pub(crate) fn skip_string(&mut self) -> P<()> {
+        match self.string_hdr()? {
+            StrHdr::Raw(n) => self.take(n).map(drop),
+            StrHdr::Int(_) => Ok(()),
+            StrHdr::Lzf { clen, .. } => self.take(clen).map(drop),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! DUMP / RESTORE payloads: `<type byte> <value> <u16 LE RDB version> <u64 LE CRC64>`,
+//! where the CRC covers everything before it. The value is byte-identical to an RDB
+//! record's value, so a raw-mode [`crate::Event::RawValue`] plus its type byte makes a
+//! payload without decoding anything.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::crc::crc64;
+use crate::decoder::Decoder;
+use crate::error::RdbError;
+use crate::event::{Elements, Event};
+use crate::version::RdbVersion;
+
+/// A checked DUMP payload, split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub rdb_type: u8,
+    /// The serialized value (no type byte, no trailer).
+    pub value: Bytes,
+    /// The 2-byte version trailer.
+    pub trailer: u16,
+}
+
+impl Payload {
+    /// The flavor/version the trailer implies (80+ is Valkey).
+    pub fn version(&self) -> RdbVersion {
+        RdbVersion::from_dump_trailer(self.trailer)
+    }
+}
+
+/// Build a payload from a type byte and a value serialization.
+pub fn build_payload(rdb_type: u8, value: &[u8], trailer: u16) -> Bytes {
+    let mut b = BytesMut::with_capacity(value.len() + 11);
+    b.put_u8(rdb_type);
+    b.put_slice(value);
+    b.put_u16_le(trailer);
+    let crc = crc64(&b);
+    b.put_u64_le(crc);
+    b.freeze()
+}
+
+/// Split a payload and verify its checksum.
+pub fn parse_payload(payload: &Bytes) -> Result<Payload, RdbError> {
+    let n = payload.len();
+    if n < 11 {
+        return Err(RdbError::Truncated {
+            offset: n as u64,
+            expected: "a DUMP payload of at least 11 bytes (type, trailer, CRC64)".into(),
+        });
+    }
+    let (body, crc_bytes) = payload.split_at(n - 8);
+    let stored = u64::from_le_bytes(crc_bytes.try_into().unwrap_or_default());
+    let computed = crc64(body);
+    if stored != computed {
+        return Err(RdbError::Checksum {
+            offset: (n - 8) as u64,
+            stored,
+            computed,
+        });
+    }
+    let trailer = u16::from_le_bytes([payload[n - 10], payload[n - 9]]);
+    Ok(Payload {
+        rdb_type: payload[0],
+        value: payload.slice(1..n - 10),
+        trailer,
+    })
+}
+
+/// Verify a payload and give it a new version trailer (with a recomputed CRC), e.g. to
+/// RESTORE into an older server that knows every type inside.
+pub fn rewrite_trailer(payload: &Bytes, trailer: u16) -> Result<Bytes, RdbError> {
+    let p = parse_payload(payload)?;
+    Ok(build_payload(p.rdb_type, &p.value, trailer))
+}
+
+/// Decode a payload's value into element chunks (e.g. to turn a RESTORE that the target
+/// refused into ordinary commands). The trailer decides the flavor (Valkey for 80+).
+pub fn decode_payload(payload: &Bytes) -> Result<(u8, Vec<Elements>), RdbError> {
+    let p = parse_payload(payload)?;
+    let version = p.version();
+    let els = decode_value(p.rdb_type, p.value, version)?;
+    Ok((p.rdb_type, els))
+}
+
+/// Decode one serialized value (no type byte, no trailer) into element chunks. Error
+/// offsets count from the first byte of `value`.
+pub fn decode_value(
+    rdb_type: u8,
+    value: Bytes,
+    version: RdbVersion,
+) -> Result<Vec<Elements>, RdbError> {
+    let mut d = Decoder::for_value(rdb_type, version)?;
+    let mut events = Vec::new();
+    d.feed(value, &mut events)?;
+    d.finish()?;
+    Ok(events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Elements(e) => Some(e),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The lowest RDB version whose loader knows `rdb_type` (reference §C3), with the flavor:
+/// `None` for ids no released server writes. Use it to decide between rewriting the
+/// trailer and transcoding into commands.
+pub fn min_version(rdb_type: u8, valkey: bool) -> Option<RdbVersion> {
+    use crate::constants::*;
+    let v = match rdb_type {
+        0..=4 => 1,
+        RDB_TYPE_HASH_ZIPMAP..=RDB_TYPE_ZSET_ZIPLIST => 2,
+        RDB_TYPE_HASH_ZIPLIST => 4,
+        RDB_TYPE_LIST_QUICKLIST => 7,
+        RDB_TYPE_ZSET_2 | RDB_TYPE_MODULE_2 => 8,
+        RDB_TYPE_STREAM_LISTPACKS => 9,
+        16..=19 => 10,
+        20 | 21 => 11,
+        RDB_TYPE_HASH_2 if valkey => return Some(RdbVersion::Valkey(80)),
+        24 | 25 if !valkey => return Some(RdbVersion::Redis(12)),
+        _ => return None,
+    };
+    Some(RdbVersion::Redis(v))
+}

@@ -1,0 +1,71 @@
+//! Decoder errors. Every variant carries the absolute byte offset (from the first byte of
+//! the magic, or of the DUMP payload) where the problem was found, and says what was
+//! expected, so a user sees e.g. `unknown value type 27 at offset 1048603`.
+//!
+//! "Need more bytes" is never an error: [`crate::Decoder::feed`] simply returns and waits
+//! for the next chunk. Only [`crate::Decoder::finish`] turns a short file into
+//! [`RdbError::Truncated`].
+
+use thiserror::Error;
+
+/// What went wrong while decoding an RDB stream or a DUMP payload.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RdbError {
+    /// The first 9 bytes are not `REDIS` + 4 digits or `VALKEY` + 3 digits.
+    #[error("bad RDB magic {found:?} at offset {offset} (expected REDISnnnn or VALKEYnnn)")]
+    BadMagic { offset: u64, found: String },
+    /// A well-formed magic naming a version this decoder does not read.
+    #[error("unsupported RDB version {version} ({flavor}) at offset {offset}")]
+    UnsupportedVersion {
+        offset: u64,
+        flavor: &'static str,
+        version: u16,
+    },
+    /// An opcode byte at record level that this decoder does not know.
+    #[error("unknown opcode {opcode} at offset {offset}")]
+    UnknownOpcode { offset: u64, opcode: u8 },
+    /// A value type id that this decoder does not know for this RDB flavor.
+    #[error("unknown value type {rdb_type} at offset {offset}")]
+    UnknownType { offset: u64, rdb_type: u8 },
+    /// The bytes do not follow the format: `expected` names what should have been there.
+    #[error("invalid data at offset {offset}: expected {expected}")]
+    Invalid { offset: u64, expected: String },
+    /// The stored CRC64 at the end of the file does not match the bytes.
+    #[error(
+        "checksum mismatch at offset {offset}: stored {stored:#018x}, computed {computed:#018x}"
+    )]
+    Checksum {
+        offset: u64,
+        stored: u64,
+        computed: u64,
+    },
+    /// The input ended before the EOF opcode (or before the end of a value).
+    #[error("truncated input at offset {offset}: expected {expected}")]
+    Truncated { offset: u64, expected: String },
+    /// Bytes were fed after the EOF opcode and its checksum.
+    #[error("trailing data at offset {offset} after the end of the RDB")]
+    TrailingData { offset: u64 },
+}
+
+impl RdbError {
+    /// The absolute byte offset at which the error was detected.
+    pub fn offset(&self) -> u64 {
+        match self {
+            RdbError::BadMagic { offset, .. }
+            | RdbError::UnsupportedVersion { offset, .. }
+            | RdbError::UnknownOpcode { offset, .. }
+            | RdbError::UnknownType { offset, .. }
+            | RdbError::Invalid { offset, .. }
+            | RdbError::Checksum { offset, .. }
+            | RdbError::Truncated { offset, .. }
+            | RdbError::TrailingData { offset } => *offset,
+        }
+    }
+
+    pub(crate) fn invalid(offset: u64, expected: impl Into<String>) -> Self {
+        RdbError::Invalid {
+            offset,
+            expected: expected.into(),
+        }
+    }
+}

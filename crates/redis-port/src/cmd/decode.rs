@@ -1,0 +1,259 @@
+//! `redis-port decode`: an RDB file (or stdin) to JSON lines, one object per key, plus one
+//! line per aux field, function library and module aux record. The decoder runs in
+//! elements mode, so the file is read in 1 MiB chunks and never held whole; a key's value is
+//! assembled into one JSON line, so memory follows the largest key.
+//!
+//! Line shapes (byte strings are JSON strings when valid UTF-8, else `{"base64": "…"}`):
+//! - `{"aux": <bytes>, "value": <bytes>}`
+//! - `{"function": <bytes>}` (the library source)
+//! - `{"module_aux": <module name>, "module_id": n, "when": n, "raw": {"base64": …}}`
+//! - `{"slot_info": slot, "keys": n, "expires": n}`
+//! - `{"db": n, "key": <bytes>, "type": "string"|"list"|"set"|"zset"|"hash"|"stream"|"module",
+//!    "rdb_type": n, "expire_at_ms": n|null, ["idle": s], ["freq": n], "value": …}` where value is
+//!   a string: `<bytes>`; list/set: `[<bytes>…]`; zset: `[[<bytes>, score]…]` (score a number,
+//!   or "inf"/"-inf"/"nan"); hash: `[[field, value]…]`, `[field, value, expire_at_ms]` for a
+//!   field with a TTL; stream: `{"entries": [{"id": "ms-seq", "fields": [[f, v]…]}…],
+//!   "length", "last_id", "first_id", "max_deleted_id", "entries_added", "groups": [{"name",
+//!   "last_id", "entries_read", "pending": [{"id", "consumer", "delivery_time_ms",
+//!   "delivery_count"}…], "consumers": [{"name", "seen_time_ms", "active_time_ms",
+//!   "pending_count"}…]}…]}`; module: `{"module": name, "module_id": n, "raw": {"base64": …}}`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use bytes::BytesMut;
+use rsm_rdb::{constants, DecodeOptions, Decoder, Elements, Event, KeyMeta, RdbVersion};
+use serde_json::{json, Map, Value};
+
+const READ_CHUNK: usize = 1 << 20;
+
+/// Decode `input` (a path, or "-" for stdin) and write JSON lines to `output` (a path, or
+/// stdout when `None`). Returns an error naming the byte offset on bad or truncated input.
+pub fn run(input: &str, output: Option<&str>) -> Result<()> {
+    let mut reader: Box<dyn Read> = if input == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(input).with_context(|| format!("cannot open {input}"))?)
+    };
+    let writer: Box<dyn Write> = match output {
+        Some(path) => {
+            Box::new(File::create(path).with_context(|| format!("cannot create {path}"))?)
+        }
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut w = BufWriter::new(writer);
+    decode_stream(&mut reader, &mut w).with_context(|| format!("cannot decode {input}"))?;
+    w.flush().context("cannot write output")?;
+    Ok(())
+}
+
+/// The loop behind [`run`], over any reader and writer.
+pub fn decode_stream(r: &mut dyn Read, w: &mut dyn Write) -> Result<()> {
+    let mut dec = Decoder::new(DecodeOptions::elements());
+    let mut events = Vec::new();
+    let mut state = KeyState::default();
+    let mut version = RdbVersion::Redis(0);
+    let mut buf = BytesMut::new();
+    loop {
+        buf.resize(READ_CHUNK, 0);
+        let n = r.read(&mut buf).context("cannot read input")?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.split_to(n).freeze();
+        dec.feed(chunk, &mut events)?;
+        for ev in events.drain(..) {
+            if let Event::Header { version: v } = ev {
+                version = v;
+            }
+            if let Some(line) = state.on_event(ev, version) {
+                serde_json::to_writer(&mut *w, &line)?;
+                w.write_all(b"\n")?;
+            }
+        }
+    }
+    dec.finish()?;
+    Ok(())
+}
+
+/// Binary-safe JSON for a byte string.
+pub fn bytes_json(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::String(s.to_owned()),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+    }
+}
+
+fn score_json(s: f64) -> Value {
+    if s.is_nan() {
+        json!("nan")
+    } else if s == f64::INFINITY {
+        json!("inf")
+    } else if s == f64::NEG_INFINITY {
+        json!("-inf")
+    } else {
+        json!(s)
+    }
+}
+
+/// A module id's 9-character name (top 54 bits, 6 bits per character).
+fn module_name(id: u64) -> String {
+    const CHARSET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..9)
+        .map(|i| {
+            let idx = (id >> (10 + 6 * (8 - i))) & 63;
+            char::from(CHARSET[idx as usize])
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct KeyState {
+    meta: Option<KeyMeta>,
+    string: Vec<u8>,
+    items: Vec<Value>,
+    stream: Map<String, Value>,
+    groups: Vec<Value>,
+    module: Option<Value>,
+}
+
+impl KeyState {
+    fn on_event(&mut self, ev: Event, version: RdbVersion) -> Option<Value> {
+        match ev {
+            Event::Aux { key, value } => {
+                Some(json!({"aux": bytes_json(&key), "value": bytes_json(&value)}))
+            }
+            Event::Function { code } => Some(json!({ "function": bytes_json(&code) })),
+            Event::ModuleAux {
+                module_id,
+                when,
+                raw,
+            } => Some(json!({
+                "module_aux": module_name(module_id), "module_id": module_id, "when": when,
+                "raw": {"base64": base64::engine::general_purpose::STANDARD.encode(&raw)},
+            })),
+            Event::SlotInfo {
+                slot,
+                keys,
+                expires,
+            } => Some(json!({"slot_info": slot, "keys": keys, "expires": expires})),
+            Event::KeyStart(meta) => {
+                *self = KeyState::default();
+                self.meta = Some(meta);
+                None
+            }
+            Event::Elements(e) => {
+                self.add(e);
+                None
+            }
+            Event::RawValue(raw) => {
+                // not produced in elements mode; kept for completeness
+                self.module = Some(
+                    json!({"raw": {"base64": base64::engine::general_purpose::STANDARD.encode(&raw)}}),
+                );
+                None
+            }
+            Event::KeyEnd => {
+                let meta = self.meta.take()?;
+                Some(self.key_line(meta, version))
+            }
+            Event::Header { .. } | Event::SelectDb(_) | Event::ResizeDb { .. } | Event::Eof => None,
+        }
+    }
+
+    fn add(&mut self, e: Elements) {
+        match e {
+            Elements::StringPart(p) => self.string.extend_from_slice(&p),
+            Elements::ListItems(v) | Elements::SetMembers(v) => {
+                self.items.extend(v.iter().map(|b| bytes_json(b)))
+            }
+            Elements::ZSetMembers(v) => self
+                .items
+                .extend(v.iter().map(|(m, s)| json!([bytes_json(m), score_json(*s)]))),
+            Elements::HashFields(v) => self.items.extend(v.iter().map(|f| match f.expire_at_ms {
+                Some(t) => json!([bytes_json(&f.field), bytes_json(&f.value), t]),
+                None => json!([bytes_json(&f.field), bytes_json(&f.value)]),
+            })),
+            Elements::StreamEntries(v) => self.items.extend(v.iter().map(|e| {
+                json!({"id": e.id.to_string(), "fields": e.fields.iter().map(|(f, v)| json!([bytes_json(f), bytes_json(v)])).collect::<Vec<_>>()})
+            })),
+            Elements::StreamMeta(m) => {
+                self.stream.insert("length".into(), json!(m.length));
+                self.stream.insert("last_id".into(), json!(m.last_id.to_string()));
+                self.stream.insert("first_id".into(), json!(m.first_id.map(|i| i.to_string())));
+                self.stream.insert("max_deleted_id".into(), json!(m.max_deleted_id.map(|i| i.to_string())));
+                self.stream.insert("entries_added".into(), json!(m.entries_added));
+            }
+            Elements::StreamGroup(g) => self.groups.push(json!({
+                "name": bytes_json(&g.name),
+                "last_id": g.last_id.to_string(),
+                "entries_read": g.entries_read,
+                "pending": g.pending.iter().map(pending_json).collect::<Vec<_>>(),
+                "consumers": g.consumers.iter().map(|c| json!({
+                    "name": bytes_json(&c.name), "seen_time_ms": c.seen_time_ms,
+                    "active_time_ms": c.active_time_ms, "pending_count": c.pending_count,
+                })).collect::<Vec<_>>(),
+            })),
+            Elements::StreamPending { entries, .. } => {
+                // continuation of the last group's PEL
+                if let Some(Value::Array(p)) = self
+                    .groups
+                    .last_mut()
+                    .and_then(|g| g.get_mut("pending"))
+                {
+                    p.extend(entries.iter().map(pending_json));
+                }
+            }
+            Elements::Module { module_id, raw } => {
+                self.module = Some(json!({
+                    "module": module_name(module_id), "module_id": module_id,
+                    "raw": {"base64": base64::engine::general_purpose::STANDARD.encode(&raw)},
+                }))
+            }
+        }
+    }
+
+    fn key_line(&mut self, meta: KeyMeta, version: RdbVersion) -> Value {
+        let type_name = constants::type_name(meta.rdb_type, version.is_valkey());
+        let value = match type_name {
+            "string" => bytes_json(&self.string),
+            "stream" => {
+                let mut m = std::mem::take(&mut self.stream);
+                m.insert(
+                    "entries".into(),
+                    Value::Array(std::mem::take(&mut self.items)),
+                );
+                m.insert(
+                    "groups".into(),
+                    Value::Array(std::mem::take(&mut self.groups)),
+                );
+                Value::Object(m)
+            }
+            "module" => self.module.take().unwrap_or(Value::Null),
+            _ => Value::Array(std::mem::take(&mut self.items)),
+        };
+        let mut line = Map::new();
+        line.insert("db".into(), json!(meta.db));
+        line.insert("key".into(), bytes_json(&meta.key));
+        line.insert("type".into(), json!(type_name));
+        line.insert("rdb_type".into(), json!(meta.rdb_type));
+        line.insert("expire_at_ms".into(), json!(meta.expire_at_ms));
+        if let Some(idle) = meta.idle {
+            line.insert("idle".into(), json!(idle));
+        }
+        if let Some(freq) = meta.freq {
+            line.insert("freq".into(), json!(freq));
+        }
+        line.insert("value".into(), value);
+        Value::Object(line)
+    }
+}
+
+fn pending_json(p: &rsm_rdb::PendingEntry) -> Value {
+    json!({
+        "id": p.id.to_string(), "consumer": bytes_json(&p.consumer),
+        "delivery_time_ms": p.delivery_time_ms, "delivery_count": p.delivery_count,
+    })
+}
