@@ -1,1 +1,14 @@
-//! placeholder
+//! The per-shard sync engine: replica link → entries → filter → writer.
+//!
+//! `entry` is the currency between stages; `filter` is pure; `options` holds
+//! the flags that change the data path.
+
+pub mod entry;
+pub mod filter;
+pub mod options;
+pub mod replica;
+pub mod status;
+
+pub use entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};
+pub use filter::KeyPrefixes;
+pub use options::{ConflictPolicy, EngineOptions};

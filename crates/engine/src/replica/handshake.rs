@@ -1,0 +1,282 @@
+//! Becoming a replica of one source node: authenticate, announce ourselves,
+//! ask for a partial or full sync, and read the snapshot's transfer header.
+//!
+//! Observed on every server from Redis 5.0 to Valkey 9.1 (reference §D1–D2).
+//! Bare `\n` keep-alives can arrive before any reply line while the source
+//! forks for BGSAVE; they are skipped here and do not count in offsets.
+
+use std::time::Duration;
+
+use rsm_client::{
+    info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, Side,
+};
+use rsm_resp::{decode, skip_newlines, Frame};
+
+use super::ReplicaError;
+
+/// The newest Valkey version whose snapshot format (`VALKEY080`) we decode.
+/// Valkey 9.1 sends RDB 11 to replicas that do not announce ≥ 9.0, and then
+/// drops the sync for keys RDB 11 cannot hold, so we announce this one.
+pub const VALKEY_VERSION_ANNOUNCED: &str = "9.1.2";
+
+/// Where the replication continues from, when we have a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub replid: String,
+    /// The last stream offset already applied to the target.
+    pub applied: u64,
+}
+
+/// What the source agreed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStart {
+    /// A snapshot follows; the stream continues from `offset`.
+    Full { replid: String, offset: u64 },
+    /// No snapshot; the stream continues right after `offset`.
+    Continue { replid: String, offset: u64 },
+}
+
+/// How the snapshot is framed on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RdbFraming {
+    /// `$<len>`: a disk-based transfer of exactly `len` bytes.
+    Sized(u64),
+    /// `$EOF:<mark>`: a diskless transfer that ends with the 40-byte mark.
+    EofMark([u8; 40]),
+}
+
+/// Facts about the source learnt during the handshake.
+#[derive(Debug, Clone, Default)]
+pub struct SourceInfo {
+    pub redis_version: Option<String>,
+    pub valkey_version: Option<String>,
+}
+
+impl SourceInfo {
+    pub fn describe(&self) -> String {
+        match (&self.valkey_version, &self.redis_version) {
+            (Some(v), _) => format!("Valkey {v}"),
+            (None, Some(v)) => format!("Redis {v}"),
+            (None, None) => "unknown server".into(),
+        }
+    }
+}
+
+/// Connect, authenticate and send the replica handshake up to PSYNC's reply.
+pub async fn handshake(
+    endpoint: &Endpoint,
+    credentials: Option<Credentials>,
+    listening_port: u16,
+    resume: Option<&ResumePoint>,
+) -> Result<(Connection, SourceInfo, SyncStart), ReplicaError> {
+    let mut opts = ConnectOptions::new(Side::Source, credentials);
+    opts.io_timeout = Duration::from_secs(60);
+    let mut conn = Connection::connect(endpoint, &opts).await?;
+
+    let info = conn.info("server").await?;
+    let source = SourceInfo {
+        redis_version: info_field(&info, "redis_version").map(str::to_string),
+        valkey_version: info_field(&info, "valkey_version").map(str::to_string),
+    };
+
+    let port = listening_port.to_string();
+    conn.request_ok(&["REPLCONF", "listening-port", &port])
+        .await?;
+    conn.request_ok(&["REPLCONF", "capa", "eof", "capa", "psync2"])
+        .await?;
+    if source.valkey_version.is_some() {
+        // Redis rejects this option; only Valkey negotiates the snapshot format.
+        conn.request_ok(&["REPLCONF", "version", VALKEY_VERSION_ANNOUNCED])
+            .await?;
+    }
+
+    let (replid, offset) = match resume {
+        Some(r) => (r.replid.clone(), (r.applied + 1).to_string()),
+        None => ("?".to_string(), "-1".to_string()),
+    };
+    conn.send(&["PSYNC", &replid, &offset]);
+    conn.flush().await?;
+    let line = read_reply_line(&mut conn).await?;
+    let start = parse_psync_reply(&line, endpoint, resume)?;
+    Ok((conn, source, start))
+}
+
+/// Read one simple-string/error reply, skipping keep-alive newlines.
+async fn read_reply_line(conn: &mut Connection) -> Result<Frame, ReplicaError> {
+    let endpoint = conn.endpoint().clone();
+    let reader = conn.reader_mut();
+    let wait = async {
+        loop {
+            skip_newlines(reader.buffer_mut());
+            if let Some((frame, _)) =
+                decode(reader.buffer_mut()).map_err(|source| ClientError::Protocol {
+                    side: Side::Source,
+                    endpoint: endpoint.clone(),
+                    source,
+                })?
+            {
+                return Ok::<Frame, ReplicaError>(frame);
+            }
+            reader.fill().await?;
+        }
+    };
+    // The source may wait for `repl-diskless-sync-delay` or a running BGSAVE
+    // before answering; it sends newlines meanwhile, so a long limit is right.
+    tokio::time::timeout(Duration::from_secs(300), wait)
+        .await
+        .map_err(|_| {
+            ReplicaError::Stalled(format!("{endpoint} did not answer PSYNC within 300s"))
+        })?
+}
+
+fn parse_psync_reply(
+    reply: &Frame,
+    endpoint: &Endpoint,
+    resume: Option<&ResumePoint>,
+) -> Result<SyncStart, ReplicaError> {
+    if let Some(err) = reply.as_error() {
+        let text = String::from_utf8_lossy(err).into_owned();
+        return Err(ReplicaError::Refused {
+            endpoint: endpoint.clone(),
+            hint: refusal_hint(&text),
+            message: text,
+        });
+    }
+    let Some(text) = reply.as_bytes() else {
+        return Err(ReplicaError::Protocol(format!(
+            "unexpected PSYNC reply {}",
+            reply.describe()
+        )));
+    };
+    let text = String::from_utf8_lossy(text);
+    let mut words = text.split_ascii_whitespace();
+    match words.next() {
+        Some("FULLRESYNC") => {
+            let replid = words.next().unwrap_or_default().to_string();
+            let offset = words.next().and_then(|o| o.parse().ok()).ok_or_else(|| {
+                ReplicaError::Protocol(format!("malformed FULLRESYNC reply {text:?}"))
+            })?;
+            Ok(SyncStart::Full { replid, offset })
+        }
+        Some("CONTINUE") => {
+            let Some(resume) = resume else {
+                return Err(ReplicaError::Protocol(
+                    "CONTINUE without a resume point".into(),
+                ));
+            };
+            // Without psync2 the id is omitted; with it, a failover may have
+            // given the source a new id that continues the old history.
+            let replid = words
+                .next()
+                .map(str::to_string)
+                .unwrap_or_else(|| resume.replid.clone());
+            Ok(SyncStart::Continue {
+                replid,
+                offset: resume.applied,
+            })
+        }
+        _ => Err(ReplicaError::Protocol(format!(
+            "unexpected PSYNC reply {text:?}"
+        ))),
+    }
+}
+
+fn refusal_hint(message: &str) -> &'static str {
+    if message.starts_with("NOPERM") {
+        "the source user needs the ACL permissions +psync +replconf +ping"
+    } else if message.starts_with("NOMASTERLINK") {
+        "the chosen node is a replica whose own master link is down; try --sync-role=master"
+    } else if message.starts_with("LOADING") {
+        "the source is loading its dataset; it will be retried"
+    } else if message.starts_with("NOAUTH") || message.starts_with("WRONGPASS") {
+        "check --password"
+    } else {
+        "see the source's log"
+    }
+}
+
+/// Read the snapshot header (`$<len>` or `$EOF:<mark>`) that follows FULLRESYNC.
+pub async fn read_rdb_framing(conn: &mut Connection) -> Result<RdbFraming, ReplicaError> {
+    let reader = conn.reader_mut();
+    loop {
+        skip_newlines(reader.buffer_mut());
+        let buf = reader.buffer_mut();
+        if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line = buf.split_to(nl + 1);
+            let line = line.strip_suffix(b"\r\n").unwrap_or(&line[..]);
+            let Some(rest) = line.strip_prefix(b"$") else {
+                return Err(ReplicaError::Protocol(format!(
+                    "expected the snapshot header, got {:?}",
+                    String::from_utf8_lossy(&line[..line.len().min(80)])
+                )));
+            };
+            if let Some(mark) = rest.strip_prefix(b"EOF:") {
+                let mark: [u8; 40] = mark.try_into().map_err(|_| {
+                    ReplicaError::Protocol(format!("EOF mark of {} bytes, expected 40", mark.len()))
+                })?;
+                return Ok(RdbFraming::EofMark(mark));
+            }
+            let len = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ReplicaError::Protocol(format!(
+                        "bad snapshot length {:?}",
+                        String::from_utf8_lossy(rest)
+                    ))
+                })?;
+            return Ok(RdbFraming::Sized(len));
+        }
+        if buf.len() > 1024 {
+            return Err(ReplicaError::Protocol(
+                "snapshot header line longer than 1 KiB".into(),
+            ));
+        }
+        reader.fill().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn simple(s: &str) -> Frame {
+        Frame::Simple(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn psync_replies() {
+        let ep = Endpoint::new("127.0.0.1", 7000);
+        let full = parse_psync_reply(&simple("FULLRESYNC 8f1c 1234"), &ep, None).unwrap();
+        assert_eq!(
+            full,
+            SyncStart::Full {
+                replid: "8f1c".into(),
+                offset: 1234
+            }
+        );
+        let resume = ResumePoint {
+            replid: "old".into(),
+            applied: 99,
+        };
+        assert_eq!(
+            parse_psync_reply(&simple("CONTINUE new"), &ep, Some(&resume)).unwrap(),
+            SyncStart::Continue {
+                replid: "new".into(),
+                offset: 99
+            }
+        );
+        assert_eq!(
+            parse_psync_reply(&simple("CONTINUE"), &ep, Some(&resume)).unwrap(),
+            SyncStart::Continue {
+                replid: "old".into(),
+                offset: 99
+            }
+        );
+        let err = parse_psync_reply(&Frame::Error(Bytes::from_static(b"NOPERM no")), &ep, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("+psync"), "{err}");
+        assert!(parse_psync_reply(&simple("FULLRESYNC x"), &ep, None).is_err());
+    }
+}

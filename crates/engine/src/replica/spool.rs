@@ -1,0 +1,291 @@
+//! The spool between the replication socket and the rest of the engine.
+//!
+//! The socket is always read as fast as the source sends, so the source never
+//! has to hold our share of its replication output buffer (the thing that makes
+//! a master drop a slow replica). What the engine has not applied yet waits
+//! here: in memory up to a limit, then in a file in the log folder, which is
+//! removed once drained. Order is kept: once spilling starts, new segments go
+//! to the file until the reader has caught up with all of it.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// What the replication link hands to the engine, in arrival order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    /// Bytes of the snapshot (RDB), without the transfer framing.
+    Rdb(Bytes),
+    /// The snapshot is complete.
+    RdbEnd,
+    /// Bytes of the replication command stream.
+    Stream(Bytes),
+    /// The link ended; the reason is for the log.
+    Closed(String),
+}
+
+const TAG_RDB: u8 = 1;
+const TAG_RDB_END: u8 = 2;
+const TAG_STREAM: u8 = 3;
+const TAG_CLOSED: u8 = 4;
+
+/// Largest piece read back from the spill file at once.
+const FILE_READ_CHUNK: usize = 1 << 20;
+
+struct SpillFile {
+    file: File,
+    /// Bytes written and not yet read back.
+    unread: u64,
+    read_pos: u64,
+}
+
+struct Inner {
+    memory: VecDeque<Segment>,
+    memory_bytes: usize,
+    spill: Option<SpillFile>,
+    /// `Closed` was pushed: nothing after it matters.
+    closed: bool,
+}
+
+/// A single-producer, single-consumer queue of segments with bounded memory.
+pub struct Spool {
+    inner: Mutex<Inner>,
+    ready: Notify,
+    memory_limit: usize,
+    path: PathBuf,
+    spilled_bytes: Arc<AtomicU64>,
+}
+
+impl Spool {
+    /// `path` is where the spill file goes if memory fills up; it is created
+    /// only when needed. `spilled_bytes` is published for the status page.
+    pub fn new(path: PathBuf, memory_limit: usize, spilled_bytes: Arc<AtomicU64>) -> Spool {
+        Spool {
+            inner: Mutex::new(Inner {
+                memory: VecDeque::new(),
+                memory_bytes: 0,
+                spill: None,
+                closed: false,
+            }),
+            ready: Notify::new(),
+            memory_limit,
+            path,
+            spilled_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain data behind, never a
+        // broken invariant worth refusing to read; take the guard either way.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append a segment. Never waits for the consumer.
+    pub fn push(&self, segment: Segment) -> io::Result<()> {
+        let size = segment_len(&segment);
+        {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Ok(());
+            }
+            if matches!(segment, Segment::Closed(_)) {
+                inner.closed = true;
+            }
+            // While the file holds unread segments everything goes behind them,
+            // `Closed` included, or the consumer would see it too early.
+            let must_spill = inner.spill.as_ref().is_some_and(|s| s.unread > 0)
+                || (inner.memory_bytes + size > self.memory_limit
+                    && !matches!(segment, Segment::Closed(_)));
+            if must_spill {
+                if inner.spill.is_none() {
+                    let file = OpenOptions::new()
+                        .create(true)
+                        .truncate(true)
+                        .read(true)
+                        .write(true)
+                        .open(&self.path)?;
+                    inner.spill = Some(SpillFile {
+                        file,
+                        unread: 0,
+                        read_pos: 0,
+                    });
+                }
+                let spill = inner
+                    .spill
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("spill file vanished"))?;
+                let written = write_segment(&mut spill.file, &segment)?;
+                spill.unread += written;
+                self.spilled_bytes.store(spill.unread, Ordering::Relaxed);
+            } else {
+                inner.memory_bytes += size;
+                inner.memory.push_back(segment);
+            }
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Next segment, waiting until there is one.
+    pub async fn pop(&self) -> io::Result<Segment> {
+        loop {
+            if let Some(seg) = self.try_pop()? {
+                return Ok(seg);
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Next segment if one is ready.
+    pub fn try_pop(&self) -> io::Result<Option<Segment>> {
+        let mut inner = self.lock();
+        if let Some(seg) = inner.memory.pop_front() {
+            inner.memory_bytes -= segment_len(&seg);
+            return Ok(Some(seg));
+        }
+        // Memory is empty: everything older than the file's content has been
+        // consumed, so the file's next segment is the next one in order.
+        let Some(spill) = inner.spill.as_mut() else {
+            return Ok(None);
+        };
+        if spill.unread == 0 {
+            return Ok(None);
+        }
+        spill.file.seek(SeekFrom::Start(spill.read_pos))?;
+        let (seg, used) = read_segment(&mut spill.file)?;
+        spill.read_pos += used;
+        spill.unread -= used;
+        self.spilled_bytes.store(spill.unread, Ordering::Relaxed);
+        if spill.unread == 0 {
+            // Drained: drop the file so disk use returns to zero.
+            inner.spill = None;
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            // Writes append at the end.
+            spill.file.seek(SeekFrom::End(0))?;
+        }
+        Ok(Some(seg))
+    }
+
+    /// Bytes waiting in memory and on disk.
+    pub fn backlog(&self) -> (usize, u64) {
+        let inner = self.lock();
+        (
+            inner.memory_bytes,
+            inner.spill.as_ref().map_or(0, |s| s.unread),
+        )
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if self.lock().spill.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn segment_len(seg: &Segment) -> usize {
+    match seg {
+        Segment::Rdb(b) | Segment::Stream(b) => b.len(),
+        Segment::RdbEnd => 0,
+        Segment::Closed(s) => s.len(),
+    }
+}
+
+fn write_segment(file: &mut File, seg: &Segment) -> io::Result<u64> {
+    let (tag, data): (u8, &[u8]) = match seg {
+        Segment::Rdb(b) => (TAG_RDB, b),
+        Segment::RdbEnd => (TAG_RDB_END, &[]),
+        Segment::Stream(b) => (TAG_STREAM, b),
+        Segment::Closed(s) => (TAG_CLOSED, s.as_bytes()),
+    };
+    let len =
+        u32::try_from(data.len()).map_err(|_| io::Error::other("segment larger than 4 GiB"))?;
+    let mut header = [0u8; 5];
+    header[0] = tag;
+    header[1..].copy_from_slice(&len.to_le_bytes());
+    file.write_all(&header)?;
+    file.write_all(data)?;
+    Ok(5 + data.len() as u64)
+}
+
+fn read_segment(file: &mut File) -> io::Result<(Segment, u64)> {
+    let mut header = [0u8; 5];
+    file.read_exact(&mut header)?;
+    let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len > FILE_READ_CHUNK * 64 {
+        return Err(io::Error::other(format!(
+            "spill file corrupt: segment of {len} bytes"
+        )));
+    }
+    let mut data = vec![0u8; len];
+    file.read_exact(&mut data)?;
+    let seg = match header[0] {
+        TAG_RDB => Segment::Rdb(Bytes::from(data)),
+        TAG_RDB_END => Segment::RdbEnd,
+        TAG_STREAM => Segment::Stream(Bytes::from(data)),
+        TAG_CLOSED => Segment::Closed(String::from_utf8_lossy(&data).into_owned()),
+        t => return Err(io::Error::other(format!("spill file corrupt: tag {t}"))),
+    };
+    Ok((seg, 5 + len as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize, fill: u8) -> Bytes {
+        Bytes::from(vec![fill; n])
+    }
+
+    #[test]
+    fn keeps_order_across_memory_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spill");
+        let gauge = Arc::new(AtomicU64::new(0));
+        let spool = Spool::new(path.clone(), 100, gauge.clone());
+        let mut expected = Vec::new();
+        for i in 0..50u8 {
+            let seg = if i % 7 == 0 {
+                Segment::RdbEnd
+            } else {
+                Segment::Stream(bytes(30, i))
+            };
+            spool.push(seg.clone()).unwrap();
+            expected.push(seg);
+            // Consume now and then so memory and file interleave.
+            if i % 5 == 0 {
+                assert_eq!(spool.try_pop().unwrap(), Some(expected.remove(0)));
+            }
+        }
+        assert!(
+            path.exists(),
+            "memory limit was exceeded, a spill file should exist"
+        );
+        assert!(gauge.load(Ordering::Relaxed) > 0);
+        while let Some(seg) = spool.try_pop().unwrap() {
+            assert_eq!(seg, expected.remove(0));
+        }
+        assert!(expected.is_empty());
+        assert!(!path.exists(), "drained spill file must be removed");
+        assert_eq!(gauge.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn pop_waits_for_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::new(dir.path().join("s"), 1 << 20, Arc::default()));
+        let s2 = spool.clone();
+        let t = tokio::spawn(async move { s2.pop().await.unwrap() });
+        tokio::task::yield_now().await;
+        spool.push(Segment::Stream(bytes(3, 1))).unwrap();
+        assert_eq!(t.await.unwrap(), Segment::Stream(bytes(3, 1)));
+    }
+}

@@ -1,0 +1,250 @@
+//! What one shard's engine is doing, published for the console, the logs and
+//! the HTTP port. Each counter has one owner that writes it; readers only
+//! take snapshots (`ShardStatus::snapshot`), so reading never slows the data path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// The named phases of a shard's sync, in the order they normally happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for a full-sync slot (`--sync-parallel`).
+    Queued,
+    /// Connecting and authenticating, PSYNC sent.
+    Handshake,
+    /// The source is producing the snapshot (BGSAVE or diskless fork).
+    WaitingBgsave,
+    /// Snapshot bytes arrive and are loaded into the target as they come.
+    LoadingRdb,
+    /// The snapshot is in; replicated writes are applied as they arrive.
+    Streaming,
+    /// The link dropped; about to reconnect.
+    Reconnecting,
+    /// Stopped on an error that needs the operator.
+    Failed,
+    /// Stopped on request.
+    Stopped,
+}
+
+/// Live counters of one shard. Cheap to update from the hot path.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    pub rdb_bytes_received: AtomicU64,
+    pub rdb_bytes_total: AtomicU64,
+    pub rdb_bytes_loaded: AtomicU64,
+    pub keys_applied: AtomicU64,
+    pub keys_skipped: AtomicU64,
+    pub keys_expired: AtomicU64,
+    pub keys_filtered: AtomicU64,
+    pub keys_failed: AtomicU64,
+    pub commands_applied: AtomicU64,
+    pub commands_skipped: AtomicU64,
+    pub commands_failed: AtomicU64,
+    /// Stream offset the source has sent us (its offset as far as we know).
+    pub source_offset: AtomicU64,
+    /// Stream offset applied to the target.
+    pub applied_offset: AtomicU64,
+    /// Bytes waiting in the spill file.
+    pub spill_bytes: AtomicU64,
+    pub full_syncs: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+/// When things happened, unix milliseconds (0 = not yet).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    pub full_sync_started_ms: u64,
+    pub full_sync_finished_ms: u64,
+    /// Since when the applied offset has equalled the source offset.
+    pub caught_up_since_ms: u64,
+}
+
+#[derive(Debug)]
+struct Slow {
+    phase: Phase,
+    phase_since_ms: u64,
+    replid: String,
+    last_error: Option<String>,
+    timeline: Timeline,
+    /// Every full sync's [start, end] (end 0 while running), for the proof
+    /// that no more than `--sync-parallel` ran at once.
+    full_sync_windows: Vec<(u64, u64)>,
+}
+
+/// One shard's status: counters plus the rarely changing parts under a lock.
+#[derive(Debug)]
+pub struct ShardStatus {
+    pub serial: usize,
+    pub source: String,
+    pub role: String,
+    pub slots: String,
+    pub counters: ShardCounters,
+    slow: Mutex<Slow>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ShardStatus {
+    pub fn new(serial: usize, source: String, role: String, slots: String) -> Arc<ShardStatus> {
+        Arc::new(ShardStatus {
+            serial,
+            source,
+            role,
+            slots,
+            counters: ShardCounters::default(),
+            slow: Mutex::new(Slow {
+                phase: Phase::Queued,
+                phase_since_ms: now_ms(),
+                replid: String::new(),
+                last_error: None,
+                timeline: Timeline::default(),
+                full_sync_windows: Vec::new(),
+            }),
+        })
+    }
+
+    fn slow(&self) -> std::sync::MutexGuard<'_, Slow> {
+        // Plain data: a panicked writer cannot leave it inconsistent.
+        self.slow.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        let mut slow = self.slow();
+        if slow.phase == phase {
+            return;
+        }
+        let now = now_ms();
+        match phase {
+            Phase::WaitingBgsave => {
+                slow.timeline.full_sync_started_ms = now;
+                slow.timeline.full_sync_finished_ms = 0;
+                slow.full_sync_windows.push((now, 0));
+            }
+            Phase::Streaming
+                if slow.timeline.full_sync_started_ms != 0
+                    && slow.timeline.full_sync_finished_ms == 0 =>
+            {
+                slow.timeline.full_sync_finished_ms = now;
+            }
+            _ => {}
+        }
+        // A full sync ends when it reaches streaming or gives up.
+        if matches!(
+            phase,
+            Phase::Streaming | Phase::Reconnecting | Phase::Failed | Phase::Stopped
+        ) {
+            if let Some(w) = slow.full_sync_windows.last_mut() {
+                if w.1 == 0 {
+                    w.1 = now;
+                }
+            }
+        }
+        tracing::info!(shard = self.serial, source = %self.source, from = ?slow.phase, to = ?phase, "phase change");
+        slow.phase = phase;
+        slow.phase_since_ms = now;
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.slow().phase
+    }
+
+    pub fn set_replid(&self, replid: &str) {
+        self.slow().replid = replid.to_string();
+    }
+
+    pub fn set_error(&self, error: Option<String>) {
+        self.slow().last_error = error;
+    }
+
+    /// Record progress of the applied offset; keeps `caught_up_since_ms`.
+    pub fn update_caught_up(&self) {
+        let source = self.counters.source_offset.load(Ordering::Relaxed);
+        let applied = self.counters.applied_offset.load(Ordering::Relaxed);
+        let mut slow = self.slow();
+        if slow.phase == Phase::Streaming && applied >= source {
+            if slow.timeline.caught_up_since_ms == 0 {
+                slow.timeline.caught_up_since_ms = now_ms();
+            }
+        } else {
+            slow.timeline.caught_up_since_ms = 0;
+        }
+    }
+
+    pub fn snapshot(&self) -> ShardSnapshot {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let slow = self.slow();
+        let source_offset = get(&c.source_offset);
+        let applied_offset = get(&c.applied_offset);
+        ShardSnapshot {
+            serial: self.serial,
+            source: self.source.clone(),
+            role: self.role.clone(),
+            slots: self.slots.clone(),
+            phase: slow.phase,
+            phase_since_ms: slow.phase_since_ms,
+            replid: slow.replid.clone(),
+            rdb_bytes_received: get(&c.rdb_bytes_received),
+            rdb_bytes_total: get(&c.rdb_bytes_total),
+            rdb_bytes_loaded: get(&c.rdb_bytes_loaded),
+            keys_applied: get(&c.keys_applied),
+            keys_skipped: get(&c.keys_skipped),
+            keys_expired: get(&c.keys_expired),
+            keys_filtered: get(&c.keys_filtered),
+            keys_failed: get(&c.keys_failed),
+            commands_applied: get(&c.commands_applied),
+            commands_skipped: get(&c.commands_skipped),
+            commands_failed: get(&c.commands_failed),
+            source_offset,
+            applied_offset,
+            lag_bytes: source_offset.saturating_sub(applied_offset),
+            spill_bytes: get(&c.spill_bytes),
+            full_syncs: get(&c.full_syncs),
+            reconnects: get(&c.reconnects),
+            last_error: slow.last_error.clone(),
+            timeline: slow.timeline.clone(),
+            full_sync_windows: slow.full_sync_windows.clone(),
+        }
+    }
+}
+
+/// A consistent-enough copy of a shard's status, for JSON and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardSnapshot {
+    pub serial: usize,
+    pub source: String,
+    pub role: String,
+    pub slots: String,
+    pub phase: Phase,
+    pub phase_since_ms: u64,
+    pub replid: String,
+    pub rdb_bytes_received: u64,
+    pub rdb_bytes_total: u64,
+    pub rdb_bytes_loaded: u64,
+    pub keys_applied: u64,
+    pub keys_skipped: u64,
+    pub keys_expired: u64,
+    pub keys_filtered: u64,
+    pub keys_failed: u64,
+    pub commands_applied: u64,
+    pub commands_skipped: u64,
+    pub commands_failed: u64,
+    pub source_offset: u64,
+    pub applied_offset: u64,
+    pub lag_bytes: u64,
+    pub spill_bytes: u64,
+    pub full_syncs: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+    pub timeline: Timeline,
+    pub full_sync_windows: Vec<(u64, u64)>,
+}

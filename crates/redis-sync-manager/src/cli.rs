@@ -1,0 +1,245 @@
+//! Command line of `redis-sync-manager`: the seed's flags, parsed and validated
+//! into a `SyncConfig` before any socket opens.
+//!
+//! Both `--flag=value` and `--flag value` work (clap accepts either). Every
+//! value parser says what it expects, so a bad value fails with one line that
+//! names the flag and the expected form, and exit code 2.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use rsm_client::{Credentials, Endpoint};
+
+use rsm_engine::{ConflictPolicy, KeyPrefixes};
+
+use crate::config::{SyncConfig, SyncRole};
+
+const ABOUT: &str =
+    "Live-migrate a Redis Cluster into another Redis deployment (cluster, proxy or standalone).
+
+redis-sync-manager reads the source topology with CLUSTER NODES, picks one IP:PORT per shard \
+(--sync-role), then syncs every shard: it acts as a replica (PSYNC), loads the snapshot into the \
+target, and streams the shard's writes into the target until stopped.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redis-sync-manager",
+    version,
+    about = ABOUT,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// IP:PORT of any process of the source Redis cluster (or a standalone source).
+    #[arg(long, value_name = "SRC_HOST:SRC_PORT", value_parser = parse_endpoint, required = true)]
+    pub from: Option<Endpoint>,
+
+    /// IP:PORT of the target: a node of a Redis cluster, a cluster proxy or a standalone server.
+    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint, required = true)]
+    pub target: Option<Endpoint>,
+
+    /// Password of the source database; `user:password` selects an ACL user.
+    #[arg(
+        long,
+        value_name = "SRC_PASSWORD",
+        env = "RSM_SOURCE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// Password of the target database; `user:password` selects an ACL user.
+    #[arg(
+        long,
+        value_name = "DST_PASSWORD",
+        env = "RSM_TARGET_PASSWORD",
+        hide_env_values = true
+    )]
+    pub auth: Option<String>,
+
+    /// Sync only keys starting with one of these prefixes, e.g. "str1|str2|str3".
+    #[arg(long, value_name = "str1|str2|str3", value_parser = parse_prefixes)]
+    pub filterkey: Option<KeyPrefixes>,
+
+    /// The database of the target that every key is written into (standalone targets).
+    #[arg(long, value_name = "DB", value_parser = parse_db, allow_hyphen_values = true)]
+    pub targetdb: Option<u32>,
+
+    /// Overwrite a key that already exists in the target (default: stop that shard with an error).
+    #[arg(long, conflicts_with = "skip_existing")]
+    pub rewrite: bool,
+
+    /// Keep the target's value of a key that already exists there, count it, and go on.
+    #[arg(long)]
+    pub skip_existing: bool,
+
+    /// When a value is larger than SIZE, write it in chunks of ordinary commands
+    /// (big key write mode). Bytes, or with a unit: 64mb, 1gb, 512kb (k/m/g = 1000s, kb/mb/gb = 1024s, as in redis.conf).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub bigkeysize: Option<u64>,
+
+    /// Log file of the manager; each shard logs beside it with its serial number
+    /// added to the name (logs/redis-sync-manager.0.log, …).
+    #[arg(
+        long,
+        value_name = "REDISPORT.LOG",
+        default_value = "logs/redis-sync-manager.log"
+    )]
+    pub logfile: PathBuf,
+
+    /// Serve the status page, /status (JSON) and /metrics (Prometheus) on this port.
+    #[arg(long, value_name = "HTTPPORT", value_parser = parse_port)]
+    pub httpport: Option<u16>,
+
+    /// Address the HTTP port binds to.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub http_bind: IpAddr,
+
+    /// How many shards may run their full sync (source BGSAVE + snapshot load)
+    /// at once; the plan shows the memory this needs on the source.
+    #[arg(long, value_name = "INT", default_value = "1", value_parser = parse_parallel)]
+    pub sync_parallel: usize,
+
+    /// Sync each shard from its master or from one of its replicas.
+    #[arg(long, value_name = "master|slave", default_value = "master", value_parser = parse_role)]
+    pub sync_role: SyncRole,
+
+    /// Print the plan (shards, chosen nodes, memory estimate) and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl SyncArgs {
+    /// The validated configuration. Cross-flag checks that clap cannot express live here.
+    pub fn into_config(self) -> Result<SyncConfig, String> {
+        let from = self
+            .from
+            .ok_or("--from is required: give the source as --from=HOST:PORT")?;
+        let target = self
+            .target
+            .ok_or("--target is required: give the target as --target=HOST:PORT")?;
+        let conflict = match (self.rewrite, self.skip_existing) {
+            (true, _) => ConflictPolicy::Rewrite,
+            (_, true) => ConflictPolicy::Skip,
+            _ => ConflictPolicy::Fail,
+        };
+        if self.password.as_deref() == Some("") {
+            return Err("--password is empty: leave it out when the source has no password".into());
+        }
+        if self.auth.as_deref() == Some("") {
+            return Err("--auth is empty: leave it out when the target has no password".into());
+        }
+        Ok(SyncConfig {
+            from,
+            target,
+            source_credentials: self.password.as_deref().map(Credentials::parse),
+            target_credentials: self.auth.as_deref().map(Credentials::parse),
+            filter: self.filterkey.unwrap_or_default(),
+            target_db: self.targetdb,
+            conflict,
+            big_key_size: self.bigkeysize,
+            logfile: self.logfile,
+            http_port: self.httpport,
+            http_bind: self.http_bind,
+            sync_parallel: self.sync_parallel,
+            sync_role: self.sync_role,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    s.parse::<Endpoint>().map_err(|e| e.to_string())
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| "expected a port number from 1 to 65535".to_string())
+}
+
+fn parse_prefixes(s: &str) -> Result<KeyPrefixes, String> {
+    KeyPrefixes::parse(s)
+}
+
+fn parse_db(s: &str) -> Result<u32, String> {
+    s.parse::<u32>()
+        .map_err(|_| "expected a database number, 0 or more".to_string())
+}
+
+fn parse_parallel(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| "expected a whole number of shards, 1 or more".to_string())
+}
+
+fn parse_role(s: &str) -> Result<SyncRole, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "master" => Ok(SyncRole::Master),
+        "slave" | "replica" => Ok(SyncRole::Slave),
+        _ => Err("expected master or slave".to_string()),
+    }
+}
+
+/// Sizes as redis.conf writes them: `k`/`m`/`g` are powers of 1000, `kb`/`mb`/`gb` powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let expected =
+        || "expected a size in bytes, optionally with a unit: 512kb, 64mb, 1gb".to_string();
+    let lower = s.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return Err(expected()),
+    };
+    let size = n.checked_mul(mult).ok_or_else(expected)?;
+    if size == 0 {
+        return Err("expected a size above 0".into());
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64mb"), Ok(64 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1 << 30));
+        assert_eq!(parse_size("2k"), Ok(2000));
+        for bad in ["", "mb", "-1", "1.5gb", "12xb", "0", "99999999999999999gb"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn roles() {
+        assert_eq!(parse_role("master"), Ok(SyncRole::Master));
+        assert_eq!(parse_role("slave"), Ok(SyncRole::Slave));
+        assert!(parse_role("foo").is_err());
+    }
+}

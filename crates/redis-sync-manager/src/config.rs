@@ -1,0 +1,45 @@
+//! The validated configuration of a sync run. Built once from the command
+//! line; nothing below `main` reads flags.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use rsm_client::{Credentials, Endpoint};
+use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
+
+/// Which node of each shard we replicate from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncRole {
+    Master,
+    Slave,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub from: Endpoint,
+    pub target: Endpoint,
+    pub source_credentials: Option<Credentials>,
+    pub target_credentials: Option<Credentials>,
+    pub filter: KeyPrefixes,
+    pub target_db: Option<u32>,
+    pub conflict: ConflictPolicy,
+    pub big_key_size: Option<u64>,
+    pub logfile: PathBuf,
+    pub http_port: Option<u16>,
+    pub http_bind: IpAddr,
+    pub sync_parallel: usize,
+    pub sync_role: SyncRole,
+    pub dry_run: bool,
+}
+
+impl SyncConfig {
+    /// The options every shard's engine runs with.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            filter: self.filter.clone(),
+            target_db: self.target_db,
+            conflict: self.conflict,
+            big_key_size: self.big_key_size,
+        }
+    }
+}
