@@ -1,0 +1,145 @@
+//! Robustness: any chunking gives the same events; truncated or corrupted input gives an
+//! error (with an offset inside the input), never a panic or a hang.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use proptest::prelude::*;
+use rsm_rdb::{DecodeOptions, Decoder, Event, RdbError};
+
+/// Feed everything, then finish; the first error wins.
+fn run(data: &[u8], opts: DecodeOptions, chunk: usize) -> Result<Vec<Event>, RdbError> {
+    let mut d = Decoder::new(opts);
+    let mut ev = Vec::new();
+    for c in data.chunks(chunk.max(1)) {
+        d.feed(Bytes::copy_from_slice(c), &mut ev)?;
+    }
+    d.finish()?;
+    Ok(ev)
+}
+
+fn all_opts() -> Vec<DecodeOptions> {
+    vec![
+        DecodeOptions::elements(),
+        DecodeOptions::raw(),
+        DecodeOptions::raw_with_threshold(100),
+    ]
+}
+
+#[test]
+fn byte_by_byte_equals_one_shot() {
+    for (name, rdb, _) in fixtures() {
+        for opts in all_opts() {
+            let one = decode_all(&rdb, opts.clone());
+            let bytewise = decode_chunked(&rdb, opts.clone(), &[1]);
+            assert_eq!(one, bytewise, "{name} {:?}", opts.mode);
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    // every prefix of the small fixtures, and a stride over the big ones
+    for (name, rdb, _) in fixtures() {
+        let step = if rdb.len() < 1000 { 1 } else { 7 };
+        for cut in (0..rdb.len()).step_by(step) {
+            for opts in [DecodeOptions::elements(), DecodeOptions::raw()] {
+                let err = run(&rdb[..cut], opts, 4096).expect_err(&format!("{name} cut at {cut}"));
+                assert!(
+                    err.offset() <= cut as u64,
+                    "{name} cut {cut}: offset {}",
+                    err.offset()
+                );
+                assert!(
+                    matches!(err, RdbError::Truncated { .. }),
+                    "{name} cut {cut}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn flipped_bytes_error_or_decode_but_never_panic() {
+    for (name, rdb, _) in fixtures() {
+        let step = if rdb.len() < 1000 { 1 } else { 13 };
+        for at in (0..rdb.len()).step_by(step) {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = rdb.clone();
+                bad[at] ^= flip;
+                for opts in [DecodeOptions::elements(), DecodeOptions::raw()] {
+                    // the CRC64 makes any surviving corruption an error at the end
+                    let r = run(&bad, opts, 1000);
+                    assert!(r.is_err(), "{name}: flip {flip:#x} at {at} went unnoticed");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn corruption_without_checksum_never_panics() {
+    // With checksum verification off, corrupt values get decoded as far as they go.
+    for (_, rdb, _) in fixtures().into_iter().take(4) {
+        for at in (9..rdb.len()).step_by(5) {
+            let mut bad = rdb.clone();
+            bad[at] = bad[at].wrapping_add(0x3b);
+            let opts = DecodeOptions {
+                verify_checksum: false,
+                ..DecodeOptions::elements()
+            };
+            let _ = run(&bad, opts, 777);
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_offset() {
+    // unknown value type 27 right after the header
+    let mut f = b"REDIS0012".to_vec();
+    f.extend_from_slice(&[27, 1, b'k']);
+    let e = run(&f, DecodeOptions::elements(), 100).unwrap_err();
+    assert_eq!(e.to_string(), "unknown value type 27 at offset 9");
+    let e = run(b"RUBBISH01", DecodeOptions::elements(), 100).unwrap_err();
+    assert!(matches!(e, RdbError::BadMagic { .. }), "{e}");
+    let e = run(b"REDIS0013", DecodeOptions::elements(), 100).unwrap_err();
+    assert!(e.to_string().contains("unsupported RDB version 13"), "{e}");
+    // Valkey type 23 (PATH_HASH) is not a released type
+    let mut f = b"VALKEY080".to_vec();
+    f.extend_from_slice(&[23, 1, b'k']);
+    let e = run(&f, DecodeOptions::elements(), 100).unwrap_err();
+    assert_eq!(e.to_string(), "unknown value type 23 at offset 9");
+    // trailing bytes after the checksum
+    let (_, mut rdb, _) = fixtures().remove(0);
+    rdb.push(0);
+    let e = run(&rdb, DecodeOptions::elements(), 100).unwrap_err();
+    assert!(matches!(e, RdbError::TrailingData { .. }), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_chunking_gives_identical_events(
+        fixture in 0usize..15,
+        sizes in proptest::collection::vec(1usize..600, 1..20),
+        mode in 0usize..3,
+    ) {
+        let all = fixtures();
+        let (name, rdb, _) = &all[fixture % all.len()];
+        let opts = all_opts()[mode].clone();
+        let one = decode_all(rdb, opts.clone());
+        let chunked = decode_chunked(rdb, opts, &sizes);
+        prop_assert_eq!(one, chunked, "{}", name);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..400), magic in 0usize..3) {
+        let head: &[u8] = [&b"REDIS0012"[..], b"VALKEY080", b"REDIS0006"][magic];
+        let data = [head, &tail].concat();
+        for opts in all_opts() {
+            let _ = run(&data, opts, 17);
+        }
+    }
+}
