@@ -366,6 +366,8 @@ struct Parser {
     module_id: u64,
     stream_v: u8,
     group: Option<GroupCtx>,
+    /// The current key, for error messages.
+    cur_key: Bytes,
 }
 
 macro_rules! push_into {
@@ -403,6 +405,7 @@ impl Parser {
             module_id: 0,
             stream_v: 1,
             group: None,
+            cur_key: Bytes::new(),
         }
     }
 
@@ -432,8 +435,10 @@ impl Parser {
             Top::Magic => "the 9-byte RDB magic".into(),
             Top::Record => "an opcode or key record (the file ends with opcode 255)".into(),
             Top::Value => format!(
-                "the rest of a value of type {} ({:?})",
-                self.rdb_type, self.vs
+                "the rest of the value of key {:?} (type {}, at {:?})",
+                String::from_utf8_lossy(&self.cur_key),
+                self.rdb_type,
+                self.vs
             ),
             Top::Checksum => "the 8-byte CRC64 after the EOF opcode".into(),
             Top::Done => "nothing".into(),
@@ -586,6 +591,7 @@ impl Parser {
             }
             t if self.known_type(t) => {
                 let key = c.string_bytes()?;
+                self.cur_key = key.clone();
                 out.push(Event::KeyStart(KeyMeta {
                     db: self.db,
                     key,

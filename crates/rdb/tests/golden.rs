@@ -400,3 +400,49 @@ fn versions_and_special_records() {
         }
     }
 }
+
+/// Runs the fixture generator live against the `redis-server` on PATH (CI installs
+/// Debian's 7.0.15) and checks the fresh snapshot the same way as the committed ones.
+/// Skipped, with a note, when `redis-server` or `python3` is missing.
+#[test]
+fn generator_runs_live_against_the_local_redis_server() {
+    let which = |exe: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {exe}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let (Some(server), Some(_)) = (which("redis-server"), which("python3")) else {
+        eprintln!("skipped: redis-server or python3 not on PATH");
+        return;
+    };
+    let out = std::process::Command::new(&server)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let version = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .expect("version in redis-server --version")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/gen-rdb-fixtures.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "--server", &server, "--name", &version, "--port", "30150", "--out",
+        ])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "generator failed");
+    let rdb = std::fs::read(dir.path().join(format!("{version}.rdb"))).unwrap();
+    let js: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("{version}.json"))).unwrap())
+            .unwrap();
+    check_fixture(&format!("live {version}"), &rdb, &js);
+}
