@@ -446,3 +446,67 @@ fn generator_runs_live_against_the_local_redis_server() {
             .unwrap();
     check_fixture(&format!("live {version}"), &rdb, &js);
 }
+
+/// The fixtures really contain the rarer quicklist node forms: LZF-compressed nodes
+/// (`list-compress-depth 1`) and, from 7.0, PLAIN nodes (a big element on its own).
+#[test]
+fn fixtures_contain_compressed_and_plain_quicklist_nodes() {
+    fn small_len(v: &[u8], i: &mut usize) -> usize {
+        let b = v[*i];
+        *i += 1;
+        match b >> 6 {
+            0 => (b & 0x3f) as usize,
+            1 => {
+                *i += 1;
+                (((b & 0x3f) as usize) << 8) | v[*i - 1] as usize
+            }
+            _ => panic!("unexpected length form"),
+        }
+    }
+    /// (compressed, plain) node counts of a quicklist / quicklist-2 raw value.
+    fn nodes(t: u8, v: &[u8]) -> (usize, usize) {
+        let mut i = 0;
+        let n = small_len(v, &mut i);
+        let (mut lzf, mut plain) = (0, 0);
+        for _ in 0..n {
+            if t == 18 && small_len(v, &mut i) == 1 {
+                plain += 1;
+            }
+            if v[i] == 0xC3 {
+                lzf += 1;
+                i += 1;
+                let c = small_len(v, &mut i);
+                small_len(v, &mut i);
+                i += c;
+            } else {
+                i += small_len(v, &mut i);
+            }
+        }
+        assert_eq!(i, v.len());
+        (lzf, plain)
+    }
+    for (name, rdb, _) in fixtures() {
+        if name.contains('-') && !name.starts_with("valkey-") || name.contains("cluster") {
+            continue;
+        }
+        let ks = keys(&decode_all(&rdb, DecodeOptions::raw()));
+        let get = |k: &str| ks.iter().find(|x| x.meta.key.as_ref() == k.as_bytes());
+        let c = get("l:compressed").unwrap();
+        assert!(
+            nodes(c.meta.rdb_type, c.raw.as_ref().unwrap()).0 > 0,
+            "{name}: LZF nodes"
+        );
+        if let Some(p) = get("l:plain") {
+            assert_eq!(
+                nodes(p.meta.rdb_type, p.raw.as_ref().unwrap()).1,
+                1,
+                "{name}: PLAIN node"
+            );
+        } else {
+            assert!(
+                name.starts_with('5') || name.starts_with('6'),
+                "{name}: l:plain missing"
+            );
+        }
+    }
+}
