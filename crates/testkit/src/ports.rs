@@ -10,12 +10,19 @@
 //! locked inode is still the one at the path (otherwise someone unlinked it under us and we retry).
 //! After locking, both the client port and the cluster bus port (port + 10000) are probed with a
 //! bind, so ports used by anything outside the kit are skipped too.
+//!
+//! A test process killed outright (CI timeout, SIGKILL) runs no destructors, so its servers live
+//! on. Each lease therefore records its server's PID and directory in the lock file; whoever next
+//! leases that port finds the record, checks that the PID still runs *in that directory*
+//! (`/proc/<pid>/cwd`, so a recycled PID is never touched) and kills that orphan.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Lowest client port the kit hands out.
 pub const PORT_MIN: u16 = 21000;
@@ -33,8 +40,8 @@ const LOCK_DIR: &str = "/tmp/rsm-testkit-ports";
 pub struct PortLease {
     port: u16,
     path: PathBuf,
-    // Held only for its lock; closing it releases the lease.
-    _file: File,
+    // Holds the lock; closing it releases the lease.
+    file: File,
 }
 
 impl PortLease {
@@ -80,10 +87,13 @@ impl PortLease {
         if !same_inode {
             return None;
         }
+        let mut previous = String::new();
+        let _ = file.read_to_string(&mut previous);
+        reap_orphans(&previous);
         let lease = PortLease {
             port,
             path,
-            _file: file.try_clone().ok()?,
+            file: file.try_clone().ok()?,
         };
         if !port_is_free(port) || !port_is_free(port + BUS_PORT_OFFSET) {
             return None; // drop(lease) unlinks and releases
@@ -98,6 +108,13 @@ impl PortLease {
         self.port
     }
 
+    /// Records the server running on this port, so an orphan can be found if this process dies
+    /// without cleaning up.
+    pub fn record_server(&self, pid: u32, dir: &Path) {
+        let mut f = &self.file;
+        let _ = writeln!(f, "server {pid} {}", dir.display());
+    }
+
     /// The cluster bus port that goes with it.
     pub fn bus_port(&self) -> u16 {
         self.port + BUS_PORT_OFFSET
@@ -108,6 +125,34 @@ impl Drop for PortLease {
     fn drop(&mut self) {
         // Unlink while still holding the lock; see the module comment for why this is safe.
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Kills servers recorded in a lock file whose owner died (see the module comment).
+fn reap_orphans(record: &str) {
+    for line in record.lines() {
+        let mut w = line.splitn(3, ' ');
+        let (Some("server"), Some(pid), Some(dir)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<libc::pid_t>() else {
+            continue;
+        };
+        let runs_in_dir = |pid: libc::pid_t| {
+            fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == Path::new(dir))
+        };
+        // Only kit directories, and only a process still working in one.
+        if !dir.contains("rsm-testkit-") || !runs_in_dir(pid) {
+            continue;
+        }
+        // SAFETY: kill(2) has no memory-safety preconditions; the PID was just checked to be the
+        // orphaned server (its cwd is the kit directory recorded for it).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while runs_in_dir(pid) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
@@ -133,6 +178,48 @@ mod tests {
             // A second lease of a held port must fail.
             assert!(PortLease::try_port(l.port()).is_none());
         }
+    }
+
+    #[test]
+    fn orphaned_server_of_a_dead_owner_is_killed() {
+        use std::os::unix::process::ExitStatusExt;
+        // Stand-in for a server left behind by a killed test process: a child working in a kit
+        // directory, recorded in an unlocked lock file.
+        let dir = tempfile::Builder::new()
+            .prefix("rsm-testkit-orphan-")
+            .tempdir()
+            .unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("60")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        // What `try_port` finds in the file of a lease whose owner died.
+        reap_orphans(&format!(
+            "999999\nserver {} {}\n",
+            orphan.id(),
+            dir.path().display()
+        ));
+        let status = orphan.try_wait().unwrap();
+        if status.is_none() {
+            let _ = orphan.kill();
+        }
+        let status = orphan.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(!dir.path().exists());
+    }
+
+    #[test]
+    fn records_of_other_processes_are_left_alone() {
+        // A PID whose cwd is not the recorded directory is never signalled.
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        reap_orphans(&format!("server {} /tmp/rsm-testkit-nowhere\n", other.id()));
+        assert!(other.try_wait().unwrap().is_none());
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ impl Default for ServerOptions {
 pub struct Server {
     // Declared first so the process is stopped before the lease and the directory go away.
     child: Mutex<Option<Child>>,
-    pid: u32,
+    pid: AtomicU32,
     port: u16,
     bin: PathBuf,
     version: ServerVersion,
@@ -60,7 +61,7 @@ pub struct Server {
     cluster: bool,
     // Cached connection for `cmd`.
     conn: Mutex<Option<Connection>>,
-    _lease: PortLease,
+    lease: PortLease,
     dir: tempfile::TempDir,
 }
 
@@ -69,6 +70,15 @@ enum StartError {
     /// The port was taken after all: try another one.
     PortInUse,
     Fatal(String),
+}
+
+impl StartError {
+    fn text(&self) -> String {
+        match self {
+            StartError::PortInUse => "port in use".into(),
+            StartError::Fatal(m) => m.clone(),
+        }
+    }
 }
 
 impl Server {
@@ -107,27 +117,10 @@ impl Server {
         let conf_path = dir.path().join("redis.conf");
         fs::write(&conf_path, config_text(opts, port, dir.path()))
             .map_err(|e| StartError::Fatal(format!("cannot write {}: {e}", conf_path.display())))?;
-        let out = fs::File::create(dir.path().join("stdout.log"))
-            .map_err(|e| StartError::Fatal(format!("cannot create stdout.log: {e}")))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| StartError::Fatal(format!("cannot dup stdout.log: {e}")))?;
-        let child = Command::new(bin)
-            .arg(&conf_path)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| {
-                StartError::Fatal(format!(
-                    "cannot spawn {}: {e}; install with `apt-get install -y redis-server \
-                     redis-tools` or shared/tools/install-test-servers.sh",
-                    bin.display()
-                ))
-            })?;
+        let child = spawn(bin, dir.path())?;
+        lease.record_server(child.id(), dir.path());
         let server = Server {
-            pid: child.id(),
+            pid: AtomicU32::new(child.id()),
             child: Mutex::new(Some(child)),
             port,
             bin: bin.to_path_buf(),
@@ -135,7 +128,7 @@ impl Server {
             password: opts.password.clone(),
             cluster: opts.cluster,
             conn: Mutex::new(None),
-            _lease: lease,
+            lease,
             dir,
         };
         server.wait_ready(opts.start_timeout)?;
@@ -199,7 +192,7 @@ impl Server {
 
     /// The server's PID (the process we spawned).
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::Relaxed)
     }
 
     /// The server's working directory (config, log, RDB, `nodes.conf`).
@@ -330,6 +323,25 @@ impl Server {
             .map(|v| v.trim().to_string())
     }
 
+    /// Stops the server (if running) and starts it again on the same port, directory and
+    /// config, then waits for `PING`. Data survives only if the test enabled persistence
+    /// (`extra_config`), e.g. `appendonly yes`.
+    ///
+    /// # Panics
+    /// If it does not come back.
+    pub fn restart(&self) {
+        self.stop();
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let child =
+            spawn(&self.bin, self.dir()).unwrap_or_else(|e| panic!("restart: {}", e.text()));
+        self.pid.store(child.id(), Ordering::Relaxed);
+        self.lease.record_server(child.id(), self.dir());
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        if let Err(e) = self.wait_ready(Duration::from_secs(15)) {
+            panic!("restart of {}: {}", self.addr(), e.text());
+        }
+    }
+
     /// SIGKILL, for failure tests. The port stays leased until the `Server` is dropped.
     pub fn kill(&self) {
         let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
@@ -367,14 +379,46 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if std::env::var_os("RSM_TESTKIT_KEEP_DIRS").is_some() {
+            // For post-mortems: leave config, logs and nodes.conf behind.
+            self.dir.disable_cleanup(true);
+            eprintln!("rsm-testkit: kept {}", self.dir.path().display());
+        }
     }
+}
+
+/// Spawns `bin <dir>/redis.conf` in `dir`, output to `<dir>/stdout.log`.
+fn spawn(bin: &Path, dir: &Path) -> Result<Child, StartError> {
+    let conf_path = dir.join("redis.conf");
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))
+        .map_err(|e| StartError::Fatal(format!("cannot create stdout.log: {e}")))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| StartError::Fatal(format!("cannot dup stdout.log: {e}")))?;
+    Command::new(bin)
+        .arg(&conf_path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| {
+            StartError::Fatal(format!(
+                "cannot spawn {}: {e}; install with `apt-get install -y redis-server \
+                 redis-tools` or shared/tools/install-test-servers.sh",
+                bin.display()
+            ))
+        })
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("addr", &self.addr())
-            .field("pid", &self.pid)
+            .field("pid", &self.pid())
             .field("version", &self.version)
             .field("cluster", &self.cluster)
             .field("dir", &self.dir())

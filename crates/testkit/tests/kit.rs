@@ -61,6 +61,24 @@ fn kill_and_drop_stop_the_process() {
 }
 
 #[test]
+fn restart_keeps_port_and_persisted_data() {
+    let s = Server::start(ServerOptions {
+        extra_config: vec![("appendonly".into(), "yes".into())],
+        ..Default::default()
+    });
+    let (port, pid) = (s.port(), s.pid());
+    s.cmd(&[b"SET", b"k", b"v"]);
+    s.restart();
+    assert_eq!(s.port(), port);
+    assert_ne!(s.pid(), pid);
+    assert_eq!(s.cmd(&[b"GET", b"k"]), Value::BulkString(b"v".to_vec()));
+    // Also after a SIGKILL.
+    s.kill();
+    s.restart();
+    assert_eq!(s.cmd(&[b"GET", b"k"]), Value::BulkString(b"v".to_vec()));
+}
+
+#[test]
 fn parallel_starts_do_not_collide() {
     let servers: Vec<Server> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..8)
