@@ -8,6 +8,7 @@ pub mod filter;
 pub mod options;
 pub mod replica;
 pub mod status;
+pub mod usage;
 
 pub use entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};
 pub use filter::KeyPrefixes;

@@ -13,7 +13,9 @@ use rsm_client::{Credentials, Endpoint};
 
 use rsm_engine::{ConflictPolicy, KeyPrefixes};
 
-use crate::config::{SyncConfig, SyncRole};
+use rsm_cluster::Role;
+
+use crate::config::SyncConfig;
 
 const ABOUT: &str =
     "Live-migrate a Redis Cluster into another Redis deployment (cluster, proxy or standalone).
@@ -113,7 +115,7 @@ pub struct SyncArgs {
 
     /// Sync each shard from its master or from one of its replicas.
     #[arg(long, value_name = "master|slave", default_value = "master", value_parser = parse_role)]
-    pub sync_role: SyncRole,
+    pub sync_role: Role,
 
     /// Print the plan (shards, chosen nodes, memory estimate) and exit.
     #[arg(long)]
@@ -186,12 +188,9 @@ fn parse_parallel(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a whole number of shards, 1 or more".to_string())
 }
 
-fn parse_role(s: &str) -> Result<SyncRole, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "master" => Ok(SyncRole::Master),
-        "slave" | "replica" => Ok(SyncRole::Slave),
-        _ => Err("expected master or slave".to_string()),
-    }
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse::<Role>()
+        .map_err(|_| "expected master or slave".to_string())
 }
 
 /// Sizes as redis.conf writes them: `k`/`m`/`g` are powers of 1000, `kb`/`mb`/`gb` powers of 1024.
@@ -238,8 +237,8 @@ mod tests {
 
     #[test]
     fn roles() {
-        assert_eq!(parse_role("master"), Ok(SyncRole::Master));
-        assert_eq!(parse_role("slave"), Ok(SyncRole::Slave));
+        assert_eq!(parse_role("master"), Ok(Role::Master));
+        assert_eq!(parse_role("slave"), Ok(Role::Slave));
         assert!(parse_role("foo").is_err());
     }
 }

@@ -5,14 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use rsm_client::{Credentials, Endpoint};
+use rsm_cluster::Role;
 use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
-
-/// Which node of each shard we replicate from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncRole {
-    Master,
-    Slave,
-}
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -28,7 +22,7 @@ pub struct SyncConfig {
     pub http_port: Option<u16>,
     pub http_bind: IpAddr,
     pub sync_parallel: usize,
-    pub sync_role: SyncRole,
+    pub sync_role: Role,
     pub dry_run: bool,
 }
 

@@ -1,4 +1,5 @@
-//! `redis-sync-manager`: parse and validate the command line, then hand over.
+//! `redis-sync-manager`: parse and validate the command line, discover the
+//! source, print the plan, then run one engine per shard.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error.
 
@@ -8,8 +9,11 @@ use clap::Parser;
 
 mod cli;
 mod config;
+mod discover;
+mod plan;
 
 use cli::Cli;
+use config::SyncConfig;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -26,8 +30,43 @@ fn main() -> ExitCode {
             }
         },
     };
-    let _ = config;
-    ExitCode::SUCCESS
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: SyncConfig) -> anyhow::Result<ExitCode> {
+    let plan = discover::discover(
+        &config.from,
+        &config.source_credentials,
+        &config.target,
+        &config.target_credentials,
+        config.sync_role,
+        config.target_db,
+    )
+    .await?;
+    print!(
+        "{}",
+        plan::render(&plan, config.sync_parallel, config.big_key_size)
+    );
+    if config.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::bail!("only --dry-run is available in this build")
 }
 
 /// Print clap's verdict as one line (plus the hint to --help) and exit 2;
@@ -42,12 +81,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see --help)");
+            eprintln!("{}", rsm_engine::usage::one_line(&e.render().to_string()));
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,4 @@
+//! One module per subcommand; `main.rs` only parses flags and dispatches.
+
+pub mod decode;
+pub mod dump;

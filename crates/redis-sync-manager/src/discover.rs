@@ -1,0 +1,247 @@
+//! Reading the source: `CLUSTER NODES` from the seed and from every master
+//! (migration markers appear only on a node's own line), the shards, the
+//! node chosen per shard by `--sync-role`, and the facts the plan prints.
+//! Also a first contact with the target, so a wrong address or password
+//! fails here, before anything starts.
+
+use std::time::Duration;
+
+use rsm_client::{
+    info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, Side,
+};
+use rsm_cluster::{
+    parse_cluster_nodes, select_node, Node, PreflightError, ReplicaStatus, Role, SelectWarning,
+    Topology,
+};
+
+/// One shard of the plan: where to sync from, and what it holds.
+#[derive(Debug, Clone)]
+pub struct PlannedShard {
+    pub serial: usize,
+    pub slots: String,
+    pub slot_count: usize,
+    /// The node we will replicate from.
+    pub node: Endpoint,
+    pub node_id: String,
+    pub role: Role,
+    pub master: Endpoint,
+    pub used_memory: Option<u64>,
+    pub keys: Option<u64>,
+    pub warning: Option<SelectWarning>,
+}
+
+/// What we know about the target before starting.
+#[derive(Debug, Clone)]
+pub struct TargetFacts {
+    pub endpoint: Endpoint,
+    pub cluster: bool,
+    pub version: String,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub source_is_cluster: bool,
+    pub shards: Vec<PlannedShard>,
+    pub target: TargetFacts,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("source {endpoint}: CLUSTER NODES could not be read: {message}")]
+    Nodes { endpoint: Endpoint, message: String },
+    #[error("source cluster is not ready: {0}")]
+    Preflight(PreflightError),
+    #[error(
+        "--targetdb={0} needs a standalone target, but {1} is a cluster (clusters only have db 0)"
+    )]
+    TargetDbOnCluster(u32, Endpoint),
+    #[error("source {0} has no master that serves slots")]
+    Empty(Endpoint),
+}
+
+fn opts(side: Side, credentials: &Option<Credentials>) -> ConnectOptions {
+    let mut o = ConnectOptions::new(side, credentials.clone());
+    o.connect_timeout = Duration::from_secs(5);
+    o.io_timeout = Duration::from_secs(10);
+    o
+}
+
+/// Build the plan: topology, pre-flight checks, node per shard, target check.
+pub async fn discover(
+    from: &Endpoint,
+    source_credentials: &Option<Credentials>,
+    target: &Endpoint,
+    target_credentials: &Option<Credentials>,
+    role: Role,
+    target_db: Option<u32>,
+) -> Result<Plan, DiscoverError> {
+    let source_opts = opts(Side::Source, source_credentials);
+    let mut seed = Connection::connect(from, &source_opts).await?;
+    let cluster_info = seed.info("cluster").await?;
+    let source_is_cluster = info_field(&cluster_info, "cluster_enabled") == Some("1");
+
+    let topology = if source_is_cluster {
+        let seed_nodes = read_nodes(&mut seed).await?;
+        let mut views = vec![seed_nodes.clone()];
+        for master in seed_nodes
+            .iter()
+            .filter(|n| n.is_master() && !n.flags.failing() && !n.flags.myself)
+        {
+            let endpoint = node_endpoint(master, from);
+            // A master we cannot reach is reported by the pre-flight check
+            // (it will be flagged fail); its own view is only for markers.
+            if let Ok(mut conn) = Connection::connect(&endpoint, &source_opts).await {
+                if let Ok(view) = read_nodes(&mut conn).await {
+                    views.push(view);
+                }
+            }
+        }
+        let topology = Topology::from_views(views);
+        if let Some(first) = topology.preflight().into_iter().next() {
+            return Err(DiscoverError::Preflight(first));
+        }
+        topology
+    } else {
+        Topology::standalone(&from.host, from.port)
+    };
+    if topology.shards.is_empty() {
+        return Err(DiscoverError::Empty(from.clone()));
+    }
+
+    let mut shards = Vec::new();
+    for (serial, shard) in topology.shards.iter().enumerate() {
+        let master = node_endpoint(&shard.master, from);
+        let (master_offset, statuses) = if role == Role::Slave && !shard.replicas.is_empty() {
+            let offset = match Connection::connect(&master, &source_opts).await {
+                Ok(mut c) => c
+                    .info("replication")
+                    .await
+                    .ok()
+                    .and_then(|i| info_field(&i, "master_repl_offset").and_then(|v| v.parse().ok()))
+                    .unwrap_or(0),
+                Err(_) => 0,
+            };
+            let mut statuses = Vec::new();
+            for replica in &shard.replicas {
+                statuses.push(replica_status(&node_endpoint(replica, from), &source_opts).await);
+            }
+            (offset, statuses)
+        } else {
+            (0, Vec::new())
+        };
+        let selection = select_node(shard, role, master_offset, &statuses);
+        let node = node_endpoint(selection.node, from);
+        let chosen_role = if selection.node.is_master() {
+            Role::Master
+        } else {
+            Role::Slave
+        };
+        let (used_memory, keys) = node_size(&node, &source_opts).await;
+        shards.push(PlannedShard {
+            serial,
+            slots: rsm_cluster::display_ranges(&shard.slots),
+            slot_count: shard.slot_count(),
+            node,
+            node_id: selection.node.id.as_str().to_string(),
+            role: chosen_role,
+            master,
+            used_memory,
+            keys,
+            warning: selection.warning.clone(),
+        });
+    }
+
+    let target = check_target(target, target_credentials).await?;
+    if let Some(db) = target_db.filter(|db| *db != 0) {
+        if target.cluster {
+            return Err(DiscoverError::TargetDbOnCluster(db, target.endpoint));
+        }
+    }
+    Ok(Plan {
+        source_is_cluster,
+        shards,
+        target,
+    })
+}
+
+async fn read_nodes(conn: &mut Connection) -> Result<Vec<Node>, DiscoverError> {
+    let endpoint = conn.endpoint().clone();
+    let text = conn.request_text(&["CLUSTER", "NODES"]).await?;
+    parse_cluster_nodes(&text).map_err(|e| DiscoverError::Nodes {
+        endpoint,
+        message: e.to_string(),
+    })
+}
+
+/// The address to dial for a node; a node that does not know its own IP yet
+/// prints an empty host, meaning "the host you asked".
+fn node_endpoint(node: &Node, asked: &Endpoint) -> Endpoint {
+    let host = if node.addr.host.is_empty() {
+        asked.host.clone()
+    } else {
+        node.addr.host.clone()
+    };
+    Endpoint::new(host, node.addr.port)
+}
+
+async fn replica_status(endpoint: &Endpoint, opts: &ConnectOptions) -> Option<ReplicaStatus> {
+    let mut conn = Connection::connect(endpoint, opts).await.ok()?;
+    let info = conn.info("replication").await.ok()?;
+    Some(ReplicaStatus {
+        link_up: info_field(&info, "master_link_status") == Some("up"),
+        offset: info_field(&info, "slave_repl_offset")
+            .or_else(|| info_field(&info, "master_repl_offset"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
+/// `used_memory` and the number of keys of a node; `None` where unreadable.
+async fn node_size(endpoint: &Endpoint, opts: &ConnectOptions) -> (Option<u64>, Option<u64>) {
+    let Ok(mut conn) = Connection::connect(endpoint, opts).await else {
+        return (None, None);
+    };
+    let used = conn
+        .info("memory")
+        .await
+        .ok()
+        .and_then(|i| info_field(&i, "used_memory").and_then(|v| v.parse().ok()));
+    let keys = conn.info("keyspace").await.ok().map(|info| {
+        // db0:keys=3,expires=0,avg_ttl=0
+        info.iter()
+            .filter(|(k, _)| k.starts_with("db"))
+            .filter_map(|(_, v)| {
+                v.split(',')
+                    .next()?
+                    .strip_prefix("keys=")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    });
+    (used, keys)
+}
+
+async fn check_target(
+    target: &Endpoint,
+    credentials: &Option<Credentials>,
+) -> Result<TargetFacts, DiscoverError> {
+    let mut conn = Connection::connect(target, &opts(Side::Target, credentials)).await?;
+    let server = conn.info("server").await?;
+    let cluster = conn.info("cluster").await.unwrap_or_default();
+    let version = match (
+        info_field(&server, "valkey_version"),
+        info_field(&server, "redis_version"),
+    ) {
+        (Some(v), _) => format!("Valkey {v}"),
+        (None, Some(v)) => format!("Redis {v}"),
+        _ => "unknown".into(),
+    };
+    Ok(TargetFacts {
+        endpoint: target.clone(),
+        cluster: info_field(&cluster, "cluster_enabled") == Some("1"),
+        version,
+    })
+}

@@ -1,0 +1,160 @@
+//! The command line: every bad input is refused before any connection, with
+//! exit code 2 and one line naming the flag.
+
+use std::process::{Command, Output};
+
+fn manager(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .args(args)
+        .env_remove("RSM_SOURCE_PASSWORD")
+        .env_remove("RSM_TARGET_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+/// The address nothing listens on would be tried if validation ran late; a
+/// usage error must come first, so these never touch the network.
+const OK_FROM: &str = "--from=127.0.0.1:1";
+const OK_TARGET: &str = "--target=127.0.0.1:2";
+
+fn assert_usage_error(args: &[&str], must_mention: &[&str]) {
+    let out = manager(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?} → {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line expected for {args:?}: {stderr}"
+    );
+    for word in must_mention {
+        assert!(
+            stderr.contains(word),
+            "{args:?}: {stderr:?} should mention {word:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_host_port() {
+    assert_usage_error(&["--from=localhost", OK_TARGET], &["--from", "HOST:PORT"]);
+    assert_usage_error(&[OK_FROM, "--target=host:99999"], &["--target", "port"]);
+    assert_usage_error(&[OK_FROM, "--target", ":7000"], &["--target", "empty host"]);
+}
+
+#[test]
+fn ipv6_needs_brackets() {
+    assert_usage_error(&["--from=::1:7000", OK_TARGET], &["--from", "brackets"]);
+}
+
+#[test]
+fn bad_sync_role() {
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--sync-role=foo"],
+        &["--sync-role", "master or slave"],
+    );
+}
+
+#[test]
+fn zero_parallelism() {
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--sync-parallel=0"],
+        &["--sync-parallel", "1 or more"],
+    );
+}
+
+#[test]
+fn empty_filter_prefix() {
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--filterkey=a||b"],
+        &["--filterkey", "empty"],
+    );
+}
+
+#[test]
+fn negative_targetdb() {
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--targetdb=-1"],
+        &["--targetdb", "0 or more"],
+    );
+    assert_usage_error(&[OK_FROM, OK_TARGET, "--targetdb", "-3"], &["--targetdb"]);
+}
+
+#[test]
+fn bad_bigkeysize() {
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--bigkeysize=lots"],
+        &["--bigkeysize", "64mb"],
+    );
+}
+
+#[test]
+fn unknown_flag() {
+    assert_usage_error(&[OK_FROM, OK_TARGET, "--no-such-flag"], &["--no-such-flag"]);
+}
+
+#[test]
+fn missing_required_flags() {
+    assert_usage_error(&[OK_TARGET], &["--from"]);
+    assert_usage_error(&[OK_FROM], &["--target"]);
+}
+
+#[test]
+fn rewrite_and_skip_are_exclusive() {
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--rewrite", "--skip-existing"],
+        &["--rewrite", "--skip-existing"],
+    );
+}
+
+#[test]
+fn help_explains_every_seed_flag() {
+    let out = manager(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--from",
+        "--target",
+        "--password",
+        "--auth",
+        "--filterkey",
+        "--targetdb",
+        "--rewrite",
+        "--bigkeysize",
+        "--logfile",
+        "--httpport",
+        "--sync-parallel",
+        "--sync-role",
+        "--dry-run",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+    assert!(
+        help.contains("logs/redis-sync-manager.log"),
+        "default log file not shown"
+    );
+    let out = manager(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn both_flag_forms_are_accepted() {
+    // Valid flags with an unreachable source: it gets past validation (exit 1, not 2).
+    let out = manager(&[
+        "--from",
+        "127.0.0.1:1",
+        "--target",
+        "127.0.0.1:2",
+        "--sync-parallel",
+        "2",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("source 127.0.0.1:1"), "{stderr}");
+}
