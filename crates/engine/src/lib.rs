@@ -3,6 +3,7 @@
 //! `entry` is the currency between stages; `filter` is pure; `options` holds
 //! the flags that change the data path.
 
+pub mod command;
 pub mod entry;
 pub mod filter;
 pub mod options;
