@@ -7,6 +7,7 @@ pub mod command;
 pub mod entry;
 pub mod filter;
 pub mod options;
+pub mod replay;
 pub mod replica;
 pub mod status;
 pub mod usage;

@@ -1,0 +1,179 @@
+//! Stream commands on their way to the writer: relative TTLs made absolute
+//! (a replay that runs late must not extend a key's life), `RESTORE-ASKING`
+//! made plain, then the command table and `--filterkey` decide what is kept.
+//!
+//! Pure apart from the counters it returns: the shard loop applies the verdicts.
+
+use std::fmt;
+
+use crate::command::{rewrite_for_replay, CommandTable};
+use crate::entry::{Command, Entry, ReplOffset};
+use crate::filter::commands::{filter_command, DropReason, FilterVerdict};
+use crate::filter::KeyPrefixes;
+
+/// What to do with one stream entry.
+#[derive(Debug)]
+pub enum Replay {
+    /// Give this to the writer.
+    Write(Entry),
+    /// Nothing to write; the offset still moves past it.
+    Dropped {
+        offset: ReplOffset,
+        dropped: Vec<Dropped>,
+    },
+}
+
+/// One dropped command, for the log and the counters.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub command: String,
+    pub reason: DropReason,
+}
+
+impl Dropped {
+    /// Skips (PING, PUBLISH…) are routine; the rest is data the operator
+    /// should hear about.
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self.reason,
+            DropReason::Skipped(_) | DropReason::NoKeyMatches
+        )
+    }
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.command, self.reason)
+    }
+}
+
+/// Decide what happens to a stream entry. `now_ms` is when it was received.
+pub fn prepare(
+    table: &CommandTable,
+    prefixes: &KeyPrefixes,
+    entry: Entry,
+    now_ms: i64,
+) -> (Replay, Vec<Dropped>) {
+    match entry {
+        Entry::Command(cmd) => {
+            let offset = cmd.offset;
+            let mut dropped = Vec::new();
+            match prepare_one(table, prefixes, cmd, now_ms, &mut dropped) {
+                Some(cmd) => (Replay::Write(Entry::Command(cmd)), dropped),
+                None => (
+                    Replay::Dropped {
+                        offset,
+                        dropped: dropped.clone(),
+                    },
+                    dropped,
+                ),
+            }
+        }
+        Entry::Transaction(cmds) => {
+            let offset = cmds.last().map(|c| c.offset).unwrap_or_default();
+            let mut dropped = Vec::new();
+            let kept: Vec<Command> = cmds
+                .into_iter()
+                .filter_map(|c| prepare_one(table, prefixes, c, now_ms, &mut dropped))
+                .collect();
+            if kept.is_empty() {
+                (
+                    Replay::Dropped {
+                        offset,
+                        dropped: dropped.clone(),
+                    },
+                    dropped,
+                )
+            } else {
+                (Replay::Write(Entry::Transaction(kept)), dropped)
+            }
+        }
+        other => (Replay::Write(other), Vec::new()),
+    }
+}
+
+fn prepare_one(
+    table: &CommandTable,
+    prefixes: &KeyPrefixes,
+    cmd: Command,
+    now_ms: i64,
+    dropped: &mut Vec<Dropped>,
+) -> Option<Command> {
+    let Command { db, args, offset } = cmd;
+    let args = rewrite_for_replay(args, now_ms);
+    match filter_command(table, prefixes, &args) {
+        FilterVerdict::Keep => Some(Command::new(db, args, offset)),
+        FilterVerdict::Rewrite(args) => Some(Command::new(db, args, offset)),
+        FilterVerdict::Drop(reason) => {
+            dropped.push(Dropped {
+                command: args
+                    .first()
+                    .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
+                    .unwrap_or_default(),
+                reason,
+            });
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn cmd(args: &[&str]) -> Command {
+        Command::new(
+            0,
+            args.iter().map(|a| Bytes::from(a.to_string())).collect(),
+            ReplOffset(10),
+        )
+    }
+
+    #[test]
+    fn relative_ttls_become_absolute_and_pings_drop() {
+        let table = CommandTable::builtin();
+        let (r, _) = prepare(
+            &table,
+            &KeyPrefixes::default(),
+            Entry::Command(cmd(&["SET", "k", "v", "EX", "10"])),
+            1_000_000,
+        );
+        let Replay::Write(Entry::Command(c)) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(c.args[3], Bytes::from("PXAT"));
+        assert_eq!(c.args[4], Bytes::from("1010000"));
+
+        let (r, dropped) = prepare(
+            &table,
+            &KeyPrefixes::default(),
+            Entry::Command(cmd(&["PUBLISH", "ch", "m"])),
+            0,
+        );
+        assert!(matches!(
+            r,
+            Replay::Dropped {
+                offset: ReplOffset(10),
+                ..
+            }
+        ));
+        assert!(dropped[0].is_routine());
+    }
+
+    #[test]
+    fn filter_inside_transactions() {
+        let table = CommandTable::builtin();
+        let prefixes = KeyPrefixes::parse("keep:").unwrap();
+        let tx = Entry::Transaction(vec![
+            cmd(&["SET", "keep:a", "1"]),
+            cmd(&["SET", "drop:b", "2"]),
+        ]);
+        let (r, dropped) = prepare(&table, &prefixes, tx, 0);
+        let Replay::Write(Entry::Transaction(kept)) = r else {
+            panic!()
+        };
+        assert_eq!(kept.len(), 1);
+        assert_eq!(dropped.len(), 1);
+    }
+}
