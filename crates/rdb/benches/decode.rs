@@ -235,6 +235,20 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let _ = pass(&big, Pass::Raw); // warm the page cache
+                                   // RSM_BENCH_ONLY=raw|elements: repeat one pass (for profiling), skip the comparison
+    if let Ok(only) = std::env::var("RSM_BENCH_ONLY") {
+        let p = if only == "raw" {
+            Pass::Raw
+        } else {
+            Pass::Elements
+        };
+        for _ in 0..3 {
+            let (secs, _, _) = pass(&big, p);
+            println!("{only}: {:.1} MB/s", size as f64 / 1e6 / secs);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
     for (name, p) in [
         ("raw", Pass::Raw),
         ("raw+payload", Pass::RawPayload),

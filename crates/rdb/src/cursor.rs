@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use crate::blobs::Item;
 use crate::constants::*;
 use crate::error::RdbError;
 use crate::lzf;
@@ -39,7 +40,7 @@ pub(crate) enum StrHdr {
 }
 
 pub(crate) struct Cursor<'a> {
-    data: &'a [u8],
+    data: &'a Bytes,
     pub(crate) pos: usize,
     base: u64,
     /// Reads may not extend past this index (raw-mode threshold); `usize::MAX` = no limit.
@@ -47,7 +48,7 @@ pub(crate) struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn new(data: &'a [u8], pos: usize, base: u64, limit: usize) -> Self {
+    pub(crate) fn new(data: &'a Bytes, pos: usize, base: u64, limit: usize) -> Self {
         Cursor {
             data,
             pos,
@@ -90,6 +91,13 @@ impl<'a> Cursor<'a> {
         let s = self.data.get(self.pos..end).ok_or(PErr::More)?;
         self.pos = end;
         Ok(s)
+    }
+
+    /// Like [`Self::take`], as a zero-copy slice of the buffer.
+    pub(crate) fn take_bytes(&mut self, n: u64) -> P<Bytes> {
+        let start = self.pos;
+        self.take(n)?;
+        Ok(self.data.slice(start..self.pos))
     }
 
     pub(crate) fn array<const N: usize>(&mut self) -> P<[u8; N]> {
@@ -202,8 +210,18 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A whole string as owned `Bytes`.
+    /// A whole string as `Bytes`: a zero-copy slice of the buffer when stored plainly.
     pub(crate) fn string_bytes(&mut self) -> P<Bytes> {
+        Ok(match self.string()? {
+            // `string` just read these bytes, so they end at `self.pos`
+            Cow::Borrowed(b) => self.data.slice(self.pos - b.len()..self.pos),
+            Cow::Owned(v) => Bytes::from(v),
+        })
+    }
+
+    /// A whole string as an owned copy (for keys: a small copy does not pin the buffer,
+    /// which lets a big raw value grow the buffer in place).
+    pub(crate) fn string_copy(&mut self) -> P<Bytes> {
         Ok(match self.string()? {
             Cow::Borrowed(b) => Bytes::copy_from_slice(b),
             Cow::Owned(v) => Bytes::from(v),
@@ -217,5 +235,14 @@ impl<'a> Cursor<'a> {
             StrHdr::Int(_) => Ok(()),
             StrHdr::Lzf { clen, .. } => self.take(clen).map(drop),
         }
+    }
+}
+
+/// A container element as `Bytes`: strings are zero-copy slices of the container.
+pub(crate) fn item_bytes(blob: &Bytes, it: Item<'_>) -> Bytes {
+    match it {
+        Item::Str([]) => Bytes::new(),
+        Item::Str(s) => blob.slice_ref(s),
+        Item::Int(_) => it.to_bytes(),
     }
 }

@@ -15,6 +15,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::cursor::item_bytes;
+
 use crate::blobs::{self, Item};
 use crate::constants::*;
 use crate::crc::Crc64;
@@ -77,12 +79,23 @@ impl Default for DecodeOptions {
 
 /// A push-based RDB decoder. See the crate documentation.
 pub struct Decoder {
-    buf: BytesMut,
+    /// The buffered input. Frozen, so values and members are handed out as zero-copy
+    /// slices of it; a new chunk is appended by reclaiming it (when no slice is alive) or
+    /// by copying the unconsumed tail.
+    buf: Bytes,
     /// Parse position in `buf`; bytes before it are consumed.
     pos: usize,
     /// Absolute offset of `buf[0]`.
     base: u64,
     crc: Crc64,
+    /// The CRC runs over every byte fed except the most recent 8, held here: when the
+    /// EOF opcode is reached, those 8 are the stored checksum. This keeps the CRC in big
+    /// chunk-sized updates instead of one per key.
+    crc_hold: Vec<u8>,
+    /// Total bytes fed.
+    fed: u64,
+    /// Compute the CRC at all (off for single values and with `verify_checksum: false`).
+    crc_on: bool,
     /// Where the current value starts in `buf` (valid while `retaining`).
     value_start: usize,
     /// Keep the current value's bytes in `buf` (raw mode, module values).
@@ -96,10 +109,13 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(opts: DecodeOptions) -> Self {
         Decoder {
-            buf: BytesMut::new(),
+            buf: Bytes::new(),
             pos: 0,
             base: 0,
             crc: Crc64::new(),
+            crc_hold: Vec::with_capacity(16),
+            fed: 0,
+            crc_on: opts.verify_checksum,
             value_start: 0,
             retaining: false,
             limited: false,
@@ -112,6 +128,7 @@ impl Decoder {
     /// type `rdb_type`, read with the rules of `version`, in elements mode.
     pub(crate) fn for_value(rdb_type: u8, version: RdbVersion) -> Result<Self, RdbError> {
         let mut d = Decoder::new(DecodeOptions::elements());
+        d.crc_on = false;
         d.p.version = version;
         d.p.value_only = true;
         if !d.p.known_type(rdb_type) {
@@ -148,17 +165,18 @@ impl Decoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        self.buf.extend_from_slice(&chunk);
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if self.crc_on {
+            self.crc_feed(&chunk);
+        }
+        self.fed += chunk.len() as u64;
+        self.append(chunk);
         let r = self.run(out);
         if let Err(e) = &r {
             self.failed = Some(e.clone());
         }
-        let keep_from = if self.retaining {
-            self.value_start
-        } else {
-            self.pos
-        };
-        self.drain_to(keep_from);
         r
     }
 
@@ -178,16 +196,54 @@ impl Decoder {
         }
     }
 
-    fn drain_to(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        if n == 0 {
+    /// Digest all fed bytes but the last 8.
+    fn crc_feed(&mut self, chunk: &[u8]) {
+        let total = self.crc_hold.len() + chunk.len();
+        if total <= 8 {
+            self.crc_hold.extend_from_slice(chunk);
             return;
         }
-        self.crc.update(self.buf.get(..n).unwrap_or(&[]));
-        self.buf.advance(n);
-        self.base += n as u64;
-        self.pos = self.pos.saturating_sub(n);
-        self.value_start = self.value_start.saturating_sub(n);
+        let mut digest = total - 8;
+        let from_hold = digest.min(self.crc_hold.len());
+        self.crc
+            .update(self.crc_hold.get(..from_hold).unwrap_or(&[]));
+        digest -= from_hold;
+        self.crc.update(chunk.get(..digest).unwrap_or(&[]));
+        let mut keep: Vec<u8> = self.crc_hold.get(from_hold..).unwrap_or(&[]).to_vec();
+        keep.extend_from_slice(chunk.get(digest..).unwrap_or(&[]));
+        self.crc_hold = keep;
+    }
+
+    /// Drop consumed bytes (keeping the current value's when retaining) and append `chunk`.
+    fn append(&mut self, chunk: Bytes) {
+        let keep_from = if self.retaining {
+            self.value_start
+        } else {
+            self.pos
+        }
+        .min(self.buf.len());
+        let mut old = std::mem::take(&mut self.buf);
+        self.base += keep_from as u64;
+        self.pos -= keep_from;
+        self.value_start = self.value_start.saturating_sub(keep_from);
+        if keep_from == old.len() {
+            // nothing pending: parse the caller's chunk in place
+            self.buf = chunk;
+            return;
+        }
+        old.advance(keep_from);
+        let mut m = match old.try_into_mut() {
+            // no slice of the old buffer is alive: grow it in place (amortized, so a big
+            // raw value spanning many chunks is not copied again and again)
+            Ok(m) => m,
+            Err(old) => {
+                let mut m = BytesMut::with_capacity(old.len() + chunk.len());
+                m.extend_from_slice(&old);
+                m
+            }
+        };
+        m.extend_from_slice(&chunk);
+        self.buf = m.freeze();
     }
 
     fn run(&mut self, out: &mut Vec<Event>) -> Result<(), RdbError> {
@@ -238,13 +294,8 @@ impl Decoder {
             }
             Action::EndValue => {
                 if self.retaining {
-                    let end = self.pos;
-                    self.crc.update(self.buf.get(..end).unwrap_or(&[]));
-                    let head = self.buf.split_to(end).freeze();
-                    self.base += end as u64;
-                    self.pos = 0;
-                    let raw = head.slice(self.value_start.min(end)..);
-                    self.value_start = 0;
+                    let end = self.pos.min(self.buf.len());
+                    let raw = self.buf.slice(self.value_start.min(end)..end);
                     if self.p.elements {
                         out.push(Event::Elements(Elements::Module {
                             module_id: self.p.module_id,
@@ -261,15 +312,18 @@ impl Decoder {
                 }
             }
             Action::EofOpcode => {
-                let pos = self.pos;
-                self.drain_to(pos);
                 if self.p.top == Top::Done {
                     out.push(Event::Eof);
                 }
             }
             Action::Checksum(stored) => {
+                if self.fed > self.offset() {
+                    return Err(RdbError::TrailingData {
+                        offset: self.offset(),
+                    });
+                }
                 let computed = self.crc.value();
-                if self.p.opts.verify_checksum && stored != 0 && stored != computed {
+                if self.crc_on && stored != 0 && stored != computed {
                     return Err(RdbError::Checksum {
                         offset: self.offset().saturating_sub(8),
                         stored,
@@ -590,7 +644,7 @@ impl Parser {
                 return Ok(Action::EofOpcode);
             }
             t if self.known_type(t) => {
-                let key = c.string_bytes()?;
+                let key = c.string_copy()?;
                 self.cur_key = key.clone();
                 out.push(Event::KeyStart(KeyMeta {
                     db: self.db,
@@ -627,10 +681,8 @@ impl Parser {
             VState::Start => self.value_start(c, out),
             VState::StrPieces(left) => {
                 let n = left.min(MAX_CHUNK_BYTES as u64);
-                let piece = c.take(n)?;
-                out.push(Event::Elements(Elements::StringPart(
-                    Bytes::copy_from_slice(piece),
-                )));
+                let piece = c.take_bytes(n)?;
+                out.push(Event::Elements(Elements::StringPart(piece)));
                 let left = left - n;
                 self.vs = VState::StrPieces(left);
                 Ok(left == 0)
@@ -645,7 +697,7 @@ impl Parser {
                 let at = c.pos;
                 if el {
                     let master = c.string()?;
-                    let lp = c.string()?;
+                    let lp = c.string_bytes()?;
                     self.stream_node(c, at, &master, &lp, out)?;
                 } else {
                     c.skip_string()?;
@@ -975,7 +1027,7 @@ impl Parser {
         if !self.elements {
             return c.skip_string();
         }
-        let data = c.string()?;
+        let data = c.string_bytes()?;
         let bad = |what: &str, e: &str| {
             PErr::Fail(RdbError::invalid(
                 c.offset_at(at),
@@ -1002,7 +1054,7 @@ impl Parser {
             }
             RDB_TYPE_LIST_ZIPLIST => {
                 for it in blobs::ziplist(&data).map_err(|e| bad("ziplist", e))? {
-                    self.push_list(out, it.map_err(|e| bad("ziplist", e))?.to_bytes());
+                    self.push_list(out, item_bytes(&data, it.map_err(|e| bad("ziplist", e))?));
                 }
             }
             RDB_TYPE_ZSET_ZIPLIST | RDB_TYPE_HASH_ZIPLIST => {
@@ -1013,7 +1065,8 @@ impl Parser {
                         .next()
                         .ok_or_else(|| bad("ziplist", "an even number of entries"))?
                         .map_err(|e| bad("ziplist", e))?;
-                    self.pair(out, t, a, b).map_err(|e| bad("ziplist", e))?;
+                    self.pair(out, &data, t, a, b)
+                        .map_err(|e| bad("ziplist", e))?;
                 }
             }
             RDB_TYPE_HASH_LISTPACK | RDB_TYPE_ZSET_LISTPACK => {
@@ -1024,12 +1077,13 @@ impl Parser {
                         .next()
                         .ok_or_else(|| bad("listpack", "an even number of entries"))?
                         .map_err(|e| bad("listpack", e))?;
-                    self.pair(out, t, a, b).map_err(|e| bad("listpack", e))?;
+                    self.pair(out, &data, t, a, b)
+                        .map_err(|e| bad("listpack", e))?;
                 }
             }
             RDB_TYPE_SET_LISTPACK => {
                 for it in blobs::listpack(&data).map_err(|e| bad("listpack", e))? {
-                    self.push_set(out, it.map_err(|e| bad("listpack", e))?.to_bytes());
+                    self.push_set(out, item_bytes(&data, it.map_err(|e| bad("listpack", e))?));
                 }
             }
             RDB_TYPE_HASH_LISTPACK_EX | RDB_TYPE_HASH_LISTPACK_EX_PRE_GA => {
@@ -1048,8 +1102,8 @@ impl Parser {
                     self.push_hash(
                         out,
                         HashField {
-                            field: f.to_bytes(),
-                            value: v.to_bytes(),
+                            field: item_bytes(&data, f),
+                            value: item_bytes(&data, v),
                             expire_at_ms: (ttl != 0).then_some(ttl),
                         },
                     );
@@ -1064,19 +1118,20 @@ impl Parser {
     fn pair(
         &mut self,
         out: &mut Vec<Event>,
+        blob: &Bytes,
         t: u8,
         a: Item<'_>,
         b: Item<'_>,
     ) -> Result<(), &'static str> {
         if matches!(t, RDB_TYPE_ZSET_ZIPLIST | RDB_TYPE_ZSET_LISTPACK) {
             let score = b.as_f64().ok_or("a numeric score")?;
-            self.push_zset(out, a.to_bytes(), score);
+            self.push_zset(out, item_bytes(blob, a), score);
         } else {
             self.push_hash(
                 out,
                 HashField {
-                    field: a.to_bytes(),
-                    value: b.to_bytes(),
+                    field: item_bytes(blob, a),
+                    value: item_bytes(blob, b),
                     expire_at_ms: None,
                 },
             );
@@ -1190,7 +1245,7 @@ impl Parser {
                 if !el {
                     return c.skip_string();
                 }
-                let data = c.string()?;
+                let data = c.string_bytes()?;
                 let bad = |e: &str| {
                     PErr::Fail(RdbError::invalid(
                         c.offset_at(at),
@@ -1198,7 +1253,7 @@ impl Parser {
                     ))
                 };
                 for it in blobs::ziplist(&data).map_err(bad)? {
-                    self.push_list(out, it.map_err(bad)?.to_bytes());
+                    self.push_list(out, item_bytes(&data, it.map_err(bad)?));
                 }
             }
             ItemKind::Quicklist2 => {
@@ -1214,9 +1269,9 @@ impl Parser {
                 if !el {
                     return c.skip_string();
                 }
-                let data = c.string()?;
+                let data = c.string_bytes()?;
                 if container == QUICKLIST_NODE_CONTAINER_PLAIN {
-                    self.push_list(out, Bytes::copy_from_slice(&data));
+                    self.push_list(out, data);
                     return Ok(());
                 }
                 let bad = |e: &str| {
@@ -1226,7 +1281,7 @@ impl Parser {
                     ))
                 };
                 for it in blobs::listpack(&data).map_err(bad)? {
-                    self.push_list(out, it.map_err(bad)?.to_bytes());
+                    self.push_list(out, item_bytes(&data, it.map_err(bad)?));
                 }
             }
         }
@@ -1239,7 +1294,7 @@ impl Parser {
         c: &Cursor<'_>,
         at: usize,
         master: &[u8],
-        lp: &[u8],
+        lp: &Bytes,
         out: &mut Vec<Event>,
     ) -> P<()> {
         let bad = |e: &str| {
@@ -1267,7 +1322,7 @@ impl Parser {
             let nfields = int(next()?)?;
             let mut master_fields = Vec::new();
             for _ in 0..nfields.max(0) {
-                master_fields.push(next()?.to_bytes());
+                master_fields.push(item_bytes(lp, next()?));
             }
             if int(next()?)? != 0 {
                 return Err(bad("the master entry terminator 0"));
@@ -1289,13 +1344,13 @@ impl Parser {
             let mut fields = Vec::new();
             if flags & STREAM_ITEM_FLAG_SAMEFIELDS != 0 {
                 for f in &master_fields {
-                    fields.push((f.clone(), next()?.to_bytes()));
+                    fields.push((f.clone(), item_bytes(lp, next()?)));
                 }
             } else {
                 let n = int(next()?)?;
                 for _ in 0..n.max(0) {
-                    let f = next()?.to_bytes();
-                    let v = next()?.to_bytes();
+                    let f = item_bytes(lp, next()?);
+                    let v = item_bytes(lp, next()?);
                     fields.push((f, v));
                 }
             }

@@ -40,19 +40,21 @@ pub fn decompress(input: &[u8], ulen: usize) -> Result<Vec<u8>, LzfError> {
     if !plausible(input.len() as u64, ulen as u64) {
         return Err(LzfError::ImpossibleLength);
     }
-    let mut out: Vec<u8> = Vec::with_capacity(ulen);
+    // Zero-filled up front (calloc), then written by index: no capacity checks per copy.
+    let mut out = vec![0u8; ulen];
+    let mut op = 0usize;
     let mut i = 0usize;
-    while i < input.len() {
-        let ctrl = usize::from(input[i]);
+    while let Some(&ctrl) = input.get(i) {
+        let ctrl = usize::from(ctrl);
         i += 1;
         if ctrl < 32 {
             // literal run of ctrl + 1 bytes
             let n = ctrl + 1;
             let lit = input.get(i..i + n).ok_or(LzfError::Truncated)?;
-            if out.len() + n > ulen {
-                return Err(LzfError::LengthMismatch);
-            }
-            out.extend_from_slice(lit);
+            out.get_mut(op..op + n)
+                .ok_or(LzfError::LengthMismatch)?
+                .copy_from_slice(lit);
+            op += n;
             i += n;
         } else {
             let mut len = ctrl >> 5;
@@ -64,26 +66,25 @@ pub fn decompress(input: &[u8], ulen: usize) -> Result<Vec<u8>, LzfError> {
             let low = usize::from(*input.get(i).ok_or(LzfError::Truncated)?);
             i += 1;
             let dist = ((ctrl & 0x1f) << 8 | low) + 1;
-            if dist > out.len() {
+            if dist > op {
                 return Err(LzfError::BadBackReference);
             }
-            if out.len() + len > ulen {
+            if op + len > ulen {
                 return Err(LzfError::LengthMismatch);
             }
-            let start = out.len() - dist;
-            if dist >= len {
-                // non-overlapping: one memcpy
-                out.extend_from_within(start..start + len);
+            let start = op - dist;
+            if dist >= len && len > 16 {
+                out.copy_within(start..start + len, op);
             } else {
-                // overlapping run: copy byte by byte, as liblzf does
+                // short or overlapping (a repeated pattern): byte by byte, as liblzf does
                 for k in 0..len {
-                    let b = out[start + k];
-                    out.push(b);
+                    out[op + k] = out[start + k];
                 }
             }
+            op += len;
         }
     }
-    if out.len() != ulen {
+    if op != ulen {
         return Err(LzfError::LengthMismatch);
     }
     Ok(out)
