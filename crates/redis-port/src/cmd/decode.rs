@@ -257,3 +257,45 @@ fn pending_json(p: &rsm_rdb::PendingEntry) -> Value {
         "delivery_time_ms": p.delivery_time_ms, "delivery_count": p.delivery_count,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../rdb/tests/fixtures")
+            .join(name);
+        std::fs::read(p).unwrap()
+    }
+
+    #[test]
+    fn decodes_a_fixture_to_json_lines() {
+        let rdb = fixture("valkey-9.1.2.rdb");
+        let mut out = Vec::new();
+        decode_stream(&mut rdb.as_slice(), &mut out).unwrap();
+        let lines: Vec<Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert!(lines.iter().any(|l| l["aux"] == "valkey-ver"));
+        assert!(lines.iter().any(|l| l.get("function").is_some()));
+        let h = lines.iter().find(|l| l["key"] == "hf:small").unwrap();
+        assert_eq!(h["type"], "hash");
+        assert_eq!(h["value"][0], json!(["f1", "v1", 4102444800000i64]));
+        let bin = lines.iter().find(|l| l["key"] == "s:bin").unwrap();
+        assert!(bin["value"]["base64"].is_string());
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_with_the_offset() {
+        let rdb = fixture("7.4.1.rdb");
+        let cut = &rdb[..rdb.len() / 2];
+        let err = decode_stream(&mut &cut[..], &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("truncated input at offset"),
+            "{err}"
+        );
+    }
+}
