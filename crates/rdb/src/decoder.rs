@@ -422,6 +422,8 @@ struct Parser {
     group: Option<GroupCtx>,
     /// The current key, for error messages.
     cur_key: Bytes,
+    /// Expected members of the current value (from its header), to size chunk vectors.
+    hint: usize,
 }
 
 macro_rules! push_into {
@@ -432,7 +434,10 @@ macro_rules! push_into {
             Some(Elements::$variant(v)) => v.push(item),
             _ => {
                 $self.flush($out);
-                $self.acc = Some(Elements::$variant(vec![item]));
+                // sized from the value's header (capped), so a chunk is not regrown ten times
+                let mut v = Vec::with_capacity($self.hint.clamp(1, MAX_CHUNK_ITEMS));
+                v.push(item);
+                $self.acc = Some(Elements::$variant(v));
             }
         }
         $self.bump($out, size);
@@ -460,6 +465,7 @@ impl Parser {
             stream_v: 1,
             group: None,
             cur_key: Bytes::new(),
+            hint: 16,
         }
     }
 
@@ -907,6 +913,11 @@ impl Parser {
         let at = c.pos;
         let t = self.rdb_type;
         let items = |s: &mut Self, kind: ItemKind, n: u64| {
+            s.hint = match kind {
+                // n counts nodes, not members
+                ItemKind::Quicklist | ItemKind::Quicklist2 => 128,
+                _ => usize::try_from(n).unwrap_or(MAX_CHUNK_ITEMS),
+            };
             s.vs = VState::Items(kind, n);
             n == 0
         };
@@ -978,6 +989,7 @@ impl Parser {
             RDB_TYPE_STREAM_LISTPACKS
             | RDB_TYPE_STREAM_LISTPACKS_2
             | RDB_TYPE_STREAM_LISTPACKS_3 => {
+                self.hint = 64;
                 self.stream_v = match t {
                     RDB_TYPE_STREAM_LISTPACKS => 1,
                     RDB_TYPE_STREAM_LISTPACKS_2 => 2,
@@ -1028,6 +1040,22 @@ impl Parser {
             return c.skip_string();
         }
         let data = c.string_bytes()?;
+        // element count from the container header (listpack u16 at 4, ziplist u16 at 8,
+        // intset u32 at 4); 65535 means "unknown" and only sizes the first chunk
+        let at_le = |i: usize, n: usize| -> usize {
+            data.get(i..i + n)
+                .map(|b| b.iter().rev().fold(0usize, |a, &x| a << 8 | usize::from(x)))
+                .unwrap_or(16)
+        };
+        self.hint = match t {
+            RDB_TYPE_SET_INTSET => at_le(4, 4),
+            RDB_TYPE_LIST_ZIPLIST => at_le(8, 2),
+            RDB_TYPE_ZSET_ZIPLIST | RDB_TYPE_HASH_ZIPLIST => at_le(8, 2) / 2,
+            RDB_TYPE_SET_LISTPACK => at_le(4, 2),
+            RDB_TYPE_HASH_LISTPACK | RDB_TYPE_ZSET_LISTPACK => at_le(4, 2) / 2,
+            RDB_TYPE_HASH_LISTPACK_EX | RDB_TYPE_HASH_LISTPACK_EX_PRE_GA => at_le(4, 2) / 3,
+            _ => 16,
+        };
         let bad = |what: &str, e: &str| {
             PErr::Fail(RdbError::invalid(
                 c.offset_at(at),
