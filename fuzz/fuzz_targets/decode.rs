@@ -9,13 +9,18 @@ use libfuzzer_sys::fuzz_target;
 use rsm_rdb::{DecodeOptions, Decoder};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, rest)) = data.split_first() else { return };
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
     let cut = (usize::from(split) * rest.len()) / 256;
     for opts in [
         DecodeOptions::elements(),
         DecodeOptions::raw(),
         DecodeOptions::raw_with_threshold(64),
-        DecodeOptions { verify_checksum: false, ..DecodeOptions::elements() },
+        DecodeOptions {
+            verify_checksum: false,
+            ..DecodeOptions::elements()
+        },
     ] {
         let mut d = Decoder::new(opts);
         let mut events = Vec::new();

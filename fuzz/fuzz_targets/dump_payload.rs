@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use rsm_rdb::dump;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&t, value)) = data.split_first() else { return };
+    let Some((&t, value)) = data.split_first() else {
+        return;
+    };
     for trailer in [9u16, 12, 80] {
         let p = dump::build_payload(t, value, trailer);
         let _ = dump::decode_payload(&p);
