@@ -6,11 +6,13 @@
 pub mod command;
 pub mod entry;
 pub mod filter;
+pub mod loader;
 pub mod options;
 pub mod replay;
 pub mod replica;
 pub mod status;
 pub mod usage;
+pub mod writer;
 
 pub use entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};
 pub use filter::KeyPrefixes;

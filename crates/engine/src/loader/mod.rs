@@ -1,0 +1,305 @@
+//! The snapshot loader: RDB bytes (from a file, stdin or a replication socket) → decoder
+//! events → [`Entry`]s → the [`Writer`].
+//!
+//! Where it sits: between the RDB decoder and the writer, for `redis-port restore` and for
+//! the full-sync phase of the replica engine. Memory stays bounded: the decoder holds one
+//! parse unit (raw values up to the writer's big-key threshold), the loader holds the events
+//! of one fed chunk, and every `write` waits while the writer's buffers are full.
+//!
+//! A normal key becomes one `Entry::Restore` with a DUMP payload built from the raw value
+//! (trailer = the file's RDB version; the writer rewrites it if the target needs that).
+//! A value larger than the threshold arrives as element chunks and becomes
+//! `BigKeyStart`, `BigKeyChunk`s, `BigKeyEnd`. Functions are loaded on every master.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rsm_rdb::{dump, DecodeOptions, Decoder, Event, KeyMeta, RdbError, RdbVersion};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};
+use crate::options::ConflictPolicy;
+use crate::writer::{WriteError, WriteSummary, Writer};
+
+/// What the loader needs besides the writer.
+#[derive(Debug, Clone, Default)]
+pub struct LoaderOptions {
+    /// Values whose serialization exceeds this go in chunks; `None` = the writer's
+    /// threshold (`--bigkeysize`, else the target's `proto-max-bulk-len`).
+    pub big_key_threshold: Option<u64>,
+    /// The conflict policy, for function libraries (`FUNCTION LOAD [REPLACE]`).
+    pub conflict: ConflictPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("bad RDB input: {0}")]
+    Rdb(#[from] RdbError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot read {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the loader saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadSummary {
+    pub version: Option<RdbVersion>,
+    /// RDB bytes fed.
+    pub bytes: u64,
+    /// Keys read from the RDB (written, filtered, expired or failed: see the writer).
+    pub keys: u64,
+    /// Of those, keys written in chunks.
+    pub big_keys: u64,
+    pub functions: u64,
+}
+
+/// Feeds one RDB into a writer. See the module docs.
+pub struct Loader {
+    decoder: Decoder,
+    writer: Writer,
+    opts: LoaderOptions,
+    events: Vec<Event>,
+    db: DbIndex,
+    key: Option<KeyMeta>,
+    big: bool,
+    summary: LoadSummary,
+}
+
+impl Loader {
+    pub fn new(opts: LoaderOptions, writer: Writer) -> Loader {
+        let threshold = opts
+            .big_key_threshold
+            .unwrap_or_else(|| writer.big_key_threshold());
+        Loader {
+            decoder: Decoder::new(DecodeOptions::raw_with_threshold(threshold)),
+            writer,
+            opts,
+            events: Vec::new(),
+            db: 0,
+            key: None,
+            big: false,
+            summary: LoadSummary::default(),
+        }
+    }
+
+    /// RDB bytes fed so far.
+    pub fn bytes_fed(&self) -> u64 {
+        self.summary.bytes
+    }
+
+    /// Keys read so far.
+    pub fn keys_read(&self) -> u64 {
+        self.summary.keys
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Decode the next chunk and hand its keys to the writer (waiting while it is full).
+    pub async fn feed(&mut self, chunk: Bytes) -> Result<(), LoadError> {
+        self.summary.bytes += chunk.len() as u64;
+        let mut events = std::mem::take(&mut self.events);
+        let decoded = self.decoder.feed(chunk, &mut events);
+        // Write what was decoded before reporting a decode error, so a truncated file
+        // still delivers every complete key before it.
+        for ev in events.drain(..) {
+            self.on_event(ev).await?;
+        }
+        self.events = events;
+        decoded?;
+        Ok(())
+    }
+
+    /// The input is over: check the RDB was complete and wait for the writer to
+    /// acknowledge everything.
+    pub async fn finish(self) -> Result<LoadSummary, LoadError> {
+        self.decoder.finish()?;
+        self.writer.flush().await?;
+        Ok(self.summary)
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Result<(), LoadError> {
+        match ev {
+            Event::Header { version } => self.summary.version = Some(version),
+            Event::SelectDb(db) => self.db = DbIndex::try_from(db).unwrap_or(DbIndex::MAX),
+            Event::KeyStart(meta) => {
+                self.summary.keys += 1;
+                self.big = false;
+                self.key = Some(meta);
+            }
+            Event::RawValue(raw) => {
+                let Some(meta) = self.key.take() else {
+                    return Ok(());
+                };
+                let trailer = self
+                    .summary
+                    .version
+                    .map_or(RdbVersion::Redis(9).number(), RdbVersion::number);
+                let payload = dump::build_payload(meta.rdb_type, &raw, trailer);
+                self.writer
+                    .write(Entry::Restore {
+                        db: self.db_of(&meta),
+                        key: meta.key,
+                        payload,
+                        expire_at_ms: meta.expire_at_ms,
+                        usage: KeyUsage {
+                            idle_secs: meta.idle,
+                            freq: meta.freq,
+                        },
+                    })
+                    .await?;
+            }
+            Event::Elements(els) => {
+                if !self.big {
+                    let Some(meta) = &self.key else {
+                        return Ok(());
+                    };
+                    self.big = true;
+                    self.summary.big_keys += 1;
+                    let start = Entry::BigKeyStart {
+                        db: self.db_of(meta),
+                        key: meta.key.clone(),
+                        rdb_type: meta.rdb_type,
+                        expire_at_ms: meta.expire_at_ms,
+                    };
+                    self.writer.write(start).await?;
+                }
+                self.writer.write(Entry::BigKeyChunk(els)).await?;
+            }
+            Event::KeyEnd => {
+                if self.big {
+                    self.writer.write(Entry::BigKeyEnd).await?;
+                }
+                self.big = false;
+                self.key = None;
+            }
+            Event::Function { code } => {
+                self.summary.functions += 1;
+                let mut args = vec![Bytes::from_static(b"FUNCTION"), Bytes::from_static(b"LOAD")];
+                if self.opts.conflict == ConflictPolicy::Rewrite {
+                    args.push(Bytes::from_static(b"REPLACE"));
+                }
+                args.push(code);
+                self.writer
+                    .write(Entry::Command(Command::new(0, args, ReplOffset(0))))
+                    .await?;
+            }
+            Event::ModuleAux { module_id, .. } => {
+                tracing::warn!(
+                    module_id,
+                    "module auxiliary data in the RDB is not carried over"
+                );
+            }
+            Event::Aux { .. } | Event::ResizeDb { .. } | Event::SlotInfo { .. } | Event::Eof => {}
+        }
+        Ok(())
+    }
+
+    fn db_of(&self, meta: &KeyMeta) -> DbIndex {
+        DbIndex::try_from(meta.db).unwrap_or(self.db)
+    }
+}
+
+/// Progress of a load, for a progress line.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub bytes: u64,
+    /// Total input size when known (a file, not stdin).
+    pub total: Option<u64>,
+    pub keys_read: u64,
+    pub written: WriteSummary,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        let mb = self.bytes as f64 / (1024.0 * 1024.0);
+        match self.total {
+            Some(t) if t > 0 => write!(f, "{:5.1}% ", self.bytes as f64 * 100.0 / t as f64)?,
+            _ => {}
+        }
+        write!(
+            f,
+            "{mb:.1} MiB read, {} keys read, {} written ({:.0} keys/s, {:.1} MB/s)",
+            self.keys_read,
+            self.written.keys_written,
+            self.written.keys_written as f64 / secs,
+            mb / secs
+        )
+    }
+}
+
+/// Read an RDB from `input` to the end through a loader, calling `progress` about once per
+/// `every`. The writer is flushed at the end; the summary of both is returned.
+pub async fn load_from<R: AsyncRead + Unpin>(
+    mut input: R,
+    total: Option<u64>,
+    mut loader: Loader,
+    every: Duration,
+    mut progress: impl FnMut(Progress),
+) -> Result<(LoadSummary, WriteSummary), LoadError> {
+    const CHUNK: usize = 256 * 1024;
+    let start = Instant::now();
+    let mut last = start;
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    loop {
+        buf.reserve(CHUNK);
+        let n = input
+            .read_buf(&mut buf)
+            .await
+            .map_err(|source| LoadError::Io {
+                what: "the RDB input".into(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        loader.feed(buf.split().freeze()).await?;
+        if last.elapsed() >= every {
+            last = Instant::now();
+            progress(Progress {
+                bytes: loader.bytes_fed(),
+                total,
+                keys_read: loader.keys_read(),
+                written: loader.writer().stats(),
+                elapsed: start.elapsed(),
+            });
+        }
+    }
+    let writer = loader.writer().clone();
+    let summary = loader.finish().await?;
+    let written = writer.stats();
+    progress(Progress {
+        bytes: summary.bytes,
+        total,
+        keys_read: summary.keys,
+        written,
+        elapsed: start.elapsed(),
+    });
+    Ok((summary, written))
+}
+
+/// Open an RDB file, or stdin for `-`, with its size when known.
+pub async fn open_input(
+    path: &Path,
+) -> Result<(Box<dyn AsyncRead + Unpin + Send>, Option<u64>), LoadError> {
+    if path == Path::new("-") {
+        return Ok((Box::new(tokio::io::stdin()), None));
+    }
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| LoadError::Io {
+            what: path.display().to_string(),
+            source,
+        })?;
+    let len = f.metadata().await.ok().map(|m| m.len());
+    Ok((Box::new(f), len))
+}

@@ -1,0 +1,421 @@
+//! The target writer: [`Entry`]s in, acknowledged writes on the target out.
+//!
+//! Where it sits: last stage of the flow (decoder / command stream → filter → **writer** →
+//! target). One writer serves one engine. It detects the target (cluster or standalone,
+//! version, accepted RDB version, `proto-max-bulk-len`), keeps one pipelined connection per
+//! target master, and checks every reply.
+//!
+//! What it promises:
+//! - per-slot order: the writes of one slot reach the target in the order they were given,
+//!   across `MOVED`, `ASK`, back-offs and reconnects (a failed write and everything after it
+//!   in its slot is re-sent in order);
+//! - backpressure: [`Writer::write`] waits while the buffered and in-flight bytes are at
+//!   their bound (no sleeps, no polling);
+//! - nothing dropped silently: filtered, expired, skipped and failed writes are counted in
+//!   [`WriterStats`], and a key conflict under the default policy stops the writer with an
+//!   error naming the key and `--rewrite`;
+//! - an applied-offset watermark ([`Writer::applied_offset`]): the highest source
+//!   replication offset such that every entry up to it was acknowledged OK by the target.
+//!   A failed command freezes it there.
+
+mod commands;
+mod pipeline;
+pub mod route;
+pub mod target;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rsm_client::{ClientError, ConnectOptions, Endpoint};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::entry::Entry;
+use crate::options::EngineOptions;
+
+pub use commands::{element_commands, Capabilities, ValueState};
+pub use target::{SlotMap, TargetInfo};
+
+/// How a [`Writer`] connects and how much it keeps in flight.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// The target, or any node of a target cluster.
+    pub target: Endpoint,
+    pub connect: ConnectOptions,
+    pub engine: EngineOptions,
+    /// Commands in flight per target node.
+    pub max_inflight: usize,
+    /// Bytes in flight per target node.
+    pub max_inflight_bytes: usize,
+    /// Bytes buffered between `write` and the target's acknowledgement, in total.
+    pub max_buffered_bytes: usize,
+    /// How long a write may keep failing with retryable errors (or the target stay
+    /// unreachable) before it is given up.
+    pub retry_timeout: Duration,
+}
+
+impl WriterOptions {
+    pub fn new(target: Endpoint, connect: ConnectOptions, engine: EngineOptions) -> Self {
+        WriterOptions {
+            target,
+            connect,
+            engine,
+            max_inflight: 1024,
+            max_inflight_bytes: 16 << 20,
+            max_buffered_bytes: 64 << 20,
+            retry_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the writer stopped (or could not start).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("{message}")]
+    Client { message: String, transient: bool },
+    #[error("key {key} already exists in the target (db {db}): use --rewrite to replace it, or --skip-existing to keep the target's value")]
+    KeyExists { key: String, db: u32 },
+    #[error("lost target {endpoint} and could not write to it again within {secs}s: {cause}")]
+    TargetLost {
+        endpoint: String,
+        secs: u64,
+        cause: String,
+    },
+    #[error("{0}")]
+    Topology(String),
+    #[error("--targetdb={0} needs a standalone target: a cluster has only db 0")]
+    TargetDbInCluster(u32),
+    #[error("target {endpoint} refused SELECT {db}: {message}")]
+    Select {
+        endpoint: String,
+        db: u32,
+        message: String,
+    },
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+impl From<ClientError> for WriteError {
+    fn from(e: ClientError) -> Self {
+        WriteError::Client {
+            message: e.to_string(),
+            transient: e.is_transient(),
+        }
+    }
+}
+
+impl WriteError {
+    /// Errors a later attempt (reconnect, restart of the shard) can cure; the others need
+    /// the operator (a key conflict, a bad flag).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WriteError::Client { transient, .. } => *transient,
+            WriteError::TargetLost { .. } | WriteError::Stopped => true,
+            WriteError::KeyExists { .. }
+            | WriteError::Topology(_)
+            | WriteError::TargetDbInCluster(_)
+            | WriteError::Select { .. } => false,
+        }
+    }
+}
+
+/// A key as printable text (binary bytes escaped), for errors and logs.
+pub fn show_key(key: &[u8]) -> String {
+    format!("\"{}\"", key.escape_ascii())
+}
+
+/// Counters, each owned by the writer task; readers take cheap snapshots.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Snapshot keys acknowledged by the target.
+    pub keys_written: AtomicU64,
+    /// Replicated commands acknowledged by the target.
+    pub commands_written: AtomicU64,
+    /// Keys kept as they were in the target (`--skip-existing`).
+    pub skipped_existing: AtomicU64,
+    /// Snapshot keys already expired when read.
+    pub expired: AtomicU64,
+    /// Keys and commands dropped by `--filterkey`.
+    pub filtered: AtomicU64,
+    /// Writes the target refused (`-ERR …`, wrong type, …).
+    pub failed_rejected: AtomicU64,
+    /// Multi-key commands whose keys live in several slots and cannot be split.
+    pub failed_cross_slot: AtomicU64,
+    /// Writes given up after `retry_timeout` of retryable errors.
+    pub failed_retries: AtomicU64,
+    /// Entries for a db other than 0 sent to a cluster target without `--targetdb=0`.
+    pub failed_db: AtomicU64,
+    /// Values that could neither be restored nor rebuilt with commands (module types).
+    pub failed_untranslatable: AtomicU64,
+    /// Details lost when rebuilding with commands: hash field TTLs on a target without
+    /// HPEXPIREAT, pending entries without an owner.
+    pub lost_details: AtomicU64,
+    /// Values rebuilt with commands because the target cannot RESTORE their type.
+    pub transcoded: AtomicU64,
+    /// Payload bytes acknowledged.
+    pub bytes: AtomicU64,
+    pub moved: AtomicU64,
+    pub ask: AtomicU64,
+    /// Retries after TRYAGAIN / CLUSTERDOWN / LOADING / BUSY / OOM / connection loss.
+    pub retries: AtomicU64,
+    /// The applied-offset watermark (see the module docs).
+    pub applied_offset: Arc<AtomicU64>,
+}
+
+/// A snapshot of [`WriterStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub keys_written: u64,
+    pub commands_written: u64,
+    pub skipped_existing: u64,
+    pub expired: u64,
+    pub filtered: u64,
+    pub failed_rejected: u64,
+    pub failed_cross_slot: u64,
+    pub failed_retries: u64,
+    pub failed_db: u64,
+    pub failed_untranslatable: u64,
+    pub lost_details: u64,
+    pub transcoded: u64,
+    pub bytes: u64,
+    pub moved: u64,
+    pub ask: u64,
+    pub retries: u64,
+    pub applied_offset: u64,
+}
+
+impl WriteSummary {
+    /// Everything that could not be written.
+    pub fn failed(&self) -> u64 {
+        self.failed_rejected
+            + self.failed_cross_slot
+            + self.failed_retries
+            + self.failed_db
+            + self.failed_untranslatable
+    }
+}
+
+impl WriterStats {
+    pub fn summary(&self) -> WriteSummary {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriteSummary {
+            keys_written: g(&self.keys_written),
+            commands_written: g(&self.commands_written),
+            skipped_existing: g(&self.skipped_existing),
+            expired: g(&self.expired),
+            filtered: g(&self.filtered),
+            failed_rejected: g(&self.failed_rejected),
+            failed_cross_slot: g(&self.failed_cross_slot),
+            failed_retries: g(&self.failed_retries),
+            failed_db: g(&self.failed_db),
+            failed_untranslatable: g(&self.failed_untranslatable),
+            lost_details: g(&self.lost_details),
+            transcoded: g(&self.transcoded),
+            bytes: g(&self.bytes),
+            moved: g(&self.moved),
+            ask: g(&self.ask),
+            retries: g(&self.retries),
+            applied_offset: self.applied_offset.load(Ordering::Acquire),
+        }
+    }
+}
+
+impl std::fmt::Display for WriteSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "written {} keys + {} commands, skipped {} existing, {} expired, {} filtered, \
+             failed {} (rejected {}, cross-slot {}, retries exhausted {}, db {}, untranslatable {})",
+            self.keys_written,
+            self.commands_written,
+            self.skipped_existing,
+            self.expired,
+            self.filtered,
+            self.failed(),
+            self.failed_rejected,
+            self.failed_cross_slot,
+            self.failed_retries,
+            self.failed_db,
+            self.failed_untranslatable
+        )?;
+        if self.transcoded > 0 || self.lost_details > 0 {
+            write!(
+                f,
+                ", {} rebuilt with commands ({} details lost)",
+                self.transcoded, self.lost_details
+            )?;
+        }
+        if self.moved + self.ask + self.retries > 0 {
+            write!(
+                f,
+                ", {} MOVED, {} ASK, {} retries",
+                self.moved, self.ask, self.retries
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// State shared between the handle and the writer task.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub stats: WriterStats,
+    pub fatal: Mutex<Option<WriteError>>,
+}
+
+impl Shared {
+    pub fn fatal(&self) -> Option<WriteError> {
+        self.fatal.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+pub(crate) enum Msg {
+    Entry(Entry, Option<tokio::sync::OwnedSemaphorePermit>),
+    Flush(oneshot::Sender<Result<(), WriteError>>),
+    /// Everything up to this source offset is applied once the entries before it are.
+    Mark(u64),
+}
+
+/// The handle. Clones share one writer; give it entries from one producer at a time, since
+/// order is only defined within one sequence of `write` calls.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+    bytes: Arc<Semaphore>,
+    max_permit: usize,
+    shared: Arc<Shared>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    info: TargetInfo,
+    big_key_threshold: u64,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("target", &self.info)
+            .finish()
+    }
+}
+
+impl Writer {
+    /// Detect the target, validate the options against it, and start the writer task.
+    pub async fn connect(opts: WriterOptions) -> Result<Writer, WriteError> {
+        let (info, slots) = target::detect(&opts.target, &opts.connect).await?;
+        if info.cluster {
+            if let Some(db) = opts.engine.target_db.filter(|db| *db != 0) {
+                return Err(WriteError::TargetDbInCluster(db));
+            }
+        }
+        tracing::info!(
+            target_node = %opts.target,
+            cluster = info.cluster,
+            version = %info.version,
+            rdb_version = %info.rdb_version,
+            masters = slots.masters.len(),
+            "connected to the target"
+        );
+        let big_key_threshold = opts
+            .engine
+            .big_key_size
+            .unwrap_or(info.proto_max_bulk_len.saturating_sub(1024));
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::channel(4096);
+        let max_permit = opts.max_buffered_bytes.clamp(1, u32::MAX as usize);
+        let bytes = Arc::new(Semaphore::new(max_permit));
+        let task = pipeline::spawn(opts, info.clone(), slots, shared.clone(), rx);
+        Ok(Writer {
+            tx,
+            bytes,
+            max_permit,
+            shared,
+            task: Arc::new(Mutex::new(Some(task))),
+            info,
+            big_key_threshold,
+        })
+    }
+
+    pub fn target(&self) -> &TargetInfo {
+        &self.info
+    }
+
+    /// A value whose serialization is larger than this is written in chunks of commands
+    /// (`--bigkeysize`, else just under the target's `proto-max-bulk-len`).
+    pub fn big_key_threshold(&self) -> u64 {
+        self.big_key_threshold
+    }
+
+    pub fn stats(&self) -> WriteSummary {
+        self.shared.stats.summary()
+    }
+
+    /// The applied-offset watermark, readable at any time without touching the writer.
+    pub fn applied_offset(&self) -> Arc<AtomicU64> {
+        self.shared.stats.applied_offset.clone()
+    }
+
+    /// Hand one entry to the writer. Waits while the writer's buffers are full; returns
+    /// an error once the writer has stopped (the error says why).
+    pub async fn write(&self, entry: Entry) -> Result<(), WriteError> {
+        if let Some(e) = self.shared.fatal() {
+            return Err(e);
+        }
+        let size = pipeline::entry_size(&entry).clamp(1, self.max_permit);
+        // A size never exceeds the semaphore's capacity, so this waits only for room.
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(size as u32)
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        if self.tx.send(Msg::Entry(entry, Some(permit))).await.is_err() {
+            return Err(self.shared.fatal().unwrap_or(WriteError::Stopped));
+        }
+        Ok(())
+    }
+
+    /// Record that the source stream up to `offset` needs nothing more from the target
+    /// (a dropped or filtered command, the end of the snapshot): the watermark moves there
+    /// once every entry given before it is acknowledged.
+    pub async fn mark_applied(&self, offset: crate::entry::ReplOffset) -> Result<(), WriteError> {
+        if let Some(e) = self.shared.fatal() {
+            return Err(e);
+        }
+        self.tx
+            .send(Msg::Mark(offset.0))
+            .await
+            .map_err(|_| self.shared.fatal().unwrap_or(WriteError::Stopped))
+    }
+
+    /// Wait until everything written so far is acknowledged (or has failed and been counted).
+    pub async fn flush(&self) -> Result<(), WriteError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_err() {
+            return Err(self.shared.fatal().unwrap_or(WriteError::Stopped));
+        }
+        rx.await
+            .map_err(|_| self.shared.fatal().unwrap_or(WriteError::Stopped))?
+    }
+
+    /// Flush, stop the writer task and return the final counters. The error, if any, is the
+    /// one that stopped the writer; the counters are in [`Writer::stats`] either way.
+    pub async fn finish(self) -> Result<WriteSummary, WriteError> {
+        let flushed = self.flush().await;
+        let Writer {
+            tx, task, shared, ..
+        } = self;
+        drop(tx);
+        let handle = task.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            // Other clones keep the channel open; the task ends once all are dropped.
+            if Arc::strong_count(&task) == 1 {
+                let _ = h.await;
+            }
+        }
+        flushed?;
+        match shared.fatal() {
+            Some(e) => Err(e),
+            None => Ok(shared.stats.summary()),
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! What the target is: cluster or standalone (a proxy looks standalone), its version, the
+//! highest RDB version its `RESTORE` accepts, `proto-max-bulk-len`, and — for a cluster —
+//! who owns which slot.
+//!
+//! Read once at start (and the slot map again on `MOVED`), before any data is written.
+
+use bytes::Bytes;
+use rsm_client::{info_field, ClientError, ConnectOptions, Connection, Endpoint};
+use rsm_rdb::RdbVersion;
+use rsm_resp::Frame;
+
+use super::route::{key_slot, SLOT_COUNT};
+use super::WriteError;
+
+/// Default `proto-max-bulk-len` when `CONFIG GET` is not allowed (managed services).
+pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
+
+/// The target as detected at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetInfo {
+    pub cluster: bool,
+    /// `valkey_version` if present, else `redis_version`.
+    pub version: String,
+    pub valkey: bool,
+    /// (major, minor) of `version`.
+    pub major_minor: (u32, u32),
+    /// The DUMP trailer the target writes: the highest RDB version it accepts.
+    pub rdb_version: RdbVersion,
+    pub proto_max_bulk_len: u64,
+}
+
+impl TargetInfo {
+    /// True if the target understands commands introduced in Redis `major.minor`
+    /// (every Valkey descends from Redis 7.2).
+    pub fn redis_at_least(&self, major: u32, minor: u32) -> bool {
+        if self.valkey {
+            (7, 2) >= (major, minor)
+        } else {
+            self.major_minor >= (major, minor)
+        }
+    }
+
+    /// `HPEXPIREAT` and friends: Redis 7.4+, Valkey 9+.
+    pub fn hash_field_ttl(&self) -> bool {
+        if self.valkey {
+            self.major_minor >= (9, 0)
+        } else {
+            self.major_minor >= (7, 4)
+        }
+    }
+}
+
+/// Who owns each slot of a cluster target, by index into `masters`.
+#[derive(Debug, Clone)]
+pub struct SlotMap {
+    pub masters: Vec<Endpoint>,
+    /// `owner[slot]`: index into `masters`, or `None` for an unassigned slot.
+    pub owner: Vec<Option<usize>>,
+}
+
+impl SlotMap {
+    /// A standalone target: one node serves everything.
+    pub fn single(endpoint: Endpoint) -> SlotMap {
+        SlotMap {
+            masters: vec![endpoint],
+            owner: vec![Some(0); SLOT_COUNT],
+        }
+    }
+}
+
+fn version_of(text: &str) -> (u32, u32) {
+    let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The RDB version a server of this version writes (reference §A3), used when the DUMP
+/// probe is not possible.
+fn rdb_version_for(valkey: bool, (major, minor): (u32, u32)) -> RdbVersion {
+    if valkey {
+        return if major >= 9 {
+            RdbVersion::Valkey(80)
+        } else {
+            RdbVersion::Redis(11)
+        };
+    }
+    RdbVersion::Redis(match (major, minor) {
+        (0..=6, _) => 9,
+        (7, 0..=1) => 10,
+        (7, 2..=3) => 11,
+        _ => 12,
+    })
+}
+
+/// Connect to the seed, read INFO, CONFIG and (for a cluster) the slot map, and probe the
+/// RDB version with DUMP on a scratch key that is removed again.
+pub async fn detect(
+    seed: &Endpoint,
+    opts: &ConnectOptions,
+) -> Result<(TargetInfo, SlotMap), WriteError> {
+    let mut conn = Connection::connect(seed, opts).await?;
+    let info = conn.info("server").await?;
+    let valkey_version = info_field(&info, "valkey_version").map(str::to_string);
+    let redis_version = info_field(&info, "redis_version")
+        .unwrap_or("0.0.0")
+        .to_string();
+    let valkey = valkey_version.is_some();
+    let version = valkey_version.unwrap_or(redis_version);
+    let major_minor = version_of(&version);
+    let cluster_info = conn.info("cluster").await?;
+    let cluster = info_field(&cluster_info, "cluster_enabled") == Some("1");
+
+    let proto_max_bulk_len = match conn
+        .request(&["CONFIG", "GET", "proto-max-bulk-len"])
+        .await?
+    {
+        Frame::Array(items) => items
+            .get(1)
+            .and_then(Frame::as_int)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(DEFAULT_PROTO_MAX_BULK_LEN),
+        Frame::Map(pairs) => pairs
+            .first()
+            .and_then(|(_, v)| v.as_int())
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(DEFAULT_PROTO_MAX_BULK_LEN),
+        _ => DEFAULT_PROTO_MAX_BULK_LEN,
+    };
+
+    let slots = if cluster {
+        read_slot_map(&mut conn, seed).await?
+    } else {
+        SlotMap::single(seed.clone())
+    };
+
+    // Probe on a master that owns the scratch key's slot (the seed may be a replica).
+    let mut rdb_version = rdb_version_for(valkey, major_minor);
+    let probe = probe_key(&slots);
+    if let Some((node, key)) = probe {
+        let mut pconn;
+        let c = if slots.masters.get(node) == Some(seed) {
+            &mut conn
+        } else {
+            pconn = Connection::connect(&slots.masters[node], opts).await?;
+            &mut pconn
+        };
+        if let Some(v) = probe_rdb_version(c, &key).await? {
+            rdb_version = v;
+        }
+    }
+    Ok((
+        TargetInfo {
+            cluster,
+            version,
+            valkey,
+            major_minor,
+            rdb_version,
+            proto_max_bulk_len,
+        },
+        slots,
+    ))
+}
+
+/// A scratch key in a slot the first master owns.
+fn probe_key(slots: &SlotMap) -> Option<(usize, Bytes)> {
+    for i in 0..100_000u32 {
+        let key = format!("rsm:writer-probe:{i}");
+        if let Some(Some(node)) = slots.owner.get(usize::from(key_slot(key.as_bytes()))) {
+            return Some((*node, Bytes::from(key)));
+        }
+    }
+    None
+}
+
+/// `SET key x PX 60000`, `DUMP key`, `DEL key`: the DUMP trailer is exactly the RDB version the
+/// server writes and accepts. The short TTL removes the key even if the DEL is lost.
+/// `None` when the server refuses (ACLs, a read-only proxy): fall back to the version table.
+async fn probe_rdb_version(
+    conn: &mut Connection,
+    key: &[u8],
+) -> Result<Option<RdbVersion>, ClientError> {
+    let set = conn
+        .request(&[b"SET".as_slice(), key, b"x", b"PX", b"60000"])
+        .await?;
+    if set.is_error() {
+        return Ok(None);
+    }
+    let dump = conn.request(&[b"DUMP".as_slice(), key]).await?;
+    let _ = conn.request(&[b"DEL".as_slice(), key]).await?;
+    Ok(dump.as_bytes().and_then(|p| {
+        let n = p.len();
+        (n >= 10).then(|| RdbVersion::from_dump_trailer(u16::from_le_bytes([p[n - 10], p[n - 9]])))
+    }))
+}
+
+/// The slot map from `CLUSTER SHARDS` (7.0+) or `CLUSTER SLOTS`. `asked` fills in an empty
+/// or `?` endpoint ("the host you are talking to").
+pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<SlotMap, WriteError> {
+    let shards = conn.request(&["CLUSTER", "SHARDS"]).await?;
+    let ranges = if shards.is_error() {
+        let slots = conn.request_ok(&["CLUSTER", "SLOTS"]).await?;
+        parse_cluster_slots(&slots, asked)
+    } else {
+        parse_cluster_shards(&shards, asked)
+    }
+    .ok_or_else(|| {
+        WriteError::Topology(format!(
+            "cannot read the slot map of target {asked}: unexpected CLUSTER SHARDS/SLOTS reply"
+        ))
+    })?;
+    let mut map = SlotMap {
+        masters: Vec::new(),
+        owner: vec![None; SLOT_COUNT],
+    };
+    for (start, end, ep) in ranges {
+        let idx = match map.masters.iter().position(|m| *m == ep) {
+            Some(i) => i,
+            None => {
+                map.masters.push(ep);
+                map.masters.len() - 1
+            }
+        };
+        for s in start..=end.min(SLOT_COUNT as u16 - 1) {
+            map.owner[usize::from(s)] = Some(idx);
+        }
+    }
+    if map.masters.is_empty() {
+        return Err(WriteError::Topology(format!(
+            "target {asked} is a cluster with no slots assigned"
+        )));
+    }
+    Ok(map)
+}
+
+fn text(f: &Frame) -> Option<String> {
+    f.as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// `[key, value, key, value…]` (RESP2) or a RESP3 map, as pairs.
+fn pairs(f: &Frame) -> Vec<(String, &Frame)> {
+    match f {
+        Frame::Map(p) => p.iter().filter_map(|(k, v)| Some((text(k)?, v))).collect(),
+        _ => f
+            .as_array()
+            .unwrap_or(&[])
+            .chunks(2)
+            .filter_map(|c| Some((text(c.first()?)?, c.get(1)?)))
+            .collect(),
+    }
+}
+
+fn endpoint_of(
+    host: Option<String>,
+    ip: Option<String>,
+    port: i64,
+    asked: &Endpoint,
+) -> Option<Endpoint> {
+    let port = u16::try_from(port).ok()?;
+    let host = host
+        .filter(|h| !h.is_empty() && h != "?")
+        .or(ip.filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| asked.host.clone());
+    Some(Endpoint::new(host, port))
+}
+
+/// `CLUSTER SHARDS`: (first slot, last slot, master endpoint) triples.
+fn parse_cluster_shards(f: &Frame, asked: &Endpoint) -> Option<Vec<(u16, u16, Endpoint)>> {
+    let mut out = Vec::new();
+    for shard in f.as_array()? {
+        let p = pairs(shard);
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        let slots: Vec<i64> = get("slots")?
+            .as_array()?
+            .iter()
+            .filter_map(Frame::as_int)
+            .collect();
+        let master = get("nodes")?.as_array()?.iter().find_map(|n| {
+            let np = pairs(n);
+            let field = |k: &str| np.iter().find(|(x, _)| x == k).map(|(_, v)| *v);
+            let role = field("role").and_then(text)?;
+            let health = field("health").and_then(text).unwrap_or_default();
+            (role == "master" && health != "failed").then(|| {
+                endpoint_of(
+                    field("endpoint").and_then(text),
+                    field("ip").and_then(text),
+                    field("port").and_then(Frame::as_int).unwrap_or(0),
+                    asked,
+                )
+            })?
+        });
+        let Some(master) = master else { continue };
+        for r in slots.chunks(2) {
+            if let [a, b] = r {
+                out.push((
+                    u16::try_from(*a).ok()?,
+                    u16::try_from(*b).ok()?,
+                    master.clone(),
+                ));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `CLUSTER SLOTS`: `[start, end, [host, port, id, …], replicas…]`.
+fn parse_cluster_slots(f: &Frame, asked: &Endpoint) -> Option<Vec<(u16, u16, Endpoint)>> {
+    let mut out = Vec::new();
+    for r in f.as_array()? {
+        let r = r.as_array()?;
+        let start = u16::try_from(r.first()?.as_int()?).ok()?;
+        let end = u16::try_from(r.get(1)?.as_int()?).ok()?;
+        let m = r.get(2)?.as_array()?;
+        let ep = endpoint_of(m.first().and_then(text), None, m.get(1)?.as_int()?, asked)?;
+        out.push((start, end, ep));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Frame {
+        Frame::Bulk(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn rdb_versions_by_server_version() {
+        assert_eq!(rdb_version_for(false, (6, 2)), RdbVersion::Redis(9));
+        assert_eq!(rdb_version_for(false, (7, 0)), RdbVersion::Redis(10));
+        assert_eq!(rdb_version_for(false, (7, 2)), RdbVersion::Redis(11));
+        assert_eq!(rdb_version_for(false, (8, 2)), RdbVersion::Redis(12));
+        assert_eq!(rdb_version_for(true, (8, 1)), RdbVersion::Redis(11));
+        assert_eq!(rdb_version_for(true, (9, 1)), RdbVersion::Valkey(80));
+    }
+
+    #[test]
+    fn parses_cluster_slots_with_empty_host() {
+        let asked = Endpoint::new("10.0.0.9", 7000);
+        let reply = Frame::Array(vec![Frame::Array(vec![
+            Frame::Integer(0),
+            Frame::Integer(5460),
+            Frame::Array(vec![bulk(""), Frame::Integer(7001), bulk("id")]),
+        ])]);
+        let r = parse_cluster_slots(&reply, &asked).unwrap();
+        assert_eq!(r, vec![(0, 5460, Endpoint::new("10.0.0.9", 7001))]);
+    }
+
+    #[test]
+    fn parses_cluster_shards_skipping_replicas() {
+        let asked = Endpoint::new("h", 1);
+        let node = |port, role| {
+            Frame::Array(vec![
+                bulk("port"),
+                Frame::Integer(port),
+                bulk("ip"),
+                bulk("127.0.0.1"),
+                bulk("endpoint"),
+                bulk("127.0.0.1"),
+                bulk("role"),
+                bulk(role),
+                bulk("health"),
+                bulk("online"),
+            ])
+        };
+        let reply = Frame::Array(vec![Frame::Array(vec![
+            bulk("slots"),
+            Frame::Array(vec![
+                Frame::Integer(0),
+                Frame::Integer(9),
+                Frame::Integer(20),
+                Frame::Integer(20),
+            ]),
+            bulk("nodes"),
+            Frame::Array(vec![node(2, "replica"), node(3, "master")]),
+        ])]);
+        let r = parse_cluster_shards(&reply, &asked).unwrap();
+        let ep = Endpoint::new("127.0.0.1", 3);
+        assert_eq!(r, vec![(0, 9, ep.clone()), (20, 20, ep)]);
+    }
+}

@@ -1,0 +1,502 @@
+//! The writer against real servers: every type into 3- and 4-master clusters, redirects
+//! during a live reshard, the three conflict policies, `--targetdb`, `--filterkey` and
+//! chunked big keys. Results are read back with the servers' own commands (the test kit's
+//! independent client), never with our code.
+
+mod writer_util;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rsm_engine::writer::{WriteError, Writer};
+use rsm_engine::{Command, ConflictPolicy, EngineOptions, Entry, KeyPrefixes, ReplOffset};
+use rsm_testkit::redis::Value;
+use rsm_testkit::{
+    fill_mixed, Cluster, ClusterOptions, FillOptions, Server, ServerOptions, Snapshot,
+};
+use writer_util::*;
+
+const TTL_TOLERANCE: Duration = Duration::from_secs(5);
+
+fn slot_of(key: &[u8]) -> u16 {
+    rsm_engine::writer::route::key_slot(key)
+}
+
+/// A hash tag whose slot lies in `[lo, hi]`, different from `avoid`.
+fn tag_in(lo: u16, hi: u16, avoid: &[u16]) -> (String, u16) {
+    (0..100_000)
+        .map(|i| format!("t{i}"))
+        .map(|t| {
+            let s = slot_of(t.as_bytes());
+            (t, s)
+        })
+        .find(|(_, s)| *s >= lo && *s <= hi && !avoid.contains(s))
+        .expect("a tag for the range")
+}
+
+fn as_list(v: Value) -> Vec<Vec<u8>> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::BulkString(b) => b,
+                other => panic!("list item {other:?}"),
+            })
+            .collect(),
+        other => panic!("not a list: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_lands_identical_in_3_and_4_master_clusters() {
+    let source = Server::start(ServerOptions::default());
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 150,
+            ..Default::default()
+        },
+    );
+    let rdb = rdb_of(&source);
+    let expected = Snapshot::of(&source);
+    assert!(
+        expected.len() >= 900 && expected.with_ttl() > 0,
+        "{expected}"
+    );
+    for masters in [3, 4] {
+        let target = Cluster::start(ClusterOptions {
+            masters,
+            ..Default::default()
+        });
+        let w = restore(&rdb, &target.seed_addr(), EngineOptions::default()).await;
+        assert_eq!(w.keys_written as usize, expected.len(), "{w}");
+        assert_eq!(w.failed(), 0, "{w}");
+        expected.assert_same(&Snapshot::of(&target), TTL_TOLERANCE);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_values_go_in_chunks_and_land_identical() {
+    let source = Server::start(ServerOptions::default());
+    const N: usize = 200_000;
+    // Built with pipelined commands of 1000 members each.
+    let mut conn = source.conn();
+    for base in (0..N).step_by(1000) {
+        let mut p = rsm_testkit::redis::pipe();
+        let mut h = rsm_testkit::redis::cmd("HSET");
+        h.arg("big:hash");
+        let mut l = rsm_testkit::redis::cmd("RPUSH");
+        l.arg("big:list");
+        for i in base..base + 1000 {
+            h.arg(format!("field:{i}")).arg(format!("value-{}", i * 7));
+            l.arg(format!("item-{i}"));
+        }
+        p.add_command(h).add_command(l);
+        let _: () = p.query(&mut conn).expect("fill big keys");
+    }
+    source.cmd(&[b"PEXPIREAT", b"big:list", b"4102444800000"]);
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 20,
+            ..Default::default()
+        },
+    );
+    let rdb = rdb_of(&source);
+    let expected = Snapshot::of(&source);
+    let target = Cluster::start(ClusterOptions::default());
+    let before = peak_rss();
+    let w = restore(
+        &rdb,
+        &target.seed_addr(),
+        EngineOptions {
+            big_key_size: Some(1 << 20),
+            ..Default::default()
+        },
+    )
+    .await;
+    let rss = peak_rss();
+    assert_eq!(w.failed(), 0, "{w}");
+    expected.assert_same(&Snapshot::of(&target), TTL_TOLERANCE);
+    eprintln!(
+        "peak RSS {} MiB (before the restore {} MiB), {w}",
+        rss >> 20,
+        before >> 20
+    );
+    assert!(rss < 256 << 20, "peak RSS {} MiB", rss >> 20);
+}
+
+/// One source with keys that also exist in the target; the three policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_policies_fail_rewrite_skip() {
+    let source = Server::start(ServerOptions::default());
+    source.cmd(&[b"SET", b"conflict:str", b"new"]);
+    source.cmd(&[b"SET", b"fresh:str", b"fresh"]);
+    let items: Vec<String> = (0..5000).map(|i| format!("elem-{i}")).collect();
+    let mut rpush: Vec<&[u8]> = vec![b"RPUSH", b"conflict:biglist"];
+    rpush.extend(items.iter().map(|s| s.as_bytes()));
+    source.cmd(&rpush);
+    let rdb = rdb_of(&source);
+    let expected = Snapshot::of(&source);
+    // The big list goes in chunks (EXISTS/DEL path), the strings through RESTORE.
+    let engine = |conflict| EngineOptions {
+        conflict,
+        big_key_size: Some(4096),
+        ..Default::default()
+    };
+
+    // Fail: stops with an error naming the key and --rewrite; the target value stays.
+    let target = Server::start(ServerOptions::default());
+    target.cmd(&[b"SET", b"conflict:str", b"old"]);
+    let (load, _) = restore_with(
+        &rdb,
+        writer_options(&target.addr(), engine(ConflictPolicy::Fail)),
+    )
+    .await;
+    let err = load
+        .expect_err("an existing key must stop the restore")
+        .to_string();
+    assert!(
+        err.contains("conflict:str") && err.contains("--rewrite"),
+        "{err}"
+    );
+    assert_eq!(
+        target.cmd(&[b"GET", b"conflict:str"]),
+        Value::BulkString(b"old".to_vec())
+    );
+    // The chunked path checks too.
+    let target = Server::start(ServerOptions::default());
+    target.cmd(&[b"SET", b"conflict:biglist", b"old"]);
+    let (load, _) = restore_with(
+        &rdb,
+        writer_options(&target.addr(), engine(ConflictPolicy::Fail)),
+    )
+    .await;
+    let err = load
+        .expect_err("an existing big key must stop the restore")
+        .to_string();
+    assert!(
+        err.contains("conflict:biglist") && err.contains("--rewrite"),
+        "{err}"
+    );
+    assert_eq!(
+        target.cmd(&[b"GET", b"conflict:biglist"]),
+        Value::BulkString(b"old".to_vec())
+    );
+
+    // Rewrite: the source's values replace the target's.
+    let target = Server::start(ServerOptions::default());
+    target.cmd(&[b"SET", b"conflict:str", b"old"]);
+    target.cmd(&[b"SET", b"conflict:biglist", b"old"]);
+    let w = restore(&rdb, &target.addr(), engine(ConflictPolicy::Rewrite)).await;
+    assert_eq!(
+        (w.keys_written, w.skipped_existing, w.failed()),
+        (3, 0, 0),
+        "{w}"
+    );
+    expected.assert_same(&Snapshot::of(&target), TTL_TOLERANCE);
+
+    // Skip: the target keeps its values, they are counted, the rest is written.
+    let target = Server::start(ServerOptions::default());
+    target.cmd(&[b"SET", b"conflict:str", b"old"]);
+    target.cmd(&[b"SET", b"conflict:biglist", b"old"]);
+    let w = restore(&rdb, &target.addr(), engine(ConflictPolicy::Skip)).await;
+    assert_eq!(
+        (w.keys_written, w.skipped_existing, w.failed()),
+        (1, 2, 0),
+        "{w}"
+    );
+    assert_eq!(
+        target.cmd(&[b"GET", b"conflict:str"]),
+        Value::BulkString(b"old".to_vec())
+    );
+    assert_eq!(
+        target.cmd(&[b"GET", b"conflict:biglist"]),
+        Value::BulkString(b"old".to_vec())
+    );
+    assert_eq!(
+        target.cmd(&[b"GET", b"fresh:str"]),
+        Value::BulkString(b"fresh".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targetdb_and_filterkey() {
+    let source = Server::start(ServerOptions::default());
+    for db in [0u32, 2] {
+        let mut c = source.conn();
+        let _: () = rsm_testkit::redis::cmd("SELECT")
+            .arg(db)
+            .query(&mut c)
+            .unwrap();
+        for i in 0..50 {
+            let _: () = rsm_testkit::redis::cmd("SET")
+                .arg(format!("a:{db}:{i}"))
+                .arg(i)
+                .query(&mut c)
+                .unwrap();
+            let _: () = rsm_testkit::redis::cmd("RPUSH")
+                .arg(format!("b:{db}:{i}"))
+                .arg(i)
+                .query(&mut c)
+                .unwrap();
+        }
+    }
+    let rdb = rdb_of(&source);
+
+    // --targetdb=5: both source dbs land in db 5, nothing elsewhere.
+    let target = Server::start(ServerOptions::default());
+    let w = restore(
+        &rdb,
+        &target.addr(),
+        EngineOptions {
+            target_db: Some(5),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(w.keys_written, 200, "{w}");
+    let mut expected = Snapshot::of_db(&source, 0);
+    expected.keys.extend(Snapshot::of_db(&source, 2).keys);
+    expected.assert_same(&Snapshot::of_db(&target, 5), TTL_TOLERANCE);
+    assert!(Snapshot::of_db(&target, 0).is_empty() && Snapshot::of_db(&target, 2).is_empty());
+
+    // Without it, each key keeps its db; --filterkey keeps only a: keys.
+    let target = Server::start(ServerOptions::default());
+    let w = restore(
+        &rdb,
+        &target.addr(),
+        EngineOptions {
+            filter: KeyPrefixes::parse("a:").unwrap(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!((w.keys_written, w.filtered), (100, 100), "{w}");
+    for db in [0, 2] {
+        let mut want = Snapshot::of_db(&source, db);
+        want.keys.retain(|k, _| k.starts_with(b"a:"));
+        want.assert_same(&Snapshot::of_db(&target, db), TTL_TOLERANCE);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targetdb_other_than_0_is_refused_for_a_cluster() {
+    let target = Cluster::start(ClusterOptions::default());
+    let err = Writer::connect(writer_options(
+        &target.seed_addr(),
+        EngineOptions {
+            target_db: Some(3),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect_err("--targetdb=3 on a cluster");
+    assert!(matches!(err, WriteError::TargetDbInCluster(3)), "{err}");
+}
+
+/// Writes per key must stay in order while slots move: MOVED for a slot reassigned after
+/// the writer read the map, ASK for a slot being migrated, and a live MIGRATE of a third
+/// slot that finishes while the writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
+    let cluster = Arc::new(Cluster::start(ClusterOptions::default()));
+    let (r0, r1, r2) = (
+        cluster.master_slot_range(0),
+        cluster.master_slot_range(1),
+        cluster.master_slot_range(2),
+    );
+    let _ = r1;
+    let (t_moved, s_moved) = tag_in(r0.0, r0.1, &[]);
+    let (t_ask, s_ask) = tag_in(r0.0, r0.1, &[s_moved]);
+    let (t_live, s_live) = tag_in(r2.0, r2.1, &[]);
+    let (t_calm, _) = tag_in(r1.0, r1.1, &[]);
+    let id = |i: usize| cluster.node_id(i).to_string();
+    let m = |i: usize| &cluster.masters()[i];
+
+    let writer = Writer::connect(writer_options(
+        &cluster.seed_addr(),
+        EngineOptions::default(),
+    ))
+    .await
+    .unwrap();
+
+    // MOVED: s_moved is empty, hand it from master 0 to master 1 behind the writer's back.
+    for i in [1, 0, 2] {
+        m(i).cmd(&[
+            b"CLUSTER",
+            b"SETSLOT",
+            s_moved.to_string().as_bytes(),
+            b"NODE",
+            id(1).as_bytes(),
+        ]);
+    }
+    // Half of the keys of s_ask exist on master 0 before the migration starts.
+    for i in 0..25 {
+        let k = format!("{{{t_ask}}}:{i}");
+        m(0).cmd(&[b"RPUSH", k.as_bytes(), b"pre"]);
+    }
+    // ASK: s_ask is migrating from master 0 to master 1; some keys already exist on 0.
+    m(1).cmd(&[
+        b"CLUSTER",
+        b"SETSLOT",
+        s_ask.to_string().as_bytes(),
+        b"IMPORTING",
+        id(0).as_bytes(),
+    ]);
+    m(0).cmd(&[
+        b"CLUSTER",
+        b"SETSLOT",
+        s_ask.to_string().as_bytes(),
+        b"MIGRATING",
+        id(1).as_bytes(),
+    ]);
+
+    // Live: migrate s_live from master 2 to master 0 key by key while writing, then finish.
+    // Its keys exist on master 2 first (a migrating node sends new keys away with ASK).
+    for i in 0..50 {
+        let k = format!("{{{t_live}}}:{i}");
+        m(2).cmd(&[b"RPUSH", k.as_bytes(), b"pre"]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = {
+        let cluster = cluster.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (a, b) = (&cluster.masters()[2], &cluster.masters()[0]);
+            let (ida, idb) = (
+                cluster.node_id(2).to_string(),
+                cluster.node_id(0).to_string(),
+            );
+            let slot = s_live.to_string();
+            b.cmd(&[
+                b"CLUSTER",
+                b"SETSLOT",
+                slot.as_bytes(),
+                b"IMPORTING",
+                ida.as_bytes(),
+            ]);
+            a.cmd(&[
+                b"CLUSTER",
+                b"SETSLOT",
+                slot.as_bytes(),
+                b"MIGRATING",
+                idb.as_bytes(),
+            ]);
+            let migrate_some = || {
+                let keys = as_list(a.cmd(&[b"CLUSTER", b"GETKEYSINSLOT", slot.as_bytes(), b"1"]));
+                if keys.is_empty() {
+                    return 0;
+                }
+                let port = b.port().to_string();
+                let mut args: Vec<&[u8]> = vec![
+                    b"MIGRATE",
+                    b"127.0.0.1",
+                    port.as_bytes(),
+                    b"",
+                    b"0",
+                    b"5000",
+                    b"KEYS",
+                ];
+                args.extend(keys.iter().map(|k| k.as_slice()));
+                a.cmd(&args);
+                keys.len()
+            };
+            let mut moved = 0;
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(500) && !stop.load(Ordering::Relaxed) {
+                moved += migrate_some();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            while migrate_some() > 0 {}
+            for n in [0usize, 2, 1] {
+                cluster.masters()[n].cmd(&[
+                    b"CLUSTER",
+                    b"SETSLOT",
+                    slot.as_bytes(),
+                    b"NODE",
+                    idb.as_bytes(),
+                ]);
+            }
+            moved
+        })
+    };
+
+    const ROUNDS: usize = 60;
+    const KEYS: usize = 50;
+    let keys: Vec<String> = [&t_moved, &t_ask, &t_live, &t_calm]
+        .iter()
+        .flat_map(|t| (0..KEYS).map(move |i| format!("{{{t}}}:{i}")))
+        .collect();
+    let mut offset = 0;
+    for r in 0..ROUNDS {
+        for k in &keys {
+            offset += 10;
+            let args = vec![
+                Bytes::from_static(b"RPUSH"),
+                Bytes::from(k.clone()),
+                Bytes::from(r.to_string()),
+            ];
+            writer
+                .write(Entry::Command(Command::new(0, args, ReplOffset(offset))))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.flush().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let live_moved = live.join().unwrap();
+    let w = writer.stats();
+    assert_eq!(w.applied_offset, offset, "{w}");
+    assert_eq!(w.commands_written as usize, ROUNDS * keys.len(), "{w}");
+
+    // Finish the ASK slot's migration so every key is readable in one place.
+    let rest = as_list(m(0).cmd(&[
+        b"CLUSTER",
+        b"GETKEYSINSLOT",
+        s_ask.to_string().as_bytes(),
+        b"1000",
+    ]));
+    if !rest.is_empty() {
+        let port = m(1).port().to_string();
+        let mut args: Vec<&[u8]> = vec![
+            b"MIGRATE",
+            b"127.0.0.1",
+            port.as_bytes(),
+            b"",
+            b"0",
+            b"5000",
+            b"KEYS",
+        ];
+        args.extend(rest.iter().map(|k| k.as_slice()));
+        m(0).cmd(&args);
+    }
+    for i in [1, 0, 2] {
+        m(i).cmd(&[
+            b"CLUSTER",
+            b"SETSLOT",
+            s_ask.to_string().as_bytes(),
+            b"NODE",
+            id(1).as_bytes(),
+        ]);
+    }
+
+    let want: Vec<Vec<u8>> = (0..ROUNDS).map(|r| r.to_string().into_bytes()).collect();
+    let mut client = cluster.client();
+    for k in &keys {
+        let got = as_list(
+            client
+                .cmd_on_key(k.as_bytes(), &[b"LRANGE", k.as_bytes(), b"0", b"-1"])
+                .unwrap(),
+        );
+        let got: Vec<Vec<u8>> = got.into_iter().filter(|x| x != b"pre").collect();
+        assert_eq!(got, want, "key {k}: writes lost or reordered ({w})");
+    }
+    eprintln!("live migration moved {live_moved} keys while writing; {w}");
+    assert!(live_moved > 10, "the live migration overlapped too little with the writes");
+    assert!(w.moved > 0, "no MOVED seen: {w}");
+    assert!(w.ask > 0, "no ASK seen: {w}");
+}
