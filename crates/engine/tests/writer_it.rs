@@ -496,7 +496,10 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
         assert_eq!(got, want, "key {k}: writes lost or reordered ({w})");
     }
     eprintln!("live migration moved {live_moved} keys while writing; {w}");
-    assert!(live_moved > 10, "the live migration overlapped too little with the writes");
+    assert!(
+        live_moved > 10,
+        "the live migration overlapped too little with the writes"
+    );
     assert!(w.moved > 0, "no MOVED seen: {w}");
     assert!(w.ask > 0, "no ASK seen: {w}");
 }

@@ -123,6 +123,8 @@ struct Track {
     permit: Option<OwnedSemaphorePermit>,
 }
 
+// Nearly every element is a `Req`; boxing it would add an allocation per command.
+#[allow(clippy::large_enum_variant)]
 enum Inflight {
     Select,
     Asking,
@@ -144,6 +146,9 @@ struct Node {
     inflight_reqs: usize,
     inflight_bytes: usize,
     db: Option<DbIndex>,
+    /// After a failed connect: no new attempt before this time (and why it failed).
+    down: Option<(Instant, String)>,
+    connect_failures: u32,
 }
 
 impl Node {
@@ -158,6 +163,8 @@ impl Node {
             inflight_reqs: 0,
             inflight_bytes: 0,
             db: None,
+            down: None,
+            connect_failures: 0,
         }
     }
 
@@ -1003,10 +1010,25 @@ impl Pipeline {
             return;
         };
         if self.nodes[node].tx.is_none() {
+            // One connect attempt per back-off period, not one per queued request.
+            let n = &self.nodes[node];
+            if let Some((until, why)) = n.down.as_ref().filter(|(until, _)| Instant::now() < *until)
+            {
+                let _ = until;
+                let why = why.clone();
+                self.retry(req, Cause::Connection(why));
+                return;
+            }
             if let Err(e) = self.connect(node).await {
+                let n = &mut self.nodes[node];
+                n.connect_failures += 1;
+                n.down = Some((Instant::now() + backoff(n.connect_failures), e.to_string()));
                 self.retry(req, Cause::Connection(e.to_string()));
                 return;
             }
+            let n = &mut self.nodes[node];
+            n.connect_failures = 0;
+            n.down = None;
         }
         let gate = matches!(req.body, Body::Gate { .. });
         let slot = req.slot;
@@ -1437,9 +1459,13 @@ impl Pipeline {
         };
         match &cause {
             Cause::Server(m) | Cause::Connection(m)
-                if req.attempts == 1 || req.attempts % 20 == 0 =>
+                if req.attempts == 1 || req.attempts.is_multiple_of(20) =>
             {
-                tracing::warn!(slot = req.slot, attempts = req.attempts, delay_ms = delay.as_millis() as u64, error = %m, "write failed, retrying in order after a pause");
+                // Rate-limited: a dead node fails every request in flight at once.
+                let (slot, attempts) = (req.slot, req.attempts);
+                self.warn_limited(|| {
+                    tracing::warn!(slot, attempts, delay_ms = delay.as_millis() as u64, error = %m, "write failed, retrying in order after a pause");
+                });
             }
             Cause::Unassigned if req.attempts == 1 => {
                 tracing::warn!(slot = req.slot, "slot has no owner in the target; waiting");

@@ -105,7 +105,6 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
         }
     };
     let summary = ExitSummary { load, written };
-    eprintln!("{summary}");
     if written.failed() > 0 {
         anyhow::bail!(
             "{} keys could not be written (see the log above); {} keys written",

@@ -1,0 +1,187 @@
+//! `restore` paths against real servers: an RDB from a newer server into an older target
+//! (through trailer rewriting and, where the target cannot read a type, commands), and a
+//! target that dies in the middle.
+//!
+//! The version matrix takes its binaries from `$RSM_TEST_SERVERS` (the directory holding
+//! `redis-6.2.14`, …, or its parent); when unset it runs Debian's server against itself
+//! and says so.
+
+mod writer_util;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rsm_engine::loader::LoadError;
+use rsm_engine::writer::WriteError;
+use rsm_engine::{ConflictPolicy, EngineOptions};
+use rsm_testkit::redis::Value;
+use rsm_testkit::{fill_mixed, FillOptions, Server, ServerOptions, Snapshot};
+use writer_util::*;
+
+fn matrix_bin(label: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("RSM_TEST_SERVERS").filter(|v| !v.is_empty())?);
+    for p in [dir.join(label), dir.join("bin").join(label)] {
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    panic!(
+        "RSM_TEST_SERVERS={} has no `{label}`: run shared/tools/install-test-servers.sh",
+        dir.display()
+    );
+}
+
+fn start(bin: Option<PathBuf>) -> Server {
+    Server::start(ServerOptions {
+        bin,
+        ..Default::default()
+    })
+}
+
+/// A source with every type plus, where the server has them, hash fields with TTLs.
+fn fill_source(source: &Server) -> usize {
+    fill_mixed(
+        source,
+        &FillOptions {
+            keys_per_type: 60,
+            big_every: 10,
+            ..Default::default()
+        },
+    );
+    let v = source.version();
+    let field_ttls = v.redis_compatible_at_least(7, 4)
+        || (v.flavor == rsm_testkit::Flavor::Valkey && v.at_least(9, 0));
+    if !field_ttls {
+        return 0;
+    }
+    for (key, n) in [("hfe:small", 5usize), ("hfe:big", 700)] {
+        let mut args: Vec<Vec<u8>> = vec![b"HSET".to_vec(), key.as_bytes().to_vec()];
+        for i in 0..n {
+            args.push(format!("f{i}").into_bytes());
+            args.push(format!("v{i}").into_bytes());
+        }
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        source.cmd(&refs);
+        source.cmd(&[
+            b"HPEXPIREAT",
+            key.as_bytes(),
+            b"4102444800000",
+            b"FIELDS",
+            b"2",
+            b"f0",
+            b"f1",
+        ]);
+    }
+    4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_rdb_into_older_target() {
+    let pairs: Vec<(Option<PathBuf>, Option<PathBuf>, String)> =
+        if std::env::var_os("RSM_TEST_SERVERS").is_some_and(|v| !v.is_empty()) {
+            [
+                ("redis-7.4.1", "redis-6.2.14"),
+                ("valkey-9.1.2", "redis-6.2.14"),
+                ("redis-8.2.3", "valkey-9.1.2"),
+                ("valkey-9.1.2", "redis-7.0.15"),
+            ]
+            .iter()
+            .map(|(s, t)| (matrix_bin(s), matrix_bin(t), format!("{s} -> {t}")))
+            .collect()
+        } else {
+            eprintln!("RSM_TEST_SERVERS is unset: running Debian's redis-server into itself only");
+            vec![(None, None, "debian -> debian".into())]
+        };
+    for (src_bin, dst_bin, label) in pairs {
+        let source = start(src_bin);
+        let field_ttls = fill_source(&source);
+        let rdb = rdb_of(&source);
+        let expected = Snapshot::of(&source);
+        let target = start(dst_bin);
+        let w = restore(&rdb, &target.addr(), EngineOptions::default()).await;
+        eprintln!("{label}: {w}");
+        assert_eq!(w.failed(), 0, "{label}: {w}");
+        assert_eq!(w.keys_written as usize, expected.len(), "{label}: {w}");
+        expected.assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+        if field_ttls > 0 {
+            let tv = target.version();
+            let target_has_hfe = tv.redis_compatible_at_least(7, 4)
+                || (tv.flavor == rsm_testkit::Flavor::Valkey && tv.at_least(9, 0));
+            if target_has_hfe {
+                for key in ["hfe:small", "hfe:big"] {
+                    let got = target.cmd(&[
+                        b"HPEXPIRETIME",
+                        key.as_bytes(),
+                        b"FIELDS",
+                        b"3",
+                        b"f0",
+                        b"f1",
+                        b"f2",
+                    ]);
+                    assert_eq!(
+                        got,
+                        Value::Array(vec![
+                            Value::Int(4102444800000),
+                            Value::Int(4102444800000),
+                            Value::Int(-1)
+                        ]),
+                        "{label}: field TTLs of {key}"
+                    );
+                }
+            } else {
+                // Counted, never silent.
+                assert_eq!(w.lost_details as usize, field_ttls, "{label}: {w}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_killed_mid_restore_is_a_clear_error_with_the_count_written() {
+    let source = Server::start(ServerOptions {
+        extra_config: vec![("enable-debug-command".into(), "local".into())],
+        ..Default::default()
+    });
+    const N: u64 = 300_000;
+    source.cmd(&[
+        b"DEBUG",
+        b"POPULATE",
+        N.to_string().as_bytes(),
+        b"k:",
+        b"64",
+    ]);
+    let rdb = rdb_of(&source);
+    let target = Server::start(ServerOptions::default());
+    let mut opts = writer_options(
+        &target.addr(),
+        EngineOptions {
+            conflict: ConflictPolicy::Rewrite,
+            ..Default::default()
+        },
+    );
+    opts.retry_timeout = Duration::from_secs(2);
+    let run = tokio::spawn(async move { restore_with(&rdb, opts).await });
+    // Kill the target once some keys are in, as an operator's mistake would.
+    let mut conn = target.conn();
+    loop {
+        let n: u64 = rsm_testkit::redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        if n >= 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    target.kill();
+    let (load, w) = run.await.unwrap();
+    let err = load.expect_err("the restore must fail when the target dies");
+    let text = err.to_string();
+    assert!(
+        matches!(err, LoadError::Write(WriteError::TargetLost { .. })),
+        "{text}"
+    );
+    assert!(
+        text.contains(&target.addr()),
+        "the error names the target: {text}"
+    );
+    assert!(w.keys_written >= 1000 && w.keys_written < N, "{w}");
+    eprintln!("error: {text}; {w}");
+}
