@@ -503,3 +503,83 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
     assert!(w.moved > 0, "no MOVED seen: {w}");
     assert!(w.ask > 0, "no ASK seen: {w}");
 }
+
+fn cmd(db: u32, words: &[&str], offset: u64) -> Command {
+    Command::new(
+        db,
+        words.iter().map(|w| Bytes::from(w.to_string())).collect(),
+        ReplOffset(offset),
+    )
+}
+
+/// Multi-key commands and transactions against a cluster: split where the meaning allows,
+/// MULTI/EXEC when one slot, a counted error for all-or-nothing commands across slots; and
+/// `--filterkey` on mixed commands. Functions are broadcast to every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_key_commands_transactions_and_functions_in_a_cluster() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let writer = Writer::connect(writer_options(
+        &cluster.seed_addr(),
+        EngineOptions {
+            filter: KeyPrefixes::parse("k|{t}").unwrap(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let entries = vec![
+        Entry::Command(cmd(
+            0,
+            &["MSET", "k1", "a", "k2", "b", "k3", "c", "x", "dropped"],
+            1,
+        )),
+        Entry::Transaction(vec![
+            cmd(0, &["SET", "{t}n", "5"], 2),
+            cmd(0, &["INCR", "{t}n"], 3),
+        ]),
+        Entry::Transaction(vec![
+            cmd(0, &["SET", "k4", "1"], 4),
+            cmd(0, &["SET", "k5", "2"], 5),
+        ]),
+        Entry::Command(cmd(0, &["DEL", "k2", "k3", "x"], 6)),
+        Entry::Command(cmd(0, &["SET", "other", "filtered"], 7)),
+        Entry::Command(cmd(
+            0,
+            &[
+                "FUNCTION",
+                "LOAD",
+                "#!lua name=rsmlib\nredis.register_function('rsmf', function() return 1 end)",
+            ],
+            8,
+        )),
+        Entry::Command(cmd(0, &["MSETNX", "k6", "1", "k7", "2"], 9)),
+    ];
+    for e in entries {
+        writer.write(e).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    let w = writer.stats();
+    let get = |k: &str| cluster.cmd_on_key(k.as_bytes(), &[b"GET", k.as_bytes()]);
+    assert_eq!(get("k1"), Value::BulkString(b"a".to_vec()));
+    assert_eq!(get("k2"), Value::Nil);
+    assert_eq!(get("k3"), Value::Nil);
+    assert_eq!(get("x"), Value::Nil);
+    assert_eq!(get("{t}n"), Value::BulkString(b"6".to_vec()));
+    assert_eq!(get("k4"), Value::BulkString(b"1".to_vec()));
+    assert_eq!(get("k5"), Value::BulkString(b"2".to_vec()));
+    assert_eq!(get("other"), Value::Nil);
+    assert_eq!(get("k6"), Value::Nil);
+    // k6 and k7 are in different slots: MSETNX cannot be split; counted, watermark stops.
+    assert_ne!(slot_of(b"k6"), slot_of(b"k7"));
+    assert_eq!(w.failed_cross_slot, 1, "{w}");
+    assert_eq!(w.filtered, 1, "{w}");
+    assert_eq!(w.applied_offset, 8, "{w}");
+    for m in cluster.masters() {
+        let list = format!("{:?}", m.cmd(&[b"FUNCTION", b"LIST"]));
+        assert!(
+            list.contains("rsmlib"),
+            "function missing on {}: {list}",
+            m.addr()
+        );
+    }
+}

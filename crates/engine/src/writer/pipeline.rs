@@ -53,7 +53,7 @@ fn now_ms() -> i64 {
 
 /// Approximate bytes an entry occupies while buffered, for the writer's byte bound.
 pub(crate) fn entry_size(e: &Entry) -> usize {
-    let args = |a: &[Bytes]| a.iter().map(|x| x.len() + 16).sum::<usize>();
+    let args = |a: &[Bytes]| a.iter().map(|x| x.len() + 48).sum::<usize>();
     match e {
         Entry::Restore { key, payload, .. } => key.len() + payload.len() + 64,
         Entry::BigKeyStart { key, .. } => key.len() + 64,
