@@ -10,6 +10,7 @@ pub mod loader;
 pub mod options;
 pub mod replay;
 pub mod replica;
+pub mod shard;
 pub mod status;
 pub mod usage;
 pub mod writer;

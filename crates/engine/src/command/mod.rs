@@ -188,14 +188,17 @@ const BUILTIN: &str = include_str!("builtin.txt");
 impl CommandTable {
     /// The table generated from Redis 5.0 → 8.2 and Valkey 8.1 → 9.1.
     pub fn builtin() -> CommandTable {
+        CommandTable::builtin_ref().clone()
+    }
+
+    /// The built-in table without a copy, for per-command lookups on the hot path.
+    pub fn builtin_ref() -> &'static CommandTable {
         static TABLE: OnceLock<CommandTable> = OnceLock::new();
-        TABLE
-            .get_or_init(|| {
-                // The text is compiled in; the unit test `builtin_table_parses`
-                // proves it parses, so this cannot fail at run time.
-                parse::parse_builtin(BUILTIN).expect("builtin.txt parses (unit-tested)")
-            })
-            .clone()
+        TABLE.get_or_init(|| {
+            // The text is compiled in; the unit test `builtin_table_parses`
+            // proves it parses, so this cannot fail at run time.
+            parse::parse_builtin(BUILTIN).expect("builtin.txt parses (unit-tested)")
+        })
     }
 
     /// Parse a source's `COMMAND` reply (RESP2 or RESP3; any version).

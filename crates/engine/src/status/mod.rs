@@ -2,6 +2,8 @@
 //! the HTTP port. Each counter has one owner that writes it; readers only
 //! take snapshots (`ShardStatus::snapshot`), so reading never slows the data path.
 
+pub mod http;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};

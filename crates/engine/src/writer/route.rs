@@ -93,7 +93,51 @@ pub fn key_layout(args: &[Bytes]) -> KeyLayout {
             KeyLayout::NumKeys { at: 2 }
         }
         b"SWAPDB" | b"MOVE" => keys(1, Some(1), 1, false),
-        _ => keys(1, Some(1), 1, false),
+        _ => from_command_table(args),
+    }
+}
+
+/// Every other command: its key positions from the generated key-spec table
+/// (Redis 5.0 → 8.2, Valkey 8.1 → 9.1), so `XGROUP CREATE key …` routes by
+/// `key`, not by `CREATE`. Unknown commands keep the one-key-at-1 guess.
+fn from_command_table(args: &[Bytes]) -> KeyLayout {
+    use crate::command::{CommandClass, CommandTable, UnsupportedReason};
+    match CommandTable::builtin_ref().class(args) {
+        CommandClass::Keyed { keys } => match (keys.first(), keys.last()) {
+            (Some(&first), Some(&last)) => {
+                let step = if keys.len() > 1 { keys[1] - first } else { 1 };
+                let uniform = keys.windows(2).all(|w| w[1] == w[0] + step);
+                if uniform {
+                    KeyLayout::Keys {
+                        first,
+                        last: Some(last),
+                        step: step.max(1),
+                        splittable: false,
+                    }
+                } else {
+                    // Irregular positions: route by the first key; the cluster
+                    // refuses the command (CROSSSLOT) if the others differ.
+                    KeyLayout::Keys {
+                        first,
+                        last: Some(first),
+                        step: 1,
+                        splittable: false,
+                    }
+                }
+            }
+            _ => KeyLayout::Keyless { broadcast: false },
+        },
+        CommandClass::Broadcast => KeyLayout::Keyless { broadcast: true },
+        CommandClass::Skip(_) => KeyLayout::Skip,
+        CommandClass::Unsupported(UnsupportedReason::KeylessWrite) => {
+            KeyLayout::Keyless { broadcast: false }
+        }
+        CommandClass::Unsupported(_) => KeyLayout::Keys {
+            first: 1,
+            last: Some(1),
+            step: 1,
+            splittable: false,
+        },
     }
 }
 

@@ -1,0 +1,428 @@
+//! One shard's sync, end to end: handshake with the source node, snapshot
+//! into the target, then the command stream, for as long as it runs.
+//!
+//! The loop survives link drops: it reconnects with `PSYNC replid applied+1`
+//! (from the checkpoint), and only falls back to a full sync when the source
+//! refuses to continue. At most `--sync-parallel` shards hold a full-sync
+//! permit at once; a shard that continues needs none.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side};
+use tokio::sync::{watch, Semaphore};
+
+use crate::command::CommandTable;
+use crate::entry::ReplOffset;
+use crate::loader::{Loader, LoaderOptions};
+use crate::options::EngineOptions;
+use crate::replay::{prepare, Replay};
+use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
+use crate::replica::handshake::{handshake, read_rdb_framing, ResumePoint, SyncStart};
+use crate::replica::link::{Link, LinkCounters};
+use crate::replica::spool::{Segment, Spool};
+use crate::replica::stream::{StreamItem, StreamReader};
+use crate::replica::ReplicaError;
+use crate::status::{now_ms, Phase, ShardStatus};
+use crate::writer::{Writer, WriterOptions};
+
+/// Memory the spool may use before it spills to disk.
+const SPOOL_MEMORY: usize = 64 << 20;
+/// Pause before reconnecting after a failure; doubles up to the maximum.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Everything one shard's engine needs.
+#[derive(Debug, Clone)]
+pub struct ShardSpec {
+    pub serial: usize,
+    pub source: Endpoint,
+    pub source_credentials: Option<Credentials>,
+    pub target: Endpoint,
+    pub target_credentials: Option<Credentials>,
+    pub options: EngineOptions,
+    /// Where the checkpoint and any spill file live.
+    pub state_dir: PathBuf,
+    /// Announced to the source as `REPLCONF listening-port` (informational).
+    pub listening_port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Write(#[from] crate::writer::WriteError),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    #[error("replication stream: {0}")]
+    Stream(#[from] crate::replica::stream::StreamError),
+    #[error("local state in {path}: {source}")]
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("replication link lost: {0}")]
+    LinkLost(String),
+}
+
+impl ShardError {
+    /// Errors that a reconnect can cure; the rest stop the shard.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ShardError::LinkLost(_) => true,
+            ShardError::Replica(ReplicaError::Client(e)) => e.is_transient(),
+            ShardError::Replica(ReplicaError::Refused { message, .. }) => {
+                message.starts_with("LOADING")
+            }
+            ShardError::Replica(ReplicaError::Stalled(_)) => true,
+            ShardError::Write(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// How a run of the shard ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShardExit {
+    Stopped,
+}
+
+/// Run until `shutdown` turns true or an error needs the operator.
+pub async fn run_shard(
+    spec: ShardSpec,
+    status: Arc<ShardStatus>,
+    full_sync_permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ShardExit, ShardError> {
+    let checkpoint = CheckpointFile::new(
+        spec.state_dir
+            .join(format!("shard-{}.checkpoint", spec.serial)),
+    );
+    let mut backoff = BACKOFF_START;
+    let mut table: Option<Arc<CommandTable>> = None;
+    loop {
+        if *shutdown.borrow() {
+            status.set_phase(Phase::Stopped);
+            return Ok(ShardExit::Stopped);
+        }
+        if table.is_none() {
+            table = Some(Arc::new(command_table(&spec).await));
+        }
+        let table = table
+            .clone()
+            .unwrap_or_else(|| Arc::new(CommandTable::builtin()));
+        match sync_once(
+            &spec,
+            &status,
+            &checkpoint,
+            &full_sync_permits,
+            &table,
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(()) => {
+                status.set_phase(Phase::Stopped);
+                return Ok(ShardExit::Stopped);
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(shard = spec.serial, source = %spec.source, error = %e, retry_in_ms = backoff.as_millis() as u64, "sync interrupted; reconnecting");
+                status.set_error(Some(e.to_string()));
+                status.set_phase(Phase::Reconnecting);
+                status.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => {
+                tracing::error!(shard = spec.serial, source = %spec.source, error = %e, "shard stopped");
+                status.set_error(Some(e.to_string()));
+                status.set_phase(Phase::Failed);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The source's own command table (`COMMAND`), over the built-in one; the
+/// built-in one alone if the source will not say (an ACL without +command).
+async fn command_table(spec: &ShardSpec) -> CommandTable {
+    let opts = ConnectOptions::new(Side::Source, spec.source_credentials.clone());
+    let reply = match Connection::connect(&spec.source, &opts).await {
+        Ok(mut conn) => conn.request(&["COMMAND"]).await.ok(),
+        Err(_) => None,
+    };
+    match reply.as_ref().map(CommandTable::for_source) {
+        Some(Ok(table)) => table,
+        Some(Err(e)) => {
+            tracing::warn!(shard = spec.serial, error = %e, "cannot use the source's COMMAND reply; using the built-in command table");
+            CommandTable::builtin()
+        }
+        None => {
+            tracing::warn!(
+                shard = spec.serial,
+                "the source did not answer COMMAND; using the built-in command table"
+            );
+            CommandTable::builtin()
+        }
+    }
+}
+
+fn state_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
+    move |source| ShardError::State {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// One connection's worth of sync. `Ok` only when asked to stop.
+async fn sync_once(
+    spec: &ShardSpec,
+    status: &Arc<ShardStatus>,
+    checkpoint: &CheckpointFile,
+    permits: &Arc<Semaphore>,
+    table: &CommandTable,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ShardError> {
+    let saved = checkpoint.load().map_err(state_err(checkpoint.path()))?;
+    // A checkpoint of another node (the plan changed) is no resume point.
+    let mut resume: Option<ResumePoint> = saved
+        .filter(|c| c.source == spec.source.to_string())
+        .map(|c| c.resume_point());
+
+    let mut permit = None;
+    let (mut conn, source_info, start) = loop {
+        if resume.is_none() && permit.is_none() {
+            status.set_phase(Phase::Queued);
+            permit = Some(
+                permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ShardError::LinkLost("full-sync permits closed".into()))?,
+            );
+        }
+        status.set_phase(Phase::Handshake);
+        let (conn, info, start) = handshake(
+            &spec.source,
+            spec.source_credentials.clone(),
+            spec.listening_port,
+            resume.as_ref(),
+        )
+        .await?;
+        if matches!(start, SyncStart::Full { .. }) && permit.is_none() {
+            // The source could not continue; take our turn for a full sync
+            // like everyone else rather than forking out of order.
+            tracing::warn!(
+                shard = spec.serial,
+                "source refused to continue from the checkpoint; a full sync is needed"
+            );
+            drop(conn);
+            resume = None;
+            continue;
+        }
+        break (conn, info, start);
+    };
+    tracing::info!(shard = spec.serial, source = %spec.source, server = %source_info.describe(), start = ?start, "replication accepted");
+
+    let writer = Writer::connect(WriterOptions::new(
+        spec.target.clone(),
+        ConnectOptions::new(Side::Target, spec.target_credentials.clone()),
+        spec.options.clone(),
+    ))
+    .await?;
+
+    let spool = Arc::new(Spool::new(
+        spec.state_dir.join(format!("shard-{}.spill", spec.serial)),
+        SPOOL_MEMORY,
+        Arc::new(AtomicU64::new(0)),
+    ));
+    let link_counters = Arc::new(LinkCounters::default());
+    // The writer owns the applied-offset watermark; the ACKs report it.
+    let applied = writer.applied_offset();
+
+    let (replid, stream_start, framing) = match &start {
+        SyncStart::Full { replid, offset } => {
+            status.counters.full_syncs.fetch_add(1, Ordering::Relaxed);
+            status.set_phase(Phase::WaitingBgsave);
+            let framing = read_rdb_framing(&mut conn).await?;
+            (replid.clone(), *offset, Some(framing))
+        }
+        SyncStart::Continue { replid, offset } => {
+            applied.store(*offset, Ordering::Release);
+            (replid.clone(), *offset, None)
+        }
+    };
+    status.set_replid(&replid);
+    status.set_error(None);
+    let full = framing.is_some();
+    let link = Link::spawn(
+        conn,
+        framing,
+        spool.clone(),
+        link_counters.clone(),
+        applied.clone(),
+        shutdown.clone(),
+    );
+    if full {
+        status.set_phase(Phase::LoadingRdb);
+    } else {
+        status.set_phase(Phase::Streaming);
+    }
+
+    let mut loader = full.then(|| {
+        Loader::new(
+            LoaderOptions {
+                big_key_threshold: None,
+                conflict: spec.options.conflict,
+            },
+            writer.clone(),
+        )
+    });
+    let mut stream = StreamReader::new(stream_start);
+    let mut last_checkpoint = std::time::Instant::now();
+    let save_checkpoint = |applied_offset: u64| {
+        checkpoint.save(&Checkpoint {
+            source: spec.source.to_string(),
+            replid: replid.clone(),
+            applied: applied_offset,
+            written_at_ms: now_ms(),
+        })
+    };
+    if !full {
+        save_checkpoint(stream_start).map_err(state_err(checkpoint.path()))?;
+    }
+
+    let result: Result<(), ShardError> = async {
+        loop {
+            let segment = tokio::select! {
+                seg = spool.pop() => seg.map_err(state_err(checkpoint.path()))?,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    publish(status, &link_counters, &spool, stream_start, &writer, &applied);
+                    if !full || loader.is_none() {
+                        save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
+                    }
+                    continue;
+                }
+            };
+            match segment {
+                Segment::Rdb(bytes) => {
+                    let Some(loader) = loader.as_mut() else {
+                        return Err(ShardError::Snapshot("snapshot bytes after the snapshot ended".into()));
+                    };
+                    let n = bytes.len() as u64;
+                    loader.feed(bytes).await.map_err(|e| ShardError::Snapshot(e.to_string()))?;
+                    status.counters.rdb_bytes_loaded.fetch_add(n, Ordering::Relaxed);
+                }
+                Segment::RdbEnd => {
+                    let Some(done) = loader.take() else {
+                        return Err(ShardError::Snapshot("a second end of snapshot".into()));
+                    };
+                    let summary = done.finish().await.map_err(|e| ShardError::Snapshot(e.to_string()))?;
+                    tracing::info!(shard = spec.serial, summary = ?summary, "snapshot loaded");
+                    // Everything up to the snapshot's offset is in the target now.
+                    writer.mark_applied(ReplOffset(stream_start)).await?;
+                    save_checkpoint(stream_start).map_err(state_err(checkpoint.path()))?;
+                    drop(permit.take());
+                    status.set_phase(Phase::Streaming);
+                }
+                Segment::Stream(bytes) => {
+                    stream.feed(&bytes);
+                    while let Some(item) = stream.next_item()? {
+                        match item {
+                            StreamItem::Entry(entry) => {
+                                let (replay, dropped) = prepare(table, &spec.options.filter, entry, now_ms() as i64);
+                                for d in &dropped {
+                                    status.counters.commands_skipped.fetch_add(1, Ordering::Relaxed);
+                                    if !d.is_routine() {
+                                        tracing::warn!(shard = spec.serial, command = %d.command, reason = %d.reason, "stream command not applied");
+                                    }
+                                }
+                                match replay {
+                                    Replay::Write(entry) => writer.write(entry).await?,
+                                    Replay::Dropped { offset, .. } => writer.mark_applied(offset).await?,
+                                }
+                            }
+                            StreamItem::Marker { offset } => writer.mark_applied(offset).await?,
+                            StreamItem::GetAck { offset } => {
+                                writer.mark_applied(offset).await?;
+                                link.ack_now.notify_one();
+                            }
+                        }
+                    }
+                }
+                Segment::Closed(reason) => {
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                    return Err(ShardError::LinkLost(reason));
+                }
+            }
+            if last_checkpoint.elapsed() >= Duration::from_secs(1) {
+                last_checkpoint = std::time::Instant::now();
+                publish(status, &link_counters, &spool, stream_start, &writer, &applied);
+                if loader.is_none() {
+                    save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
+                }
+            }
+        }
+    }
+    .await;
+
+    // Whatever happened, what is in flight to the target is drained and the
+    // checkpoint records exactly what the target acknowledged.
+    link.abort();
+    let flushed = writer.flush().await;
+    publish(
+        status,
+        &link_counters,
+        &spool,
+        stream_start,
+        &writer,
+        &applied,
+    );
+    if loader.is_none() {
+        save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
+    }
+    result?;
+    flushed?;
+    Ok(())
+}
+
+/// Copy the hot counters into the shard's status.
+fn publish(
+    status: &ShardStatus,
+    link: &LinkCounters,
+    spool: &Spool,
+    stream_start: u64,
+    writer: &Writer,
+    applied: &AtomicU64,
+) {
+    let c = &status.counters;
+    c.rdb_bytes_received
+        .store(link.rdb_received.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.rdb_bytes_total
+        .store(link.rdb_total.load(Ordering::Relaxed), Ordering::Relaxed);
+    c.source_offset.store(
+        stream_start + link.stream_received.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    c.applied_offset
+        .store(applied.load(Ordering::Acquire), Ordering::Relaxed);
+    c.spill_bytes.store(spool.backlog().1, Ordering::Relaxed);
+    let w = writer.stats();
+    c.keys_applied.store(w.keys_written, Ordering::Relaxed);
+    c.keys_skipped.store(w.skipped_existing, Ordering::Relaxed);
+    c.keys_expired.store(w.expired, Ordering::Relaxed);
+    c.keys_filtered.store(w.filtered, Ordering::Relaxed);
+    c.keys_failed.store(w.failed(), Ordering::Relaxed);
+    c.commands_applied
+        .store(w.commands_written, Ordering::Relaxed);
+    status.update_caught_up();
+}
