@@ -1,12 +1,14 @@
-//! `redis-port`: the per-shard engine as its own command.
+//! `redis-port`: the per-shard engine as its own command, with the classic
+//! subcommands `sync`, `restore`, `dump` and `decode`.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use rsm_client::{Credentials, Endpoint};
+use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
 
 mod cmd;
 
@@ -23,14 +25,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Decode an RDB file into JSON lines (one object per key, plus aux fields and functions).
-    Decode {
+    /// Replicate one source node into the target: full sync, then the command stream, until stopped.
+    Sync {
+        /// The source node, HOST:PORT.
+        #[arg(long, value_parser = parse_endpoint)]
+        from: Endpoint,
+        /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT.
+        #[arg(long, value_parser = parse_endpoint)]
+        target: Endpoint,
+        /// Source password; `user:password` selects an ACL user.
+        #[arg(long, env = "RSM_SOURCE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[command(flatten)]
+        write: WriteFlags,
+        /// Log file; the checkpoint and any spill file go in a `state` folder beside it.
+        #[arg(long, default_value = "logs/redis-port.log")]
+        logfile: PathBuf,
+        /// Serve the status page, /status and /metrics on this port (127.0.0.1).
+        #[arg(long)]
+        httpport: Option<u16>,
+    },
+    /// Load an RDB file (or - for standard input) into the target.
+    Restore {
         /// The RDB file, or - for standard input.
         #[arg(long, short = 'i')]
-        input: String,
-        /// Where to write the JSON lines (default: standard output).
-        #[arg(long, short = 'o')]
-        output: Option<String>,
+        input: PathBuf,
+        /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT.
+        #[arg(long, value_parser = parse_endpoint)]
+        target: Endpoint,
+        #[command(flatten)]
+        write: WriteFlags,
     },
     /// Take a snapshot of one source node into an RDB file (as a replica would receive it).
     Dump {
@@ -44,6 +68,55 @@ enum Command {
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
+    /// Decode an RDB file into JSON lines (one object per key, plus aux fields and functions).
+    Decode {
+        /// The RDB file, or - for standard input.
+        #[arg(long, short = 'i')]
+        input: String,
+        /// Where to write the JSON lines (default: standard output).
+        #[arg(long, short = 'o')]
+        output: Option<String>,
+    },
+}
+
+/// The flags that shape writes into the target, shared by `sync` and `restore`.
+#[derive(Debug, Args)]
+struct WriteFlags {
+    /// Target password; `user:password` selects an ACL user.
+    #[arg(long, env = "RSM_TARGET_PASSWORD", hide_env_values = true)]
+    auth: Option<String>,
+    /// Only keys starting with one of these prefixes, e.g. "str1|str2|str3".
+    #[arg(long, value_parser = KeyPrefixes::parse)]
+    filterkey: Option<KeyPrefixes>,
+    /// Write every key into this database of a standalone target.
+    #[arg(long, value_parser = rsm_engine::options::parse_db, allow_hyphen_values = true)]
+    targetdb: Option<u32>,
+    /// Overwrite keys that already exist in the target.
+    #[arg(long, conflicts_with = "skip_existing")]
+    rewrite: bool,
+    /// Keep the target's value of keys that already exist, and count them.
+    #[arg(long)]
+    skip_existing: bool,
+    /// Values larger than SIZE are written in chunks of commands (512kb, 64mb, 1gb).
+    #[arg(long, value_parser = rsm_engine::options::parse_size)]
+    bigkeysize: Option<u64>,
+}
+
+impl WriteFlags {
+    fn options(&self) -> EngineOptions {
+        EngineOptions {
+            filter: self.filterkey.clone().unwrap_or_default(),
+            target_db: self.targetdb,
+            conflict: if self.rewrite {
+                ConflictPolicy::Rewrite
+            } else if self.skip_existing {
+                ConflictPolicy::Skip
+            } else {
+                ConflictPolicy::Fail
+            },
+            big_key_size: self.bigkeysize,
+        }
+    }
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -82,6 +155,43 @@ fn main() -> ExitCode {
             }))
             .map(|n| eprintln!("dump: wrote {n} bytes to {}", output.display()))
         }),
+        Command::Restore {
+            input,
+            target,
+            write,
+        } => runtime().and_then(|rt| {
+            let options = write.options();
+            rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
+                input,
+                target,
+                auth: write.auth.as_deref().map(Credentials::parse),
+                filter: options.filter,
+                target_db: options.target_db,
+                conflict: options.conflict,
+                big_key_size: options.big_key_size,
+                progress: true,
+            }))
+            .map(|summary| eprintln!("restore: {summary}"))
+        }),
+        Command::Sync {
+            from,
+            target,
+            password,
+            write,
+            logfile,
+            httpport,
+        } => runtime().and_then(|rt| {
+            init_stderr_log();
+            rt.block_on(cmd::sync::run(cmd::sync::SyncArgs {
+                from,
+                target,
+                password: password.as_deref().map(Credentials::parse),
+                auth: write.auth.as_deref().map(Credentials::parse),
+                options: write.options(),
+                logfile,
+                httpport,
+            }))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +200,13 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn init_stderr_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -88,7 +88,7 @@ pub struct SyncArgs {
 
     /// When a value is larger than SIZE, write it in chunks of ordinary commands
     /// (big key write mode). Bytes, or with a unit: 64mb, 1gb, 512kb (k/m/g = 1000s, kb/mb/gb = 1024s, as in redis.conf).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = rsm_engine::options::parse_size)]
     pub bigkeysize: Option<u64>,
 
     /// Log file of the manager; each shard logs beside it with its serial number
@@ -177,8 +177,7 @@ fn parse_prefixes(s: &str) -> Result<KeyPrefixes, String> {
 }
 
 fn parse_db(s: &str) -> Result<u32, String> {
-    s.parse::<u32>()
-        .map_err(|_| "expected a database number, 0 or more".to_string())
+    rsm_engine::options::parse_db(s)
 }
 
 fn parse_parallel(s: &str) -> Result<usize, String> {
@@ -193,47 +192,9 @@ fn parse_role(s: &str) -> Result<Role, String> {
         .map_err(|_| "expected master or slave".to_string())
 }
 
-/// Sizes as redis.conf writes them: `k`/`m`/`g` are powers of 1000, `kb`/`mb`/`gb` powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let expected =
-        || "expected a size in bytes, optionally with a unit: 512kb, 64mb, 1gb".to_string();
-    let lower = s.trim().to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(digits_end);
-    let n: u64 = number.parse().map_err(|_| expected())?;
-    let mult: u64 = match unit {
-        "" | "b" => 1,
-        "k" => 1000,
-        "kb" => 1024,
-        "m" => 1000 * 1000,
-        "mb" => 1024 * 1024,
-        "g" => 1000 * 1000 * 1000,
-        "gb" => 1024 * 1024 * 1024,
-        _ => return Err(expected()),
-    };
-    let size = n.checked_mul(mult).ok_or_else(expected)?;
-    if size == 0 {
-        return Err("expected a size above 0".into());
-    }
-    Ok(size)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("64mb"), Ok(64 << 20));
-        assert_eq!(parse_size("1GB"), Ok(1 << 30));
-        assert_eq!(parse_size("2k"), Ok(2000));
-        for bad in ["", "mb", "-1", "1.5gb", "12xb", "0", "99999999999999999gb"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn roles() {

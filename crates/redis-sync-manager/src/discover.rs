@@ -19,12 +19,9 @@ use rsm_cluster::{
 pub struct PlannedShard {
     pub serial: usize,
     pub slots: String,
-    pub slot_count: usize,
     /// The node we will replicate from.
     pub node: Endpoint,
-    pub node_id: String,
     pub role: Role,
-    pub master: Endpoint,
     pub used_memory: Option<u64>,
     pub keys: Option<u64>,
     pub warning: Option<SelectWarning>,
@@ -142,11 +139,8 @@ pub async fn discover(
         shards.push(PlannedShard {
             serial,
             slots: rsm_cluster::display_ranges(&shard.slots),
-            slot_count: shard.slot_count(),
             node,
-            node_id: selection.node.id.as_str().to_string(),
             role: chosen_role,
-            master,
             used_memory,
             keys,
             warning: selection.warning.clone(),

@@ -10,7 +10,9 @@ use clap::Parser;
 mod cli;
 mod config;
 mod discover;
+mod logs;
 mod plan;
+mod run;
 
 use cli::Cli;
 use config::SyncConfig;
@@ -50,6 +52,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: SyncConfig) -> anyhow::Result<ExitCode> {
+    if !config.dry_run {
+        logs::init(&config.logfile, true).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the log file {}: {e} (check --logfile)",
+                config.logfile.display()
+            )
+        })?;
+    }
     let plan = discover::discover(
         &config.from,
         &config.source_credentials,
@@ -66,7 +76,7 @@ async fn run(config: SyncConfig) -> anyhow::Result<ExitCode> {
     if config.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    anyhow::bail!("only --dry-run is available in this build")
+    run::run(config, plan).await
 }
 
 /// Print clap's verdict as one line (plus the hint to --help) and exit 2;

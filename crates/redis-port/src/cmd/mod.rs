@@ -2,3 +2,5 @@
 
 pub mod decode;
 pub mod dump;
+pub mod restore;
+pub mod sync;

@@ -1,0 +1,225 @@
+//! Running the plan: one engine per shard in this process, at most
+//! `--sync-parallel` of them in full sync at once, until SIGINT/SIGTERM.
+//!
+//! A shard whose link drops reconnects by itself (the engine continues with
+//! PSYNC from its checkpoint). A shard that fails for a reason a retry cannot
+//! cure (a key conflict, a refused write) stops alone, loudly; the others go
+//! on, and the exit code says something failed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsm_engine::shard::{run_shard, ShardSpec};
+use rsm_engine::status::{now_ms, Phase, ShardStatus};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::SyncConfig;
+use crate::discover::Plan;
+use crate::plan::human_bytes;
+use rsm_engine::status::http;
+
+/// Where checkpoints and spill files live: beside the logs.
+pub fn state_dir(config: &SyncConfig) -> PathBuf {
+    let dir = config
+        .logfile
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    dir.join("state")
+}
+
+pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
+    let statuses: Vec<Arc<ShardStatus>> = plan
+        .shards
+        .iter()
+        .map(|s| {
+            let role = match s.role {
+                rsm_cluster::Role::Master => "master",
+                rsm_cluster::Role::Slave => "slave",
+            };
+            ShardStatus::new(
+                s.serial,
+                s.node.to_string(),
+                role.to_string(),
+                s.slots.clone(),
+            )
+        })
+        .collect();
+    for s in &plan.shards {
+        tracing::info!(shard = s.serial as u64, source = %s.node, slots = %s.slots, "shard planned");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("stopping: draining what is in flight and writing checkpoints…");
+        tracing::info!("stop requested");
+        let _ = stop_tx.send(true);
+    });
+
+    let shared = http::Shared {
+        shards: Arc::new(statuses.clone()),
+        source: config.from.to_string(),
+        target: config.target.to_string(),
+        started_ms: now_ms(),
+    };
+    if let Some(port) = config.http_port {
+        let bound = http::serve(SocketAddr::new(config.http_bind, port), shared.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot serve HTTP on {}:{port}: {e} (is --httpport free?)",
+                    config.http_bind
+                )
+            })?;
+        println!("status page: http://{bound}/  (JSON: /status, metrics: /metrics)");
+    }
+
+    let permits = Arc::new(Semaphore::new(config.sync_parallel));
+    let state = state_dir(&config);
+    let mut tasks = Vec::new();
+    for (s, status) in plan.shards.iter().zip(&statuses) {
+        let spec = ShardSpec {
+            serial: s.serial,
+            source: s.node.clone(),
+            source_credentials: config.source_credentials.clone(),
+            target: config.target.clone(),
+            target_credentials: config.target_credentials.clone(),
+            options: config.engine_options(),
+            state_dir: state.clone(),
+            listening_port: config.http_port.unwrap_or(0),
+        };
+        let status = status.clone();
+        let permits = permits.clone();
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            run_shard(spec, status, permits, stop).await
+        }));
+    }
+
+    let console = tokio::spawn(console_loop(shared.clone(), stop_rx.clone()));
+    let mut failed = 0;
+    for (task, status) in tasks.into_iter().zip(&statuses) {
+        match task.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                failed += 1;
+                eprintln!("shard {} ({}) failed: {e}", status.serial, status.source);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("shard {} ({}) crashed: {e}", status.serial, status.source);
+            }
+        }
+    }
+    console.abort();
+    print_summary(&shared);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A plain status line per shard every few seconds: it works the same on a
+/// terminal, in a pipe and in CI logs.
+async fn console_loop(shared: http::Shared, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let r = http::report(&shared);
+        for s in &r.shards {
+            println!("{}", shard_line(s));
+        }
+        println!(
+            "total: {} shard(s), {} ready; ready_for_cutover={}",
+            r.shards.len(),
+            r.shards.iter().filter(|s| s.ready).count(),
+            r.ready_for_cutover
+        );
+    }
+}
+
+fn shard_line(s: &http::ShardReport) -> String {
+    let snap = &s.snapshot;
+    let phase = if s.ready {
+        "ready".to_string()
+    } else {
+        format!("{:?}", snap.phase).to_lowercase()
+    };
+    let rdb = if snap.rdb_bytes_total > 0 {
+        format!(
+            "{:.0}%",
+            100.0 * snap.rdb_bytes_loaded as f64 / snap.rdb_bytes_total as f64
+        )
+    } else {
+        human_bytes(snap.rdb_bytes_received)
+    };
+    format!(
+        "shard {} {} {:<13} rdb {:>9} keys {} cmds {} lag {} B spill {}{}",
+        snap.serial,
+        snap.source,
+        phase,
+        rdb,
+        snap.keys_applied,
+        snap.commands_applied,
+        snap.lag_bytes,
+        human_bytes(snap.spill_bytes),
+        snap.last_error
+            .as_deref()
+            .map(|e| format!(" error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
+fn print_summary(shared: &http::Shared) {
+    let r = http::report(shared);
+    println!("summary:");
+    for s in &r.shards {
+        let snap = &s.snapshot;
+        println!(
+            "shard {} {}: {} keys written, {} skipped, {} expired, {} filtered, {} failed; {} commands applied, {} failed; applied offset {} of {}{}",
+            snap.serial,
+            snap.source,
+            snap.keys_applied,
+            snap.keys_skipped,
+            snap.keys_expired,
+            snap.keys_filtered,
+            snap.keys_failed,
+            snap.commands_applied,
+            snap.commands_failed,
+            snap.applied_offset,
+            snap.source_offset,
+            if snap.phase == Phase::Failed { " (FAILED)" } else { "" }
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! The whole migration with the real binary: a 3×1 source cluster into a
+//! 4-master target, with writes during the sync, checked by an independent
+//! reader; the HTTP endpoints; per-shard logs; SIGTERM and a restart that
+//! continues without a full sync.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rsm_testkit::{fill_mixed, Cluster, ClusterOptions, FillOptions, PortLease, Snapshot};
+use serde_json::Value;
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn status(port: u16) -> Option<Value> {
+    serde_json::from_str(&http_get(port, "/status")?).ok()
+}
+
+fn start_manager(
+    source: &Cluster,
+    target: &Cluster,
+    logs: &Path,
+    port: u16,
+    extra: &[&str],
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .arg(format!("--from={}", source.seed_addr()))
+        .arg(format!("--target={}", target.seed_addr()))
+        .arg(format!(
+            "--logfile={}",
+            logs.join("redis-sync-manager.log").display()
+        ))
+        .arg(format!("--httpport={port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ready(child: &mut Child, port: u16, logs: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(code)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("manager exited early with {code}: {err}");
+        }
+        if let Some(v) = status(port) {
+            if v["ready_for_cutover"] == Value::Bool(true) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(logs.join("redis-sync-manager.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "not ready within 120s: {v:#}\nmanager log (last lines, newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn sigterm(child: &mut Child) -> String {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    assert!(
+        status.success(),
+        "manager did not exit 0 after SIGTERM: {status}; {err}"
+    );
+    err
+}
+
+/// The largest number of full-sync windows that overlap, from /status.
+fn max_concurrent_full_syncs(v: &Value) -> usize {
+    let mut events = Vec::new();
+    for shard in v["shards"].as_array().unwrap() {
+        for w in shard["full_sync_windows"].as_array().unwrap() {
+            let (start, end) = (w[0].as_u64().unwrap(), w[1].as_u64().unwrap());
+            events.push((start, 1i32));
+            events.push((if end == 0 { u64::MAX } else { end }, -1));
+        }
+    }
+    // Ends sort before starts at the same millisecond: touching windows do not overlap.
+    events.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+fn run_migration(parallel: usize) {
+    let source = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 1,
+        ..Default::default()
+    });
+    let target = Cluster::start(ClusterOptions {
+        masters: 4,
+        replicas_per_master: 0,
+        ..Default::default()
+    });
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 300,
+            ..Default::default()
+        },
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let parallel_flag = format!("--sync-parallel={parallel}");
+    let mut child = start_manager(
+        &source,
+        &target,
+        logs.path(),
+        port.port(),
+        &[&parallel_flag],
+    );
+
+    // Writes while the shards sync.
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 50,
+            prefix: "during:".into(),
+            seed: 2,
+            ..Default::default()
+        },
+    );
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    let shards = v["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3);
+    let mut sources: Vec<String> = shards
+        .iter()
+        .map(|s| s["source"].as_str().unwrap().to_string())
+        .collect();
+    sources.sort();
+    let mut masters: Vec<String> = source.masters().iter().map(|m| m.addr()).collect();
+    masters.sort();
+    assert_eq!(sources, masters, "one shard per source master");
+    let concurrent = max_concurrent_full_syncs(&v);
+    assert!(
+        concurrent <= parallel,
+        "{concurrent} full syncs ran at once with --sync-parallel={parallel}"
+    );
+
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 20,
+            prefix: "after:".into(),
+            seed: 3,
+            ..Default::default()
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    wait_ready(&mut child, port.port(), logs.path());
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+
+    let metrics = http_get(port.port(), "/metrics").unwrap();
+    assert!(
+        metrics.contains("# TYPE rsm_keys_applied_total counter"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rsm_ready_for_cutover 1"), "{metrics}");
+    let page = http_get(port.port(), "/").unwrap();
+    assert!(page.contains("<title>redis-sync-manager</title>"));
+
+    sigterm(&mut child);
+    for i in 0..3 {
+        let log = logs.path().join(format!("redis-sync-manager.{i}.log"));
+        let text =
+            std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        assert!(
+            text.contains("phase change"),
+            "shard log {i} is missing its phases"
+        );
+    }
+    assert!(logs.path().join("redis-sync-manager.log").exists());
+
+    // Restart with the same flags: every shard continues from its checkpoint.
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 20,
+            prefix: "offline:".into(),
+            seed: 4,
+            ..Default::default()
+        },
+    );
+    let mut child = start_manager(
+        &source,
+        &target,
+        logs.path(),
+        port.port(),
+        &[&parallel_flag],
+    );
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    for shard in v["shards"].as_array().unwrap() {
+        assert_eq!(
+            shard["full_syncs"], 0,
+            "shard restarted with a full sync: {shard:#}"
+        );
+    }
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    sigterm(&mut child);
+}
+
+#[test]
+fn cluster_to_bigger_cluster_one_full_sync_at_a_time() {
+    run_migration(1);
+}
+
+#[test]
+fn cluster_to_bigger_cluster_three_full_syncs_at_once() {
+    run_migration(3);
+}
