@@ -7,25 +7,13 @@
 //! at command names.
 
 use bytes::Bytes;
-use crc::{Crc, CRC_16_XMODEM};
 
 /// Number of hash slots.
 pub const SLOT_COUNT: usize = 16384;
 
-const CRC16: Crc<u16> = Crc::<u16>::new(&CRC_16_XMODEM);
-
-/// `CLUSTER KEYSLOT`: CRC16/XMODEM of the hash tag (first `{`, first `}` after it, not
-/// empty) or of the whole key, mod 16384. Same as `rsm_cluster::key_slot`; kept local until
-/// that crate exports it.
+/// `CLUSTER KEYSLOT` of a key (hash tags included), as a plain index.
 pub fn key_slot(key: &[u8]) -> u16 {
-    let tag = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    CRC16.checksum(tag) % SLOT_COUNT as u16
+    rsm_cluster::key_slot(key).get()
 }
 
 /// Where a command's keys are and what may be done when they disagree.

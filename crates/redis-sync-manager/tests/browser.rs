@@ -1,0 +1,130 @@
+//! The status page in a real headless browser: one row per shard with the
+//! right source addresses, and the "ready for cutover" state once synced.
+//! A screenshot is kept in `target/test-artifacts/status-page.png`.
+//!
+//! Needs Debian's `chromium` (`apt-get install -y chromium`), or a browser
+//! named by `$CHROMIUM`; `.ci/run` installs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rsm_testkit::{fill_mixed, Cluster, ClusterOptions, FillOptions, PortLease};
+
+fn chromium() -> PathBuf {
+    if let Ok(path) = std::env::var("CHROMIUM") {
+        return PathBuf::from(path);
+    }
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = Command::new("which").arg(name).output() {
+            if out.status.success() {
+                return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+            }
+        }
+    }
+    panic!("headless Chromium is needed for this test: install it with `apt-get install -y chromium` (or set $CHROMIUM)");
+}
+
+/// Run the page in Chromium long enough for its scripts to fetch /status, and
+/// return the resulting DOM.
+fn render(browser: &PathBuf, url: &str, screenshot: Option<&PathBuf>) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,500",
+        "--virtual-time-budget=4000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    match screenshot {
+        Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn status_page_shows_every_shard_and_reaches_ready() {
+    let browser = chromium();
+    let source = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 0,
+        ..Default::default()
+    });
+    let target = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 0,
+        ..Default::default()
+    });
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 50,
+            ..Default::default()
+        },
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .arg(format!("--from={}", source.seed_addr()))
+        .arg(format!("--target={}", target.seed_addr()))
+        .arg(format!("--logfile={}", logs.path().join("m.log").display()))
+        .arg(format!("--httpport={}", port.port()))
+        .arg("--sync-parallel=3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/", port.port());
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let dom = loop {
+        let dom = render(&browser, &url, None);
+        // The script's own text mentions the words too: look for the badge's state.
+        if dom.contains("id=\"state\" class=\"ready\"") {
+            break dom;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the page never showed 'ready for cutover'; last DOM:\n{dom}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // One row per shard, each naming its source master.
+    let rows = dom.matches("<tr data-source=").count();
+    assert_eq!(rows, 3, "{dom}");
+    for m in source.masters() {
+        assert!(
+            dom.contains(&format!("data-source=\"{}\"", m.addr())),
+            "no row for {}: {dom}",
+            m.addr()
+        );
+    }
+
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("status-page.png");
+    render(&browser, &url, Some(&shot));
+    assert!(
+        shot.metadata().map(|m| m.len() > 1000).unwrap_or(false),
+        "no screenshot at {}",
+        shot.display()
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
