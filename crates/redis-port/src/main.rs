@@ -55,6 +55,9 @@ enum Command {
         target: Endpoint,
         #[command(flatten)]
         write: WriteFlags,
+        /// Seconds to keep retrying a target that stopped answering before giving up.
+        #[arg(long, value_name = "SECS", default_value = "60")]
+        retry_timeout: u64,
     },
     /// Take a snapshot of one source node into an RDB file (as a replica would receive it).
     Dump {
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
             input,
             target,
             write,
+            retry_timeout,
         } => runtime().and_then(|rt| {
             let options = write.options();
             rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
                 conflict: options.conflict,
                 big_key_size: options.big_key_size,
                 progress: true,
+                retry_timeout: std::time::Duration::from_secs(retry_timeout),
             }))
             .map(|summary| eprintln!("restore: {summary}"))
         }),

@@ -33,6 +33,8 @@ pub struct RestoreArgs {
     pub big_key_size: Option<u64>,
     /// Print the progress line (on by default; off for tests and pipes if wanted).
     pub progress: bool,
+    /// How long a target that stopped answering is retried before giving up.
+    pub retry_timeout: Duration,
 }
 
 /// What a finished restore did.
@@ -62,11 +64,12 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
     let (input, total) = open_input(&args.input)
         .await
         .with_context(|| format!("cannot open --input={}", args.input.display()))?;
-    let opts = WriterOptions::new(
+    let mut opts = WriterOptions::new(
         args.target.clone(),
         ConnectOptions::new(Side::Target, args.auth.clone()),
         engine,
     );
+    opts.retry_timeout = args.retry_timeout;
     let writer = Writer::connect(opts)
         .await
         .with_context(|| format!("cannot start writing to --target={}", args.target))?;
