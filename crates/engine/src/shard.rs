@@ -5,6 +5,11 @@
 //! (from the checkpoint), and only falls back to a full sync when the source
 //! refuses to continue. At most `--sync-parallel` shards hold a full-sync
 //! permit at once; a shard that continues needs none.
+//!
+//! A shard of a source cluster is its slots, not a node: before reconnecting,
+//! the loop asks the source where those slots are served now
+//! ([`crate::replica::follow`]) and, after a failover, continues on the new
+//! node with the same PSYNC (the promoted replica knows the old history).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +25,7 @@ use crate::loader::{Loader, LoaderOptions};
 use crate::options::EngineOptions;
 use crate::replay::{prepare, Replay};
 use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
+use crate::replica::follow::{Follow, FollowError, FollowOptions};
 use crate::replica::handshake::{handshake, read_rdb_framing, ResumePoint, SyncStart};
 use crate::replica::link::{Link, LinkCounters};
 use crate::replica::spool::{Segment, Spool};
@@ -83,6 +89,16 @@ impl ShardError {
             _ => false,
         }
     }
+
+    /// Errors that another node of the shard may not have: a replica whose
+    /// master link is down refuses PSYNC, but the shard may live on elsewhere.
+    pub fn is_cured_by_following(&self) -> bool {
+        matches!(
+            self,
+            ShardError::Replica(ReplicaError::Refused { message, .. })
+                if message.starts_with("NOMASTERLINK")
+        )
+    }
 }
 
 /// How a run of the shard ended.
@@ -91,9 +107,29 @@ pub enum ShardExit {
     Stopped,
 }
 
-/// Run until `shutdown` turns true or an error needs the operator.
+/// Run until `shutdown` turns true or an error needs the operator. Follows
+/// failovers of a cluster source, learning the shard from its first node.
 pub async fn run_shard(
     spec: ShardSpec,
+    status: Arc<ShardStatus>,
+    full_sync_permits: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<ShardExit, ShardError> {
+    run_shard_following(
+        spec,
+        FollowOptions::default(),
+        status,
+        full_sync_permits,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_shard`] with what the caller knows of the shard: its slots, the
+/// role to sync from after a failover, more nodes to ask.
+pub async fn run_shard_following(
+    spec: ShardSpec,
+    follow_options: FollowOptions,
     status: Arc<ShardStatus>,
     full_sync_permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
@@ -104,19 +140,78 @@ pub async fn run_shard(
     );
     let mut backoff = BACKOFF_START;
     let mut table: Option<Arc<CommandTable>> = None;
+    // The node synced from now; changes when the source fails over.
+    let mut source = spec.source.clone();
+    let mut follow: Option<Follow> = None;
+    let mut follow_known = follow_options.disabled;
+    let mut relocate = false;
     loop {
         if *shutdown.borrow() {
             status.set_phase(Phase::Stopped);
             return Ok(ShardExit::Stopped);
         }
+        if !follow_known {
+            // Until the first node answers, the shard cannot be learnt; the
+            // next reconnect tries again.
+            if let Ok(f) =
+                Follow::learn(&source, spec.source_credentials.clone(), &follow_options).await
+            {
+                if let Some(f) = &f {
+                    tracing::info!(shard = spec.serial, slots = %f.slots_display(), "following the shard's slots across source failovers");
+                }
+                follow = f;
+                follow_known = true;
+            }
+        }
+        if relocate {
+            if let Some(f) = follow.as_mut() {
+                match f.locate(&source).await {
+                    Ok(loc) if loc.node != source => {
+                        let reason = match &loc.note {
+                            Some(note) => format!("the source failed over; {note}"),
+                            None => "the source failed over".to_string(),
+                        };
+                        tracing::warn!(shard = spec.serial, from = %source, to = %loc.node, role = %loc.role, master = %loc.master, slots = %f.slots_display(), note = loc.note.as_deref().unwrap_or(""), "SOURCE MOVED: the shard's slots are served elsewhere now; continuing there");
+                        status.set_source(&loc.node.to_string(), &reason);
+                        source = loc.node;
+                        // The same cluster answers COMMAND the same; no re-read.
+                    }
+                    Ok(loc) => {
+                        if let Some(note) = loc.note {
+                            tracing::warn!(shard = spec.serial, source = %source, "{note}");
+                        }
+                    }
+                    Err(e @ FollowError::MasterFailing { .. }) => {
+                        tracing::warn!(shard = spec.serial, source = %source, error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for the source to fail over");
+                        status.set_error(Some(e.to_string()));
+                        status.set_phase(Phase::Reconnecting);
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                    Err(e) => {
+                        // Try the node we know; its own error is clearer.
+                        tracing::warn!(shard = spec.serial, source = %source, error = %e, "cannot read the source topology");
+                    }
+                }
+            }
+        }
         if table.is_none() {
-            table = Some(Arc::new(command_table(&spec).await));
+            table = Some(Arc::new(command_table(&spec, &source).await));
         }
         let table = table
             .clone()
             .unwrap_or_else(|| Arc::new(CommandTable::builtin()));
+        let place = Place {
+            source: &source,
+            slots: follow.as_ref().map(Follow::slots_display),
+        };
         match sync_once(
             &spec,
+            &place,
             &status,
             &checkpoint,
             &full_sync_permits,
@@ -129,11 +224,12 @@ pub async fn run_shard(
                 status.set_phase(Phase::Stopped);
                 return Ok(ShardExit::Stopped);
             }
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(shard = spec.serial, source = %spec.source, error = %e, retry_in_ms = backoff.as_millis() as u64, "sync interrupted; reconnecting");
+            Err(e) if e.is_retryable() || (follow.is_some() && e.is_cured_by_following()) => {
+                tracing::warn!(shard = spec.serial, source = %source, error = %e, retry_in_ms = backoff.as_millis() as u64, "sync interrupted; reconnecting");
                 status.set_error(Some(e.to_string()));
                 status.set_phase(Phase::Reconnecting);
                 status.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                relocate = true;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
@@ -141,7 +237,7 @@ pub async fn run_shard(
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Err(e) => {
-                tracing::error!(shard = spec.serial, source = %spec.source, error = %e, "shard stopped");
+                tracing::error!(shard = spec.serial, source = %source, error = %e, "shard stopped");
                 status.set_error(Some(e.to_string()));
                 status.set_phase(Phase::Failed);
                 return Err(e);
@@ -150,11 +246,18 @@ pub async fn run_shard(
     }
 }
 
+/// Where this connection's sync reads from.
+struct Place<'a> {
+    source: &'a Endpoint,
+    /// The shard's slots in a cluster source, for the checkpoint.
+    slots: Option<String>,
+}
+
 /// The source's own command table (`COMMAND`), over the built-in one; the
 /// built-in one alone if the source will not say (an ACL without +command).
-async fn command_table(spec: &ShardSpec) -> CommandTable {
+async fn command_table(spec: &ShardSpec, source: &Endpoint) -> CommandTable {
     let opts = ConnectOptions::new(Side::Source, spec.source_credentials.clone());
-    let reply = match Connection::connect(&spec.source, &opts).await {
+    let reply = match Connection::connect(source, &opts).await {
         Ok(mut conn) => conn.request(&["COMMAND"]).await.ok(),
         Err(_) => None,
     };
@@ -184,16 +287,29 @@ fn state_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ShardErro
 /// One connection's worth of sync. `Ok` only when asked to stop.
 async fn sync_once(
     spec: &ShardSpec,
+    place: &Place<'_>,
     status: &Arc<ShardStatus>,
     checkpoint: &CheckpointFile,
     permits: &Arc<Semaphore>,
     table: &CommandTable,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ShardError> {
+    let source = place.source;
     let saved = checkpoint.load().map_err(state_err(checkpoint.path()))?;
-    // A checkpoint of another node (the plan changed) is no resume point.
+    // A checkpoint of another node is a resume point only when that node
+    // served the same slots: after a failover the new node may continue its
+    // history (PSYNC2). Of a node with other slots (the plan changed), it is none.
     let mut resume: Option<ResumePoint> = saved
-        .filter(|c| c.source == spec.source.to_string())
+        .filter(|c| {
+            if c.source == source.to_string() {
+                return true;
+            }
+            let same_shard = place.slots.is_some() && c.slots == place.slots;
+            if same_shard {
+                tracing::info!(shard = spec.serial, checkpoint_of = %c.source, source = %source, "trying to continue the checkpoint of another node of the same slots");
+            }
+            same_shard
+        })
         .map(|c| c.resume_point());
 
     let mut permit = None;
@@ -210,7 +326,7 @@ async fn sync_once(
         }
         status.set_phase(Phase::Handshake);
         let (conn, info, start) = handshake(
-            &spec.source,
+            source,
             spec.source_credentials.clone(),
             spec.listening_port,
             resume.as_ref(),
@@ -229,7 +345,7 @@ async fn sync_once(
         }
         break (conn, info, start);
     };
-    tracing::info!(shard = spec.serial, source = %spec.source, server = %source_info.describe(), start = ?start, "replication accepted");
+    tracing::info!(shard = spec.serial, source = %source, server = %source_info.describe(), start = ?start, "replication accepted");
 
     let writer = Writer::connect(WriterOptions::new(
         spec.target.clone(),
@@ -289,10 +405,11 @@ async fn sync_once(
     let mut last_checkpoint = std::time::Instant::now();
     let save_checkpoint = |applied_offset: u64| {
         checkpoint.save(&Checkpoint {
-            source: spec.source.to_string(),
+            source: source.to_string(),
             replid: replid.clone(),
             applied: applied_offset,
             written_at_ms: now_ms(),
+            slots: place.slots.clone(),
         })
     };
     if !full {

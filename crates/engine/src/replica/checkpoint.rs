@@ -21,6 +21,11 @@ pub struct Checkpoint {
     pub applied: u64,
     /// Unix milliseconds of the write, for the operator.
     pub written_at_ms: u64,
+    /// The shard's slots in the source (`0-5460`), when the source is a
+    /// cluster: after a failover another node of the same slots may continue
+    /// this history. Absent in checkpoints of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<String>,
 }
 
 impl Checkpoint {
@@ -95,9 +100,17 @@ mod tests {
             replid: "abc".into(),
             applied: 42,
             written_at_ms: 1,
+            slots: Some("0-5460".into()),
         };
         file.save(&cp).unwrap();
         assert_eq!(file.load().unwrap(), Some(cp));
+        // A checkpoint written before `slots` existed still loads.
+        std::fs::write(
+            file.path(),
+            br#"{"source":"h:1","replid":"r","applied":5,"written_at_ms":2}"#,
+        )
+        .unwrap();
+        assert_eq!(file.load().unwrap().unwrap().slots, None);
         std::fs::write(file.path(), b"{torn").unwrap();
         assert!(file.load().unwrap_err().to_string().contains("unreadable"));
     }

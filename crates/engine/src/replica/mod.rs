@@ -4,6 +4,7 @@
 //! restart continue where it stopped.
 
 pub mod checkpoint;
+pub mod follow;
 pub mod handshake;
 pub mod link;
 pub mod spool;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{now_ms, Phase, ShardSnapshot, ShardStatus};
 use axum::extract::State;
@@ -24,6 +24,43 @@ pub struct Shared {
     pub started_ms: u64,
 }
 
+/// Keep at most this many topology warnings (the oldest go first).
+const MAX_TOPOLOGY_WARNINGS: usize = 200;
+
+/// A change in the source topology the operator must know about (a slot
+/// migration, a shard added or removed, a master changed).
+#[derive(Debug, Clone, Serialize)]
+pub struct TopologyWarning {
+    pub at_ms: u64,
+    pub message: String,
+}
+
+/// Written by the manager's topology watch, read by `/status` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct TopologyWarnings(Arc<Mutex<Vec<TopologyWarning>>>);
+
+impl TopologyWarnings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TopologyWarning>> {
+        // Plain data: a panicked writer cannot leave it inconsistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, message: String) {
+        let mut list = self.lock();
+        if list.len() >= MAX_TOPOLOGY_WARNINGS {
+            list.remove(0);
+        }
+        list.push(TopologyWarning {
+            at_ms: now_ms(),
+            message,
+        });
+    }
+
+    pub fn list(&self) -> Vec<TopologyWarning> {
+        self.lock().clone()
+    }
+}
+
 #[derive(Serialize)]
 pub struct StatusReport {
     pub source: String,
@@ -32,6 +69,8 @@ pub struct StatusReport {
     pub now_ms: u64,
     pub ready_for_cutover: bool,
     pub shards: Vec<ShardReport>,
+    /// Changes seen in the source topology since the start, oldest first.
+    pub topology_warnings: Vec<TopologyWarning>,
 }
 
 #[derive(Serialize)]
@@ -44,6 +83,11 @@ pub struct ShardReport {
 }
 
 pub fn report(shared: &Shared) -> StatusReport {
+    report_with(shared, &TopologyWarnings::default())
+}
+
+/// The report including the topology watch's warnings.
+pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport {
     let now = now_ms();
     let shards: Vec<ShardReport> = shared
         .shards
@@ -77,6 +121,7 @@ pub fn report(shared: &Shared) -> StatusReport {
         now_ms: now,
         ready_for_cutover: !shards.is_empty() && shards.iter().all(|s| s.ready),
         shards,
+        topology_warnings: warnings.list(),
     }
 }
 
@@ -87,17 +132,23 @@ pub fn shard_ready(s: &ShardSnapshot, now: u64) -> bool {
         && now.saturating_sub(s.timeline.caught_up_since_ms) >= READY_AFTER_MS
 }
 
-async fn status(State(shared): State<Shared>) -> Json<StatusReport> {
-    Json(report(&shared))
+#[derive(Clone)]
+struct AppState {
+    shared: Shared,
+    warnings: TopologyWarnings,
 }
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+async fn status(State(app): State<AppState>) -> Json<StatusReport> {
+    Json(report_with(&app.shared, &app.warnings))
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&report(&shared)),
+        render_metrics(&report_with(&app.shared, &app.warnings)),
     )
 }
 
@@ -229,17 +280,31 @@ pub fn render_metrics(r: &StatusReport) -> String {
             u8::from(s.ready)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP rsm_topology_warnings Changes seen in the source topology since the start.\n# TYPE rsm_topology_warnings gauge\nrsm_topology_warnings {}",
+        r.topology_warnings.len()
+    );
     let _ = writeln!(out, "# HELP rsm_ready_for_cutover Whether every shard is ready.\n# TYPE rsm_ready_for_cutover gauge\nrsm_ready_for_cutover {}", u8::from(r.ready_for_cutover));
     out
 }
 
 /// Serve until the process ends. Returns the bound address (port 0 picks one).
 pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
+    serve_with(addr, shared, TopologyWarnings::default()).await
+}
+
+/// [`serve`], with the topology watch's warnings in `/status` and `/metrics`.
+pub async fn serve_with(
+    addr: SocketAddr,
+    shared: Shared,
+    warnings: TopologyWarnings,
+) -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(shared);
+        .with_state(AppState { shared, warnings });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

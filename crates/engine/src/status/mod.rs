@@ -75,12 +75,25 @@ struct Slow {
     /// Every full sync's [start, end] (end 0 while running), for the proof
     /// that no more than `--sync-parallel` ran at once.
     full_sync_windows: Vec<(u64, u64)>,
+    /// The node synced from now (`source` until the shard follows a failover).
+    source_now: String,
+    source_moves: Vec<SourceMove>,
+}
+
+/// The shard moved to another source node (a failover in the source).
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceMove {
+    pub at_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
 }
 
 /// One shard's status: counters plus the rarely changing parts under a lock.
 #[derive(Debug)]
 pub struct ShardStatus {
     pub serial: usize,
+    /// The node the shard was planned on; see [`ShardStatus::source_now`].
     pub source: String,
     pub role: String,
     pub slots: String,
@@ -99,7 +112,7 @@ impl ShardStatus {
     pub fn new(serial: usize, source: String, role: String, slots: String) -> Arc<ShardStatus> {
         Arc::new(ShardStatus {
             serial,
-            source,
+            source: source.clone(),
             role,
             slots,
             counters: ShardCounters::default(),
@@ -110,6 +123,8 @@ impl ShardStatus {
                 last_error: None,
                 timeline: Timeline::default(),
                 full_sync_windows: Vec::new(),
+                source_now: source.clone(),
+                source_moves: Vec::new(),
             }),
         })
     }
@@ -150,13 +165,33 @@ impl ShardStatus {
                 }
             }
         }
-        tracing::info!(shard = self.serial, source = %self.source, from = ?slow.phase, to = ?phase, "phase change");
+        tracing::info!(shard = self.serial, source = %slow.source_now, from = ?slow.phase, to = ?phase, "phase change");
         slow.phase = phase;
         slow.phase_since_ms = now;
     }
 
     pub fn phase(&self) -> Phase {
         self.slow().phase
+    }
+
+    /// The node the shard syncs from now.
+    pub fn source_now(&self) -> String {
+        self.slow().source_now.clone()
+    }
+
+    /// Record that the shard now syncs from `to` (a failover in the source).
+    pub fn set_source(&self, to: &str, reason: &str) {
+        let mut slow = self.slow();
+        if slow.source_now == to {
+            return;
+        }
+        let from = std::mem::replace(&mut slow.source_now, to.to_string());
+        slow.source_moves.push(SourceMove {
+            at_ms: now_ms(),
+            from,
+            to: to.to_string(),
+            reason: reason.to_string(),
+        });
     }
 
     pub fn set_replid(&self, replid: &str) {
@@ -189,7 +224,9 @@ impl ShardStatus {
         let applied_offset = get(&c.applied_offset);
         ShardSnapshot {
             serial: self.serial,
-            source: self.source.clone(),
+            source: slow.source_now.clone(),
+            planned_source: self.source.clone(),
+            source_moves: slow.source_moves.clone(),
             role: self.role.clone(),
             slots: self.slots.clone(),
             phase: slow.phase,
@@ -223,7 +260,11 @@ impl ShardStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardSnapshot {
     pub serial: usize,
+    /// The node synced from now.
     pub source: String,
+    /// The node of the plan (differs from `source` after a failover).
+    pub planned_source: String,
+    pub source_moves: Vec<SourceMove>,
     pub role: String,
     pub slots: String,
     pub phase: Phase,
