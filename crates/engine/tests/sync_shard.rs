@@ -272,3 +272,58 @@ async fn diskless_source_into_cluster_target() {
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
     run.stop().await;
 }
+
+/// Every installed server version as a source, into the Debian server as the
+/// target: the handshake, the snapshot format (RDB 9 → Valkey's 80, rewritten
+/// or rebuilt with commands for the older target) and the stream of each.
+/// Runs over `$RSM_TEST_SERVERS/bin` (or `.test-servers/bin`); with none
+/// installed it says so and checks the Debian server against itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_source_version_into_the_debian_server() {
+    let labels = rsm_testkit::test_server_labels();
+    if labels.is_empty() {
+        eprintln!("version matrix: no servers installed (run /work/shared/tools/install-test-servers.sh .test-servers); checked the default server only");
+    }
+    let mut bins: Vec<Option<std::path::PathBuf>> = labels
+        .iter()
+        .map(|l| Some(rsm_testkit::test_server_bin(l)))
+        .collect();
+    bins.push(None);
+    for bin in bins {
+        let label = bin
+            .as_ref()
+            .map(|b| b.display().to_string())
+            .unwrap_or_else(|| "default".into());
+        let source = Server::start(ServerOptions {
+            bin: bin.clone(),
+            ..Default::default()
+        });
+        let target = Server::start(ServerOptions::default());
+        fill_mixed(
+            &source,
+            &FillOptions {
+                keys_per_type: 30,
+                ..Default::default()
+            },
+        );
+        let state = tempfile::tempdir().unwrap();
+        let run = start(
+            &source.addr(),
+            &target.addr(),
+            state.path(),
+            EngineOptions::default(),
+        );
+        run.wait_caught_up(|| master_offset(&source)).await;
+        live_writes(&source, 0);
+        run.wait_caught_up(|| master_offset(&source)).await;
+        let diffs = Snapshot::of(&source).diff(&Snapshot::of(&target), Duration::from_secs(5));
+        assert!(
+            diffs.is_empty(),
+            "source {label}: {} differences, first: {:?}",
+            diffs.len(),
+            &diffs[..diffs.len().min(5)]
+        );
+        run.stop().await;
+        eprintln!("version matrix: {label} → default server: identical");
+    }
+}
