@@ -327,3 +327,59 @@ async fn every_source_version_into_the_debian_server() {
         eprintln!("version matrix: {label} → default server: identical");
     }
 }
+
+/// The source's backlog no longer holds our offset after a stop: the restart
+/// is told so, runs a full sync again, and with `--rewrite` converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeded_backlog_falls_back_to_a_full_sync() {
+    let source = Server::start(ServerOptions {
+        extra_config: vec![("repl-backlog-size".into(), "16kb".into())],
+        ..Default::default()
+    });
+    let target = Server::start(ServerOptions::default());
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 20,
+            ..Default::default()
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let rewrite = EngineOptions {
+        conflict: rsm_engine::ConflictPolicy::Rewrite,
+        ..Default::default()
+    };
+    let run = start(
+        &source.addr(),
+        &target.addr(),
+        state.path(),
+        rewrite.clone(),
+    );
+    run.wait_caught_up(|| master_offset(&source)).await;
+    run.stop().await;
+
+    // Far more than the 16 KB backlog while we are away, and a key changed.
+    let mut c = source.conn();
+    for i in 0..400 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("away:{i}"))
+            .arg("x".repeat(200))
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("str:0")
+        .arg("changed while away")
+        .query(&mut c)
+        .unwrap();
+
+    let run = start(&source.addr(), &target.addr(), state.path(), rewrite);
+    run.wait_caught_up(|| master_offset(&source)).await;
+    assert_eq!(
+        run.status.snapshot().full_syncs,
+        1,
+        "the stale checkpoint must lead to one new full sync"
+    );
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    run.stop().await;
+}
