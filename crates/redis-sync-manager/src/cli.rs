@@ -40,7 +40,113 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Compare the source with the target: missing, extra, type, value and TTL differences.
+    /// Exit code 0 when equal, 1 when differences remain, 2 on a usage error.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// IP:PORT of any process of the source cluster (or a standalone source).
+    #[arg(long, value_name = "SRC_HOST:SRC_PORT", value_parser = parse_endpoint)]
+    pub from: Endpoint,
+
+    /// IP:PORT of the target: a node of a cluster, or a standalone server.
+    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint)]
+    pub target: Endpoint,
+
+    /// Password of the source; `user:password` selects an ACL user.
+    #[arg(
+        long,
+        value_name = "SRC_PASSWORD",
+        env = "RSM_SOURCE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// Password of the target; `user:password` selects an ACL user.
+    #[arg(
+        long,
+        value_name = "DST_PASSWORD",
+        env = "RSM_TARGET_PASSWORD",
+        hide_env_values = true
+    )]
+    pub auth: Option<String>,
+
+    /// Compare only keys starting with one of these prefixes, e.g. "str1|str2|str3".
+    #[arg(long, value_name = "str1|str2|str3", value_parser = parse_prefixes)]
+    pub filterkey: Option<KeyPrefixes>,
+
+    /// The db of a standalone target that every source key was written into.
+    #[arg(long, value_name = "DB", value_parser = parse_db, allow_hyphen_values = true)]
+    pub targetdb: Option<u32>,
+
+    /// quick: existence, type, length, TTL. full: also whole values, stream groups and pending entries.
+    #[arg(long, value_name = "quick|full", default_value = "quick", value_parser = parse_mode)]
+    pub mode: crate::verify::Mode,
+
+    /// Check only about N keys on each side (spread over the nodes).
+    #[arg(long, value_name = "N", value_parser = parse_sample)]
+    pub sample: Option<u64>,
+
+    /// Expiry times may differ by this many milliseconds.
+    #[arg(long, value_name = "MS", default_value = "2000", value_parser = parse_tolerance)]
+    pub ttl_tolerance: i64,
+
+    /// Also write the result as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// How many differing keys to list per category.
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub show: usize,
+}
+
+impl VerifyArgs {
+    /// The validated options and the report file.
+    pub fn into_options(self) -> Result<(crate::verify::VerifyOptions, Option<PathBuf>), String> {
+        if self.password.as_deref() == Some("") {
+            return Err("--password is empty: leave it out when the source has no password".into());
+        }
+        if self.auth.as_deref() == Some("") {
+            return Err("--auth is empty: leave it out when the target has no password".into());
+        }
+        Ok((
+            crate::verify::VerifyOptions {
+                from: self.from,
+                target: self.target,
+                source_credentials: self.password.as_deref().map(Credentials::parse),
+                target_credentials: self.auth.as_deref().map(Credentials::parse),
+                filter: self.filterkey.unwrap_or_default(),
+                target_db: self.targetdb,
+                mode: self.mode,
+                sample: self.sample,
+                ttl_tolerance_ms: self.ttl_tolerance,
+                show: self.show,
+                progress: true,
+            },
+            self.report,
+        ))
+    }
+}
+
+fn parse_mode(s: &str) -> Result<crate::verify::Mode, String> {
+    s.parse()
+}
+
+fn parse_sample(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| "expected a number of keys, 1 or more".to_string())
+}
+
+fn parse_tolerance(s: &str) -> Result<i64, String> {
+    s.parse::<u32>()
+        .map(i64::from)
+        .map_err(|_| "expected milliseconds, a whole number from 0".to_string())
+}
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {

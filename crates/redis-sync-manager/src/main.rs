@@ -13,6 +13,8 @@ mod discover;
 mod logs;
 mod plan;
 mod run;
+mod verify;
+mod watch;
 
 use cli::Cli;
 use config::SyncConfig;
@@ -23,7 +25,17 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let config = match cli.command {
-        Some(command) => match command {},
+        Some(command) => match command {
+            cli::Command::Verify(args) => {
+                return match args.into_options() {
+                    Ok((opts, report)) => verify::run_command(opts, report),
+                    Err(message) => {
+                        eprintln!("error: {message}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+        },
         None => match cli.sync.into_config() {
             Ok(config) => config,
             Err(message) => {

@@ -1,0 +1,535 @@
+//! `redis-sync-manager verify`: compare the source with the target, key by key.
+//!
+//! Sits beside the sync, not in it: it only reads both sides. Per source
+//! master (or the standalone source) one scanner task `SCAN`s with a COUNT
+//! hint and hands batches through a bounded channel to a few workers; each
+//! worker owns its own connections to both sides and compares a batch with
+//! pipelined reads (`compare.rs`). The target is scanned the same way for keys
+//! the source does not have. A batch's differences are re-checked a few times
+//! with short pauses before they count, because a live source changes under
+//! us; the report says how many keys needed that.
+//!
+//! Promises: reads only; memory bounded by batch size × window, never by the
+//! size of one key; exit 0 equal, 1 different (or failed), 2 usage error.
+
+mod compare;
+mod output;
+mod route;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_engine::KeyPrefixes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use compare::{CheckConfig, Checker};
+use route::{probe, Router};
+
+/// SCAN's COUNT hint; also about the size of one compared batch.
+const SCAN_COUNT: usize = 1000;
+/// Batches queued per scanner before it waits for the workers.
+const QUEUE_BATCHES: usize = 4;
+/// Workers per scanned node (each with its own connections to both sides).
+const WORKERS_PER_NODE: usize = 2;
+/// How often a differing key is looked at again before it counts.
+const RECHECKS: u32 = 3;
+const RECHECK_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Existence, type, length/cardinality, TTL.
+    Quick,
+    /// Everything in quick, plus whole values, stream groups and pending entries.
+    Full,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Quick => "quick",
+            Mode::Full => "full",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "quick" => Ok(Mode::Quick),
+            "full" => Ok(Mode::Full),
+            _ => Err("expected quick or full".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Category {
+    Missing,
+    Extra,
+    Type,
+    Value,
+    Ttl,
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [
+        Category::Missing,
+        Category::Extra,
+        Category::Type,
+        Category::Value,
+        Category::Ttl,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Missing => "missing",
+            Category::Extra => "extra",
+            Category::Type => "type",
+            Category::Value => "value",
+            Category::Ttl => "ttl",
+        }
+    }
+}
+
+/// One difference: a key, the db it was found in, and what differs.
+#[derive(Debug, Clone)]
+pub struct Diff {
+    pub category: Category,
+    pub db: u32,
+    pub key: Bytes,
+    pub detail: String,
+}
+
+impl Diff {
+    fn new(category: Category, db: u32, key: &Bytes, detail: String) -> Diff {
+        Diff {
+            category,
+            db,
+            key: key.clone(),
+            detail,
+        }
+    }
+}
+
+/// Everything `verify` needs, validated.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub from: Endpoint,
+    pub target: Endpoint,
+    pub source_credentials: Option<Credentials>,
+    pub target_credentials: Option<Credentials>,
+    pub filter: KeyPrefixes,
+    pub target_db: Option<u32>,
+    pub mode: Mode,
+    /// Check at most about this many keys on each side (spread over the nodes).
+    pub sample: Option<u64>,
+    pub ttl_tolerance_ms: i64,
+    /// Differing keys listed per category.
+    pub show: usize,
+    /// Print a progress line every few seconds (on a TTY).
+    pub progress: bool,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub mode: Mode,
+    pub source_keys: u64,
+    pub target_keys: u64,
+    pub seconds: f64,
+    counts: [u64; 5],
+    /// Keys that differed at first look and were looked at again.
+    pub rechecked: u64,
+    /// Of those, the ones that matched on a later look.
+    pub resolved: u64,
+    /// The first `show` differing keys of each category.
+    pub samples: Vec<Diff>,
+}
+
+impl VerifyReport {
+    pub fn count(&self, c: Category) -> u64 {
+        self.counts[c as usize]
+    }
+
+    pub fn differences(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn equal(&self) -> bool {
+        self.differences() == 0
+    }
+}
+
+/// What the workers share: counters (one owner each: the worker that found
+/// it adds it) and the collected differences.
+struct Shared {
+    source_keys: AtomicU64,
+    target_keys: AtomicU64,
+    rechecked: AtomicU64,
+    resolved: AtomicU64,
+    found: Mutex<(Vec<u64>, Vec<Diff>)>,
+    show: usize,
+}
+
+impl Shared {
+    fn record(&self, diffs: Vec<Diff>) {
+        // A poisoned lock means another worker panicked; its error surfaces
+        // through the join, so losing samples here is harmless.
+        if let Ok(mut found) = self.found.lock() {
+            for d in diffs {
+                let i = d.category as usize;
+                found.0[i] += 1;
+                if found.0[i] <= self.show as u64 {
+                    found.1.push(d);
+                }
+            }
+        }
+    }
+}
+
+fn connect_options(side: Side, credentials: &Option<Credentials>) -> ConnectOptions {
+    let mut o = ConnectOptions::new(side, credentials.clone());
+    o.io_timeout = Duration::from_secs(60);
+    o
+}
+
+/// What one scanner walks: a node, its dbs, and (for the target scan) the
+/// source dbs a target db's keys may come from.
+#[derive(Clone)]
+struct ScanJob {
+    node: Endpoint,
+    opts: ConnectOptions,
+    dbs: Vec<(u32, Vec<u32>)>,
+    limit: Option<u64>,
+    extra: bool,
+}
+
+/// Compare the source with the target. Callable in-process (the manager may
+/// run it when every shard is ready for cutover).
+pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
+    let started = Instant::now();
+    let src_opts = connect_options(Side::Source, &opts.source_credentials);
+    let dst_opts = connect_options(Side::Target, &opts.target_credentials);
+    let src = probe("source", &opts.from, &src_opts)
+        .await
+        .context("reading the source")?;
+    let dst = probe("target", &opts.target, &dst_opts)
+        .await
+        .context("reading the target")?;
+    if let Some(db) = opts.target_db.filter(|db| *db != 0) {
+        if dst.cluster {
+            anyhow::bail!(
+                "--targetdb={db} needs a standalone target, but {} is a cluster",
+                opts.target
+            );
+        }
+    }
+    // Source db → target db, and the reverse for the extra-key scan.
+    let map_db = |db: u32| {
+        if dst.cluster {
+            0
+        } else {
+            opts.target_db.unwrap_or(db)
+        }
+    };
+    let src_dbs = if src.cluster {
+        vec![0]
+    } else {
+        src.dbs.clone()
+    };
+    let mut dst_dbs: Vec<(u32, Vec<u32>)> = Vec::new();
+    for db in &src_dbs {
+        let t = map_db(*db);
+        match dst_dbs.iter_mut().find(|(d, _)| *d == t) {
+            Some((_, v)) => v.push(*db),
+            None => dst_dbs.push((t, vec![*db])),
+        }
+    }
+    let cfg = CheckConfig {
+        mode: opts.mode,
+        ttl_tolerance_ms: opts.ttl_tolerance_ms,
+        src_pexpiretime: src.has_pexpiretime,
+        dst_pexpiretime: dst.has_pexpiretime,
+        // A cluster source has only db 0; map it explicitly so a standalone
+        // target's --targetdb applies.
+        target_db: if dst.cluster { Some(0) } else { opts.target_db },
+    };
+    let shared = Arc::new(Shared {
+        source_keys: AtomicU64::new(0),
+        target_keys: AtomicU64::new(0),
+        rechecked: AtomicU64::new(0),
+        resolved: AtomicU64::new(0),
+        found: Mutex::new((vec![0; Category::ALL.len()], Vec::new())),
+        show: opts.show,
+    });
+
+    let mut jobs = Vec::new();
+    let per_node = |n: usize| opts.sample.map(|s| s.div_ceil(n.max(1) as u64));
+    for node in &src.masters {
+        jobs.push(ScanJob {
+            node: node.clone(),
+            opts: src_opts.clone(),
+            dbs: src_dbs.iter().map(|d| (*d, Vec::new())).collect(),
+            limit: per_node(src.masters.len()),
+            extra: false,
+        });
+    }
+    for node in &dst.masters {
+        jobs.push(ScanJob {
+            node: node.clone(),
+            opts: dst_opts.clone(),
+            dbs: dst_dbs.clone(),
+            limit: per_node(dst.masters.len()),
+            extra: true,
+        });
+    }
+
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = (opts.progress && std::io::stderr().is_terminal()).then(|| {
+        let shared = shared.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            tick.tick().await;
+            while !done.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let differing = shared
+                    .found
+                    .lock()
+                    .map(|f| f.0.iter().sum::<u64>())
+                    .unwrap_or(0);
+                eprintln!(
+                    "verify: {} source keys, {} target keys checked, {} differing, {} re-checked",
+                    shared.source_keys.load(Ordering::Relaxed),
+                    shared.target_keys.load(Ordering::Relaxed),
+                    differing,
+                    shared.rechecked.load(Ordering::Relaxed)
+                );
+            }
+        })
+    });
+
+    let mut tasks = JoinSet::new();
+    for job in jobs {
+        let (tx, rx) = mpsc::channel::<(u32, Vec<u32>, Vec<Bytes>)>(QUEUE_BATCHES);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let filter = opts.filter.clone();
+        let scan = job.clone();
+        tasks.spawn(async move { scan_node(scan, filter, tx).await });
+        for _ in 0..WORKERS_PER_NODE {
+            let checker = Checker {
+                src: Router::new("source", &src, &opts.from, &src_opts),
+                dst: Router::new("target", &dst, &opts.target, &dst_opts),
+                cfg: cfg.clone(),
+            };
+            let rx = rx.clone();
+            let shared = shared.clone();
+            let extra = job.extra;
+            tasks.spawn(async move { work(checker, rx, shared, extra).await });
+        }
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined
+            .map_err(|e| anyhow::anyhow!("a verify task failed: {e}"))
+            .and_then(|r| r);
+        if let Err(e) = outcome {
+            if result.is_ok() {
+                result = Err(e);
+                tasks.abort_all();
+            }
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(p) = progress {
+        p.abort();
+    }
+    result?;
+
+    let (counts, mut samples) = shared
+        .found
+        .lock()
+        .map(|f| (f.0.clone(), f.1.clone()))
+        .map_err(|_| anyhow::anyhow!("a verify worker panicked"))?;
+    samples.sort_by(|a, b| (a.category, &a.key).cmp(&(b.category, &b.key)));
+    let mut c = [0u64; 5];
+    c.copy_from_slice(&counts[..5]);
+    Ok(VerifyReport {
+        mode: opts.mode,
+        source_keys: shared.source_keys.load(Ordering::Relaxed),
+        target_keys: shared.target_keys.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        counts: c,
+        rechecked: shared.rechecked.load(Ordering::Relaxed),
+        resolved: shared.resolved.load(Ordering::Relaxed),
+        samples,
+    })
+}
+
+/// Walk one node's keyspace (each listed db) and queue batches for the workers.
+async fn scan_node(
+    job: ScanJob,
+    filter: KeyPrefixes,
+    tx: mpsc::Sender<(u32, Vec<u32>, Vec<Bytes>)>,
+) -> anyhow::Result<()> {
+    let mut conn = Connection::connect(&job.node, &job.opts).await?;
+    let mut taken = 0u64;
+    for (db, source_dbs) in &job.dbs {
+        conn.request_ok(&["SELECT".to_string(), db.to_string()])
+            .await?;
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let reply = conn
+                .request_ok(&[
+                    &b"SCAN"[..],
+                    &cursor,
+                    b"COUNT",
+                    SCAN_COUNT.to_string().as_bytes(),
+                ])
+                .await?;
+            let parts = reply.into_array().unwrap_or_default();
+            let mut parts = parts.into_iter();
+            let next = parts.next().and_then(|f| f.as_bytes().cloned());
+            let keys = parts
+                .next()
+                .and_then(|f| f.into_array())
+                .unwrap_or_default();
+            let Some(next) = next else {
+                anyhow::bail!("{}: SCAN sent an unexpected reply", job.node);
+            };
+            let mut batch: Vec<Bytes> = keys
+                .into_iter()
+                .filter_map(|f| f.as_bytes().cloned())
+                .filter(|k| filter.keeps(k))
+                .collect();
+            if let Some(limit) = job.limit {
+                batch.truncate(limit.saturating_sub(taken) as usize);
+            }
+            taken += batch.len() as u64;
+            if !batch.is_empty() && tx.send((*db, source_dbs.clone(), batch)).await.is_err() {
+                return Ok(()); // the workers stopped (an error is reported by them)
+            }
+            cursor = next;
+            if &cursor[..] == b"0" || job.limit.is_some_and(|l| taken >= l) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<(u32, Vec<u32>, Vec<Bytes>)>>>;
+
+async fn work(
+    mut checker: Checker,
+    rx: Queue,
+    shared: Arc<Shared>,
+    extra: bool,
+) -> anyhow::Result<()> {
+    loop {
+        let next = rx.lock().await.recv().await;
+        let Some((db, source_dbs, keys)) = next else {
+            return Ok(());
+        };
+        let n = keys.len() as u64;
+        let first = if extra {
+            checker.check_extra(db, &source_dbs, &keys).await?
+        } else {
+            checker.check_batch(db, &keys).await?
+        };
+        let left = settle(&mut checker, db, &source_dbs, extra, first, &shared).await?;
+        shared.record(left);
+        let counter = if extra {
+            &shared.target_keys
+        } else {
+            &shared.source_keys
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Look again at keys that differed, a few times with growing pauses; what
+/// still differs after the last look is a difference.
+async fn settle(
+    checker: &mut Checker,
+    db: u32,
+    source_dbs: &[u32],
+    extra: bool,
+    mut diffs: Vec<Diff>,
+    shared: &Shared,
+) -> anyhow::Result<Vec<Diff>> {
+    if diffs.is_empty() {
+        return Ok(diffs);
+    }
+    let distinct = |d: &[Diff]| {
+        let mut keys: Vec<Bytes> = d.iter().map(|d| d.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    };
+    let initial = distinct(&diffs).len() as u64;
+    shared.rechecked.fetch_add(initial, Ordering::Relaxed);
+    for attempt in 1..=RECHECKS {
+        tokio::time::sleep(RECHECK_PAUSE * attempt).await;
+        let keys = distinct(&diffs);
+        diffs = if extra {
+            checker.check_extra(db, source_dbs, &keys).await?
+        } else {
+            checker.check_batch(db, &keys).await?
+        };
+        if diffs.is_empty() {
+            break;
+        }
+    }
+    let still = distinct(&diffs).len() as u64;
+    shared
+        .resolved
+        .fetch_add(initial.saturating_sub(still), Ordering::Relaxed);
+    Ok(diffs)
+}
+
+/// The `verify` subcommand: run, print the table, write the JSON report, and
+/// turn the outcome into the exit code.
+pub fn run_command(opts: VerifyOptions, report_file: Option<PathBuf>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = match runtime.block_on(verify(&opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", output::render(&report));
+    if let Some(path) = report_file {
+        if let Err(e) = std::fs::write(&path, output::json(&report)) {
+            eprintln!(
+                "error: cannot write the report {}: {e} (check --report)",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
+    if report.equal() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

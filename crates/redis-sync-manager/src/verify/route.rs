@@ -1,0 +1,343 @@
+//! One side of the comparison (source or target) as something that runs a
+//! batch of single-key commands and hands the replies back in order.
+//!
+//! A cluster side routes each command by `key_slot` through a `SlotMap` read
+//! from `CLUSTER NODES`, pipelines per node (send all, flush every node, then
+//! read each node's FIFO), and re-runs the few replies that came back as
+//! `MOVED`/`ASK` one by one. A standalone side keeps one connection per db.
+//! Nothing here compares anything; `compare.rs` decides what to ask.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rsm_client::{ClientError, ConnectOptions, Connection, Endpoint, ServerError};
+use rsm_cluster::{key_slot, parse_cluster_nodes, SlotMap};
+use rsm_resp::Frame;
+
+/// How many redirects one command may follow before it is reported as failed.
+const MAX_REDIRECTS: usize = 5;
+
+/// A command about one key: the key routes it, `args` is what is sent.
+pub struct KeyCmd {
+    pub key: bytes::Bytes,
+    pub args: Vec<Vec<u8>>,
+}
+
+impl KeyCmd {
+    pub fn new(key: &bytes::Bytes, args: Vec<Vec<u8>>) -> KeyCmd {
+        KeyCmd {
+            key: key.clone(),
+            args,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}: CLUSTER NODES could not be read: {1}")]
+    Nodes(Endpoint, String),
+    #[error("{0}: no node serves slot {1} (is the cluster complete?)")]
+    Unserved(String, u16),
+    #[error("{0} is not an address: {1}")]
+    BadAddr(String, String),
+}
+
+enum Kind {
+    Cluster {
+        map: SlotMap,
+        /// Connection per owner index of `map`, opened on first use.
+        conns: HashMap<usize, Connection>,
+        /// Connections used only to follow redirects, by address.
+        by_addr: HashMap<String, Connection>,
+    },
+    Standalone {
+        endpoint: Endpoint,
+        /// Connection per db, opened (and `SELECT`ed) on first use.
+        conns: HashMap<u32, Connection>,
+    },
+}
+
+/// One side, owned by one worker task (never shared, so no locks).
+pub struct Router {
+    name: &'static str,
+    opts: ConnectOptions,
+    kind: Kind,
+}
+
+/// What a side looks like, read once before the workers start.
+#[derive(Debug, Clone)]
+pub struct SideInfo {
+    pub cluster: bool,
+    /// Masters serving slots (cluster) or the server itself.
+    pub masters: Vec<Endpoint>,
+    /// Every node answers PEXPIRETIME (7.0+ / Valkey).
+    pub has_pexpiretime: bool,
+    /// The slot map, for cluster sides.
+    pub map: Option<SlotMap>,
+    /// The dbs holding keys (standalone), from `INFO keyspace`.
+    pub dbs: Vec<u32>,
+}
+
+/// Read a side's topology and versions.
+pub async fn probe(
+    name: &'static str,
+    seed: &Endpoint,
+    opts: &ConnectOptions,
+) -> Result<SideInfo, RouteError> {
+    let mut conn = Connection::connect(seed, opts).await?;
+    let cluster_info = conn.info("cluster").await.unwrap_or_default();
+    let cluster = rsm_client::info_field(&cluster_info, "cluster_enabled") == Some("1");
+    if !cluster {
+        let dbs = keyspace_dbs(&mut conn).await?;
+        let has_pexpiretime = supports_pexpiretime(&mut conn).await?;
+        return Ok(SideInfo {
+            cluster,
+            masters: vec![seed.clone()],
+            has_pexpiretime,
+            map: None,
+            dbs,
+        });
+    }
+    let text = conn.request_text(&["CLUSTER", "NODES"]).await?;
+    let nodes =
+        parse_cluster_nodes(&text).map_err(|e| RouteError::Nodes(seed.clone(), e.to_string()))?;
+    let map = SlotMap::from_nodes(&nodes, &seed.host);
+    if let Some(first) = map.uncovered().first() {
+        return Err(RouteError::Unserved(name.to_string(), first.start().get()));
+    }
+    let mut masters = Vec::new();
+    let mut has_pexpiretime = true;
+    for owner in map.owners() {
+        let endpoint: Endpoint = owner.addr.parse().map_err(|e: rsm_client::EndpointError| {
+            RouteError::BadAddr(owner.addr.clone(), e.to_string())
+        })?;
+        let mut c = Connection::connect(&endpoint, opts).await?;
+        has_pexpiretime &= supports_pexpiretime(&mut c).await?;
+        masters.push(endpoint);
+    }
+    Ok(SideInfo {
+        cluster,
+        masters,
+        has_pexpiretime,
+        map: Some(map),
+        dbs: vec![0],
+    })
+}
+
+/// Redis 7.0 added PEXPIRETIME; Valkey has it from its first release.
+async fn supports_pexpiretime(conn: &mut Connection) -> Result<bool, ClientError> {
+    let info = conn.info("server").await?;
+    if rsm_client::info_field(&info, "valkey_version").is_some() {
+        return Ok(true);
+    }
+    let major = rsm_client::info_field(&info, "redis_version")
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    Ok(major >= 7)
+}
+
+/// `db0:keys=3,...` lines of `INFO keyspace`, as db numbers (db 0 when empty).
+async fn keyspace_dbs(conn: &mut Connection) -> Result<Vec<u32>, ClientError> {
+    let info = conn.info("keyspace").await?;
+    let mut dbs: Vec<u32> = info
+        .iter()
+        .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+        .collect();
+    if dbs.is_empty() {
+        dbs.push(0);
+    }
+    dbs.sort_unstable();
+    Ok(dbs)
+}
+
+impl Router {
+    pub fn new(
+        name: &'static str,
+        info: &SideInfo,
+        seed: &Endpoint,
+        opts: &ConnectOptions,
+    ) -> Self {
+        let kind = match &info.map {
+            Some(map) => Kind::Cluster {
+                map: map.clone(),
+                conns: HashMap::new(),
+                by_addr: HashMap::new(),
+            },
+            None => Kind::Standalone {
+                endpoint: seed.clone(),
+                conns: HashMap::new(),
+            },
+        };
+        Router {
+            name,
+            opts: opts.clone(),
+            kind,
+        }
+    }
+
+    /// Run `cmds` (all in `db`) and return one reply per command, in order.
+    /// Error replies other than redirects come back as `Frame::Error`.
+    pub async fn run(&mut self, db: u32, cmds: &[KeyCmd]) -> Result<Vec<Frame>, RouteError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = self.name;
+        let opts = self.opts.clone();
+        match &mut self.kind {
+            Kind::Standalone { endpoint, conns } => {
+                let conn = standalone_conn(conns, endpoint, db, &opts).await?;
+                for c in cmds {
+                    conn.send(&c.args);
+                }
+                conn.flush().await?;
+                let mut out = Vec::with_capacity(cmds.len());
+                for _ in cmds {
+                    out.push(conn.read_frame().await?);
+                }
+                Ok(out)
+            }
+            Kind::Cluster {
+                map,
+                conns,
+                by_addr,
+            } => {
+                // Group by owner, keeping each command's position.
+                let mut by_owner: Vec<(usize, Vec<usize>)> = Vec::new();
+                for (i, c) in cmds.iter().enumerate() {
+                    let slot = key_slot(&c.key);
+                    let owner = map
+                        .owner_index_of(slot)
+                        .ok_or_else(|| RouteError::Unserved(name.to_string(), slot.get()))?;
+                    match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+                        Some((_, v)) => v.push(i),
+                        None => by_owner.push((owner, vec![i])),
+                    }
+                }
+                for (owner, idx) in &by_owner {
+                    let conn = owner_conn(conns, map, *owner, &opts).await?;
+                    for i in idx {
+                        conn.send(&cmds[*i].args);
+                    }
+                    conn.flush().await?;
+                }
+                let mut out = vec![Frame::Null; cmds.len()];
+                let mut redirected = Vec::new();
+                for (owner, idx) in &by_owner {
+                    let conn = owner_conn(conns, map, *owner, &opts).await?;
+                    for i in idx {
+                        let f = conn.read_frame().await?;
+                        if let Some(err) = f.as_error() {
+                            match ServerError::classify(err) {
+                                e @ (ServerError::Moved { .. } | ServerError::Ask { .. }) => {
+                                    redirected.push((*i, e, conn.endpoint().clone()));
+                                }
+                                _ => out[*i] = f,
+                            }
+                        } else {
+                            out[*i] = f;
+                        }
+                    }
+                }
+                // Rare (a slot moving during the check): follow each redirect alone.
+                for (i, first, asked) in redirected {
+                    out[i] = follow(by_addr, map, &cmds[i], first, asked, &opts).await?;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+async fn standalone_conn<'a>(
+    conns: &'a mut HashMap<u32, Connection>,
+    endpoint: &Endpoint,
+    db: u32,
+    opts: &ConnectOptions,
+) -> Result<&'a mut Connection, RouteError> {
+    match conns.entry(db) {
+        Entry::Occupied(e) => Ok(e.into_mut()),
+        Entry::Vacant(v) => {
+            let mut c = Connection::connect(endpoint, opts).await?;
+            if db != 0 {
+                c.request_ok(&["SELECT".to_string(), db.to_string()])
+                    .await?;
+            }
+            Ok(v.insert(c))
+        }
+    }
+}
+
+async fn owner_conn<'a>(
+    conns: &'a mut HashMap<usize, Connection>,
+    map: &SlotMap,
+    owner: usize,
+    opts: &ConnectOptions,
+) -> Result<&'a mut Connection, RouteError> {
+    match conns.entry(owner) {
+        Entry::Occupied(e) => Ok(e.into_mut()),
+        Entry::Vacant(v) => {
+            let addr = map
+                .owners()
+                .get(owner)
+                .map(|o| o.addr.clone())
+                .unwrap_or_default();
+            let endpoint: Endpoint = addr.parse().map_err(|e: rsm_client::EndpointError| {
+                RouteError::BadAddr(addr.clone(), e.to_string())
+            })?;
+            Ok(v.insert(Connection::connect(&endpoint, opts).await?))
+        }
+    }
+}
+
+/// Follow MOVED (update the map) and ASK (one `ASKING` + command) for one
+/// command, on connections kept by address (`ASK` never changes the map).
+async fn follow(
+    by_addr: &mut HashMap<String, Connection>,
+    map: &mut SlotMap,
+    cmd: &KeyCmd,
+    mut redirect: ServerError,
+    mut asked: Endpoint,
+    opts: &ConnectOptions,
+) -> Result<Frame, RouteError> {
+    for _ in 0..MAX_REDIRECTS {
+        let Some(to) = redirect.redirect_target(&asked) else {
+            break;
+        };
+        let addr = to.to_string();
+        let ask = matches!(redirect, ServerError::Ask { .. });
+        if !ask {
+            map.set_owner(key_slot(&cmd.key), &addr);
+        }
+        if !by_addr.contains_key(&addr) {
+            let c = Connection::connect(&to, opts).await?;
+            by_addr.insert(addr.clone(), c);
+        }
+        let Some(conn) = by_addr.get_mut(&addr) else {
+            break;
+        };
+        if ask {
+            conn.send(&["ASKING"]);
+        }
+        conn.send(&cmd.args);
+        conn.flush().await?;
+        if ask {
+            let _ = conn.read_frame().await?;
+        }
+        let f = conn.read_frame().await?;
+        asked = conn.endpoint().clone();
+        match f.as_error().map(|e| ServerError::classify(e)) {
+            Some(e @ (ServerError::Moved { .. } | ServerError::Ask { .. })) => redirect = e,
+            Some(ServerError::TryAgain) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => return Ok(f),
+        }
+    }
+    Ok(Frame::Error(bytes::Bytes::from_static(
+        b"ERR verify: too many redirects",
+    )))
+}
