@@ -14,7 +14,6 @@ mod logs;
 mod plan;
 mod run;
 mod verify;
-mod watch;
 
 use cli::Cli;
 use config::SyncConfig;
