@@ -14,6 +14,7 @@ mod logs;
 mod plan;
 mod run;
 mod verify;
+mod watch;
 
 use cli::Cli;
 use config::SyncConfig;

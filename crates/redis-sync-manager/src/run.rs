@@ -2,7 +2,9 @@
 //! `--sync-parallel` of them in full sync at once, until SIGINT/SIGTERM.
 //!
 //! A shard whose link drops reconnects by itself (the engine continues with
-//! PSYNC from its checkpoint). A shard that fails for a reason a retry cannot
+//! PSYNC from its checkpoint, on the new master after a source failover).
+//! The topology watch ([`crate::watch`]) reports slot migrations and shard
+//! changes in the source that the plan does not cover. A shard that fails for a reason a retry cannot
 //! cure (a key conflict, a refused write) stops alone, loudly; the others go
 //! on, and the exit code says something failed.
 
@@ -12,7 +14,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsm_engine::shard::{run_shard, ShardSpec};
+use rsm_client::Endpoint;
+use rsm_cluster::{Slot, SlotRange};
+use rsm_engine::replica::follow::FollowOptions;
+use rsm_engine::shard::{run_shard_following, ShardSpec};
 use rsm_engine::status::{now_ms, Phase, ShardStatus};
 use tokio::sync::{watch, Semaphore};
 
@@ -66,15 +71,35 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         target: config.target.to_string(),
         started_ms: now_ms(),
     };
+    let warnings = http::TopologyWarnings::default();
+    // Every node of the plan and the seed: enough to find the others.
+    let mut seeds: Vec<Endpoint> = vec![config.from.clone()];
+    for s in &plan.shards {
+        if !seeds.contains(&s.node) {
+            seeds.push(s.node.clone());
+        }
+    }
+    if plan.source_is_cluster {
+        tokio::spawn(crate::watch::watch_topology(
+            seeds.clone(),
+            config.source_credentials.clone(),
+            warnings.clone(),
+            stop_rx.clone(),
+        ));
+    }
     if let Some(port) = config.http_port {
-        let bound = http::serve(SocketAddr::new(config.http_bind, port), shared.clone())
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot serve HTTP on {}:{port}: {e} (is --httpport free?)",
-                    config.http_bind
-                )
-            })?;
+        let bound = http::serve_with(
+            SocketAddr::new(config.http_bind, port),
+            shared.clone(),
+            warnings.clone(),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve HTTP on {}:{port}: {e} (is --httpport free?)",
+                config.http_bind
+            )
+        })?;
         println!("status page: http://{bound}/  (JSON: /status, metrics: /metrics)");
     }
 
@@ -92,11 +117,17 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             state_dir: state.clone(),
             listening_port: config.http_port.unwrap_or(0),
         };
+        let follow = FollowOptions {
+            role: Some(config.sync_role),
+            slots: parse_ranges(&s.slots),
+            seeds: seeds.clone(),
+            disabled: !plan.source_is_cluster,
+        };
         let status = status.clone();
         let permits = permits.clone();
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            run_shard(spec, status, permits, stop).await
+            run_shard_following(spec, follow, status, permits, stop).await
         }));
     }
 
@@ -107,11 +138,19 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 failed += 1;
-                eprintln!("shard {} ({}) failed: {e}", status.serial, status.source);
+                eprintln!(
+                    "shard {} ({}) failed: {e}",
+                    status.serial,
+                    status.source_now()
+                );
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("shard {} ({}) crashed: {e}", status.serial, status.source);
+                eprintln!(
+                    "shard {} ({}) crashed: {e}",
+                    status.serial,
+                    status.source_now()
+                );
             }
         }
     }
@@ -122,6 +161,17 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The plan's slot ranges (`0-99, 200`) back into ranges; `None` if unreadable.
+fn parse_ranges(text: &str) -> Option<Vec<SlotRange>> {
+    let slot = |s: &str| s.trim().parse::<u16>().ok().and_then(Slot::new);
+    text.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => SlotRange::new(slot(a)?, slot(b)?),
+            None => slot(part).map(SlotRange::single),
+        })
+        .collect()
 }
 
 async fn wait_for_signal() {
@@ -221,5 +271,17 @@ fn print_summary(shared: &http::Shared) {
             snap.source_offset,
             if snap.phase == Phase::Failed { " (FAILED)" } else { "" }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_ranges_parse_back() {
+        let r = parse_ranges("0-99, 200, 300-301").unwrap();
+        assert_eq!(rsm_cluster::display_ranges(&r), "0-99, 200, 300-301");
+        assert!(parse_ranges("0-x").is_none());
     }
 }
