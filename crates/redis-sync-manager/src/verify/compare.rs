@@ -273,11 +273,14 @@ impl Checker {
         // Phase 4: elements. Small non-stream keys fetched whole, in one pipeline.
         let mut whole = Vec::new();
         let mut windowed = Vec::new();
+        let mut small_streams = Vec::new();
         for (i, r) in rows.iter().enumerate() {
             if settled[i] {
                 continue;
             }
-            if small(r) && r.kind != "stream" {
+            if small(r) && r.kind == "stream" {
+                small_streams.push(r.key.clone());
+            } else if small(r) {
                 whole.push(i);
             } else {
                 windowed.push(i);
@@ -305,6 +308,7 @@ impl Checker {
                 diffs.push(Diff::new(Category::Value, db, &r.key, detail));
             }
         }
+        diffs.extend(self.small_streams(db, &small_streams).await?);
         for i in windowed {
             let r = &rows[i];
             let detail = match r.kind.as_str() {
@@ -499,6 +503,97 @@ impl Checker {
         }
     }
 
+    /// Streams that fit in one window, batched: entries, stream ids and
+    /// groups in one pipeline, then every group's consumers and PEL in a
+    /// second. A PEL filling the whole window goes to the windowed path.
+    async fn small_streams(&mut self, db: u32, keys: &[Bytes]) -> Result<Vec<Diff>, RouteError> {
+        let mut diffs = Vec::new();
+        let cmds: Vec<KeyCmd> = keys
+            .iter()
+            .flat_map(|k| {
+                [
+                    KeyCmd::new(k, vec![b("XRANGE"), k.to_vec(), b("-"), b("+")]),
+                    KeyCmd::new(k, vec![b("XINFO"), b("STREAM"), k.to_vec()]),
+                    KeyCmd::new(k, vec![b("XINFO"), b("GROUPS"), k.to_vec()]),
+                ]
+            })
+            .collect();
+        let (s, d) = self.both(db, &cmds).await?;
+        let mut per_group: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let j = 3 * i;
+            let found = if s[j] != d[j] {
+                Some("stream entries differ".to_string())
+            } else if let Some(m) = stream_meta_diff(&s[j + 1], &d[j + 1]) {
+                Some(m)
+            } else {
+                match groups_diff(&s[j + 2], &d[j + 2]) {
+                    Ok(names) => {
+                        per_group.extend(names.into_iter().map(|g| (i, g)));
+                        None
+                    }
+                    Err(m) => Some(m),
+                }
+            };
+            if let Some(detail) = found {
+                diffs.push(Diff::new(Category::Value, db, key, detail));
+            }
+        }
+        let cmds: Vec<KeyCmd> = per_group
+            .iter()
+            .flat_map(|(i, g)| {
+                let k = &keys[*i];
+                [
+                    KeyCmd::new(k, vec![b("XINFO"), b("CONSUMERS"), k.to_vec(), g.clone()]),
+                    KeyCmd::new(
+                        k,
+                        vec![
+                            b("XPENDING"),
+                            k.to_vec(),
+                            g.clone(),
+                            b("-"),
+                            b("+"),
+                            WINDOW.to_string().into_bytes(),
+                        ],
+                    ),
+                ]
+            })
+            .collect();
+        let (s, d) = self.both(db, &cmds).await?;
+        let mut reported: Vec<usize> = Vec::new();
+        let mut deeper: Vec<usize> = Vec::new();
+        for (n, (i, g)) in per_group.iter().enumerate() {
+            if reported.contains(i) {
+                continue;
+            }
+            let g = String::from_utf8_lossy(g);
+            let detail = if consumers(&s[2 * n]) != consumers(&d[2 * n]) {
+                Some(format!(
+                    "group {g}: consumers or their pending counts differ"
+                ))
+            } else if pel(&s[2 * n + 1]) != pel(&d[2 * n + 1])
+                || s[2 * n + 1].is_error() != d[2 * n + 1].is_error()
+            {
+                Some(format!("group {g}: pending entries differ"))
+            } else {
+                if pel(&s[2 * n + 1]).len() as i64 == WINDOW && !deeper.contains(i) {
+                    deeper.push(*i);
+                }
+                None
+            };
+            if let Some(detail) = detail {
+                reported.push(*i);
+                diffs.push(Diff::new(Category::Value, db, &keys[*i], detail));
+            }
+        }
+        for i in deeper.into_iter().filter(|i| !reported.contains(i)) {
+            if let Some(detail) = self.stream(db, &keys[i]).await? {
+                diffs.push(Diff::new(Category::Value, db, &keys[i], detail));
+            }
+        }
+        Ok(diffs)
+    }
+
     /// Streams: entries in id windows, the stream's own ids and counters, each
     /// consumer group's state, its consumers' pending counts, and its PEL (ids,
     /// consumers and delivery counts; idle times differ by nature).
@@ -667,6 +762,97 @@ impl Checker {
         }
         Ok(None)
     }
+}
+
+/// `XINFO STREAM` fields that must match (those both servers report).
+fn stream_meta_diff(s: &Frame, d: &Frame) -> Option<String> {
+    let (s, d) = (flat_map(s), flat_map(d));
+    for field in ["last-generated-id", "max-deleted-entry-id", "entries-added"] {
+        if let (Some(a), Some(c)) = (s.get(field), d.get(field)) {
+            if a != c {
+                return Some(format!(
+                    "stream {field}: source {}, target {}",
+                    text(a),
+                    text(c)
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// `XINFO GROUPS` of both sides: the group names when they agree.
+fn groups_diff(s: &Frame, d: &Frame) -> Result<Vec<Vec<u8>>, String> {
+    let groups = |f: &Frame| -> Vec<HashMap<String, Frame>> {
+        let mut v: Vec<_> = f.as_array().unwrap_or(&[]).iter().map(flat_map).collect();
+        v.sort_by_key(|g| g.get("name").map(text));
+        v
+    };
+    let (sg, dg) = (groups(s), groups(d));
+    if sg.len() != dg.len() {
+        return Err(format!(
+            "stream has {} groups on the source, {} on the target",
+            sg.len(),
+            dg.len()
+        ));
+    }
+    let mut names = Vec::new();
+    for (a, c) in sg.iter().zip(&dg) {
+        let name = a.get("name").map(text).unwrap_or_default();
+        for field in [
+            "name",
+            "consumers",
+            "pending",
+            "last-delivered-id",
+            "entries-read",
+        ] {
+            match (a.get(field), c.get(field)) {
+                (Some(x), Some(y)) if x != y => {
+                    return Err(format!(
+                        "group {name}: {field} source {}, target {}",
+                        text(x),
+                        text(y)
+                    ));
+                }
+                (None, _) | (_, None) if field == "name" || field == "last-delivered-id" => {
+                    return Err(format!("group {name}: {field} missing on one side"));
+                }
+                _ => {}
+            }
+        }
+        names.push(name.into_bytes());
+    }
+    Ok(names)
+}
+
+/// `XINFO CONSUMERS` as sorted (name, pending); idle times differ by nature.
+fn consumers(f: &Frame) -> Vec<(String, String)> {
+    let mut v: Vec<_> = f
+        .as_array()
+        .unwrap_or(&[])
+        .iter()
+        .map(flat_map)
+        .map(|c| {
+            (
+                c.get("name").map(text).unwrap_or_default(),
+                c.get("pending").map(text).unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Extended `XPENDING` as (id, consumer, delivery count), without idle times.
+fn pel(f: &Frame) -> Vec<(Frame, Frame, Frame)> {
+    f.as_array()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|e| match e.as_array()? {
+            [id, consumer, _idle, count] => Some((id.clone(), consumer.clone(), count.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The smallest stream id after `id` (an exclusive start that works before 6.2).
