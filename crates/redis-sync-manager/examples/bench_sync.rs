@@ -1,0 +1,936 @@
+//! Sync benchmark of issue 5 ("Performance"): the release `redis-sync-manager` between two
+//! local 3-master clusters, against baselines measured in the same run.
+//!
+//! 1. Full sync of `BENCH_KEYS` mixed keys (default 1 000 000: 60 % 100-byte strings, 10 % each
+//!    8-member list / hash / set / zset — the writer bench's mix). Baselines: (a) `BGSAVE` on the
+//!    three source masters at once, wall time until every `rdb_bgsave_in_progress:0`; (b) the
+//!    target's ingestion limit, `redis-cli --pipe` of RESTORE streams built from the source's own
+//!    `DUMP` of every key, one stream per target master, three in parallel. Then the manager with
+//!    `--sync-parallel=3`, timed until `/status` says `ready_for_cutover` (which includes the
+//!    status rule's 3 s of zero lag; the time until every shard caught up is reported as well).
+//! 2. Incremental: with the manager streaming, the source's maximum SET rate is measured with
+//!    `redis-benchmark --cluster -P 16 -c 50`, then a lighter shape (fewer clients, shallower
+//!    pipeline, chosen by short calibration runs) close to half of it runs for `BENCH_LOAD_SECS`
+//!    (20).
+//!    Sampled all along: `/status` every 15 ms, each source master's `master_repl_offset` every
+//!    5 ms (the offset history used for the time lag), and an end-to-end probe (a SET on the
+//!    source, polled on the target) every 20 ms.
+//!
+//! Run (builds the manager first):
+//!     CARGO_TARGET_DIR=/work/target-bench cargo build --release -p redis-sync-manager
+//!     CARGO_TARGET_DIR=/work/target-bench cargo run --release -p redis-sync-manager --example bench_sync
+//! Env: `BENCH_KEYS`, `BENCH_LOAD_SECS`, `RSM_MANAGER_BIN` (default
+//! `$CARGO_TARGET_DIR/release/redis-sync-manager`), `BENCH_DISKLESS=1` for a diskless source
+//! (delay 0) instead of the disk-based transfer that matches the BGSAVE baseline.
+//!
+//! A benchmark program, not a test: it prints figures and stops only when the data did not
+//! land (target key count differs from the source's).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rsm_testkit::redis::{self, Value};
+use rsm_testkit::{key_slot, redis_cli_bin, Cluster, ClusterOptions, PortLease, Server};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The dataset: key `i` of `n`, with its kind. Deterministic, so the DUMP pass can walk it again.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    List,
+    Hash,
+    Set,
+    Zset,
+}
+
+fn key_of(i: usize, n: usize) -> (String, Kind) {
+    let strings = n * 6 / 10;
+    if i < strings {
+        return (format!("s:{i}"), Kind::Str);
+    }
+    let j = i - strings;
+    match j % 4 {
+        0 => (format!("l:{j}"), Kind::List),
+        1 => (format!("h:{j}"), Kind::Hash),
+        2 => (format!("e:{j}"), Kind::Set),
+        _ => (format!("z:{j}"), Kind::Zset),
+    }
+}
+
+fn command_for(key: &str, kind: Kind, i: usize) -> redis::Cmd {
+    match kind {
+        Kind::Str => {
+            let mut c = redis::cmd("SET");
+            c.arg(key).arg(format!("{i:0>100}"));
+            c
+        }
+        Kind::List => {
+            let mut c = redis::cmd("RPUSH");
+            c.arg(key);
+            for j in 0..8 {
+                c.arg(format!("item-{j}-{i}"));
+            }
+            c
+        }
+        Kind::Hash => {
+            let mut c = redis::cmd("HSET");
+            c.arg(key);
+            for j in 0..8 {
+                c.arg(format!("f{j}")).arg(format!("value-{i}-{j}"));
+            }
+            c
+        }
+        Kind::Set => {
+            let mut c = redis::cmd("SADD");
+            c.arg(key);
+            for j in 0..8 {
+                c.arg(format!("member-{j}-{i}"));
+            }
+            c
+        }
+        Kind::Zset => {
+            let mut c = redis::cmd("ZADD");
+            c.arg(key);
+            for j in 0..8 {
+                c.arg(j as f64 * 1.5).arg(format!("m{j}"));
+            }
+            c
+        }
+    }
+}
+
+fn master_of(ranges: &[(u16, u16)], key: &[u8]) -> usize {
+    let slot = key_slot(key);
+    ranges
+        .iter()
+        .position(|(a, b)| slot >= *a && slot <= *b)
+        .unwrap_or(0)
+}
+
+/// One thread per source master writes the keys of its slots, pipelined by 1000.
+fn generate(source: &Cluster, n: usize) {
+    let ranges: Vec<(u16, u16)> = (0..3).map(|m| source.master_slot_range(m)).collect();
+    thread::scope(|s| {
+        for (m, server) in source.masters().iter().enumerate() {
+            let ranges = &ranges;
+            s.spawn(move || {
+                let mut conn = server.conn();
+                let mut p = redis::pipe();
+                let mut queued = 0;
+                for i in 0..n {
+                    let (key, kind) = key_of(i, n);
+                    if master_of(ranges, key.as_bytes()) != m {
+                        continue;
+                    }
+                    p.add_command(command_for(&key, kind, i)).ignore();
+                    queued += 1;
+                    if queued == 1000 {
+                        let _: () = p.query(&mut conn).expect("generate");
+                        p = redis::pipe();
+                        queued = 0;
+                    }
+                }
+                if queued > 0 {
+                    let _: () = p.query(&mut conn).expect("generate");
+                }
+            });
+        }
+    });
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        _ => 0,
+    }
+}
+
+fn dbsize(cluster: &Cluster) -> i64 {
+    cluster
+        .masters()
+        .iter()
+        .map(|m| int(&m.cmd(&[b"DBSIZE"])))
+        .sum()
+}
+
+fn info_u64(server: &Server, section: &str, field: &str) -> u64 {
+    server
+        .info_field(section, field)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Baseline (a): BGSAVE on every source master at once; wall time until all are done.
+fn bgsave_all(source: &Cluster) -> Duration {
+    let start = Instant::now();
+    for m in source.masters() {
+        m.cmd(&[b"BGSAVE"]);
+    }
+    loop {
+        let running = source
+            .masters()
+            .iter()
+            .any(|m| info_u64(m, "persistence", "rdb_bgsave_in_progress") != 0);
+        if !running {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    for m in source.masters() {
+        let st = m
+            .info_field("persistence", "rdb_last_bgsave_status")
+            .unwrap_or_default();
+        assert_eq!(st.trim(), "ok", "BGSAVE failed on {}", m.addr());
+    }
+    took
+}
+
+fn bulk(out: &mut impl Write, b: &[u8]) -> std::io::Result<()> {
+    write!(out, "${}\r\n", b.len())?;
+    out.write_all(b)?;
+    out.write_all(b"\r\n")
+}
+
+/// RESTORE streams for baseline (b), from the source's own DUMP of every key: one file per
+/// target master. Both clusters split the slots the same way (asserted), so source master m's
+/// keys all go to target master m.
+fn restore_streams(source: &Cluster, target: &Cluster, n: usize, dir: &Path) -> Vec<PathBuf> {
+    let ranges: Vec<(u16, u16)> = (0..3).map(|m| source.master_slot_range(m)).collect();
+    let tranges: Vec<(u16, u16)> = (0..3).map(|m| target.master_slot_range(m)).collect();
+    assert_eq!(ranges, tranges, "source and target split the slots alike");
+    thread::scope(|s| {
+        let handles: Vec<_> = source
+            .masters()
+            .iter()
+            .enumerate()
+            .map(|(m, server)| {
+                let ranges = &ranges;
+                s.spawn(move || {
+                    let path = dir.join(format!("restore-{m}.resp"));
+                    let mut out = BufWriter::new(File::create(&path).expect("stream file"));
+                    let mut conn = server.conn();
+                    let mut batch: Vec<String> = Vec::with_capacity(1000);
+                    let mut flush_batch = |batch: &mut Vec<String>| {
+                        let mut p = redis::pipe();
+                        for k in batch.iter() {
+                            p.cmd("DUMP").arg(k);
+                        }
+                        let dumps: Vec<Vec<u8>> = p.query(&mut conn).expect("DUMP");
+                        for (k, d) in batch.iter().zip(dumps) {
+                            out.write_all(b"*4\r\n$7\r\nRESTORE\r\n").unwrap();
+                            bulk(&mut out, k.as_bytes()).unwrap();
+                            out.write_all(b"$1\r\n0\r\n").unwrap();
+                            bulk(&mut out, &d).unwrap();
+                        }
+                        batch.clear();
+                    };
+                    for i in 0..n {
+                        let (key, _) = key_of(i, n);
+                        if master_of(ranges, key.as_bytes()) != m {
+                            continue;
+                        }
+                        batch.push(key);
+                        if batch.len() == 1000 {
+                            flush_batch(&mut batch);
+                        }
+                    }
+                    if !batch.is_empty() {
+                        flush_batch(&mut batch);
+                    }
+                    out.flush().unwrap();
+                    path
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Baseline (b): the three streams through `redis-cli --pipe`, in parallel.
+fn pipe_all(files: &[PathBuf], target: &Cluster) -> Duration {
+    let start = Instant::now();
+    let children: Vec<_> = files
+        .iter()
+        .zip(target.masters())
+        .map(|(f, m)| {
+            Command::new(redis_cli_bin())
+                .args(["-p", &m.port().to_string(), "--pipe"])
+                .stdin(File::open(f).expect("stream file"))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-cli --pipe")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "redis-cli --pipe failed");
+    }
+    start.elapsed()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn status(port: u16) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get(port, "/status")?).ok()
+}
+
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One `/status` sample, per shard keyed by its source address.
+struct StatusSample {
+    t: f64,
+    shards: BTreeMap<String, ShardSample>,
+}
+
+#[derive(Clone, Copy)]
+struct ShardSample {
+    applied: u64,
+    lag_bytes: u64,
+    commands: u64,
+}
+
+fn shard_samples(v: &serde_json::Value) -> BTreeMap<String, ShardSample> {
+    let mut out = BTreeMap::new();
+    for s in v["shards"].as_array().into_iter().flatten() {
+        let Some(src) = s["source"].as_str() else {
+            continue;
+        };
+        out.insert(
+            src.to_string(),
+            ShardSample {
+                applied: s["applied_offset"].as_u64().unwrap_or(0),
+                lag_bytes: s["lag_bytes"].as_u64().unwrap_or(0),
+                commands: s["commands_applied"].as_u64().unwrap_or(0),
+            },
+        );
+    }
+    out
+}
+
+/// (seconds since the bench's epoch, master_repl_offset) per source master.
+type OffsetHistory = Arc<Mutex<BTreeMap<String, Vec<(f64, u64)>>>>;
+
+/// When did the source's offset reach `off`? Linear interpolation in the history.
+fn time_reached(hist: &[(f64, u64)], off: u64) -> Option<f64> {
+    let i = hist.partition_point(|&(_, o)| o < off);
+    if i >= hist.len() {
+        return None;
+    }
+    if i == 0 {
+        return Some(hist[0].0);
+    }
+    let (t0, o0) = hist[i - 1];
+    let (t1, o1) = hist[i];
+    let frac = (off - o0) as f64 / (o1 - o0).max(1) as f64;
+    Some(t0 + frac * (t1 - t0))
+}
+
+/// The source's offset at time `t`, interpolated.
+fn offset_at(hist: &[(f64, u64)], t: f64) -> Option<u64> {
+    let i = hist.partition_point(|&(ht, _)| ht < t);
+    if i == 0 || i >= hist.len() {
+        return hist.last().filter(|_| i > 0).map(|&(_, o)| o);
+    }
+    let (t0, o0) = hist[i - 1];
+    let (t1, o1) = hist[i];
+    let frac = (t - t0) / (t1 - t0).max(1e-9);
+    Some(o0 + ((o1 - o0) as f64 * frac) as u64)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((v.len() - 1) as f64 * p).round() as usize;
+    v[idx]
+}
+
+/// `redis-benchmark --cluster` SET; returns requests/s it reported.
+fn benchmark(seed_port: u16, clients: usize, pipeline: usize, requests: usize) -> f64 {
+    let out = Command::new("redis-benchmark")
+        .args([
+            "--cluster",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &seed_port.to_string(),
+            "-t",
+            "set",
+            "-d",
+            "100",
+            "-r",
+            "1000000",
+            "-c",
+            &clients.to_string(),
+            "-P",
+            &pipeline.to_string(),
+            "-n",
+            &requests.to_string(),
+            "--csv",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("\"SET\""))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"))
+}
+
+fn set_calls(source: &Cluster) -> u64 {
+    source
+        .masters()
+        .iter()
+        .map(|m| {
+            m.info_field("commandstats", "cmdstat_set")
+                .and_then(|v| {
+                    v.split(',')
+                        .find_map(|kv| kv.strip_prefix("calls="))
+                        .and_then(|c| c.parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+fn main() {
+    let n = env_usize("BENCH_KEYS", 1_000_000);
+    let load_secs = env_usize("BENCH_LOAD_SECS", 20) as f64;
+    let diskless = std::env::var("BENCH_DISKLESS").is_ok_and(|v| v == "1");
+    let manager = std::env::var("RSM_MANAGER_BIN").unwrap_or_else(|_| {
+        let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{dir}/release/redis-sync-manager")
+    });
+    assert!(
+        Path::new(&manager).exists(),
+        "{manager} missing: cargo build --release -p redis-sync-manager (or set RSM_MANAGER_BIN)"
+    );
+
+    let source_cfg = if diskless {
+        vec![
+            ("repl-diskless-sync".into(), "yes".into()),
+            ("repl-diskless-sync-delay".into(), "0".into()),
+        ]
+    } else {
+        vec![("repl-diskless-sync".into(), "no".into())]
+    };
+    let source = Cluster::start(ClusterOptions {
+        extra_config: source_cfg,
+        ..Default::default()
+    });
+    let target = Cluster::start(ClusterOptions::default());
+    let t = Instant::now();
+    generate(&source, n);
+    let keys = dbsize(&source);
+    assert_eq!(keys as usize, n, "source holds the dataset");
+    let used: u64 = source
+        .masters()
+        .iter()
+        .map(|m| info_u64(m, "memory", "used_memory"))
+        .sum();
+    eprintln!(
+        "bench: {n} keys generated in {:.1} s (source used_memory {} MiB)",
+        t.elapsed().as_secs_f64(),
+        used >> 20
+    );
+
+    // Baseline (a).
+    let t_bgsave = bgsave_all(&source);
+    let rdb_bytes: u64 = source
+        .masters()
+        .iter()
+        .map(|m| {
+            std::fs::metadata(m.dir().join("dump.rdb"))
+                .map(|md| md.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    eprintln!(
+        "bench: BGSAVE x3 {:.2} s ({:.1} MB of RDB)",
+        t_bgsave.as_secs_f64(),
+        rdb_bytes as f64 / 1e6
+    );
+
+    // Baseline (b).
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let files = restore_streams(&source, &target, n, tmp.path());
+    let stream_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let t_pipe = pipe_all(&files, &target);
+    assert_eq!(dbsize(&target) as usize, n, "redis-cli --pipe loaded all");
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    for m in target.masters() {
+        m.cmd(&[b"FLUSHALL"]);
+    }
+    eprintln!(
+        "bench: redis-cli --pipe x3 {:.2} s ({:.1} MB of RESTORE)",
+        t_pipe.as_secs_f64(),
+        stream_bytes as f64 / 1e6
+    );
+
+    // The manager's full sync.
+    let http = PortLease::acquire();
+    let port = http.port();
+    let logdir = tmp.path().join("logs");
+    let spawned_ms = unix_ms();
+    let t0 = Instant::now();
+    let mut child = Command::new(&manager)
+        .arg(format!("--from={}", source.seed_addr()))
+        .arg(format!("--target={}", target.seed_addr()))
+        .arg(format!(
+            "--logfile={}",
+            logdir.join("redis-sync-manager.log").display()
+        ))
+        .arg(format!("--httpport={port}"))
+        .arg("--sync-parallel=3")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {manager}: {e}"));
+    let pid = child.id();
+    let mut all_streaming: Option<f64> = None;
+    let t_ready;
+    let final_status;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("the manager exited during the full sync: {st}; logs in {logdir:?}");
+        }
+        if let Some(v) = status(port) {
+            let shards = v["shards"].as_array().cloned().unwrap_or_default();
+            if all_streaming.is_none()
+                && !shards.is_empty()
+                && shards.iter().all(|s| s["phase"] == "streaming")
+            {
+                all_streaming = Some(t0.elapsed().as_secs_f64());
+            }
+            if v["ready_for_cutover"].as_bool() == Some(true) {
+                t_ready = t0.elapsed().as_secs_f64();
+                final_status = v;
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "not ready within 15 min"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let rss_full_kib = proc_kib(pid, "VmHWM:");
+    // Caught up = the latest shard's start of zero lag (ready comes 3 s after that).
+    let caught_up_ms = final_status["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["timeline"]["caught_up_since_ms"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let t_caught = caught_up_ms.saturating_sub(spawned_ms) as f64 / 1000.0;
+    let target_keys = dbsize(&target);
+    assert_eq!(
+        target_keys as usize, n,
+        "target holds every key after the sync"
+    );
+    let baseline = t_bgsave.as_secs_f64() + t_pipe.as_secs_f64();
+    eprintln!(
+        "bench: full sync ready after {t_ready:.2} s (all streaming at {:.2} s, caught up at {t_caught:.2} s); target has {target_keys} keys",
+        all_streaming.unwrap_or(f64::NAN)
+    );
+
+    // Offsets: the manager's applied offset against the source's own, when idle.
+    for m in source.masters() {
+        let o = info_u64(m, "replication", "master_repl_offset");
+        let a = shard_samples(&status(port).unwrap_or_default())
+            .get(&m.addr())
+            .map_or(0, |s| s.applied);
+        eprintln!(
+            "bench: idle check {}: source master_repl_offset {o}, manager applied {a}",
+            m.addr()
+        );
+    }
+
+    // Incremental: samplers first.
+    let epoch = Instant::now();
+    let stop_all = Arc::new(AtomicBool::new(false));
+    let history: OffsetHistory = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut samplers = Vec::new();
+    for m in source.masters() {
+        let addr = m.addr();
+        let mut conn = m.conn();
+        let (history, stop_all) = (history.clone(), stop_all.clone());
+        samplers.push(thread::spawn(move || {
+            while !stop_all.load(Ordering::Relaxed) {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                let off = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if let Some(off) = off {
+                    let t = epoch.elapsed().as_secs_f64();
+                    history
+                        .lock()
+                        .unwrap()
+                        .entry(addr.clone())
+                        .or_default()
+                        .push((t, off));
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    let statuses: Arc<Mutex<Vec<StatusSample>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (statuses, stop_all) = (statuses.clone(), stop_all.clone());
+        samplers.push(thread::spawn(move || {
+            while !stop_all.load(Ordering::Relaxed) {
+                if let Some(v) = status(port) {
+                    let t = epoch.elapsed().as_secs_f64();
+                    statuses.lock().unwrap().push(StatusSample {
+                        t,
+                        shards: shard_samples(&v),
+                    });
+                }
+                thread::sleep(Duration::from_millis(15));
+            }
+        }));
+    }
+    // End-to-end probe: a SET on the source, polled on the target until it shows.
+    let probes: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let probe_keys: Vec<String> = (0..3)
+        .map(|m| {
+            let ranges: Vec<(u16, u16)> = (0..3).map(|i| source.master_slot_range(i)).collect();
+            (0..)
+                .map(|i| format!("probe:{i}"))
+                .find(|k| master_of(&ranges, k.as_bytes()) == m)
+                .unwrap()
+        })
+        .collect();
+    {
+        let mut src: Vec<_> = source.masters().iter().map(|m| m.conn()).collect();
+        let mut dst: Vec<_> = target.masters().iter().map(|m| m.conn()).collect();
+        let (probes, stop_all, keys) = (probes.clone(), stop_all.clone(), probe_keys.clone());
+        samplers.push(thread::spawn(move || {
+            let mut seq = 0u64;
+            while !stop_all.load(Ordering::Relaxed) {
+                let m = (seq % 3) as usize;
+                seq += 1;
+                let val = seq.to_string();
+                let sent = epoch.elapsed().as_secs_f64();
+                let _: redis::RedisResult<()> =
+                    redis::cmd("SET").arg(&keys[m]).arg(&val).query(&mut src[m]);
+                loop {
+                    let got: Option<String> = redis::cmd("GET")
+                        .arg(&keys[m])
+                        .query(&mut dst[m])
+                        .unwrap_or(None);
+                    let now = epoch.elapsed().as_secs_f64();
+                    if got.as_deref() == Some(val.as_str()) {
+                        probes.lock().unwrap().push((sent, now - sent));
+                        break;
+                    }
+                    if now - sent > 10.0 || stop_all.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_micros(500));
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }));
+    }
+    thread::sleep(Duration::from_secs(1));
+
+    let seed_port = source.masters()[0].port();
+    // The source's maximum: pipelined SETs, 50 clients; about 3 s at the first estimate.
+    let est = benchmark(seed_port, 50, 16, 200_000);
+    let w_max = (epoch.elapsed().as_secs_f64(), 0.0);
+    let max_rps = benchmark(seed_port, 50, 16, (est * 3.0) as usize);
+    let w_max = (w_max.0, epoch.elapsed().as_secs_f64());
+    eprintln!("bench: source max SET -P 16 -c 50: {max_rps:.0}/s (first estimate {est:.0}/s)");
+    thread::sleep(Duration::from_secs(2));
+    // About half of it: redis-benchmark has no rate limit, so the load is throttled by its
+    // shape. Short runs of decreasing weight (clients × pipeline depth) until one falls below
+    // half the maximum; the closest of the last two is used for the long run.
+    let shapes = [
+        (50, 8),
+        (50, 4),
+        (25, 4),
+        (50, 2),
+        (25, 2),
+        (50, 1),
+        (25, 1),
+        (10, 1),
+    ];
+    let half = max_rps / 2.0;
+    let mut best = (shapes[0], f64::INFINITY);
+    for &(c, p) in &shapes {
+        let r = benchmark(seed_port, c, p, (half * 1.5) as usize);
+        eprintln!("bench: calibration -c {c} -P {p}: {r:.0}/s");
+        if (r - half).abs() < (best.1 - half).abs() {
+            best = ((c, p), r);
+        }
+        if r < half {
+            break;
+        }
+    }
+    let ((clients, pipeline), calib_rps) = best;
+    eprintln!(
+        "bench: running -c {clients} -P {pipeline} (calibrated {calib_rps:.0}/s) for ~{load_secs} s"
+    );
+    thread::sleep(Duration::from_secs(2));
+    let calls0 = set_calls(&source);
+    let w0 = epoch.elapsed().as_secs_f64();
+    let half_rps = benchmark(
+        seed_port,
+        clients,
+        pipeline,
+        (calib_rps * load_secs) as usize,
+    );
+    let w1 = epoch.elapsed().as_secs_f64();
+    let calls1 = set_calls(&source);
+    // Let the manager drain, then stop sampling.
+    thread::sleep(Duration::from_secs(3));
+    stop_all.store(true, Ordering::Relaxed);
+    for s in samplers {
+        let _ = s.join();
+    }
+    let rss_kib = proc_kib(pid, "VmHWM:");
+    let rss_now_kib = proc_kib(pid, "VmRSS:");
+    let end_status = status(port).unwrap_or_default();
+    stop(&mut child);
+
+    // Analysis of the load window [w0, w1] (and the max burst, for information).
+    let history = history.lock().unwrap();
+    let statuses = statuses.lock().unwrap();
+    let probes = probes.lock().unwrap();
+    let lag_in = |from: f64, to: f64| {
+        let mut bytes = Vec::new();
+        let mut status_bytes = Vec::new();
+        let mut secs = Vec::new();
+        // The manager publishes its counters about once a second, so most samples show an
+        // applied offset up to a second old. A sample whose applied offset just changed was
+        // taken within one sampling period (15 ms) of a publish: its lag is the real one.
+        let mut fresh_secs = Vec::new();
+        let mut fresh_bytes = Vec::new();
+        let mut prev: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in statuses.iter().filter(|s| s.t >= from - 2.0 && s.t <= to) {
+            for (addr, sh) in &s.shards {
+                let Some(h) = history.get(addr) else { continue };
+                let changed = prev
+                    .insert(addr.as_str(), sh.applied)
+                    .is_some_and(|p| p != sh.applied);
+                if s.t < from {
+                    continue;
+                }
+                if changed {
+                    if let Some(reached) = time_reached(h, sh.applied) {
+                        fresh_secs.push((s.t - reached).max(0.0));
+                    }
+                    if let Some(src) = offset_at(h, s.t) {
+                        fresh_bytes.push(src.saturating_sub(sh.applied) as f64);
+                    }
+                }
+                status_bytes.push(sh.lag_bytes as f64);
+                if let Some(src) = offset_at(h, s.t) {
+                    bytes.push(src.saturating_sub(sh.applied) as f64);
+                }
+                if let Some(reached) = time_reached(h, sh.applied) {
+                    secs.push((s.t - reached).max(0.0));
+                }
+            }
+        }
+        let mut e2e: Vec<f64> = probes
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, d)| *d)
+            .collect();
+        let n_probes = e2e.len();
+        (
+            (pct(&mut bytes, 0.5), pct(&mut bytes, 0.99)),
+            (pct(&mut status_bytes, 0.5), pct(&mut status_bytes, 0.99)),
+            (pct(&mut secs, 0.5), pct(&mut secs, 0.99)),
+            (pct(&mut e2e, 0.5), pct(&mut e2e, 0.99), n_probes),
+            (
+                pct(&mut fresh_secs, 0.5),
+                pct(&mut fresh_secs, 0.99),
+                pct(&mut fresh_bytes, 0.5),
+                pct(&mut fresh_bytes, 0.99),
+                fresh_secs.len(),
+            ),
+        )
+    };
+    let load = lag_in(w0, w1);
+    let burst = lag_in(w_max.0, w_max.1);
+    // Applied commands/s: counter deltas between the samples nearest the window's edges.
+    let total_cmds = |s: &StatusSample| s.shards.values().map(|x| x.commands).sum::<u64>();
+    let first = statuses.iter().find(|s| s.t >= w0);
+    let last = statuses.iter().rev().find(|s| s.t <= w1);
+    let applied_rps = match (first, last) {
+        (Some(a), Some(b)) if b.t > a.t => (total_cmds(b) - total_cmds(a)) as f64 / (b.t - a.t),
+        _ => f64::NAN,
+    };
+    let source_rps = (calls1 - calls0) as f64 / (w1 - w0);
+    let src_bytes_rate: f64 = history
+        .values()
+        .map(|h| {
+            let a = offset_at(h, w0).unwrap_or(0);
+            let b = offset_at(h, w1).unwrap_or(0);
+            (b - a) as f64 / (w1 - w0)
+        })
+        .sum();
+    let end_lag: u64 = end_status["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["lag_bytes"].as_u64().unwrap_or(0))
+        .sum();
+
+    let ms = |s: f64| s * 1000.0;
+    println!();
+    println!("## bench_sync — {n} mixed keys (60 % 100-byte strings, 10 % each 8-member list/hash/set/zset), 3-master source → 3-master target, {} source", if diskless { "diskless (delay 0)" } else { "disk-based" });
+    println!("| full sync | value |");
+    println!("|---|---|");
+    println!(
+        "| (a) BGSAVE ×3 masters at once | {:.2} s ({:.1} MB RDB) |",
+        t_bgsave.as_secs_f64(),
+        rdb_bytes as f64 / 1e6
+    );
+    println!(
+        "| (b) `redis-cli --pipe` ×3 of DUMP-built RESTORE streams | {:.2} s ({:.1} MB, {:.0} keys/s) |",
+        t_pipe.as_secs_f64(),
+        stream_bytes as f64 / 1e6,
+        n as f64 / t_pipe.as_secs_f64()
+    );
+    println!("| baseline (a)+(b) | {baseline:.2} s |");
+    println!(
+        "| manager until `ready_for_cutover` | {t_ready:.2} s ({:.0} keys/s) — ratio **{:.2}** |",
+        n as f64 / t_ready,
+        t_ready / baseline
+    );
+    println!(
+        "| manager until every shard caught up (ready minus the 3 s zero-lag hold) | {t_caught:.2} s ({:.0} keys/s) — ratio **{:.2}** |",
+        n as f64 / t_caught,
+        t_caught / baseline
+    );
+    println!(
+        "| all shards in `streaming` (snapshot loaded) | {:.2} s |",
+        all_streaming.unwrap_or(f64::NAN)
+    );
+    println!(
+        "| manager peak RSS after the full sync (VmHWM) | {} MiB |",
+        rss_full_kib / 1024
+    );
+    println!();
+    println!("| incremental | value |");
+    println!("|---|---|");
+    println!("| source max, `redis-benchmark --cluster -t set -d 100 -P 16 -c 50` | {max_rps:.0} SET/s |");
+    println!(
+        "| load, `-c {clients} -P {pipeline}` for {:.1} s (redis-benchmark's figure) | {half_rps:.0} SET/s ({:.0} % of max) |",
+        w1 - w0,
+        100.0 * half_rps / max_rps
+    );
+    println!(
+        "| source write rate in the window (cmdstat_set) | {source_rps:.0} cmd/s, {:.2} MB/s of replication stream |",
+        src_bytes_rate / 1e6
+    );
+    println!(
+        "| applied by the manager (/status commands_applied) | {applied_rps:.0} cmd/s ({:.2}× the source) |",
+        applied_rps / source_rps
+    );
+    println!(
+        "| lag bytes, source master_repl_offset − applied (p50 / p99) | {:.0} / {:.0} B |",
+        load.0 .0, load.0 .1
+    );
+    println!(
+        "| lag bytes as /status reports it (p50 / p99) | {:.0} / {:.0} B |",
+        load.1 .0, load.1 .1
+    );
+    println!(
+        "| time lag from /status applied offset (p50 / p99) | {:.0} / {:.0} ms |",
+        ms(load.2 .0),
+        ms(load.2 .1)
+    );
+    println!(
+        "| same, only samples just after a publish ({} samples): time p50 / p99; bytes p50 / p99 | {:.0} / {:.0} ms; {:.0} / {:.0} B |",
+        load.4 .4,
+        ms(load.4 .0),
+        ms(load.4 .1),
+        load.4 .2,
+        load.4 .3
+    );
+    println!(
+        "| end-to-end probe, SET on source → visible on target (p50 / p99, {} probes) | {:.1} / {:.1} ms |",
+        load.3 .2,
+        ms(load.3 .0),
+        ms(load.3 .1)
+    );
+    println!(
+        "| during the max burst: time lag just after publishes p50/p99; probe p50/p99 ({} probes) | {:.0} / {:.0} ms; {:.1} / {:.1} ms |",
+        burst.3 .2,
+        ms(burst.4 .0),
+        ms(burst.4 .1),
+        ms(burst.3 .0),
+        ms(burst.3 .1)
+    );
+    println!("| lag 3 s after the load stopped | {end_lag} B |");
+    println!(
+        "| manager peak RSS over the whole run (VmHWM) / RSS at the end | {} MiB / {} MiB |",
+        rss_kib / 1024,
+        rss_now_kib / 1024
+    );
+    println!(
+        "| /status samples / source offset samples | {} / {} |",
+        statuses.len(),
+        history.values().map(Vec::len).sum::<usize>()
+    );
+    let _ = std::io::stdout().flush();
+}
