@@ -26,7 +26,7 @@ use crate::options::EngineOptions;
 use crate::replay::{prepare, Replay};
 use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
 use crate::replica::follow::{Follow, FollowError, FollowOptions};
-use crate::replica::handshake::{handshake, read_rdb_framing, ResumePoint, SyncStart};
+use crate::replica::handshake::{handshake_with, read_rdb_framing, ResumePoint, SyncStart};
 use crate::replica::link::{Link, LinkCounters};
 use crate::replica::spool::{Segment, Spool};
 use crate::replica::stream::{StreamItem, StreamReader};
@@ -325,11 +325,17 @@ async fn sync_once(
             );
         }
         status.set_phase(Phase::Handshake);
-        let (conn, info, start) = handshake(
+        let asks_full_sync = resume.is_none();
+        let (conn, info, start) = handshake_with(
             source,
             spec.source_credentials.clone(),
             spec.listening_port,
             resume.as_ref(),
+            || {
+                if asks_full_sync {
+                    status.set_phase(Phase::WaitingBgsave);
+                }
+            },
         )
         .await?;
         if matches!(start, SyncStart::Full { .. }) && permit.is_none() {
@@ -347,6 +353,8 @@ async fn sync_once(
     };
     tracing::info!(shard = spec.serial, source = %source, server = %source_info.describe(), start = ?start, "replication accepted");
 
+    // A new writer counts from zero; the shard's totals carry on from here.
+    let base = WriterTotals::read(&status.counters);
     let writer = Writer::connect(WriterOptions::new(
         spec.target.clone(),
         ConnectOptions::new(Side::Target, spec.target_credentials.clone()),
@@ -403,6 +411,7 @@ async fn sync_once(
     });
     let mut stream = StreamReader::new(stream_start);
     let mut last_checkpoint = std::time::Instant::now();
+    let mut last_publish = std::time::Instant::now();
     let save_checkpoint = |applied_offset: u64| {
         checkpoint.save(&Checkpoint {
             source: source.to_string(),
@@ -420,9 +429,11 @@ async fn sync_once(
         loop {
             let segment = tokio::select! {
                 seg = spool.pop() => seg.map_err(state_err(checkpoint.path()))?,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    publish(status, &link_counters, &spool, stream_start, &writer, &applied);
-                    if !full || loader.is_none() {
+                _ = tokio::time::sleep(PUBLISH_EVERY) => {
+                    last_publish = std::time::Instant::now();
+                    publish(status, &link_counters, &spool, stream_start, &writer, &applied, &base);
+                    if loader.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                        last_checkpoint = std::time::Instant::now();
                         save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
                     }
                     continue;
@@ -481,12 +492,13 @@ async fn sync_once(
                     return Err(ShardError::LinkLost(reason));
                 }
             }
-            if last_checkpoint.elapsed() >= Duration::from_secs(1) {
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                last_publish = std::time::Instant::now();
+                publish(status, &link_counters, &spool, stream_start, &writer, &applied, &base);
+            }
+            if loader.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 last_checkpoint = std::time::Instant::now();
-                publish(status, &link_counters, &spool, stream_start, &writer, &applied);
-                if loader.is_none() {
-                    save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
-                }
+                save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
             }
         }
     }
@@ -503,6 +515,7 @@ async fn sync_once(
         stream_start,
         &writer,
         &applied,
+        &base,
     );
     if loader.is_none() {
         save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
@@ -520,6 +533,7 @@ fn publish(
     stream_start: u64,
     writer: &Writer,
     applied: &AtomicU64,
+    base: &WriterTotals,
 ) {
     let c = &status.counters;
     c.rdb_bytes_received
@@ -534,12 +548,50 @@ fn publish(
         .store(applied.load(Ordering::Acquire), Ordering::Relaxed);
     c.spill_bytes.store(spool.backlog().1, Ordering::Relaxed);
     let w = writer.stats();
-    c.keys_applied.store(w.keys_written, Ordering::Relaxed);
-    c.keys_skipped.store(w.skipped_existing, Ordering::Relaxed);
-    c.keys_expired.store(w.expired, Ordering::Relaxed);
-    c.keys_filtered.store(w.filtered, Ordering::Relaxed);
-    c.keys_failed.store(w.failed(), Ordering::Relaxed);
-    c.commands_applied
-        .store(w.commands_written, Ordering::Relaxed);
+    c.keys_applied
+        .store(base.keys_applied + w.keys_written, Ordering::Relaxed);
+    c.keys_skipped
+        .store(base.keys_skipped + w.skipped_existing, Ordering::Relaxed);
+    c.keys_expired
+        .store(base.keys_expired + w.expired, Ordering::Relaxed);
+    c.keys_filtered
+        .store(base.keys_filtered + w.filtered, Ordering::Relaxed);
+    c.keys_failed
+        .store(base.keys_failed + w.failed(), Ordering::Relaxed);
+    c.commands_applied.store(
+        base.commands_applied + w.commands_written,
+        Ordering::Relaxed,
+    );
     status.update_caught_up();
+}
+
+/// How often the status (and so /status, /metrics and "ready") is refreshed:
+/// often enough that a lag reading is about the data, not about this rhythm.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How often the checkpoint file is rewritten.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The shard's writer-owned totals when a connection's writer started.
+#[derive(Debug, Clone, Copy)]
+struct WriterTotals {
+    keys_applied: u64,
+    keys_skipped: u64,
+    keys_expired: u64,
+    keys_filtered: u64,
+    keys_failed: u64,
+    commands_applied: u64,
+}
+
+impl WriterTotals {
+    fn read(c: &crate::status::ShardCounters) -> WriterTotals {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterTotals {
+            keys_applied: g(&c.keys_applied),
+            keys_skipped: g(&c.keys_skipped),
+            keys_expired: g(&c.keys_expired),
+            keys_filtered: g(&c.keys_filtered),
+            keys_failed: g(&c.keys_failed),
+            commands_applied: g(&c.commands_applied),
+        }
+    }
 }

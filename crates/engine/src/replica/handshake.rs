@@ -69,6 +69,19 @@ pub async fn handshake(
     listening_port: u16,
     resume: Option<&ResumePoint>,
 ) -> Result<(Connection, SourceInfo, SyncStart), ReplicaError> {
+    handshake_with(endpoint, credentials, listening_port, resume, || {}).await
+}
+
+/// As [`handshake`], calling `psync_sent` once PSYNC is on its way: a diskless
+/// source only answers after `repl-diskless-sync-delay` and its fork, and the
+/// caller's status should say it is waiting for the source, not handshaking.
+pub async fn handshake_with(
+    endpoint: &Endpoint,
+    credentials: Option<Credentials>,
+    listening_port: u16,
+    resume: Option<&ResumePoint>,
+    psync_sent: impl FnOnce(),
+) -> Result<(Connection, SourceInfo, SyncStart), ReplicaError> {
     let mut opts = ConnectOptions::new(Side::Source, credentials);
     opts.io_timeout = Duration::from_secs(60);
     let mut conn = Connection::connect(endpoint, &opts).await?;
@@ -96,6 +109,7 @@ pub async fn handshake(
     };
     conn.send(&["PSYNC", &replid, &offset]);
     conn.flush().await?;
+    psync_sent();
     let line = read_reply_line(&mut conn).await?;
     let start = parse_psync_reply(&line, endpoint, resume)?;
     Ok((conn, source, start))
