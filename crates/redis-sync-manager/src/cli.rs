@@ -226,6 +226,11 @@ pub struct SyncArgs {
     /// Print the plan (shards, chosen nodes, memory estimate) and exit.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Once every shard is ready for cut-over, run `verify --mode=full` once,
+    /// log the result and show it in /status (the whole report at /verify).
+    #[arg(long)]
+    pub verify_on_ready: bool,
 }
 
 impl SyncArgs {
@@ -263,6 +268,7 @@ impl SyncArgs {
             sync_parallel: self.sync_parallel,
             sync_role: self.sync_role,
             dry_run: self.dry_run,
+            verify_on_ready: self.verify_on_ready,
         })
     }
 }

@@ -24,6 +24,7 @@ pub struct SyncConfig {
     pub sync_parallel: usize,
     pub sync_role: Role,
     pub dry_run: bool,
+    pub verify_on_ready: bool,
 }
 
 impl SyncConfig {

@@ -70,6 +70,7 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         source: config.from.to_string(),
         target: config.target.to_string(),
         started_ms: now_ms(),
+        verify: Default::default(),
     };
     let warnings = http::TopologyWarnings::default();
     // Every node of the plan and the seed: enough to find the others.
@@ -132,6 +133,13 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     }
 
     let console = tokio::spawn(console_loop(shared.clone(), stop_rx.clone()));
+    let verifier = config.verify_on_ready.then(|| {
+        tokio::spawn(verify_when_ready(
+            config.clone(),
+            shared.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let mut failed = 0;
     for (task, status) in tasks.into_iter().zip(&statuses) {
         match task.await {
@@ -155,6 +163,9 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         }
     }
     console.abort();
+    if let Some(v) = verifier {
+        v.abort();
+    }
     print_summary(&shared);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -172,6 +183,58 @@ fn parse_ranges(text: &str) -> Option<Vec<SlotRange>> {
             None => slot(part).map(SlotRange::single),
         })
         .collect()
+}
+
+/// `--verify-on-ready`: wait for every shard to be ready for cut-over, then
+/// compare source and target once, in full, and publish the result.
+async fn verify_when_ready(
+    config: SyncConfig,
+    shared: http::Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if http::report(&shared).ready_for_cutover {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+    tracing::info!("every shard is ready for cut-over; running verify --mode=full");
+    let opts = crate::verify::VerifyOptions {
+        from: config.from.clone(),
+        target: config.target.clone(),
+        source_credentials: config.source_credentials.clone(),
+        target_credentials: config.target_credentials.clone(),
+        filter: config.filter.clone(),
+        target_db: config.target_db,
+        mode: crate::verify::Mode::Full,
+        sample: None,
+        ttl_tolerance_ms: 2000,
+        show: 20,
+        progress: false,
+    };
+    match crate::verify::verify(&opts).await {
+        Ok(report) => {
+            let json = crate::verify::output::json(&report);
+            if report.equal() {
+                tracing::info!(
+                    source_keys = report.source_keys,
+                    "verify: source and target are equal"
+                );
+            } else {
+                tracing::warn!(
+                    differences = report.differences(),
+                    "verify: source and target differ; see /verify"
+                );
+            }
+            shared
+                .verify
+                .set(report.equal(), report.differences(), json);
+        }
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "verify could not run"),
+    }
 }
 
 async fn wait_for_signal() {
@@ -198,7 +261,18 @@ async fn wait_for_signal() {
 
 /// A plain status line per shard every few seconds: it works the same on a
 /// terminal, in a pipe and in CI logs.
-async fn console_loop(shared: http::Shared, mut stop: watch::Receiver<bool>) {
+/// On a terminal, one live progress line per shard and a total line; in a
+/// pipe or a CI log, a plain status line per shard every few seconds.
+async fn console_loop(shared: http::Shared, stop: watch::Receiver<bool>) {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        live_console(shared, stop).await
+    } else {
+        plain_console(shared, stop).await
+    }
+}
+
+async fn plain_console(shared: http::Shared, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
     loop {
@@ -210,13 +284,63 @@ async fn console_loop(shared: http::Shared, mut stop: watch::Receiver<bool>) {
         for s in &r.shards {
             println!("{}", shard_line(s));
         }
-        println!(
-            "total: {} shard(s), {} ready; ready_for_cutover={}",
-            r.shards.len(),
-            r.shards.iter().filter(|s| s.ready).count(),
-            r.ready_for_cutover
-        );
+        println!("{}", total_line(&r));
     }
+}
+
+async fn live_console(shared: http::Shared, mut stop: watch::Receiver<bool>) {
+    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+    // Bars on stdout; warnings go to stderr and the log files.
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+    let style = ProgressStyle::with_template("[{bar:24}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let n = shared.shards.len();
+    let bars: Vec<ProgressBar> = (0..n)
+        .map(|_| {
+            let bar = multi.add(ProgressBar::new(1000));
+            bar.set_style(style.clone());
+            bar
+        })
+        .collect();
+    let total = multi.add(ProgressBar::new_spinner());
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {
+                let _ = multi.clear();
+                return;
+            }
+        }
+        let r = http::report(&shared);
+        for (bar, s) in bars.iter().zip(&r.shards) {
+            let snap = &s.snapshot;
+            // Snapshot progress while loading; a full bar once streaming.
+            let permille = match snap.phase {
+                Phase::Streaming => 1000,
+                _ if snap.rdb_bytes_total > 0 => {
+                    1000 * snap.rdb_bytes_loaded / snap.rdb_bytes_total.max(1)
+                }
+                _ => 0,
+            };
+            bar.set_position(permille.min(1000));
+            bar.set_message(shard_line(s));
+        }
+        total.set_message(total_line(&r));
+        total.tick();
+    }
+}
+
+fn total_line(r: &http::StatusReport) -> String {
+    let keys: u64 = r.shards.iter().map(|s| s.snapshot.keys_applied).sum();
+    let lag: u64 = r.shards.iter().map(|s| s.snapshot.lag_bytes).sum();
+    format!(
+        "total: {} shard(s), {} ready, {keys} keys, lag {lag} B; ready_for_cutover={}",
+        r.shards.len(),
+        r.shards.iter().filter(|s| s.ready).count(),
+        r.ready_for_cutover
+    )
 }
 
 fn shard_line(s: &http::ShardReport) -> String {

@@ -237,3 +237,153 @@ fn cluster_to_bigger_cluster_one_full_sync_at_a_time() {
 fn cluster_to_bigger_cluster_three_full_syncs_at_once() {
     run_migration(3);
 }
+
+/// `--sync-role=slave`, `--filterkey`, `--rewrite` and `--bigkeysize` reach
+/// every shard: the replication links sit on the replicas, only matching keys
+/// arrive, a key already in the target is replaced, and a hash far above the
+/// big-key size lands whole.
+#[test]
+fn flags_reach_every_shard_and_links_sit_on_replicas() {
+    let source = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 1,
+        ..Default::default()
+    });
+    let target = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 0,
+        ..Default::default()
+    });
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 100,
+            prefix: "keep:".into(),
+            ..Default::default()
+        },
+    );
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 100,
+            prefix: "drop:".into(),
+            seed: 9,
+            ..Default::default()
+        },
+    );
+    // A big hash (about 300 KB) on each shard's slots, and a stale copy of a key in the target.
+    for tag in ["a", "b", "c", "d", "e", "f"] {
+        let key = format!("keep:big:{{{tag}}}");
+        let mut args: Vec<Vec<u8>> = vec![b"HSET".to_vec(), key.clone().into_bytes()];
+        for i in 0..5000 {
+            args.push(format!("field-{i}").into_bytes());
+            args.push(format!("value-{i}-{}", "x".repeat(40)).into_bytes());
+        }
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        source.cmd_on_key(key.as_bytes(), &refs);
+    }
+    target.cmd_on_key(
+        b"keep:str:1",
+        &[b"SET", b"keep:str:1", b"stale value in the target"],
+    );
+
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let mut child = start_manager(
+        &source,
+        &target,
+        logs.path(),
+        port.port(),
+        &[
+            "--sync-role=slave",
+            "--filterkey=keep:",
+            "--rewrite",
+            "--bigkeysize=64kb",
+            "--sync-parallel=3",
+            "--verify-on-ready",
+        ],
+    );
+    let v = wait_ready(&mut child, port.port(), logs.path());
+
+    // Every shard replicates from the replica, as INFO replication on the nodes says.
+    let mut sources: Vec<String> = v["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap().to_string())
+        .collect();
+    sources.sort();
+    let mut replicas: Vec<String> = (0..3).map(|i| source.replicas_of(i)[0].addr()).collect();
+    replicas.sort();
+    assert_eq!(sources, replicas);
+    for i in 0..3 {
+        let replica = &source.replicas_of(i)[0];
+        let links = replica
+            .info_field("replication", "connected_slaves")
+            .unwrap_or_default();
+        assert_eq!(
+            links,
+            "1",
+            "replica {} should serve exactly our link",
+            replica.addr()
+        );
+        let master = &source.masters()[i];
+        let links = master
+            .info_field("replication", "connected_slaves")
+            .unwrap_or_default();
+        assert_eq!(
+            links,
+            "1",
+            "master {} should serve only its own replica",
+            master.addr()
+        );
+    }
+
+    // Only keep:* arrived, the stale key was replaced, the big hashes are whole.
+    let mut want = Snapshot::of(&source);
+    want.keys.retain(|k, _| k.starts_with(b"keep:"));
+    let got = Snapshot::of(&target);
+    assert!(
+        got.keys.keys().all(|k| k.starts_with(b"keep:")),
+        "a key outside --filterkey arrived"
+    );
+    want.assert_same(&got, Duration::from_secs(5));
+
+    // --verify-on-ready ran by itself and found the two sides equal.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let summary = loop {
+        let v = status(port.port()).unwrap();
+        if !v["last_verify"].is_null() {
+            break v["last_verify"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "verify did not run after ready: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let report: Value = serde_json::from_str(&http_get(port.port(), "/verify").unwrap()).unwrap();
+    assert_eq!(report["mode"], "full");
+    // Redis 7.0 does not replicate a consumer group's entries-read to its
+    // replicas (7.2+ does, with XGROUP SETID … ENTRIESREAD), so a sync from
+    // 7.0 replicas carries what the replicas hold. That, and only that, is
+    // what verify must find here (it compares with the masters).
+    let counts = &report["counts"];
+    for category in ["missing", "extra", "type", "ttl"] {
+        assert_eq!(counts[category], 0, "{report:#}");
+    }
+    for sample in report["samples"].as_array().unwrap() {
+        let detail = sample["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("entries-read") && detail.contains("target null"),
+            "{report:#}"
+        );
+    }
+    assert_eq!(
+        summary["equal"],
+        Value::Bool(counts["value"] == 0),
+        "{summary:#}"
+    );
+    assert!(report["source_keys"].as_u64().unwrap() >= 600, "{report:#}");
+    sigterm(&mut child);
+}

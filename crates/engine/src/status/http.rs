@@ -22,6 +22,42 @@ pub struct Shared {
     pub source: String,
     pub target: String,
     pub started_ms: u64,
+    /// The last `--verify-on-ready` result, when there is one.
+    pub verify: LastVerify,
+}
+
+/// The JSON report of the last verify run (the manager's `--verify-on-ready`),
+/// served whole at `/verify` and summed up in `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct LastVerify(Arc<Mutex<Option<VerifySummary>>>);
+
+/// What `/status` says about the last verify.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifySummary {
+    pub finished_ms: u64,
+    pub equal: bool,
+    pub differences: u64,
+    /// Where the whole report is.
+    pub report: &'static str,
+    #[serde(skip)]
+    pub json: String,
+}
+
+impl LastVerify {
+    pub fn set(&self, equal: bool, differences: u64, json: String) {
+        let summary = VerifySummary {
+            finished_ms: now_ms(),
+            equal,
+            differences,
+            report: "/verify",
+            json,
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+    }
+
+    pub fn get(&self) -> Option<VerifySummary> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Keep at most this many topology warnings (the oldest go first).
@@ -71,6 +107,8 @@ pub struct StatusReport {
     pub shards: Vec<ShardReport>,
     /// Changes seen in the source topology since the start, oldest first.
     pub topology_warnings: Vec<TopologyWarning>,
+    /// The last verify (`--verify-on-ready`); the whole report is at `/verify`.
+    pub last_verify: Option<VerifySummary>,
 }
 
 #[derive(Serialize)]
@@ -122,6 +160,7 @@ pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport
         ready_for_cutover: !shards.is_empty() && shards.iter().all(|s| s.ready),
         shards,
         topology_warnings: warnings.list(),
+        last_verify: shared.verify.get(),
     }
 }
 
@@ -150,6 +189,22 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         )],
         render_metrics(&report_with(&app.shared, &app.warnings)),
     )
+}
+
+async fn last_verify(State(app): State<AppState>) -> impl IntoResponse {
+    match app.shared.verify.get() {
+        Some(v) => (
+            axum::http::StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            v.json,
+        ),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"error\":\"no verify has run (start the manager with --verify-on-ready)\"}"
+                .to_string(),
+        ),
+    }
 }
 
 async fn page() -> Html<&'static str> {
@@ -304,6 +359,7 @@ pub async fn serve_with(
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/verify", get(last_verify))
         .with_state(AppState { shared, warnings });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;

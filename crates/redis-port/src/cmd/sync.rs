@@ -43,6 +43,7 @@ pub async fn run(args: SyncArgs) -> Result<()> {
             source: args.from.to_string(),
             target: args.target.to_string(),
             started_ms: now_ms(),
+            verify: Default::default(),
         };
         let bound = http::serve(
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),

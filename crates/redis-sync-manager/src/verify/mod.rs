@@ -13,7 +13,7 @@
 //! size of one key; exit 0 equal, 1 different (or failed), 2 usage error.
 
 mod compare;
-mod output;
+pub mod output;
 mod route;
 
 use std::io::IsTerminal as _;
