@@ -10,9 +10,9 @@ use rsm_client::{
     info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, Side,
 };
 use rsm_cluster::{
-    parse_cluster_nodes, select_node, Node, PreflightError, ReplicaStatus, Role, SelectWarning,
-    Topology,
+    parse_cluster_nodes, select_node, Node, PreflightError, Role, SelectWarning, Topology,
 };
+use rsm_engine::replica::follow::{node_endpoint, replication_view};
 
 /// One shard of the plan: where to sync from, and what it holds.
 #[derive(Debug, Clone)]
@@ -109,22 +109,8 @@ pub async fn discover(
 
     let mut shards = Vec::new();
     for (serial, shard) in topology.shards.iter().enumerate() {
-        let master = node_endpoint(&shard.master, from);
         let (master_offset, statuses) = if role == Role::Slave && !shard.replicas.is_empty() {
-            let offset = match Connection::connect(&master, &source_opts).await {
-                Ok(mut c) => c
-                    .info("replication")
-                    .await
-                    .ok()
-                    .and_then(|i| info_field(&i, "master_repl_offset").and_then(|v| v.parse().ok()))
-                    .unwrap_or(0),
-                Err(_) => 0,
-            };
-            let mut statuses = Vec::new();
-            for replica in &shard.replicas {
-                statuses.push(replica_status(&node_endpoint(replica, from), &source_opts).await);
-            }
-            (offset, statuses)
+            replication_view(shard, from, &source_opts).await
         } else {
             (0, Vec::new())
         };
@@ -166,29 +152,6 @@ async fn read_nodes(conn: &mut Connection) -> Result<Vec<Node>, DiscoverError> {
     parse_cluster_nodes(&text).map_err(|e| DiscoverError::Nodes {
         endpoint,
         message: e.to_string(),
-    })
-}
-
-/// The address to dial for a node; a node that does not know its own IP yet
-/// prints an empty host, meaning "the host you asked".
-fn node_endpoint(node: &Node, asked: &Endpoint) -> Endpoint {
-    let host = if node.addr.host.is_empty() {
-        asked.host.clone()
-    } else {
-        node.addr.host.clone()
-    };
-    Endpoint::new(host, node.addr.port)
-}
-
-async fn replica_status(endpoint: &Endpoint, opts: &ConnectOptions) -> Option<ReplicaStatus> {
-    let mut conn = Connection::connect(endpoint, opts).await.ok()?;
-    let info = conn.info("replication").await.ok()?;
-    Some(ReplicaStatus {
-        link_up: info_field(&info, "master_link_status") == Some("up"),
-        offset: info_field(&info, "slave_repl_offset")
-            .or_else(|| info_field(&info, "master_repl_offset"))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
     })
 }
 

@@ -76,7 +76,7 @@ fn opts(credentials: &Option<Credentials>) -> ConnectOptions {
 }
 
 /// The address to dial for a node; an empty host means "the host you asked".
-fn node_endpoint(node: &Node, asked: &Endpoint) -> Endpoint {
+pub fn node_endpoint(node: &Node, asked: &Endpoint) -> Endpoint {
     let host = if node.addr.host.is_empty() {
         asked.host.clone()
     } else {
@@ -257,19 +257,7 @@ impl Follow {
             });
         }
         let o = opts(&self.credentials);
-        let master_offset = match Connection::connect(&master, &o).await {
-            Ok(mut c) => c
-                .info("replication")
-                .await
-                .ok()
-                .and_then(|i| info_field(&i, "master_repl_offset").and_then(|v| v.parse().ok()))
-                .unwrap_or(0),
-            Err(_) => 0,
-        };
-        let mut statuses = Vec::new();
-        for replica in &shard.replicas {
-            statuses.push(replica_status(&node_endpoint(replica, asked), &o).await);
-        }
+        let (master_offset, statuses) = replication_view(shard, asked, &o).await;
         let selection = select_node(shard, Role::Slave, master_offset, &statuses);
         let role = if selection.node.is_master() {
             Role::Master
@@ -286,6 +274,31 @@ impl Follow {
             note,
         })
     }
+}
+
+/// What `select_node` needs to pick a replica: the master's offset (0 if it
+/// cannot be read) and each replica's link state and offset (`None` where a
+/// replica cannot be asked).
+pub async fn replication_view(
+    shard: &rsm_cluster::Shard,
+    asked: &Endpoint,
+    o: &ConnectOptions,
+) -> (u64, Vec<Option<ReplicaStatus>>) {
+    let master = node_endpoint(&shard.master, asked);
+    let master_offset = match Connection::connect(&master, o).await {
+        Ok(mut c) => c
+            .info("replication")
+            .await
+            .ok()
+            .and_then(|i| info_field(&i, "master_repl_offset").and_then(|v| v.parse().ok()))
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    let mut statuses = Vec::new();
+    for replica in &shard.replicas {
+        statuses.push(replica_status(&node_endpoint(replica, asked), o).await);
+    }
+    (master_offset, statuses)
 }
 
 async fn replica_status(endpoint: &Endpoint, o: &ConnectOptions) -> Option<ReplicaStatus> {
