@@ -46,6 +46,44 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
+/// `--password` (source) and `--auth` (target), shared by the sync and `verify`.
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// Password of the source database; `user:password` selects an ACL user.
+    #[arg(
+        long,
+        value_name = "SRC_PASSWORD",
+        env = "RSM_SOURCE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// Password of the target database; `user:password` selects an ACL user.
+    #[arg(
+        long,
+        value_name = "DST_PASSWORD",
+        env = "RSM_TARGET_PASSWORD",
+        hide_env_values = true
+    )]
+    pub auth: Option<String>,
+}
+
+impl PasswordArgs {
+    /// Source and target credentials; an empty password is a mistake, not "none".
+    pub fn credentials(&self) -> Result<(Option<Credentials>, Option<Credentials>), String> {
+        if self.password.as_deref() == Some("") {
+            return Err("--password is empty: leave it out when the source has no password".into());
+        }
+        if self.auth.as_deref() == Some("") {
+            return Err("--auth is empty: leave it out when the target has no password".into());
+        }
+        Ok((
+            self.password.as_deref().map(Credentials::parse),
+            self.auth.as_deref().map(Credentials::parse),
+        ))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// IP:PORT of any process of the source cluster (or a standalone source).
@@ -56,23 +94,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint)]
     pub target: Endpoint,
 
-    /// Password of the source; `user:password` selects an ACL user.
-    #[arg(
-        long,
-        value_name = "SRC_PASSWORD",
-        env = "RSM_SOURCE_PASSWORD",
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
-
-    /// Password of the target; `user:password` selects an ACL user.
-    #[arg(
-        long,
-        value_name = "DST_PASSWORD",
-        env = "RSM_TARGET_PASSWORD",
-        hide_env_values = true
-    )]
-    pub auth: Option<String>,
+    #[command(flatten)]
+    pub passwords: PasswordArgs,
 
     /// Compare only keys starting with one of these prefixes, e.g. "str1|str2|str3".
     #[arg(long, value_name = "str1|str2|str3", value_parser = parse_prefixes)]
@@ -106,18 +129,13 @@ pub struct VerifyArgs {
 impl VerifyArgs {
     /// The validated options and the report file.
     pub fn into_options(self) -> Result<(crate::verify::VerifyOptions, Option<PathBuf>), String> {
-        if self.password.as_deref() == Some("") {
-            return Err("--password is empty: leave it out when the source has no password".into());
-        }
-        if self.auth.as_deref() == Some("") {
-            return Err("--auth is empty: leave it out when the target has no password".into());
-        }
+        let (source_credentials, target_credentials) = self.passwords.credentials()?;
         Ok((
             crate::verify::VerifyOptions {
                 from: self.from,
                 target: self.target,
-                source_credentials: self.password.as_deref().map(Credentials::parse),
-                target_credentials: self.auth.as_deref().map(Credentials::parse),
+                source_credentials,
+                target_credentials,
                 filter: self.filterkey.unwrap_or_default(),
                 target_db: self.targetdb,
                 mode: self.mode,
@@ -158,23 +176,8 @@ pub struct SyncArgs {
     #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint, required = true)]
     pub target: Option<Endpoint>,
 
-    /// Password of the source database; `user:password` selects an ACL user.
-    #[arg(
-        long,
-        value_name = "SRC_PASSWORD",
-        env = "RSM_SOURCE_PASSWORD",
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
-
-    /// Password of the target database; `user:password` selects an ACL user.
-    #[arg(
-        long,
-        value_name = "DST_PASSWORD",
-        env = "RSM_TARGET_PASSWORD",
-        hide_env_values = true
-    )]
-    pub auth: Option<String>,
+    #[command(flatten)]
+    pub passwords: PasswordArgs,
 
     /// Sync only keys starting with one of these prefixes, e.g. "str1|str2|str3".
     #[arg(long, value_name = "str1|str2|str3", value_parser = parse_prefixes)]
@@ -247,17 +250,12 @@ impl SyncArgs {
             (_, true) => ConflictPolicy::Skip,
             _ => ConflictPolicy::Fail,
         };
-        if self.password.as_deref() == Some("") {
-            return Err("--password is empty: leave it out when the source has no password".into());
-        }
-        if self.auth.as_deref() == Some("") {
-            return Err("--auth is empty: leave it out when the target has no password".into());
-        }
+        let (source_credentials, target_credentials) = self.passwords.credentials()?;
         Ok(SyncConfig {
             from,
             target,
-            source_credentials: self.password.as_deref().map(Credentials::parse),
-            target_credentials: self.auth.as_deref().map(Credentials::parse),
+            source_credentials,
+            target_credentials,
             filter: self.filterkey.unwrap_or_default(),
             target_db: self.targetdb,
             conflict,
