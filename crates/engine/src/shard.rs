@@ -34,8 +34,8 @@ use crate::replica::ReplicaError;
 use crate::status::{now_ms, Phase, ShardStatus};
 use crate::writer::{Writer, WriterOptions};
 
-/// Memory the spool may use before it spills to disk.
-const SPOOL_MEMORY: usize = 64 << 20;
+/// Memory the spool may use before it spills to disk, unless the spec says otherwise.
+pub const DEFAULT_SPOOL_MEMORY: usize = 64 << 20;
 /// Pause before reconnecting after a failure; doubles up to the maximum.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -53,6 +53,8 @@ pub struct ShardSpec {
     pub state_dir: PathBuf,
     /// Announced to the source as `REPLCONF listening-port` (informational).
     pub listening_port: u16,
+    /// Bytes the spool keeps in memory before it spills to a file in `state_dir`.
+    pub spool_memory: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -364,7 +366,7 @@ async fn sync_once(
 
     let spool = Arc::new(Spool::new(
         spec.state_dir.join(format!("shard-{}.spill", spec.serial)),
-        SPOOL_MEMORY,
+        spec.spool_memory,
         Arc::new(AtomicU64::new(0)),
     ));
     let link_counters = Arc::new(LinkCounters::default());

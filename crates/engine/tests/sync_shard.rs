@@ -23,6 +23,22 @@ struct Running {
 }
 
 fn start(source: &str, target: &str, state: &std::path::Path, options: EngineOptions) -> Running {
+    start_with_spool(
+        source,
+        target,
+        state,
+        options,
+        rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
+    )
+}
+
+fn start_with_spool(
+    source: &str,
+    target: &str,
+    state: &std::path::Path,
+    options: EngineOptions,
+    spool_memory: usize,
+) -> Running {
     let spec = ShardSpec {
         serial: 0,
         source: source.parse::<Endpoint>().unwrap(),
@@ -32,6 +48,7 @@ fn start(source: &str, target: &str, state: &std::path::Path, options: EngineOpt
         options,
         state_dir: state.to_path_buf(),
         listening_port: 0,
+        spool_memory,
     };
     let status = ShardStatus::new(0, source.to_string(), "master".into(), "0-16383".into());
     let (stop, stop_rx) = watch::channel(false);
@@ -380,6 +397,77 @@ async fn exceeded_backlog_falls_back_to_a_full_sync() {
         1,
         "the stale checkpoint must lead to one new full sync"
     );
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    run.stop().await;
+}
+
+/// A target slower than the source: the link keeps reading at the source's
+/// pace, the backlog goes to a spill file (reported in the status), and the
+/// file is gone once the target has caught up, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_target_spills_to_disk_and_drains() {
+    let source = Server::start(ServerOptions::default());
+    let target = Server::start(ServerOptions::default());
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 10,
+            ..Default::default()
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let run = start_with_spool(
+        &source.addr(),
+        &target.addr(),
+        state.path(),
+        EngineOptions::default(),
+        256 << 10,
+    );
+    run.wait_caught_up(|| master_offset(&source)).await;
+
+    // Hold every write on the target, then write far more than the writer
+    // buffers (64 MiB) plus the spool's 256 KiB of memory.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(10_000)
+        .arg("WRITE")
+        .query(&mut target.conn())
+        .unwrap();
+    let value = "v".repeat(2048);
+    let mut c = source.conn();
+    for batch in 0..50 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000 {
+            pipe.cmd("SET")
+                .arg(format!("bulk:{batch}:{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        let _: () = pipe.query(&mut c).unwrap();
+    }
+    let spill_path = state.path().join("shard-0.spill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut max_spill = 0;
+    while Instant::now() < deadline && max_spill == 0 {
+        max_spill = max_spill.max(run.status.snapshot().spill_bytes);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        max_spill > 0,
+        "nothing was spilled while the target was paused"
+    );
+    assert!(
+        spill_path.exists(),
+        "the spill file should be in the state folder"
+    );
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut target.conn())
+        .unwrap();
+    run.wait_caught_up(|| master_offset(&source)).await;
+    assert_eq!(run.status.snapshot().spill_bytes, 0);
+    assert!(!spill_path.exists(), "a drained spill file must be removed");
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
     run.stop().await;
 }

@@ -61,6 +61,7 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         options: args.options,
         state_dir,
         listening_port: args.httpport.unwrap_or(0),
+        spool_memory: rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
     };
     run_shard(spec, status.clone(), Arc::new(Semaphore::new(1)), stop_rx).await?;
     let s = status.snapshot();
