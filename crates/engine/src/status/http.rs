@@ -115,7 +115,7 @@ pub struct StatusReport {
 pub struct ShardReport {
     #[serde(flatten)]
     pub snapshot: ShardSnapshot,
-    /// Estimated seconds behind, from the lag and the recent apply rate.
+    /// Seconds since the source was where the target is now (-1 when unknown).
     pub lag_seconds: f64,
     pub ready: bool,
 }
@@ -133,21 +133,11 @@ pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport
         .map(|s| {
             let snapshot = s.snapshot();
             let ready = shard_ready(&snapshot, now);
-            let lag_seconds = if snapshot.lag_bytes == 0 {
-                0.0
-            } else if snapshot.phase == Phase::Streaming {
-                // Without a rate yet, a lag that exists is at least a second.
-                1.0
-            } else {
-                f64::NAN
-            };
+            // Unknown (-1) before streaming or beyond the sampled minute.
+            let lag_seconds = snapshot.lag_ms.map_or(-1.0, |ms| ms as f64 / 1000.0);
             ShardReport {
                 snapshot,
-                lag_seconds: if lag_seconds.is_nan() {
-                    -1.0
-                } else {
-                    lag_seconds
-                },
+                lag_seconds,
                 ready,
             }
         })
@@ -324,6 +314,14 @@ pub fn render_metrics(r: &StatusReport) -> String {
                 get(&s.snapshot)
             );
         }
+    }
+    let _ = writeln!(out, "# HELP rsm_lag_seconds Seconds since the source was where the target is now (-1 unknown).\n# TYPE rsm_lag_seconds gauge");
+    for s in &r.shards {
+        let _ = writeln!(
+            out,
+            "rsm_lag_seconds{{shard=\"{}\",source=\"{}\"}} {}",
+            s.snapshot.serial, s.snapshot.source, s.lag_seconds
+        );
     }
     let _ = writeln!(out, "# HELP rsm_shard_ready Whether the shard is streaming with no lag.\n# TYPE rsm_shard_ready gauge");
     for s in &r.shards {

@@ -78,6 +78,33 @@ struct Slow {
     /// The node synced from now (`source` until the shard follows a failover).
     source_now: String,
     source_moves: Vec<SourceMove>,
+    /// When the source's offset was first seen at each value, sampled at
+    /// every status refresh: the lag in time is how long ago the source was
+    /// where the target is now.
+    offset_history: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// Samples kept for the time lag: a minute at the 100 ms refresh.
+const OFFSET_HISTORY: usize = 600;
+
+/// Milliseconds since the source's offset reached `applied`, from samples of
+/// (time, source offset) in time order; `None` when the samples do not reach
+/// back that far (the lag is at least their span then).
+fn time_lag_ms(
+    history: &std::collections::VecDeque<(u64, u64)>,
+    applied: u64,
+    now: u64,
+) -> Option<u64> {
+    // The first sample at or past `applied` is when the source got there.
+    let first = history.iter().find(|(_, offset)| *offset >= applied)?;
+    if history
+        .front()
+        .is_some_and(|f| f.1 >= applied && f.0 == first.0)
+        && history.len() == OFFSET_HISTORY
+    {
+        return None;
+    }
+    Some(now.saturating_sub(first.0))
 }
 
 /// The shard moved to another source node (a failover in the source).
@@ -125,6 +152,7 @@ impl ShardStatus {
                 full_sync_windows: Vec::new(),
                 source_now: source.clone(),
                 source_moves: Vec::new(),
+                offset_history: std::collections::VecDeque::new(),
             }),
         })
     }
@@ -207,6 +235,17 @@ impl ShardStatus {
         let source = self.counters.source_offset.load(Ordering::Relaxed);
         let applied = self.counters.applied_offset.load(Ordering::Relaxed);
         let mut slow = self.slow();
+        let now = now_ms();
+        if slow
+            .offset_history
+            .back()
+            .is_none_or(|last| last.1 != source)
+        {
+            if slow.offset_history.len() == OFFSET_HISTORY {
+                slow.offset_history.pop_front();
+            }
+            slow.offset_history.push_back((now, source));
+        }
         if slow.phase == Phase::Streaming && applied >= source {
             if slow.timeline.caught_up_since_ms == 0 {
                 slow.timeline.caught_up_since_ms = now_ms();
@@ -246,6 +285,15 @@ impl ShardStatus {
             source_offset,
             applied_offset,
             lag_bytes: source_offset.saturating_sub(applied_offset),
+            lag_ms: if applied_offset >= source_offset {
+                Some(0)
+            } else {
+                time_lag_ms(
+                    &slow.offset_history,
+                    applied_offset.saturating_add(1),
+                    now_ms(),
+                )
+            },
             spill_bytes: get(&c.spill_bytes),
             full_syncs: get(&c.full_syncs),
             reconnects: get(&c.reconnects),
@@ -284,10 +332,28 @@ pub struct ShardSnapshot {
     pub source_offset: u64,
     pub applied_offset: u64,
     pub lag_bytes: u64,
+    /// How long ago the source was where the target is now (`None`: longer
+    /// ago than the last minute of samples, or not streaming yet).
+    pub lag_ms: Option<u64>,
     pub spill_bytes: u64,
     pub full_syncs: u64,
     pub reconnects: u64,
     pub last_error: Option<String>,
     pub timeline: Timeline,
     pub full_sync_windows: Vec<(u64, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_lag_is_how_long_ago_the_source_passed_the_applied_offset() {
+        let h: std::collections::VecDeque<(u64, u64)> =
+            [(1000, 10), (1100, 50), (1200, 90)].into_iter().collect();
+        // Applied up to 40: the source first passed 41 at t=1100.
+        assert_eq!(time_lag_ms(&h, 41, 1250), Some(150));
+        assert_eq!(time_lag_ms(&h, 91, 1250), None);
+        assert_eq!(time_lag_ms(&h, 5, 1250), Some(250));
+    }
 }
