@@ -4,29 +4,18 @@
 //! and a slot set MIGRATING in the source shows up in `/status`
 //! `topology_warnings`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{http_get, ready, sigterm, wait_status};
 
 use rsm_testkit::{
     fill_mixed, Cluster, ClusterOptions, FillOptions, PortLease, Server, ServerOptions, Snapshot,
 };
 use serde_json::Value;
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
-fn status(port: u16) -> Option<Value> {
-    serde_json::from_str(&http_get(port, "/status")?).ok()
-}
 
 fn start_manager(source: &Cluster, target: &str, logs: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
@@ -43,57 +32,6 @@ fn start_manager(source: &Cluster, target: &str, logs: &Path, port: u16) -> Chil
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Poll `/status` until `done` holds; panic with the status and log tail after 120 s.
-fn wait_status(
-    child: &mut Child,
-    port: u16,
-    logs: &Path,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(code)) = child.try_wait() {
-            let mut err = String::new();
-            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            panic!("manager exited early with {code}: {err}");
-        }
-        if let Some(v) = status(port) {
-            if done(&v) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(logs.join("redis-sync-manager.log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                panic!(
-                    "{what}: not within 120s: {v:#}\nmanager log (last lines, newest first):\n{}",
-                    tail.join("\n")
-                );
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn ready(v: &Value) -> bool {
-    v["ready_for_cutover"] == Value::Bool(true)
-}
-
-fn sigterm(child: &mut Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "manager did not exit 0 after SIGTERM: {status}"
-    );
 }
 
 fn role(server: &Server) -> String {
