@@ -75,14 +75,14 @@ prereqs_require() {
     hint=""
     [ ${#formulae[@]} -gt 0 ] && hint="brew install ${formulae[*]}"
     [ ${#casks[@]} -gt 0 ] && hint="${hint:+$hint && }brew install --cask ${casks[*]}"
-    echo "$tag: missing ${missing[*]}; install them first (macOS: \`$hint\`; elsewhere your package manager's redis/chromium/python3 packages), then rerun $0" >&2
+    echo "$tag: missing ${missing[*]}; install them first (macOS: \`$hint\`; elsewhere the packages that provide them), then rerun $0" >&2
     exit 1
   fi
 
+  for item in "${missing[@]}"; do pkgs+=("$(prereqs_debian_pkg "$item")"); done
   local sudo=()
   if [ "$(id -u)" -ne 0 ]; then
     if ! command -v sudo >/dev/null 2>&1; then
-      for item in "${missing[@]}"; do pkgs+=("$(prereqs_debian_pkg "$item")"); done
       echo "$tag: missing ${missing[*]}; as root run \`apt-get install -y ${pkgs[*]}\`, then rerun $0" >&2
       exit 1
     fi
@@ -91,19 +91,28 @@ prereqs_require() {
     if [ -t 0 ]; then sudo=(sudo); else sudo=(sudo -n); fi
   fi
 
+  # How to run apt-get by hand, for the failure messages below.
+  local as=${sudo[0]:+sudo }
   echo "$tag: ${missing[*]} not found; updating the package lists (apt-get update)…"
   # `env` after sudo: sudo drops the caller's environment, DEBIAN_FRONTEND included.
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  for item in "${missing[@]}"; do
-    pkg=$(prereqs_debian_pkg "$item")
-    # Ubuntu has no `chromium` package, only `chromium-browser`.
-    if [ "$item" = chromium ] && ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [^(]'; then
-      pkg=chromium-browser
+  # A failure (no network, sudo wanting a password without a terminal) is one line with the
+  # command to run by hand, not a bare exit from `set -e` somewhere in the middle.
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq; then
+    echo "$tag: apt-get update failed; run \`${as}apt-get update && ${as}apt-get install -y ${pkgs[*]}\`, then rerun $0" >&2
+    exit 1
+  fi
+  # Ubuntu has no `chromium` package, only `chromium-browser`.
+  local i
+  for i in "${!pkgs[@]}"; do
+    if [ "${pkgs[$i]}" = chromium ] && ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [^(]'; then
+      pkgs[i]=chromium-browser
     fi
-    pkgs+=("$pkg")
   done
   echo "$tag: installing ${pkgs[*]} with ${sudo[*]:+${sudo[*]} }apt-get"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; then
+    echo "$tag: apt-get install failed; run \`${as}apt-get install -y ${pkgs[*]}\`, then rerun $0" >&2
+    exit 1
+  fi
   hash -r
 
   local still=()
@@ -111,7 +120,7 @@ prereqs_require() {
     prereqs_have "$item" || still+=("$item")
   done
   if [ ${#still[@]} -gt 0 ]; then
-    echo "$tag: ${still[*]} still missing after \`apt-get install -y ${pkgs[*]}\`; install it by hand, then rerun $0" >&2
+    echo "$tag: ${still[*]} still missing after \`${as}apt-get install -y ${pkgs[*]}\`; install it by hand, then rerun $0" >&2
     exit 1
   fi
 }
