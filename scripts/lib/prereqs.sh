@@ -101,11 +101,13 @@ prereqs_require() {
     echo "$tag: apt-get update failed; run \`${as}apt-get update && ${as}apt-get install -y ${pkgs[*]}\`, then rerun $0" >&2
     exit 1
   fi
-  # Ubuntu has no `chromium` package, only `chromium-browser`.
-  local i
+  # Ubuntu has no `chromium` package, only `chromium-browser`. The policy is read whole
+  # before matching: `apt-cache … | grep -q` can fail under pipefail when grep stops early.
+  local i policy
   for i in "${!pkgs[@]}"; do
-    if [ "${pkgs[$i]}" = chromium ] && ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [^(]'; then
-      pkgs[i]=chromium-browser
+    if [ "${pkgs[$i]}" = chromium ]; then
+      policy=$(apt-cache policy chromium 2>/dev/null || true)
+      case "$policy" in *"Candidate: ("*) pkgs[i]=chromium-browser ;; *Candidate:*) ;; *) pkgs[i]=chromium-browser ;; esac
     fi
   done
   echo "$tag: installing ${pkgs[*]} with ${sudo[*]:+${sudo[*]} }apt-get"
