@@ -77,6 +77,13 @@ impl Default for DecodeOptions {
     }
 }
 
+/// Bytes found after the end of an RDB: where they start and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailing {
+    pub offset: u64,
+    pub len: u64,
+}
+
 /// A push-based RDB decoder. See the crate documentation.
 pub struct Decoder {
     /// The buffered input. Frozen, so values and members are handed out as zero-copy
@@ -88,12 +95,13 @@ pub struct Decoder {
     /// Absolute offset of `buf[0]`.
     base: u64,
     crc: Crc64,
-    /// The CRC runs over every byte fed except the most recent 8, held here: when the
-    /// EOF opcode is reached, those 8 are the stored checksum. This keeps the CRC in big
-    /// chunk-sized updates instead of one per key.
-    crc_hold: Vec<u8>,
-    /// Total bytes fed.
-    fed: u64,
+    /// Absolute offset up to which bytes are digested. The CRC follows the parse: bytes
+    /// are digested when they leave the buffer (in big chunk-sized updates, not one per
+    /// key) and at the checksum, so it covers exactly the bytes before the stored checksum
+    /// even when more bytes follow it in the same chunk.
+    crc_done: u64,
+    /// Bytes after the end of the RDB, ignored (see [`Decoder::trailing`]).
+    trailing: Option<Trailing>,
     /// Compute the CRC at all (off for single values and with `verify_checksum: false`).
     crc_on: bool,
     /// Where the current value starts in `buf` (valid while `retaining`).
@@ -113,8 +121,8 @@ impl Decoder {
             pos: 0,
             base: 0,
             crc: Crc64::new(),
-            crc_hold: Vec::with_capacity(16),
-            fed: 0,
+            crc_done: 0,
+            trailing: None,
             crc_on: opts.verify_checksum,
             value_start: 0,
             retaining: false,
@@ -168,10 +176,11 @@ impl Decoder {
         if chunk.is_empty() {
             return Ok(());
         }
-        if self.crc_on {
-            self.crc_feed(&chunk);
+        if self.p.top == Top::Done && !self.p.value_only {
+            // Past the end: counted, never buffered, so trailing junk costs no memory.
+            self.note_trailing(chunk.len());
+            return Ok(());
         }
-        self.fed += chunk.len() as u64;
         self.append(chunk);
         let r = self.run(out);
         if let Err(e) = &r {
@@ -196,22 +205,31 @@ impl Decoder {
         }
     }
 
-    /// Digest all fed bytes but the last 8.
-    fn crc_feed(&mut self, chunk: &[u8]) {
-        let total = self.crc_hold.len() + chunk.len();
-        if total <= 8 {
-            self.crc_hold.extend_from_slice(chunk);
+    /// Bytes that followed the end of the RDB (the EOF opcode and its checksum), if any.
+    /// They are ignored, as `redis-server` ignores them when it loads such a file; the
+    /// caller decides whether to warn. The checksum before them was verified as usual.
+    pub fn trailing(&self) -> Option<Trailing> {
+        self.trailing
+    }
+
+    fn note_trailing(&mut self, len: usize) {
+        let offset = self.offset();
+        let t = self.trailing.get_or_insert(Trailing { offset, len: 0 });
+        t.len += len as u64;
+    }
+
+    /// Digest the buffered bytes up to the absolute offset `upto` (still in `buf`).
+    fn crc_upto(&mut self, upto: u64) {
+        if !self.crc_on || upto <= self.crc_done {
             return;
         }
-        let mut digest = total - 8;
-        let from_hold = digest.min(self.crc_hold.len());
-        self.crc
-            .update(self.crc_hold.get(..from_hold).unwrap_or(&[]));
-        digest -= from_hold;
-        self.crc.update(chunk.get(..digest).unwrap_or(&[]));
-        let mut keep: Vec<u8> = self.crc_hold.get(from_hold..).unwrap_or(&[]).to_vec();
-        keep.extend_from_slice(chunk.get(digest..).unwrap_or(&[]));
-        self.crc_hold = keep;
+        // crc_done never falls behind `base`: bytes are digested before they are dropped.
+        let from = usize::try_from(self.crc_done.saturating_sub(self.base)).unwrap_or(usize::MAX);
+        let to = usize::try_from(upto - self.base).unwrap_or(usize::MAX);
+        if let Some(bytes) = self.buf.get(from..to) {
+            self.crc.update(bytes);
+        }
+        self.crc_done = upto;
     }
 
     /// Drop consumed bytes (keeping the current value's when retaining) and append `chunk`.
@@ -222,6 +240,7 @@ impl Decoder {
             self.pos
         }
         .min(self.buf.len());
+        self.crc_upto(self.base + keep_from as u64);
         let mut old = std::mem::take(&mut self.buf);
         self.base += keep_from as u64;
         self.pos -= keep_from;
@@ -250,9 +269,15 @@ impl Decoder {
         loop {
             if self.p.top == Top::Done {
                 if self.pos < self.buf.len() {
-                    return Err(RdbError::TrailingData {
-                        offset: self.offset(),
-                    });
+                    // A single value (DUMP body) must end exactly: more bytes mean a corrupt
+                    // payload. A whole RDB may be followed by anything (see `trailing`).
+                    if self.p.value_only {
+                        return Err(RdbError::TrailingData {
+                            offset: self.offset(),
+                        });
+                    }
+                    self.note_trailing(self.buf.len() - self.pos);
+                    self.pos = self.buf.len();
                 }
                 return Ok(());
             }
@@ -317,15 +342,12 @@ impl Decoder {
                 }
             }
             Action::Checksum(stored) => {
-                if self.fed > self.offset() {
-                    return Err(RdbError::TrailingData {
-                        offset: self.offset(),
-                    });
-                }
+                let at = self.offset().saturating_sub(8);
+                self.crc_upto(at);
                 let computed = self.crc.value();
                 if self.crc_on && stored != 0 && stored != computed {
                     return Err(RdbError::Checksum {
-                        offset: self.offset().saturating_sub(8),
+                        offset: at,
                         stored,
                         computed,
                     });

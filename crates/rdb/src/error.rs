@@ -42,8 +42,9 @@ pub enum RdbError {
     /// The input ended before the EOF opcode (or before the end of a value).
     #[error("truncated input at offset {offset}: expected {expected}")]
     Truncated { offset: u64, expected: String },
-    /// Bytes were fed after the EOF opcode and its checksum.
-    #[error("trailing data at offset {offset} after the end of the RDB")]
+    /// Bytes were fed after the end of a single value (a DUMP payload body). After a whole
+    /// RDB they are not an error: see `Decoder::trailing`.
+    #[error("trailing data at offset {offset} after the end of the value")]
     TrailingData { offset: u64 },
 }
 

@@ -12,6 +12,8 @@
 //!   member, one encoded container such as a listpack, or a 1 MiB piece of a big string),
 //!   plus, in raw mode, the value being sliced (capped by `big_value_threshold`);
 //! - never panics on any input; errors carry the byte offset and what was expected;
+//! - bytes after the end of the RDB (EOF opcode and checksum) are ignored, as `redis-server`
+//!   ignores them, and reported by [`Decoder::trailing`] for the caller to warn about;
 //! - RDB versions 1–12 (`REDIS0001`…`REDIS0012`) and Valkey 9 (`VALKEY080`).
 //!
 //! ```
@@ -40,7 +42,7 @@ mod event;
 pub mod lzf;
 mod version;
 
-pub use decoder::{DecodeMode, DecodeOptions, Decoder};
+pub use decoder::{DecodeMode, DecodeOptions, Decoder, Trailing};
 pub use error::RdbError;
 pub use event::{
     Consumer, Elements, Event, HashField, KeyMeta, PendingEntry, StreamEntry, StreamGroup,

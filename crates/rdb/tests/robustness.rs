@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
-use rsm_rdb::{DecodeOptions, Decoder, Event, RdbError};
+use rsm_rdb::{DecodeOptions, Decoder, Event, RdbError, Trailing};
 
 /// Feed everything, then finish; the first error wins.
 fn run(data: &[u8], opts: DecodeOptions, chunk: usize) -> Result<Vec<Event>, RdbError> {
@@ -17,6 +17,21 @@ fn run(data: &[u8], opts: DecodeOptions, chunk: usize) -> Result<Vec<Event>, Rdb
     }
     d.finish()?;
     Ok(ev)
+}
+
+/// Like [`run`], but returns the version read and the trailing bytes reported.
+fn run_keeping(
+    data: &[u8],
+    opts: DecodeOptions,
+    chunk: usize,
+) -> Result<(u16, Option<Trailing>), RdbError> {
+    let mut d = Decoder::new(opts);
+    let mut ev = Vec::new();
+    for c in data.chunks(chunk.max(1)) {
+        d.feed(Bytes::copy_from_slice(c), &mut ev)?;
+    }
+    d.finish()?;
+    Ok((d.version().map_or(0, |v| v.number()), d.trailing()))
 }
 
 fn all_opts() -> Vec<DecodeOptions> {
@@ -69,9 +84,21 @@ fn flipped_bytes_error_or_decode_but_never_panic() {
                 let mut bad = rdb.clone();
                 bad[at] ^= flip;
                 for opts in [DecodeOptions::elements(), DecodeOptions::raw()] {
-                    // the CRC64 makes any surviving corruption an error at the end
-                    let r = run(&bad, opts, 1000);
-                    assert!(r.is_err(), "{name}: flip {flip:#x} at {at} went unnoticed");
+                    // The CRC64 makes any surviving corruption an error at the end, except
+                    // a flip that turns the version into one without a checksum (< 5):
+                    // the stored checksum then reads as 8 trailing bytes, which the decoder
+                    // reports (trailing bytes are not an error, as in redis-server).
+                    let r = run_keeping(&bad, opts, 1000);
+                    let noticed = match &r {
+                        Err(_) => true,
+                        Ok((version, trailing)) => {
+                            *version < 5 && trailing.map(|t| t.len) == Some(8)
+                        }
+                    };
+                    assert!(
+                        noticed,
+                        "{name}: flip {flip:#x} at {at} went unnoticed: {r:?}"
+                    );
                 }
             }
         }
@@ -110,11 +137,49 @@ fn errors_name_the_offset() {
     f.extend_from_slice(&[23, 1, b'k']);
     let e = run(&f, DecodeOptions::elements(), 100).unwrap_err();
     assert_eq!(e.to_string(), "unknown value type 23 at offset 9");
-    // trailing bytes after the checksum
-    let (_, mut rdb, _) = fixtures().remove(0);
-    rdb.push(0);
-    let e = run(&rdb, DecodeOptions::elements(), 100).unwrap_err();
-    assert!(matches!(e, RdbError::TrailingData { .. }), "{e}");
+}
+
+/// Bytes after the checksum are ignored, as redis-server ignores them, and reported with
+/// where they start; the events are those of the file alone, and the checksum before them
+/// is still verified, however the input is split.
+#[test]
+fn trailing_bytes_are_reported_not_an_error() {
+    for (name, rdb, _) in fixtures() {
+        let junk = b"\0\0junk after the end\n";
+        let padded = [&rdb[..], &junk[..]].concat();
+        for chunk in [1, 7, 4096, padded.len()] {
+            let mut d = Decoder::new(DecodeOptions::raw());
+            let mut ev = Vec::new();
+            for c in padded.chunks(chunk) {
+                d.feed(Bytes::copy_from_slice(c), &mut ev)
+                    .unwrap_or_else(|e| panic!("{name} chunk {chunk}: {e}"));
+            }
+            d.finish().unwrap();
+            let t = d
+                .trailing()
+                .unwrap_or_else(|| panic!("{name}: not reported"));
+            assert_eq!(t.offset, rdb.len() as u64, "{name} chunk {chunk}");
+            assert_eq!(t.len, junk.len() as u64, "{name} chunk {chunk}");
+            assert_eq!(ev, decode_all(&rdb, DecodeOptions::raw()), "{name}");
+        }
+        let mut d = Decoder::new(DecodeOptions::raw());
+        let mut ev = Vec::new();
+        d.feed(Bytes::copy_from_slice(&rdb), &mut ev).unwrap();
+        assert_eq!(d.trailing(), None, "{name}");
+
+        // A flipped bit in the body is still caught with the junk behind the checksum
+        // (only files whose checksum is stored: version 5 and later, not zero).
+        let stored = rdb.len() >= 8 && rdb[rdb.len() - 8..] != [0; 8] && rdb[..9] != *b"REDIS0004";
+        if stored && rdb.len() > 40 {
+            let mut bad = padded.clone();
+            bad[20] ^= 0x01;
+            let e = run(&bad, DecodeOptions::elements(), 4096);
+            assert!(
+                e.is_err(),
+                "{name}: corruption before trailing bytes not caught"
+            );
+        }
+    }
 }
 
 proptest! {
