@@ -3,7 +3,7 @@
 //! A screenshot is kept in `target/test-artifacts/status-page.png`.
 //!
 //! Needs Debian's `chromium` (`apt-get install -y chromium`), or a browser
-//! named by `$CHROMIUM`; `.ci/run` installs it.
+//! named by `$CHROMIUM`; `scripts/test.sh` installs it.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -22,7 +22,11 @@ fn chromium() -> PathBuf {
             }
         }
     }
-    panic!("headless Chromium is needed for this test: install it with `apt-get install -y chromium` (or set $CHROMIUM)");
+    panic!(
+        "headless Chromium not found (chromium, chromium-browser or google-chrome on PATH, or \
+         $CHROMIUM); run `scripts/test.sh` in the workspace to install it and run the tests \
+         (or `apt-get install -y chromium`)"
+    );
 }
 
 /// Run the page in Chromium long enough for its scripts to fetch /status, and

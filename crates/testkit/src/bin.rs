@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-const INSTALL_HINT: &str = "install it with `apt-get install -y redis-server redis-tools` \
-     (Debian), or run `shared/tools/install-test-servers.sh .test-servers` in the workspace \
-     for the version matrix; or point $REDIS_SERVER / $REDIS_CLI at a binary";
+// Names the quick-start command first: it installs the Debian packages (and the version
+// matrix when its script is there) and then runs the tests, so one command fixes the failure.
+pub(crate) const INSTALL_HINT: &str = "run `scripts/test.sh` in the workspace to install it \
+     and run the tests (or `apt-get install -y redis-server redis-tools`; or point \
+     $REDIS_SERVER / $REDIS_CLI at a binary)";
 
 /// The `redis-server` to use when a test does not name one: `$REDIS_SERVER` or `PATH`.
 ///
@@ -85,8 +87,9 @@ pub fn test_server_bin(label: &str) -> PathBuf {
         return p;
     }
     panic!(
-        "test server `{label}` not found at {}; run `shared/tools/install-test-servers.sh \
-         .test-servers` in the workspace (or set $RSM_TEST_SERVERS to its DEST)",
+        "test server `{label}` not found at {}; run `scripts/test.sh` in the workspace (it runs \
+         ../shared/tools/install-test-servers.sh into .test-servers when that script is there), or \
+         set $RSM_TEST_SERVERS",
         p.display()
     );
 }

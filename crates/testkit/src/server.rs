@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 
-use crate::bin::{redis_server_bin, server_version, ServerVersion};
+use crate::bin::{redis_server_bin, server_version, ServerVersion, INSTALL_HINT};
 use crate::client::{connect, run_cmd, run_pipeline, Target};
 use crate::ports::PortLease;
 
@@ -407,8 +407,7 @@ fn spawn(bin: &Path, dir: &Path) -> Result<Child, StartError> {
         .spawn()
         .map_err(|e| {
             StartError::Fatal(format!(
-                "cannot spawn {}: {e}; install with `apt-get install -y redis-server \
-                 redis-tools` or shared/tools/install-test-servers.sh",
+                "cannot spawn {}: {e}; {INSTALL_HINT}",
                 bin.display()
             ))
         })
