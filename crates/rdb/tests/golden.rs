@@ -403,7 +403,8 @@ fn versions_and_special_records() {
 
 /// Runs the fixture generator live against the `redis-server` on PATH (CI installs
 /// Debian's 7.0.15) and checks the fresh snapshot the same way as the committed ones.
-/// Skipped, with a note, when `redis-server` or `python3` is missing.
+/// Fails, naming what is missing, when `redis-server` or `python3` is not on PATH: a skip
+/// would not show in a passing run, and CI would stop checking the generator unnoticed.
 #[test]
 fn generator_runs_live_against_the_local_redis_server() {
     let which = |exe: &str| {
@@ -414,10 +415,17 @@ fn generator_runs_live_against_the_local_redis_server() {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     };
-    let (Some(server), Some(_)) = (which("redis-server"), which("python3")) else {
-        eprintln!("skipped: redis-server or python3 not on PATH");
-        return;
-    };
+    let missing: Vec<&str> = ["redis-server", "python3"]
+        .into_iter()
+        .filter(|exe| which(exe).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} not on PATH; run `scripts/test.sh` in the workspace to install it and run the \
+         tests (or `apt-get install -y redis-server python3`)",
+        missing.join(" and ")
+    );
+    let server = which("redis-server").expect("checked above");
     let out = std::process::Command::new(&server)
         .arg("--version")
         .output()
