@@ -11,6 +11,7 @@ use rsm_client::{Credentials, Endpoint};
 use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
 
 mod cmd;
+mod log;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,7 +39,8 @@ enum Command {
         password: Option<String>,
         #[command(flatten)]
         write: WriteFlags,
-        /// Log file; the checkpoint and any spill file go in a `state` folder beside it.
+        /// Log file (INFO and above; warnings also on stderr); the checkpoint and any spill
+        /// file go in a `state` folder beside it.
         #[arg(long, default_value = "logs/redis-port.log")]
         logfile: PathBuf,
         /// Serve the status page, /status and /metrics on this port (127.0.0.1).
@@ -47,7 +49,9 @@ enum Command {
     },
     /// Load an RDB file (or - for standard input) into the target.
     Restore {
-        /// The RDB file, or - for standard input.
+        /// The RDB file, or - for standard input. A file's checksum is verified in a first
+        /// pass, before anything is written; from standard input keys are written as they
+        /// are read, before the checksum at its end is known.
         #[arg(long, short = 'i')]
         input: PathBuf,
         /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT.
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
             write,
             retry_timeout,
         } => runtime().and_then(|rt| {
+            log::to_stderr();
             let options = write.options();
             rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
                 input,
@@ -173,7 +178,8 @@ fn main() -> ExitCode {
                 target_db: options.target_db,
                 conflict: options.conflict,
                 big_key_size: options.big_key_size,
-                progress: true,
+                // Redrawn in place with `\r`: only a terminal shows that as one line.
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 retry_timeout: std::time::Duration::from_secs(retry_timeout),
             }))
             .map(|summary| eprintln!("restore: {summary}"))
@@ -185,18 +191,19 @@ fn main() -> ExitCode {
             write,
             logfile,
             httpport,
-        } => runtime().and_then(|rt| {
-            init_stderr_log();
-            rt.block_on(cmd::sync::run(cmd::sync::SyncArgs {
-                from,
-                target,
-                password: password.as_deref().map(Credentials::parse),
-                auth: write.auth.as_deref().map(Credentials::parse),
-                options: write.options(),
-                logfile,
-                httpport,
-            }))
-        }),
+        } => log::to_file(&logfile)
+            .and_then(|()| runtime())
+            .and_then(|rt| {
+                rt.block_on(cmd::sync::run(cmd::sync::SyncArgs {
+                    from,
+                    target,
+                    password: password.as_deref().map(Credentials::parse),
+                    auth: write.auth.as_deref().map(Credentials::parse),
+                    options: write.options(),
+                    logfile,
+                    httpport,
+                }))
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,13 +212,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn init_stderr_log() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::INFO)
-        .try_init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,18 +1,27 @@
 //! `redis-port restore`: load an RDB file (or stdin) into a target through the engine's
 //! loader and writer, with a progress line on stderr and a summary at the end.
 //!
+//! A file is read twice: a first pass decodes it to the end and checks its CRC64 before
+//! anything is written, so a corrupt file writes nothing (and cannot leave a damaged value
+//! in the target). Stdin cannot be read twice: its keys are written as they arrive, and a
+//! bad checksum is known only at the end. Bytes after the end of the RDB are ignored with a
+//! warning, as `redis-server` ignores them.
+//!
 //! Exit: `Ok` only when every key was written, skipped by policy, filtered or expired; any
-//! failed key, a key conflict or a lost target is an error whose message carries the count
-//! of keys written so far.
+//! failed key, a key conflict or a lost target is an error whose message carries the number
+//! of keys the target acknowledged (counted after the writer was flushed, so none is missed).
 
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::BytesMut;
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side};
 use rsm_engine::loader::{load_from, open_input, LoadSummary, Loader, LoaderOptions};
 use rsm_engine::writer::{WriteSummary, Writer, WriterOptions};
 use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
+use rsm_rdb::{DecodeOptions, Decoder, RdbError, Trailing};
 
 /// Validated flags of `restore`.
 #[derive(Debug, Clone)]
@@ -61,6 +70,27 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
         conflict: args.conflict,
         big_key_size: args.big_key_size,
     };
+    if args.input != Path::new("-") {
+        let path = args.input.clone();
+        let checked = tokio::task::spawn_blocking(move || check_file(&path))
+            .await
+            .context("the checksum pass stopped")?;
+        match checked {
+            Ok(Some(t)) => tracing::warn!(
+                offset = t.offset,
+                bytes = t.len,
+                "trailing bytes after the end of the RDB ignored, as redis-server ignores them"
+            ),
+            Ok(None) => {}
+            Err(CheckError::Io(e)) => {
+                anyhow::bail!("cannot read --input={}: {e}", args.input.display())
+            }
+            Err(CheckError::Rdb(e)) => anyhow::bail!(
+                "--input={} is not a valid RDB: {e}; nothing was written",
+                args.input.display()
+            ),
+        }
+    }
     let (input, total) = open_input(&args.input)
         .await
         .with_context(|| format!("cannot open --input={}", args.input.display()))?;
@@ -90,30 +120,80 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
     if show {
         eprintln!();
     }
+    // Wait for the target's answers to everything handed over before reading the counters:
+    // a count taken earlier misses the writes still in flight. (A stopped writer answers at
+    // once; its error is the one `finish` returns.)
+    let _ = writer.flush().await;
     let written = writer.stats();
     let finished = writer.finish().await;
+    let stopped = |e: &dyn std::error::Error| {
+        anyhow::anyhow!(
+            "restore stopped after writing {} keys ({written}): {}",
+            written.keys_written,
+            causes(e)
+        )
+    };
     let (load, written) = match (result, finished) {
         (Ok((load, _)), Ok(w)) => (load, w),
-        (Err(e), _) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "restore stopped after writing {} keys ({written})",
-                written.keys_written
-            )))
-        }
-        (Ok(_), Err(e)) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "restore stopped after writing {} keys ({written})",
-                written.keys_written
-            )))
-        }
+        (Err(e), _) => return Err(stopped(&e)),
+        (Ok(_), Err(e)) => return Err(stopped(&e)),
     };
     let summary = ExitSummary { load, written };
     if written.failed() > 0 {
         anyhow::bail!(
-            "{} keys could not be written (see the log above); {} keys written",
+            "{} keys could not be written (the target's reasons are in the warnings above); \
+             {} keys written",
             written.failed(),
             written.keys_written
         );
     }
     Ok(summary)
+}
+
+#[derive(Debug)]
+enum CheckError {
+    Io(std::io::Error),
+    Rdb(RdbError),
+}
+
+/// The first pass over a file: decode it to the end, which verifies its structure and its
+/// CRC64, and say whether bytes follow the end. Memory stays bounded as in the loader:
+/// values are sliced out of the read chunk (up to 1 MiB each, bigger ones are walked as
+/// elements) and dropped with the events after each chunk.
+fn check_file(path: &Path) -> Result<Option<Trailing>, CheckError> {
+    const CHUNK: usize = 1 << 20;
+    let mut file = std::fs::File::open(path).map_err(CheckError::Io)?;
+    let mut decoder = Decoder::new(DecodeOptions::raw_with_threshold(CHUNK as u64));
+    let mut events = Vec::new();
+    let mut buf = BytesMut::new();
+    loop {
+        buf.resize(CHUNK, 0);
+        let n = file.read(&mut buf).map_err(CheckError::Io)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        decoder
+            .feed(buf.split().freeze(), &mut events)
+            .map_err(CheckError::Rdb)?;
+        events.clear();
+    }
+    decoder.finish().map_err(CheckError::Rdb)?;
+    Ok(decoder.trailing())
+}
+
+/// An error and its causes on one line, leaving out a cause whose text the line already
+/// holds (`LoadError` shows its RDB error and also returns it as its source).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
 }
