@@ -2,10 +2,40 @@
 //! `PSYNC replid applied+1` instead of copying everything again.
 //!
 //! Written atomically (temp file + rename) so a crash mid-write leaves the
-//! previous checkpoint, never a torn one.
+//! previous checkpoint, never a torn one, and made durable (the file and its
+//! folder are synced) so a power loss cannot take back a rename we relied on.
+//! The files say which servers we sync and where: only the owner reads them.
 
-use std::io;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Mode of every state file (checkpoints, spill files): the owner only.
+pub const STATE_FILE_MODE: u32 = 0o600;
+const STATE_DIR_MODE: u32 = 0o700;
+
+/// Create the state folder (and its parents) if missing, readable by the owner only.
+pub fn create_state_dir(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(STATE_DIR_MODE)
+        .create(dir)
+}
+
+/// Open a new state file for writing, owner-only from its first byte.
+pub fn create_state_file(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .mode(STATE_FILE_MODE)
+        .open(path)
+}
 
 use serde::{Deserialize, Serialize};
 
@@ -67,28 +97,61 @@ impl CheckpointFile {
     }
 
     pub fn save(&self, checkpoint: &Checkpoint) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            create_state_dir(dir)?;
         }
         let tmp = self.path.with_extension("tmp");
         let json = serde_json::to_vec_pretty(checkpoint).map_err(io::Error::other)?;
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, &self.path)
+        let mut file = create_state_file(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)?;
+        sync_dir(dir)
     }
 
+    /// Remove the checkpoint (durably): after this a restart cannot continue from it.
     pub fn remove(&self) -> io::Result<()> {
         match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            Err(_) => Ok(()),
+            Ok(()) => sync_dir(self.path.parent().filter(|d| !d.as_os_str().is_empty())),
         }
     }
+}
+
+/// fsync a folder, so that a rename or removal in it survives a power loss.
+fn sync_dir(dir: Option<&Path>) -> io::Result<()> {
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn state_files_are_the_owners_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b/state");
+        let file = CheckpointFile::new(state.join("shard-3.checkpoint"));
+        file.save(&Checkpoint {
+            source: "h:1".into(),
+            replid: "r".into(),
+            applied: 1,
+            written_at_ms: 1,
+            slots: None,
+        })
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(file.path()), 0o600);
+        assert_eq!(mode(&state), 0o700);
+        assert!(!file.path().with_extension("tmp").exists());
+        file.remove().unwrap();
+        assert_eq!(file.load().unwrap(), None);
+        file.remove().unwrap();
+    }
 
     #[test]
     fn round_trip_and_missing() {

@@ -8,7 +8,7 @@
 //! to the file until the reader has caught up with all of it.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,12 +104,12 @@ impl Spool {
                     && !matches!(segment, Segment::Closed(_)));
             if must_spill {
                 if inner.spill.is_none() {
-                    let file = OpenOptions::new()
-                        .create(true)
-                        .truncate(true)
-                        .read(true)
-                        .write(true)
-                        .open(&self.path)?;
+                    // The folder may not exist yet on a first run: nothing else has
+                    // needed it before the snapshot outran the target.
+                    if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        super::checkpoint::create_state_dir(dir)?;
+                    }
+                    let file = super::checkpoint::create_state_file(&self.path)?;
                     inner.spill = Some(SpillFile {
                         file,
                         unread: 0,
