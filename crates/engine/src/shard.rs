@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_cluster::SlotRange;
 use tokio::sync::{watch, Semaphore};
 
 use crate::command::CommandTable;
 use crate::entry::ReplOffset;
-use crate::loader::{Loader, LoaderOptions};
+use crate::loader::{LoadError, Loader, LoaderOptions};
 use crate::options::EngineOptions;
 use crate::replay::{prepare, Replay};
 use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
@@ -32,7 +33,8 @@ use crate::replica::spool::{Segment, Spool};
 use crate::replica::stream::{StreamItem, StreamReader};
 use crate::replica::ReplicaError;
 use crate::status::{now_ms, Phase, ShardStatus};
-use crate::writer::{Writer, WriterOptions};
+use crate::writer::sync_marker::{begin_copy, CopyScope, CopyStart};
+use crate::writer::{WriteError, Writer, WriterOptions};
 
 /// Memory the spool may use before it spills to disk, unless the spec says otherwise.
 pub const DEFAULT_SPOOL_MEMORY: usize = 64 << 20;
@@ -65,6 +67,8 @@ pub enum ShardError {
     Write(#[from] crate::writer::WriteError),
     #[error("snapshot: {0}")]
     Snapshot(String),
+    #[error("{0} (the target already held keys in this shard's slots before this sync began, so they are not this sync's own)")]
+    PreexistingKey(WriteError),
     #[error("replication stream: {0}")]
     Stream(#[from] crate::replica::stream::StreamError),
     #[error("local state in {path}: {source}")]
@@ -75,6 +79,8 @@ pub enum ShardError {
     },
     #[error("replication link lost: {0}")]
     LinkLost(String),
+    #[error("snapshot: {0}")]
+    Load(#[from] LoadError),
 }
 
 impl ShardError {
@@ -88,6 +94,7 @@ impl ShardError {
             }
             ShardError::Replica(ReplicaError::Stalled(_)) => true,
             ShardError::Write(e) => e.is_retryable(),
+            ShardError::Load(LoadError::Write(e)) => e.is_retryable(),
             _ => false,
         }
     }
@@ -136,6 +143,9 @@ pub async fn run_shard_following(
     full_sync_permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ShardExit, ShardError> {
+    // The spool spills and the checkpoint is written here; neither may find it missing.
+    crate::replica::checkpoint::create_state_dir(&spec.state_dir)
+        .map_err(state_err(&spec.state_dir))?;
     let checkpoint = CheckpointFile::new(
         spec.state_dir
             .join(format!("shard-{}.checkpoint", spec.serial)),
@@ -210,6 +220,9 @@ pub async fn run_shard_following(
         let place = Place {
             source: &source,
             slots: follow.as_ref().map(Follow::slots_display),
+            ranges: follow
+                .as_ref()
+                .map_or_else(|| vec![SlotRange::full()], |f| f.slots().to_vec()),
         };
         match sync_once(
             &spec,
@@ -253,6 +266,8 @@ struct Place<'a> {
     source: &'a Endpoint,
     /// The shard's slots in a cluster source, for the checkpoint.
     slots: Option<String>,
+    /// The same as ranges; every slot for a standalone source.
+    ranges: Vec<SlotRange>,
 }
 
 /// The source's own command table (`COMMAND`), over the built-in one; the
@@ -314,6 +329,18 @@ async fn sync_once(
         })
         .map(|c| c.resume_point());
 
+    // The target first: while it is down there is no point asking the source for
+    // anything, least of all a full sync (a fork) that could not be loaded.
+    let mut writer_options = WriterOptions::new(
+        spec.target.clone(),
+        ConnectOptions::new(Side::Target, spec.target_credentials.clone()),
+        spec.options.clone(),
+    );
+    writer_options.retry_forever = true;
+    writer_options.stop_on_failure = true;
+    let connect = writer_options.connect.clone();
+    let writer = Writer::connect(writer_options).await?;
+
     let mut permit = None;
     let (mut conn, source_info, start) = loop {
         if resume.is_none() && permit.is_none() {
@@ -357,13 +384,6 @@ async fn sync_once(
 
     // A new writer counts from zero; the shard's totals carry on from here.
     let base = WriterTotals::read(&status.counters);
-    let writer = Writer::connect(WriterOptions::new(
-        spec.target.clone(),
-        ConnectOptions::new(Side::Target, spec.target_credentials.clone()),
-        spec.options.clone(),
-    ))
-    .await?;
-
     let spool = Arc::new(Spool::new(
         spec.state_dir.join(format!("shard-{}.spill", spec.serial)),
         spec.spool_memory,
@@ -377,6 +397,9 @@ async fn sync_once(
         SyncStart::Full { replid, offset } => {
             status.counters.full_syncs.fetch_add(1, Ordering::Relaxed);
             status.set_phase(Phase::WaitingBgsave);
+            // From the first write of this snapshot on, the old resume point describes
+            // a target that no longer exists: only a loaded snapshot makes a new one.
+            checkpoint.remove().map_err(state_err(checkpoint.path()))?;
             let framing = read_rdb_framing(&mut conn).await?;
             (replid.clone(), *offset, Some(framing))
         }
@@ -396,24 +419,60 @@ async fn sync_once(
         applied.clone(),
         shutdown.clone(),
     );
+    let mut loader = None;
+    let mut copy = None;
     if full {
         status.set_phase(Phase::LoadingRdb);
-    } else {
-        status.set_phase(Phase::Streaming);
-    }
-
-    let mut loader = full.then(|| {
-        Loader::new(
+        // The link spools the snapshot meanwhile, so the source waits for nothing.
+        let start = prepare_copy(spec, place, &writer, &connect).await;
+        let start = match start {
+            Ok(s) => s,
+            Err(e) => {
+                link.abort();
+                return Err(e);
+            }
+        };
+        copy = Some(start);
+        loader = Some(Loader::new(
             LoaderOptions {
                 big_key_threshold: None,
                 conflict: spec.options.conflict,
             },
             writer.clone(),
-        )
-    });
+        ));
+    } else {
+        status.set_phase(Phase::Streaming);
+    }
+    // Whether the target holds a complete snapshot plus a known prefix of the stream:
+    // only then may a checkpoint exist.
+    let mut resumable = !full;
+
     let mut stream = StreamReader::new(stream_start);
     let mut last_checkpoint = std::time::Instant::now();
-    let mut last_publish = std::time::Instant::now();
+    // The status is refreshed by its own task: the loop below waits on the writer
+    // whenever the target is slow or refusing, which is exactly when the operator looks.
+    let publisher = {
+        let p = Publisher {
+            status: status.clone(),
+            link: link_counters.clone(),
+            spool: spool.clone(),
+            stream_start,
+            writer: writer.clone(),
+            applied: applied.clone(),
+            base,
+        };
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PUBLISH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut shown_stall = false;
+            loop {
+                tick.tick().await;
+                p.publish(&mut shown_stall);
+            }
+        })
+    };
+    let mut checkpoint_tick = tokio::time::interval(CHECKPOINT_EVERY);
+    checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let save_checkpoint = |applied_offset: u64| {
         checkpoint.save(&Checkpoint {
             source: source.to_string(),
@@ -431,10 +490,8 @@ async fn sync_once(
         loop {
             let segment = tokio::select! {
                 seg = spool.pop() => seg.map_err(state_err(checkpoint.path()))?,
-                _ = tokio::time::sleep(PUBLISH_EVERY) => {
-                    last_publish = std::time::Instant::now();
-                    publish(status, &link_counters, &spool, stream_start, &writer, &applied, &base);
-                    if loader.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                _ = checkpoint_tick.tick() => {
+                    if resumable && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                         last_checkpoint = std::time::Instant::now();
                         save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
                     }
@@ -447,17 +504,26 @@ async fn sync_once(
                         return Err(ShardError::Snapshot("snapshot bytes after the snapshot ended".into()));
                     };
                     let n = bytes.len() as u64;
-                    loader.feed(bytes).await.map_err(|e| ShardError::Snapshot(e.to_string()))?;
+                    loader.feed(bytes).await?;
                     status.counters.rdb_bytes_loaded.fetch_add(n, Ordering::Relaxed);
                 }
                 Segment::RdbEnd => {
                     let Some(done) = loader.take() else {
                         return Err(ShardError::Snapshot("a second end of snapshot".into()));
                     };
-                    let summary = done.finish().await.map_err(|e| ShardError::Snapshot(e.to_string()))?;
-                    tracing::info!(shard = spec.serial, summary = ?summary, "snapshot loaded");
-                    // Everything up to the snapshot's offset is in the target now.
+                    let summary = done.finish().await?;
+                    // Everything up to the snapshot's offset is in the target now, unless a
+                    // key of it failed: then the watermark stays put and so does the checkpoint.
                     writer.mark_applied(ReplOffset(stream_start)).await?;
+                    writer.flush().await?;
+                    let now_applied = applied.load(Ordering::Acquire);
+                    if now_applied != stream_start {
+                        return Err(ShardError::Snapshot(format!(
+                            "the snapshot ended but the target acknowledged it only up to offset {now_applied} of {stream_start}"
+                        )));
+                    }
+                    tracing::info!(shard = spec.serial, summary = ?summary, copy = ?copy, "snapshot loaded");
+                    resumable = true;
                     save_checkpoint(stream_start).map_err(state_err(checkpoint.path()))?;
                     drop(permit.take());
                     status.set_phase(Phase::Streaming);
@@ -494,11 +560,7 @@ async fn sync_once(
                     return Err(ShardError::LinkLost(reason));
                 }
             }
-            if last_publish.elapsed() >= PUBLISH_EVERY {
-                last_publish = std::time::Instant::now();
-                publish(status, &link_counters, &spool, stream_start, &writer, &applied, &base);
-            }
-            if loader.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            if resumable && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 last_checkpoint = std::time::Instant::now();
                 save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
             }
@@ -506,66 +568,172 @@ async fn sync_once(
     }
     .await;
 
-    // Whatever happened, what is in flight to the target is drained and the
-    // checkpoint records exactly what the target acknowledged.
+    // Whatever happened, what is in flight to the target is drained (or, when stopping
+    // and the target does not answer, given up) and the checkpoint records exactly what
+    // the target acknowledged.
     link.abort();
-    let flushed = writer.flush().await;
-    publish(
-        status,
-        &link_counters,
-        &spool,
+    let flushed = drain(&writer, shutdown).await;
+    publisher.abort();
+    Publisher {
+        status: status.clone(),
+        link: link_counters,
+        spool,
         stream_start,
-        &writer,
-        &applied,
-        &base,
-    );
-    if loader.is_none() {
+        writer: writer.clone(),
+        applied: applied.clone(),
+        base,
+    }
+    .publish(&mut true);
+    if resumable {
         save_checkpoint(applied.load(Ordering::Acquire)).map_err(state_err(checkpoint.path()))?;
     }
+    let result = match (result, copy) {
+        (Err(ShardError::Write(e @ WriteError::KeyExists { .. })), Some(CopyStart::Occupied))
+        | (
+            Err(ShardError::Load(LoadError::Write(e @ WriteError::KeyExists { .. }))),
+            Some(CopyStart::Occupied),
+        ) => Err(ShardError::PreexistingKey(e)),
+        (r, _) => r,
+    };
     result?;
-    flushed?;
-    Ok(())
+    match flushed {
+        // Stopped on request while the target did not answer: what was not acknowledged
+        // is still after the checkpoint, so the next run applies it.
+        Err(WriteError::Abandoned) => Ok(()),
+        other => other.map_err(ShardError::from),
+    }
 }
 
-/// Copy the hot counters into the shard's status.
-fn publish(
-    status: &ShardStatus,
-    link: &LinkCounters,
-    spool: &Spool,
-    stream_start: u64,
-    writer: &Writer,
-    applied: &AtomicU64,
-    base: &WriterTotals,
-) {
-    let c = &status.counters;
-    c.rdb_bytes_received
-        .store(link.rdb_received.load(Ordering::Relaxed), Ordering::Relaxed);
-    c.rdb_bytes_total
-        .store(link.rdb_total.load(Ordering::Relaxed), Ordering::Relaxed);
-    c.source_offset.store(
-        stream_start + link.stream_received.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
-    c.applied_offset
-        .store(applied.load(Ordering::Acquire), Ordering::Relaxed);
-    c.spill_bytes.store(spool.backlog().1, Ordering::Relaxed);
-    let w = writer.stats();
-    c.keys_applied
-        .store(base.keys_applied + w.keys_written, Ordering::Relaxed);
-    c.keys_skipped
-        .store(base.keys_skipped + w.skipped_existing, Ordering::Relaxed);
-    c.keys_expired
-        .store(base.keys_expired + w.expired, Ordering::Relaxed);
-    c.keys_filtered
-        .store(base.keys_filtered + w.filtered, Ordering::Relaxed);
-    c.keys_failed
-        .store(base.keys_failed + w.failed(), Ordering::Relaxed);
-    c.commands_applied.store(
-        base.commands_applied + w.commands_written,
-        Ordering::Relaxed,
-    );
-    status.update_caught_up();
+/// How long a stop waits for the target to acknowledge what is in flight.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Wait for the writer to be acknowledged; when a stop is asked for (before or during the
+/// wait), wait at most [`STOP_DRAIN`], then give up what the target has not acknowledged.
+async fn drain(writer: &Writer, mut shutdown: watch::Receiver<bool>) -> Result<(), WriteError> {
+    let flush = writer.flush();
+    tokio::pin!(flush);
+    if !*shutdown.borrow() {
+        tokio::select! {
+            r = &mut flush => return r,
+            _ = shutdown.changed() => {}
+        }
+    }
+    match tokio::time::timeout(STOP_DRAIN, &mut flush).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("the target did not acknowledge every write in time; stopping without them (they stay after the checkpoint and are applied on the next run)");
+            writer.abandon().await;
+            flush.await
+        }
+    }
 }
+
+/// Before the snapshot's first write: find out whether the shard's slots in the target
+/// hold this sync's own keys from an interrupted copy (then they are removed), nothing,
+/// or someone else's keys (then the conflict policy decides).
+async fn prepare_copy(
+    spec: &ShardSpec,
+    place: &Place<'_>,
+    writer: &Writer,
+    connect: &ConnectOptions,
+) -> Result<CopyStart, ShardError> {
+    let source = place.source.to_string();
+    let scope = CopyScope {
+        target: &spec.target,
+        connect,
+        cluster: writer.target().cluster,
+        slots: &place.ranges,
+        target_db: spec.options.target_db,
+        source: &source,
+    };
+    let start = begin_copy(&scope).await?;
+    match start {
+        CopyStart::Fresh => {
+            tracing::info!(
+                shard = spec.serial,
+                "the target holds no keys in this shard's slots: copying into empty slots"
+            )
+        }
+        CopyStart::Restarted { removed } => {
+            tracing::warn!(shard = spec.serial, removed, "an earlier copy of this shard into empty slots was interrupted: removed its keys from the target to copy again from empty slots")
+        }
+        CopyStart::Occupied => {
+            tracing::info!(shard = spec.serial, conflict = ?spec.options.conflict, "the target held keys in this shard's slots before this sync: existing keys meet the conflict policy")
+        }
+    }
+    Ok(start)
+}
+
+/// What the status is refreshed from, for one connection's sync.
+struct Publisher {
+    status: Arc<ShardStatus>,
+    link: Arc<LinkCounters>,
+    spool: Arc<Spool>,
+    stream_start: u64,
+    writer: Writer,
+    applied: Arc<AtomicU64>,
+    base: WriterTotals,
+}
+
+impl Publisher {
+    /// Copy the hot counters into the shard's status. `shown_stall`: whether
+    /// `last_error` shows the writer's stall now (so it is cleared when that ends).
+    fn publish(&self, shown_stall: &mut bool) {
+        let status = &self.status;
+        // A target that refuses writes for now (OOM, LOADING, down) is retried without
+        // end; the operator sees why the applied offset stands still.
+        match self.writer.stall() {
+            Some(why) => {
+                status.set_error(Some(format!(
+                    "{STALL_PREFIX}; retrying with back-off: {why}"
+                )));
+                *shown_stall = true;
+            }
+            None if *shown_stall => {
+                if status
+                    .last_error()
+                    .is_some_and(|e| e.starts_with(STALL_PREFIX))
+                {
+                    status.set_error(None);
+                }
+                *shown_stall = false;
+            }
+            None => {}
+        }
+        let (link, base) = (&self.link, &self.base);
+        let c = &status.counters;
+        c.rdb_bytes_received
+            .store(link.rdb_received.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.rdb_bytes_total
+            .store(link.rdb_total.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.source_offset.store(
+            self.stream_start + link.stream_received.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        c.applied_offset
+            .store(self.applied.load(Ordering::Acquire), Ordering::Relaxed);
+        c.spill_bytes
+            .store(self.spool.backlog().1, Ordering::Relaxed);
+        let w = self.writer.stats();
+        c.keys_applied
+            .store(base.keys_applied + w.keys_written, Ordering::Relaxed);
+        c.keys_skipped
+            .store(base.keys_skipped + w.skipped_existing, Ordering::Relaxed);
+        c.keys_expired
+            .store(base.keys_expired + w.expired, Ordering::Relaxed);
+        c.keys_filtered
+            .store(base.keys_filtered + w.filtered, Ordering::Relaxed);
+        c.keys_failed
+            .store(base.keys_failed + w.failed(), Ordering::Relaxed);
+        c.commands_applied.store(
+            base.commands_applied + w.commands_written,
+            Ordering::Relaxed,
+        );
+        status.update_caught_up();
+    }
+}
+
+const STALL_PREFIX: &str = "the target is not accepting writes";
 
 /// How often the status (and so /status, /metrics and "ready") is refreshed:
 /// often enough that a lag reading is about the data, not about this rhythm.

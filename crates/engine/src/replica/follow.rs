@@ -163,6 +163,11 @@ impl Follow {
         Ok(Some(follow))
     }
 
+    /// The shard's slots.
+    pub fn slots(&self) -> &[SlotRange] {
+        &self.slots
+    }
+
     /// The shard's slots as the operator reads them (`0-5460`).
     pub fn slots_display(&self) -> String {
         display_ranges(&self.slots)

@@ -230,6 +230,10 @@ impl ShardStatus {
         self.slow().last_error = error;
     }
 
+    pub fn last_error(&self) -> Option<String> {
+        self.slow().last_error.clone()
+    }
+
     /// Record progress of the applied offset; keeps `caught_up_since_ms`.
     pub fn update_caught_up(&self) {
         let source = self.counters.source_offset.load(Ordering::Relaxed);

@@ -21,9 +21,10 @@
 mod commands;
 mod pipeline;
 pub mod route;
+pub mod sync_marker;
 pub mod target;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,12 @@ pub struct WriterOptions {
     /// How long a write may keep failing with retryable errors (or the target stay
     /// unreachable) before it is given up.
     pub retry_timeout: Duration,
+    /// Retry retryable errors (OOM, LOADING, a lost node, …) for as long as it takes, with
+    /// back-off, instead of giving up after `retry_timeout`: a sync waits for its target.
+    pub retry_forever: bool,
+    /// Stop at the first entry that will not be applied ([`WriteError::NotApplied`]) instead
+    /// of counting it and going on: a sync must not apply what follows a lost write.
+    pub stop_on_failure: bool,
 }
 
 impl WriterOptions {
@@ -65,6 +72,8 @@ impl WriterOptions {
             max_inflight_bytes: 16 << 20,
             max_buffered_bytes: 64 << 20,
             retry_timeout: Duration::from_secs(60),
+            retry_forever: false,
+            stop_on_failure: false,
         }
     }
 }
@@ -86,12 +95,22 @@ pub enum WriteError {
     Topology(String),
     #[error("--targetdb={0} needs a standalone target: a cluster has only db 0")]
     TargetDbInCluster(u32),
+    #[error("--targetdb={db} is out of range: target {endpoint} has {databases} databases (0-{max}); pick one of those", max = databases.saturating_sub(1))]
+    TargetDbOutOfRange {
+        endpoint: String,
+        db: u32,
+        databases: u32,
+    },
     #[error("target {endpoint} refused SELECT {db}: {message}")]
     Select {
         endpoint: String,
         db: u32,
         message: String,
     },
+    #[error("the target did not apply a write: {reason}")]
+    NotApplied { reason: String },
+    #[error("stopped before the target acknowledged every write")]
+    Abandoned,
     #[error("the writer has stopped")]
     Stopped,
 }
@@ -111,10 +130,12 @@ impl WriteError {
     pub fn is_retryable(&self) -> bool {
         match self {
             WriteError::Client { transient, .. } => *transient,
-            WriteError::TargetLost { .. } | WriteError::Stopped => true,
-            WriteError::KeyExists { .. }
+            WriteError::TargetLost { .. } | WriteError::Stopped | WriteError::Abandoned => true,
+            WriteError::NotApplied { .. }
+            | WriteError::KeyExists { .. }
             | WriteError::Topology(_)
             | WriteError::TargetDbInCluster(_)
+            | WriteError::TargetDbOutOfRange { .. }
             | WriteError::Select { .. } => false,
         }
     }
@@ -262,9 +283,37 @@ impl std::fmt::Display for WriteSummary {
 pub(crate) struct Shared {
     pub stats: WriterStats,
     pub fatal: Mutex<Option<WriteError>>,
+    /// Set while writes wait to be retried: the target's last error.
+    stalled: AtomicBool,
+    stall: Mutex<Option<String>>,
 }
 
 impl Shared {
+    pub fn set_stall(&self, why: &str) {
+        if let Ok(mut s) = self.stall.lock() {
+            if s.as_deref() != Some(why) {
+                *s = Some(why.to_string());
+            }
+        }
+        self.stalled.store(true, Ordering::Release);
+    }
+
+    pub fn clear_stall(&self) {
+        // Checked first: this runs on every pass of the writer loop.
+        if self.stalled.swap(false, Ordering::AcqRel) {
+            if let Ok(mut s) = self.stall.lock() {
+                *s = None;
+            }
+        }
+    }
+
+    pub fn stall(&self) -> Option<String> {
+        if !self.stalled.load(Ordering::Acquire) {
+            return None;
+        }
+        self.stall.lock().ok().and_then(|s| s.clone())
+    }
+
     pub fn fatal(&self) -> Option<WriteError> {
         self.fatal.lock().ok().and_then(|f| f.clone())
     }
@@ -273,6 +322,8 @@ impl Shared {
 pub(crate) enum Msg {
     Entry(Entry, Option<tokio::sync::OwnedSemaphorePermit>),
     Flush(oneshot::Sender<Result<(), WriteError>>),
+    /// Give up what is queued and in flight (see [`Writer::abandon`]).
+    Abandon,
     /// Everything up to this source offset is applied once the entries before it are.
     Mark(u64),
 }
@@ -306,6 +357,9 @@ impl Writer {
             if let Some(db) = opts.engine.target_db.filter(|db| *db != 0) {
                 return Err(WriteError::TargetDbInCluster(db));
             }
+        }
+        if let (false, Some(db)) = (info.cluster, opts.engine.target_db) {
+            target::check_target_db(&opts.target, &opts.connect, db).await?;
         }
         tracing::info!(
             target_node = %opts.target,
@@ -395,6 +449,17 @@ impl Writer {
         }
         rx.await
             .map_err(|_| self.shared.fatal().unwrap_or(WriteError::Stopped))?
+    }
+
+    /// Why writes are waiting to be retried right now (the target's error), if they are.
+    pub fn stall(&self) -> Option<String> {
+        self.shared.stall()
+    }
+
+    /// Stop waiting for the target: everything not yet acknowledged counts as not applied
+    /// (the watermark stays before it) and the writer stops with [`WriteError::Abandoned`].
+    pub async fn abandon(&self) {
+        let _ = self.tx.send(Msg::Abandon).await;
     }
 
     /// Flush, stop the writer task and return the final counters. The error, if any, is the

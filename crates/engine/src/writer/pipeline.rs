@@ -231,6 +231,8 @@ struct Pipeline {
     refused_types: HashSet<u8>,
     refresh_needed: bool,
     watermark_frozen: bool,
+    /// Why the first entry that will not be applied failed (for [`WriteError::NotApplied`]).
+    failure: Option<String>,
     flush_waiters: Vec<oneshot::Sender<Result<(), WriteError>>>,
     warned: u64,
 }
@@ -272,6 +274,7 @@ pub(crate) fn spawn(
         refused_types: HashSet::new(),
         refresh_needed: false,
         watermark_frozen: false,
+        failure: None,
         flush_waiters: Vec::new(),
         warned: 0,
     };
@@ -289,6 +292,9 @@ impl Pipeline {
             self.drain_blocked().await;
             self.pump().await;
             self.flush_out();
+            if self.blocked.is_empty() {
+                self.shared.clear_stall();
+            }
             self.answer_flushes();
             let fatal = self.fatal();
             if !input_open && (self.idle() || (fatal && self.nothing_in_flight())) {
@@ -360,6 +366,27 @@ impl Pipeline {
         }
     }
 
+    /// Stop without waiting for the target: what is queued or in flight counts as not
+    /// applied, so the watermark stays before it (used by a stop while the target stalls).
+    fn abandon(&mut self) {
+        if !self.fatal() {
+            self.set_fatal(WriteError::Abandoned);
+        }
+        for node in 0..self.nodes.len() {
+            let n = &mut self.nodes[node];
+            n.disconnect();
+            n.inflight_reqs = 0;
+            n.inflight_bytes = 0;
+            let lost: Vec<Inflight> = n.inflight.drain(..).collect();
+            for i in lost {
+                if let Inflight::Req { req, .. } = i {
+                    self.slot_inflight[req.slot] -= 1;
+                    self.complete(req.track, false);
+                }
+            }
+        }
+    }
+
     fn nothing_in_flight(&self) -> bool {
         self.nodes.iter().all(|n| n.inflight.is_empty())
     }
@@ -400,6 +427,7 @@ impl Pipeline {
     fn on_msg(&mut self, m: Msg) {
         match m {
             Msg::Flush(w) => self.flush_waiters.push(w),
+            Msg::Abandon => self.abandon(),
             Msg::Mark(offset) => {
                 let track = self.track_base + self.tracks.len() as u64;
                 self.tracks.push_back(Track {
@@ -437,7 +465,9 @@ impl Pipeline {
         self.tracks.get_mut(usize::try_from(i).ok()?)
     }
 
-    fn fail_track(&mut self, track: u64) {
+    /// The entry will not be (wholly) applied; `why` is kept for the writer's error.
+    fn fail_track(&mut self, track: u64, why: String) {
+        self.failure.get_or_insert(why);
         if let Some(t) = self.track_mut(track) {
             t.failed = true;
         }
@@ -496,7 +526,7 @@ impl Pipeline {
                 }
                 let Some(db) = self.target_db(db) else {
                     stats.failed_db.fetch_add(1, Ordering::Relaxed);
-                    self.fail_track(track);
+                    self.fail_track(track, format!("key {} is in db {db}; a cluster target has only db 0 (use --targetdb=0)", show_key(&key)));
                     return;
                 };
                 if let Some(t) = self.track_mut(track) {
@@ -566,7 +596,7 @@ impl Pipeline {
                 let tdb = self.target_db(db);
                 if tdb.is_none() && !dropped {
                     stats.failed_db.fetch_add(1, Ordering::Relaxed);
-                    self.fail_track(track);
+                    self.fail_track(track, format!("key {} is in db {db}; a cluster target has only db 0 (use --targetdb=0)", show_key(&key)));
                     dropped = true;
                 }
                 let db = tdb.unwrap_or(0);
@@ -587,7 +617,7 @@ impl Pipeline {
                 let Some(mut big) = self.big.take() else {
                     tracing::error!("element chunk outside BigKeyStart/BigKeyEnd: dropped");
                     stats.failed_rejected.fetch_add(1, Ordering::Relaxed);
-                    self.fail_track(track);
+                    self.fail_track(track, "element chunk outside a big key".into());
                     return;
                 };
                 if !big.dropped && !self.skipped_groups.contains(&big.group) {
@@ -724,14 +754,20 @@ impl Pipeline {
             Err(e) => {
                 tracing::warn!(key = %show_key(key), error = %e, "cannot decode the payload to rebuild it with commands");
                 stats.failed_untranslatable.fetch_add(1, Ordering::Relaxed);
-                self.fail_track(track);
+                self.fail_track(
+                    track,
+                    format!(
+                        "key {}: cannot rebuild the value with commands: {e}",
+                        show_key(key)
+                    ),
+                );
                 return None;
             }
         };
         if rdb_type == RDB_TYPE_MODULE_2 {
             tracing::warn!(key = %show_key(key), target_rdb = %self.info.rdb_version, "the target refused a module value; it cannot be rebuilt with commands");
             stats.failed_untranslatable.fetch_add(1, Ordering::Relaxed);
-            self.fail_track(track);
+            self.fail_track(track, format!("key {}: the target refused a module value, which cannot be rebuilt with commands", show_key(key)));
             return None;
         }
         stats.transcoded.fetch_add(1, Ordering::Relaxed);
@@ -783,7 +819,10 @@ impl Pipeline {
         }
         let Some(db) = self.target_db(db) else {
             stats.failed_db.fetch_add(1, Ordering::Relaxed);
-            self.fail_track(track);
+            self.fail_track(
+                track,
+                format!("a command for db {db}; a cluster target has only db 0 (use --targetdb=0)"),
+            );
             return;
         };
         if let KeyLayout::Keyless { broadcast } = layout {
@@ -848,7 +887,11 @@ impl Pipeline {
             None => {
                 tracing::warn!(command = %String::from_utf8_lossy(&args[0]), key = %show_key(&args[positions[0]]), "all-or-nothing command with keys in several slots of the target cluster: not written");
                 stats.failed_cross_slot.fetch_add(1, Ordering::Relaxed);
-                self.fail_track(track);
+                let what = format!(
+                    "{} with keys in several slots of the target cluster cannot be written",
+                    String::from_utf8_lossy(&args[0])
+                );
+                self.fail_track(track, what);
             }
         }
     }
@@ -902,7 +945,10 @@ impl Pipeline {
         self.warn_limited(|| {
             tracing::warn!(command = what, key = %show_key(key), error = message, "target refused a write");
         });
-        self.fail_track(track);
+        self.fail_track(
+            track,
+            format!("the target refused {what} {}: {message}", show_key(key)),
+        );
     }
 
     fn warn_limited(&mut self, f: impl FnOnce()) {
@@ -927,6 +973,7 @@ impl Pipeline {
         }
         let shared = self.shared.clone();
         let stats = &shared.stats;
+        let mut stop = None;
         while self.tracks.front().is_some_and(|t| t.remaining == 0) {
             let Some(t) = self.tracks.pop_front() else {
                 break;
@@ -946,18 +993,31 @@ impl Pipeline {
             if ok && t.counts_command {
                 stats.commands_written.fetch_add(1, Ordering::Relaxed);
             }
-            if t.offset > 0 {
-                if !ok {
-                    self.watermark_frozen = true;
+            // Snapshot entries carry no offset, but a failed one still holds the watermark:
+            // the end-of-snapshot mark after it must not claim the snapshot is in the target.
+            if !ok {
+                self.watermark_frozen = true;
+                if self.opts.stop_on_failure && stop.is_none() {
+                    stop = Some(WriteError::NotApplied {
+                        reason: self
+                            .failure
+                            .clone()
+                            .unwrap_or_else(|| "a write was not applied".into()),
+                    });
                 }
-                if !self.watermark_frozen {
-                    stats.applied_offset.store(t.offset, Ordering::Release);
-                }
+            }
+            if t.offset > 0 && !self.watermark_frozen {
+                stats.applied_offset.store(t.offset, Ordering::Release);
             }
         }
         if self.tracks.is_empty() {
             // Groups are only needed while their entries are pending.
             self.failed_groups.clear();
+        }
+        if let Some(e) = stop {
+            if !self.fatal() {
+                self.set_fatal(e);
+            }
         }
     }
 
@@ -1275,8 +1335,9 @@ impl Pipeline {
                         key: show_key(key),
                         db: req.db,
                     };
-                    self.complete(req.track, false);
+                    // The reason first: completing a failed entry stops the writer too.
                     self.set_fatal(e);
+                    self.complete(req.track, false);
                 }
             },
             (ServerError::Other(msg), Body::Restore { .. })
@@ -1335,7 +1396,7 @@ impl Pipeline {
                 }
             }
             _ => {
-                self.fail_track(req.track);
+                self.fail_track(req.track, format!("key {} already exists", show_key(&key)));
                 self.set_fatal(WriteError::KeyExists {
                     key: show_key(&key),
                     db: req.db,
@@ -1420,8 +1481,15 @@ impl Pipeline {
         if !matches!(cause, Cause::Redirect) {
             stats.retries.fetch_add(1, Ordering::Relaxed);
         }
+        match &cause {
+            Cause::Server(m) | Cause::Connection(m) => self.shared.set_stall(m),
+            Cause::Unassigned => self
+                .shared
+                .set_stall(&format!("slot {} has no owner in the target", req.slot)),
+            Cause::Redirect => {}
+        }
         // Redirects loop only if the cluster is changing; give them the same deadline.
-        if now.duration_since(first) > self.opts.retry_timeout {
+        if !self.opts.retry_forever && now.duration_since(first) > self.opts.retry_timeout {
             let secs = self.opts.retry_timeout.as_secs();
             match cause {
                 Cause::Connection(msg) => {
@@ -1429,12 +1497,12 @@ impl Pipeline {
                         .node_for(&req)
                         .map(|n| self.nodes[n].endpoint.to_string())
                         .unwrap_or_default();
-                    self.complete(req.track, false);
                     self.set_fatal(WriteError::TargetLost {
                         endpoint,
                         secs,
                         cause: msg,
                     });
+                    self.complete(req.track, false);
                 }
                 other => {
                     let why = match other {
@@ -1444,6 +1512,12 @@ impl Pipeline {
                     };
                     let (what, key) = describe(&req);
                     tracing::warn!(command = %what, key = %show_key(&key), secs, error = %why, "gave up a write after retrying");
+                    self.failure.get_or_insert_with(|| {
+                        format!(
+                            "gave up {what} {} after {secs}s of retries: {why}",
+                            show_key(&key)
+                        )
+                    });
                     stats.failed_retries.fetch_add(1, Ordering::Relaxed);
                     if let Some(g) = req.group {
                         self.failed_groups.insert(g);

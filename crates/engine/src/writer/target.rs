@@ -160,6 +160,49 @@ pub async fn detect(
     ))
 }
 
+/// `--targetdb` must name a db the standalone target has: a refused `SELECT` in the
+/// writer's pipeline would come too late (the commands behind it go to the current db).
+/// Asks `CONFIG GET databases`; where CONFIG is refused (ACLs, managed services), a
+/// `SELECT` probe answers the same question.
+pub async fn check_target_db(
+    seed: &Endpoint,
+    opts: &ConnectOptions,
+    db: u32,
+) -> Result<(), WriteError> {
+    let mut conn = Connection::connect(seed, opts).await?;
+    let reply = conn.request(&["CONFIG", "GET", "databases"]).await?;
+    let count = match &reply {
+        Frame::Array(items) => items
+            .get(1)
+            .and_then(|f| f.as_bytes())
+            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u32>().ok()),
+        Frame::Map(pairs) => pairs
+            .first()
+            .and_then(|(_, v)| v.as_bytes())
+            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u32>().ok()),
+        _ => None,
+    };
+    if let Some(n) = count {
+        if db >= n {
+            return Err(WriteError::TargetDbOutOfRange {
+                endpoint: seed.to_string(),
+                db,
+                databases: n,
+            });
+        }
+        return Ok(());
+    }
+    let select = conn.request(&["SELECT", &db.to_string()]).await?;
+    if let Some(e) = select.as_error() {
+        return Err(WriteError::Select {
+            endpoint: seed.to_string(),
+            db,
+            message: String::from_utf8_lossy(e).into_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// A scratch key in a slot the first master owns.
 fn probe_key(slots: &SlotMap) -> Option<(usize, Bytes)> {
     for i in 0..100_000u32 {

@@ -376,6 +376,8 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
 }
 
 /// Walk one node's keyspace (each listed db) and queue batches for the workers.
+use rsm_engine::writer::sync_marker::MARKER_PREFIX;
+
 async fn scan_node(
     job: ScanJob,
     filter: KeyPrefixes,
@@ -409,7 +411,8 @@ async fn scan_node(
             let mut batch: Vec<Bytes> = keys
                 .into_iter()
                 .filter_map(|f| f.as_bytes().cloned())
-                .filter(|k| filter.keeps(k))
+                // The tool's own markers in the target are not data.
+                .filter(|k| filter.keeps(k) && !k.starts_with(MARKER_PREFIX))
                 .collect();
             if let Some(limit) = job.limit {
                 batch.truncate(limit.saturating_sub(taken) as usize);
