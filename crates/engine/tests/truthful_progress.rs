@@ -419,3 +419,42 @@ async fn keys_the_target_held_before_meet_the_conflict_policy() {
         assert!(checkpoint(state.path()).is_none());
     }
 }
+
+/// While the target cannot be reached, the source is not asked for anything: before this,
+/// every reconnect asked it for a full sync (a fork) that could not be loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_costs_the_source_no_full_sync() {
+    let source = Server::start(ServerOptions::default());
+    bulk_strings(&source, "k:", 100, 10);
+    let target = Server::start(ServerOptions::default());
+    let target_addr = target.addr();
+    target.stop();
+    let state = tempfile::tempdir().unwrap();
+    let run = start(
+        &source.addr(),
+        &target_addr,
+        state.path(),
+        EngineOptions::default(),
+        64 << 20,
+    );
+    run.wait_for("the target's error in last_error", 30, |s| {
+        s.reconnects > 0
+            && s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("target"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let full_syncs = source.info_field("stats", "sync_full").unwrap();
+    assert_eq!(
+        full_syncs, "0",
+        "the source forked for a target that is down"
+    );
+    assert_eq!(run.status.snapshot().full_syncs, 0);
+    // Once the target is back, the shard gets there by itself.
+    target.restart();
+    run.wait_caught_up(&source).await;
+    assert_eq!(run.status.snapshot().full_syncs, 1);
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    run.stop().await.unwrap();
+}

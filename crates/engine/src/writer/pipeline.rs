@@ -473,10 +473,16 @@ impl Pipeline {
         }
     }
 
-    /// The db a write goes to, or `None` (counted) if a cluster target cannot hold it.
+    /// The db a write goes to, or `None` (counted) if the target cannot hold it: a cluster
+    /// has only db 0, a standalone server its `databases`.
     fn target_db(&self, db: DbIndex) -> Option<DbIndex> {
         let db = self.opts.engine.target_db.unwrap_or(db);
-        (!self.info.cluster || db == 0).then_some(db)
+        let fits = match (self.info.cluster, self.info.databases) {
+            (true, _) => db == 0,
+            (false, Some(n)) => db < n,
+            (false, None) => true,
+        };
+        fits.then_some(db)
     }
 
     fn push(&mut self, track: u64, slot: usize, db: DbIndex, body: Body, group: Option<u64>) {
@@ -526,7 +532,13 @@ impl Pipeline {
                 }
                 let Some(db) = self.target_db(db) else {
                     stats.failed_db.fetch_add(1, Ordering::Relaxed);
-                    self.fail_track(track, format!("key {} is in db {db}; a cluster target has only db 0 (use --targetdb=0)", show_key(&key)));
+                    self.fail_track(
+                        track,
+                        format!(
+                            "key {} is in db {db}, which the target does not have (use --targetdb)",
+                            show_key(&key)
+                        ),
+                    );
                     return;
                 };
                 if let Some(t) = self.track_mut(track) {
@@ -596,7 +608,13 @@ impl Pipeline {
                 let tdb = self.target_db(db);
                 if tdb.is_none() && !dropped {
                     stats.failed_db.fetch_add(1, Ordering::Relaxed);
-                    self.fail_track(track, format!("key {} is in db {db}; a cluster target has only db 0 (use --targetdb=0)", show_key(&key)));
+                    self.fail_track(
+                        track,
+                        format!(
+                            "key {} is in db {db}, which the target does not have (use --targetdb)",
+                            show_key(&key)
+                        ),
+                    );
                     dropped = true;
                 }
                 let db = tdb.unwrap_or(0);
@@ -821,7 +839,7 @@ impl Pipeline {
             stats.failed_db.fetch_add(1, Ordering::Relaxed);
             self.fail_track(
                 track,
-                format!("a command for db {db}; a cluster target has only db 0 (use --targetdb=0)"),
+                format!("a command for db {db}, which the target does not have (use --targetdb)"),
             );
             return;
         };

@@ -27,6 +27,9 @@ pub struct TargetInfo {
     /// The DUMP trailer the target writes: the highest RDB version it accepts.
     pub rdb_version: RdbVersion,
     pub proto_max_bulk_len: u64,
+    /// `databases` of a standalone target, when `CONFIG GET` answers: a write for a db
+    /// beyond it would follow a refused `SELECT` into the current db.
+    pub databases: Option<u32>,
 }
 
 impl TargetInfo {
@@ -131,6 +134,11 @@ pub async fn detect(
     } else {
         SlotMap::single(seed.clone())
     };
+    let databases = if cluster {
+        None
+    } else {
+        config_databases(&conn.request(&["CONFIG", "GET", "databases"]).await?)
+    };
 
     // Probe on a master that owns the scratch key's slot (the seed may be a replica).
     let mut rdb_version = rdb_version_for(valkey, major_minor);
@@ -155,6 +163,7 @@ pub async fn detect(
             major_minor,
             rdb_version,
             proto_max_bulk_len,
+            databases,
         },
         slots,
     ))
@@ -171,18 +180,7 @@ pub async fn check_target_db(
 ) -> Result<(), WriteError> {
     let mut conn = Connection::connect(seed, opts).await?;
     let reply = conn.request(&["CONFIG", "GET", "databases"]).await?;
-    let count = match &reply {
-        Frame::Array(items) => items
-            .get(1)
-            .and_then(|f| f.as_bytes())
-            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u32>().ok()),
-        Frame::Map(pairs) => pairs
-            .first()
-            .and_then(|(_, v)| v.as_bytes())
-            .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u32>().ok()),
-        _ => None,
-    };
-    if let Some(n) = count {
+    if let Some(n) = config_databases(&reply) {
         if db >= n {
             return Err(WriteError::TargetDbOutOfRange {
                 endpoint: seed.to_string(),
@@ -201,6 +199,16 @@ pub async fn check_target_db(
         });
     }
     Ok(())
+}
+
+/// The value of a `CONFIG GET databases` reply (RESP2 array or RESP3 map).
+fn config_databases(reply: &Frame) -> Option<u32> {
+    let value = match reply {
+        Frame::Array(items) => items.get(1)?.as_bytes()?,
+        Frame::Map(pairs) => pairs.first()?.1.as_bytes()?,
+        _ => return None,
+    };
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// A scratch key in a slot the first master owns.
