@@ -368,11 +368,11 @@ async fn targetdb_out_of_range_is_refused_before_writing() {
         .await
         .expect("stops by itself")
         .unwrap();
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut target.conn()).unwrap();
+    assert_eq!(keys, 0, "nothing may be written into db 0");
     let err = exit.expect_err("db 16 of 16 must be refused").to_string();
     assert!(err.contains("--targetdb=16"), "{err}");
     assert!(err.contains("16 databases"), "{err}");
-    let keys: i64 = redis::cmd("DBSIZE").query(&mut target.conn()).unwrap();
-    assert_eq!(keys, 0, "nothing may be written into db 0");
     assert!(checkpoint(state.path()).is_none());
 }
 

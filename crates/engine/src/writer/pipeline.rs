@@ -1098,6 +1098,9 @@ impl Pipeline {
                 return;
             }
             if let Err(e) = self.connect(node).await {
+                // A master that refuses connections may have been replaced by its replica:
+                // only a fresh slot map finds the new owner (the writer retries forever).
+                self.refresh_needed |= self.info.cluster;
                 let n = &mut self.nodes[node];
                 n.connect_failures += 1;
                 n.down = Some((Instant::now() + backoff(n.connect_failures), e.to_string()));
@@ -1623,7 +1626,11 @@ impl Pipeline {
     /// Re-read the slot map from any master that answers.
     async fn refresh(&mut self) {
         self.refresh_needed = false;
-        let candidates: Vec<Endpoint> = self.nodes.iter().map(|n| n.endpoint.clone()).collect();
+        let mut candidates: Vec<Endpoint> = self.nodes.iter().map(|n| n.endpoint.clone()).collect();
+        // The node the operator named may be a replica we never wrote to: it knows the map.
+        if !candidates.contains(&self.opts.target) {
+            candidates.push(self.opts.target.clone());
+        }
         for ep in candidates {
             let Ok(mut conn) = Connection::connect(&ep, &self.opts.connect).await else {
                 continue;
