@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 
-use crate::client::{ClusterConn, Target};
+use crate::client::{run_cmd, ClusterConn, Target};
 use crate::server::{Server, ServerOptions};
 
 const SLOT_COUNT: usize = 16384;
@@ -342,13 +342,20 @@ impl Target for Cluster {
     }
 
     /// Every live node whose `ROLE` says master (follows failovers done by a test).
+    /// # Panics
+    /// If a running node does not say its role: skipping it would compare a part of the data.
     fn data_conns(&self) -> Vec<Connection> {
         let mut out = Vec::new();
         for s in self.nodes.iter().filter(|s| s.is_running()) {
-            if let Ok(Value::Array(role)) = s.try_cmd(&[b"ROLE"]) {
-                if matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
-                    out.push(s.conn());
-                }
+            // A fresh connection: a cached one may have been killed by the test.
+            let mut conn = s.conn();
+            let role = run_cmd(&mut conn, &[b"ROLE"])
+                .unwrap_or_else(|e| panic!("ROLE on {} failed: {e}", s.addr()));
+            let Value::Array(role) = role else {
+                panic!("ROLE on {}: unexpected reply {role:?}", s.addr());
+            };
+            if matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
+                out.push(conn);
             }
         }
         out

@@ -149,6 +149,12 @@ struct Node {
     /// After a failed connect: no new attempt before this time (and why it failed).
     down: Option<(Instant, String)>,
     connect_failures: u32,
+    /// A connect runs in its own task: a node that accepts TCP but never answers must not
+    /// hold up the other nodes.
+    connecting: bool,
+    /// Requests for this node that wait for its connection or for room in its window, in
+    /// order. Waiting here, not in the shared queue, keeps one slow node from stalling all.
+    waiting: VecDeque<Req>,
 }
 
 impl Node {
@@ -165,6 +171,8 @@ impl Node {
             db: None,
             down: None,
             connect_failures: 0,
+            connecting: false,
+            waiting: VecDeque::new(),
         }
     }
 
@@ -206,6 +214,10 @@ enum Cause {
 }
 
 type Reply = (usize, u64, Result<Frame, ClientError>);
+type Connected = (usize, Result<Connection, ClientError>);
+
+/// How long one node may take to give its slot map during a refresh.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Pipeline {
     opts: WriterOptions,
@@ -216,6 +228,10 @@ struct Pipeline {
     owner: Vec<Option<usize>>,
     masters: Vec<usize>,
     replies_tx: mpsc::UnboundedSender<Reply>,
+    connects_tx: mpsc::UnboundedSender<Connected>,
+    refresh_tx: mpsc::UnboundedSender<Option<SlotMap>>,
+    /// A slot-map refresh task is running; blocked slots wait for its answer.
+    refreshing: bool,
     /// Requests made from admitted entries, not yet sent (the head waits for a window).
     ready: VecDeque<Req>,
     blocked: HashMap<usize, Blocked>,
@@ -237,6 +253,13 @@ struct Pipeline {
     warned: u64,
 }
 
+/// What the writer task hears from the tasks it started.
+struct Events {
+    replies: mpsc::UnboundedReceiver<Reply>,
+    connects: mpsc::UnboundedReceiver<Connected>,
+    refreshes: mpsc::UnboundedReceiver<Option<SlotMap>>,
+}
+
 pub(crate) fn spawn(
     opts: WriterOptions,
     info: TargetInfo,
@@ -245,6 +268,8 @@ pub(crate) fn spawn(
     rx: mpsc::Receiver<Msg>,
 ) -> JoinHandle<()> {
     let (replies_tx, replies_rx) = mpsc::unbounded_channel();
+    let (connects_tx, connects_rx) = mpsc::unbounded_channel();
+    let (refresh_tx, refresh_rx) = mpsc::unbounded_channel();
     let caps = Capabilities {
         hash_field_ttl: info.hash_field_ttl(),
         stream_v2: info.redis_at_least(7, 0),
@@ -261,6 +286,9 @@ pub(crate) fn spawn(
         owner: slots.owner,
         masters,
         replies_tx,
+        connects_tx,
+        refresh_tx,
+        refreshing: false,
         ready: VecDeque::new(),
         blocked: HashMap::new(),
         slot_inflight: vec![0; SLOT_COUNT + 1],
@@ -278,19 +306,28 @@ pub(crate) fn spawn(
         flush_waiters: Vec::new(),
         warned: 0,
     };
-    tokio::spawn(p.run(rx, replies_rx))
+    tokio::spawn(p.run(
+        rx,
+        Events {
+            replies: replies_rx,
+            connects: connects_rx,
+            refreshes: refresh_rx,
+        },
+    ))
 }
 
 impl Pipeline {
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Msg>,
-        mut replies: mpsc::UnboundedReceiver<Reply>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, events: Events) {
+        let Events {
+            mut replies,
+            mut connects,
+            mut refreshes,
+        } = events;
         let mut input_open = true;
         loop {
-            self.drain_blocked().await;
-            self.pump().await;
+            self.drain_blocked();
+            self.drain_all_waiting();
+            self.pump();
             self.flush_out();
             if self.blocked.is_empty() {
                 self.shared.clear_stall();
@@ -305,12 +342,14 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 Some((node, gen, r)) = replies.recv() => {
-                    self.on_reply(node, gen, r).await;
+                    self.on_reply(node, gen, r);
                     // Take every reply already there before sending more.
                     while let Ok((node, gen, r)) = replies.try_recv() {
-                        self.on_reply(node, gen, r).await;
+                        self.on_reply(node, gen, r);
                     }
                 }
+                Some((node, r)) = connects.recv() => self.on_connected(node, r),
+                Some(map) = refreshes.recv() => self.on_refreshed(map),
                 msg = rx.recv(), if accept => {
                     match msg {
                         None => input_open = false,
@@ -361,7 +400,12 @@ impl Pipeline {
             .drain()
             .flat_map(|(_, b)| b.queue.into_iter())
             .collect();
-        for r in ready.into_iter().chain(blocked) {
+        let waiting: Vec<Req> = self
+            .nodes
+            .iter_mut()
+            .flat_map(|n| n.waiting.drain(..))
+            .collect();
+        for r in ready.into_iter().chain(blocked).chain(waiting) {
             self.complete(r.track, false);
         }
     }
@@ -394,6 +438,7 @@ impl Pipeline {
     fn idle(&self) -> bool {
         self.ready.is_empty()
             && self.blocked.is_empty()
+            && self.nodes.iter().all(|n| n.waiting.is_empty())
             && self.nothing_in_flight()
             && self.tracks.is_empty()
     }
@@ -1054,75 +1099,169 @@ impl Pipeline {
                 || n.inflight_bytes >= self.opts.max_inflight_bytes)
     }
 
-    async fn pump(&mut self) {
+    /// Hand every request made from admitted entries to its node (sent, or waiting there).
+    fn pump(&mut self) {
         while let Some(req) = self.ready.pop_front() {
-            if let Some(node) = self.route(req.slot, &req) {
-                if self.window_full(node) {
-                    self.ready.push_front(req);
-                    break;
-                }
-            }
-            self.dispatch(req).await;
+            self.dispatch(req, None);
         }
     }
 
-    fn route(&self, slot: usize, req: &Req) -> Option<usize> {
-        if self.blocked.contains_key(&slot) {
-            return None;
-        }
-        self.node_for(req)
-    }
-
-    /// Send now, unless its slot is blocked (then it queues in order).
-    async fn dispatch(&mut self, req: Req) {
+    /// Send now if its node is connected and has room; otherwise the request waits in
+    /// its node's queue (or, when its slot is blocked, in the slot's queue), in order.
+    /// `from`: the node whose queue it came from (it goes back to the front there).
+    /// Returns false when the request had to wait.
+    fn dispatch(&mut self, req: Req, from: Option<usize>) -> bool {
         if req.group.is_some_and(|g| self.skipped_groups.contains(&g)) {
             self.complete(req.track, true);
-            return;
+            return true;
         }
         if let Some(bl) = self.blocked.get_mut(&req.slot) {
             insert_sorted(&mut bl.queue, req);
-            return;
+            return true;
         }
         let Some(node) = self.node_for(&req) else {
             self.retry(req, Cause::Unassigned);
-            return;
+            return true;
         };
-        if self.nodes[node].tx.is_none() {
+        let now = Instant::now();
+        let n = &mut self.nodes[node];
+        if n.tx.is_none() && !n.connecting {
             // One connect attempt per back-off period, not one per queued request.
-            let n = &self.nodes[node];
-            if let Some((until, why)) = n.down.as_ref().filter(|(until, _)| Instant::now() < *until)
-            {
-                let _ = until;
+            if let Some((_, why)) = n.down.as_ref().filter(|(until, _)| now < *until) {
                 let why = why.clone();
                 self.retry(req, Cause::Connection(why));
-                return;
+                return true;
             }
-            if let Err(e) = self.connect(node).await {
-                // A master that refuses connections may have been replaced by its replica:
-                // only a fresh slot map finds the new owner (the writer retries forever).
-                self.refresh_needed |= self.info.cluster;
-                let n = &mut self.nodes[node];
-                n.connect_failures += 1;
-                n.down = Some((Instant::now() + backoff(n.connect_failures), e.to_string()));
-                self.retry(req, Cause::Connection(e.to_string()));
-                return;
-            }
+            self.start_connect(node);
+        }
+        let n = &mut self.nodes[node];
+        let must_wait = n.tx.is_none()
+            || (from != Some(node) && !n.waiting.is_empty())
+            || self.window_full(node);
+        if must_wait {
             let n = &mut self.nodes[node];
-            n.connect_failures = 0;
-            n.down = None;
+            if from == Some(node) {
+                n.waiting.push_front(req);
+            } else {
+                n.waiting.push_back(req);
+            }
+            return false;
         }
         let gate = matches!(req.body, Body::Gate { .. });
         let slot = req.slot;
         self.send(node, req);
         if gate {
-            self.blocked.insert(
-                slot,
-                Blocked {
-                    queue: VecDeque::new(),
-                    not_before: Instant::now(),
-                    gate: true,
-                },
-            );
+            self.block_slot(slot, Instant::now(), true);
+        }
+        true
+    }
+
+    /// The slot's blocked queue, created if needed. A new one takes the slot's requests
+    /// that wait in node queues: they were made before the ones that will block behind
+    /// them, so they must be re-sent in the queue's order, not ahead of it.
+    fn block_slot(&mut self, slot: usize, not_before: Instant, gate: bool) -> &mut Blocked {
+        let mut queue = VecDeque::new();
+        if !self.blocked.contains_key(&slot) {
+            for n in &mut self.nodes {
+                if n.waiting.iter().any(|r| r.slot == slot) {
+                    let (mine, rest): (VecDeque<Req>, VecDeque<Req>) =
+                        n.waiting.drain(..).partition(|r| r.slot == slot);
+                    n.waiting = rest;
+                    for r in mine {
+                        insert_sorted(&mut queue, r);
+                    }
+                }
+            }
+        }
+        self.blocked.entry(slot).or_insert(Blocked {
+            queue,
+            not_before,
+            gate,
+        })
+    }
+
+    /// Send what waits for `node` while its window has room.
+    fn drain_waiting(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if n.tx.is_none() {
+            // Lost since: the head goes through routing again, which reconnects (or, while
+            // the node is down, queues it for a retry in its slot's order).
+            if !n.connecting {
+                if let Some(req) = n.waiting.pop_front() {
+                    self.dispatch(req, Some(node));
+                }
+            }
+            return;
+        }
+        while self.nodes[node].tx.is_some() && !self.window_full(node) {
+            let Some(req) = self.nodes[node].waiting.pop_front() else {
+                break;
+            };
+            if !self.dispatch(req, Some(node)) {
+                break;
+            }
+        }
+    }
+
+    fn drain_all_waiting(&mut self) {
+        for node in 0..self.nodes.len() {
+            if !self.nodes[node].waiting.is_empty() {
+                self.drain_waiting(node);
+            }
+        }
+    }
+
+    /// Every waiting request through routing again, in their original order (after the
+    /// slot map changed, a request may belong to another node now).
+    fn requeue_waiting(&mut self) {
+        let mut all: Vec<Req> = self
+            .nodes
+            .iter_mut()
+            .flat_map(|n| n.waiting.drain(..))
+            .collect();
+        all.sort_by_key(|r| r.order);
+        for req in all {
+            self.dispatch(req, None);
+        }
+    }
+
+    /// Connect in a task of its own; [`Pipeline::on_connected`] takes the result.
+    fn start_connect(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        n.connecting = true;
+        let endpoint = n.endpoint.clone();
+        let opts = self.opts.connect.clone();
+        let tx = self.connects_tx.clone();
+        tokio::spawn(async move {
+            let r = Connection::connect(&endpoint, &opts).await;
+            let _ = tx.send((node, r));
+        });
+    }
+
+    fn on_connected(&mut self, node: usize, r: Result<Connection, ClientError>) {
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        n.connecting = false;
+        match r {
+            Ok(conn) => {
+                n.connect_failures = 0;
+                n.down = None;
+                self.attach(node, conn);
+                self.drain_waiting(node);
+            }
+            Err(e) => {
+                // A master that refuses connections may have been replaced by its replica:
+                // only a fresh slot map finds the new owner (the writer retries forever).
+                self.refresh_needed |= self.info.cluster;
+                n.connect_failures += 1;
+                let why = e.to_string();
+                n.down = Some((Instant::now() + backoff(n.connect_failures), why.clone()));
+                let waiting: Vec<Req> = n.waiting.drain(..).collect();
+                for req in waiting {
+                    self.retry(req, Cause::Connection(why.clone()));
+                }
+            }
         }
     }
 
@@ -1174,9 +1313,9 @@ impl Pipeline {
         }
     }
 
-    async fn connect(&mut self, node: usize) -> Result<(), ClientError> {
+    /// Start the reader and writer tasks of a new connection to `node`.
+    fn attach(&mut self, node: usize, conn: Connection) {
         let endpoint = self.nodes[node].endpoint.clone();
-        let conn = Connection::connect(&endpoint, &self.opts.connect).await?;
         let (mut reader, mut writer) = conn.into_split();
         let n = &mut self.nodes[node];
         n.disconnect();
@@ -1218,12 +1357,11 @@ impl Pipeline {
         n.tx = Some(tx);
         n.tasks = vec![read_task, write_task];
         tracing::debug!(node = %endpoint, "connected to target node");
-        Ok(())
     }
 
     // ---- replies ---------------------------------------------------------------------
 
-    async fn on_reply(&mut self, node: usize, gen: u64, r: Result<Frame, ClientError>) {
+    fn on_reply(&mut self, node: usize, gen: u64, r: Result<Frame, ClientError>) {
         let Some(n) = self.nodes.get_mut(node) else {
             return;
         };
@@ -1456,11 +1594,7 @@ impl Pipeline {
         if let Some(t) = self.track_mut(req.track) {
             t.remaining += n;
         }
-        let bl = self.blocked.entry(req.slot).or_insert_with(|| Blocked {
-            queue: VecDeque::new(),
-            not_before: Instant::now(),
-            gate: false,
-        });
+        let bl = self.block_slot(req.slot, Instant::now(), false);
         for (i, c) in cmds.into_iter().enumerate() {
             let bytes = c.iter().map(|x| x.len() + 16).sum();
             insert_sorted(
@@ -1568,11 +1702,7 @@ impl Pipeline {
             }
             _ => {}
         }
-        let bl = self.blocked.entry(req.slot).or_insert_with(|| Blocked {
-            queue: VecDeque::new(),
-            not_before: now,
-            gate: false,
-        });
+        let bl = self.block_slot(req.slot, now, false);
         bl.not_before = bl.not_before.max(now + delay);
         insert_sorted(&mut bl.queue, req);
     }
@@ -1594,8 +1724,8 @@ impl Pipeline {
     }
 
     /// Re-send the queues of blocked slots whose pause is over and that have nothing in
-    /// flight any more.
-    async fn drain_blocked(&mut self) {
+    /// flight any more. While a slot-map refresh runs, they wait for its answer.
+    fn drain_blocked(&mut self) {
         if self.blocked.is_empty() || self.fatal() {
             return;
         }
@@ -1610,7 +1740,10 @@ impl Pipeline {
             return;
         }
         if self.refresh_needed && self.info.cluster {
-            self.refresh().await;
+            self.start_refresh();
+        }
+        if self.refreshing {
+            return;
         }
         due.sort_by_key(|(_, o)| *o);
         for (slot, _) in due {
@@ -1618,43 +1751,75 @@ impl Pipeline {
                 continue;
             };
             for req in bl.queue {
-                self.dispatch(req).await;
+                self.dispatch(req, None);
             }
         }
     }
 
-    /// Re-read the slot map from any master that answers.
-    async fn refresh(&mut self) {
+    /// Ask every known node (and the operator's seed) for the slot map at once, in a task
+    /// of its own: the first answer wins, and a node that never answers holds up nothing.
+    fn start_refresh(&mut self) {
         self.refresh_needed = false;
+        if self.refreshing {
+            return;
+        }
+        self.refreshing = true;
         let mut candidates: Vec<Endpoint> = self.nodes.iter().map(|n| n.endpoint.clone()).collect();
         // The node the operator named may be a replica we never wrote to: it knows the map.
         if !candidates.contains(&self.opts.target) {
             candidates.push(self.opts.target.clone());
         }
-        for ep in candidates {
-            let Ok(mut conn) = Connection::connect(&ep, &self.opts.connect).await else {
-                continue;
-            };
-            match read_slot_map(&mut conn, &ep).await {
-                Ok(map) => {
-                    let idx: Vec<usize> = map
-                        .masters
-                        .into_iter()
-                        .map(|m| self.node_index(m))
-                        .collect();
-                    self.owner = map
-                        .owner
-                        .into_iter()
-                        .map(|o| o.and_then(|i| idx.get(i).copied()))
-                        .collect();
-                    self.masters = idx;
-                    tracing::debug!(node = %ep, masters = self.masters.len(), "refreshed the target slot map");
+        let opts = self.opts.connect.clone();
+        let tx = self.refresh_tx.clone();
+        tokio::spawn(async move {
+            let mut asks = tokio::task::JoinSet::new();
+            for ep in candidates {
+                let opts = opts.clone();
+                asks.spawn(async move {
+                    let read = async {
+                        let mut conn = Connection::connect(&ep, &opts).await.ok()?;
+                        read_slot_map(&mut conn, &ep).await.ok()
+                    };
+                    tokio::time::timeout(REFRESH_TIMEOUT, read)
+                        .await
+                        .ok()
+                        .flatten()
+                });
+            }
+            while let Some(answer) = asks.join_next().await {
+                if let Ok(Some(map)) = answer {
+                    let _ = tx.send(Some(map));
                     return;
                 }
-                Err(e) => tracing::debug!(node = %ep, error = %e, "cannot read the slot map here"),
             }
-        }
-        tracing::warn!("could not refresh the target slot map from any node");
+            let _ = tx.send(None);
+        });
+    }
+
+    fn on_refreshed(&mut self, map: Option<SlotMap>) {
+        self.refreshing = false;
+        let Some(map) = map else {
+            tracing::warn!("could not refresh the target slot map from any node; retrying");
+            // Try again on the next due retry, not at once in a loop.
+            self.refresh_needed = true;
+            return;
+        };
+        let idx: Vec<usize> = map
+            .masters
+            .into_iter()
+            .map(|m| self.node_index(m))
+            .collect();
+        self.owner = map
+            .owner
+            .into_iter()
+            .map(|o| o.and_then(|i| idx.get(i).copied()))
+            .collect();
+        self.masters = idx;
+        tracing::debug!(
+            masters = self.masters.len(),
+            "refreshed the target slot map"
+        );
+        self.requeue_waiting();
     }
 }
 
