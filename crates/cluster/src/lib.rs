@@ -4,13 +4,16 @@
 //! In the flow: the manager reads the source's topology ([`nodes`] → [`topology`]), checks it
 //! ([`Topology::preflight`]), plans one engine per [`Shard`] and picks its node ([`select`]);
 //! the writer routes each replayed command with [`key_slot`] and a [`SlotMap`] of the target.
+//! Before anything runs, [`same_servers`] refuses a target that is the source itself.
 //! All I/O stays with the callers, so everything here is tested with plain values.
 
+pub mod identity;
 pub mod nodes;
 pub mod select;
 pub mod slot;
 pub mod topology;
 
+pub use identity::{same_servers, Deployment, SameServers, ServerIdentity};
 pub use nodes::{
     parse_cluster_nodes, parse_node_line, LinkState, Node, NodeAddr, NodeFlags, NodeId,
     NodeLineError, NodesError,

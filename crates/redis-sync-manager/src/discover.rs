@@ -2,7 +2,8 @@
 //! (migration markers appear only on a node's own line), the shards, the
 //! node chosen per shard by `--sync-role`, and the facts the plan prints.
 //! Also a first contact with the target, so a wrong address or password
-//! fails here, before anything starts.
+//! fails here, before anything starts, and the check that the target is not
+//! the source itself (same process, or a node of the source cluster).
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use rsm_client::{
     info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, Side,
 };
 use rsm_cluster::{
-    parse_cluster_nodes, select_node, Node, PreflightError, Role, SelectWarning, Topology,
+    parse_cluster_nodes, same_servers, select_node, Deployment, Node, PreflightError, Role,
+    SameServers, SelectWarning, ServerIdentity, Topology, STANDALONE_NODE_ID,
 };
 use rsm_engine::replica::follow::{node_endpoint, replication_view};
 
@@ -33,6 +35,8 @@ pub struct TargetFacts {
     pub endpoint: Endpoint,
     pub cluster: bool,
     pub version: String,
+    /// What the target says about itself, to tell it from the source.
+    pub identity: Deployment,
 }
 
 #[derive(Debug)]
@@ -56,6 +60,17 @@ pub enum DiscoverError {
     TargetDbOnCluster(u32, Endpoint),
     #[error("source {0} has no master that serves slots")]
     Empty(Endpoint),
+    #[error(
+        "--from and --target are the same servers: {0}; a source synced into itself gets its own writes again"
+    )]
+    SameServers(SameServers),
+}
+
+impl DiscoverError {
+    /// A usage error (exit 2): the command line asks for something that must not run.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, DiscoverError::SameServers(_))
+    }
 }
 
 fn opts(side: Side, credentials: &Option<Credentials>) -> ConnectOptions {
@@ -106,6 +121,13 @@ pub async fn discover(
     if topology.shards.is_empty() {
         return Err(DiscoverError::Empty(from.clone()));
     }
+    // Before anything else touches a node: a target that is the source must not even be
+    // probed further.
+    let target = check_target(target, target_credentials).await?;
+    let source_side = source_identity(&topology, from, &source_opts).await;
+    if let Some(same) = same_servers(&source_side, &target.identity) {
+        return Err(DiscoverError::SameServers(same));
+    }
 
     let mut shards = Vec::new();
     for (serial, shard) in topology.shards.iter().enumerate() {
@@ -133,7 +155,6 @@ pub async fn discover(
         });
     }
 
-    let target = check_target(target, target_credentials).await?;
     if let Some(db) = target_db.filter(|db| *db != 0) {
         if target.cluster {
             return Err(DiscoverError::TargetDbOnCluster(db, target.endpoint));
@@ -181,6 +202,40 @@ async fn node_size(endpoint: &Endpoint, opts: &ConnectOptions) -> (Option<u64>, 
     (used, keys)
 }
 
+/// Every node of the source topology: its id, and its `run_id` where it answers.
+async fn source_identity(topology: &Topology, from: &Endpoint, o: &ConnectOptions) -> Deployment {
+    let mut o = o.clone();
+    // A node that does not answer quickly is only known by its id, which is enough.
+    o.connect_timeout = Duration::from_secs(2);
+    let nodes = topology
+        .shards
+        .iter()
+        .flat_map(|s| std::iter::once(&s.master).chain(&s.replicas))
+        .chain(&topology.empty_masters)
+        .chain(&topology.orphan_replicas);
+    let mut side = Deployment::default();
+    for node in nodes {
+        let endpoint = node_endpoint(node, from);
+        let run_id = match Connection::connect(&endpoint, &o).await {
+            Ok(mut conn) => conn
+                .info("server")
+                .await
+                .ok()
+                .and_then(|i| info_field(&i, "run_id").map(str::to_string)),
+            Err(_) => None,
+        };
+        let id = node.id.as_str();
+        let node_id = (id != STANDALONE_NODE_ID).then(|| id.to_string());
+        side.cluster_node_ids.extend(node_id.clone());
+        side.servers.push(ServerIdentity {
+            addr: endpoint.to_string(),
+            run_id,
+            node_id,
+        });
+    }
+    side
+}
+
 async fn check_target(
     target: &Endpoint,
     credentials: &Option<Credentials>,
@@ -188,6 +243,24 @@ async fn check_target(
     let mut conn = Connection::connect(target, &opts(Side::Target, credentials)).await?;
     let server = conn.info("server").await?;
     let cluster = conn.info("cluster").await.unwrap_or_default();
+    let is_cluster = info_field(&cluster, "cluster_enabled") == Some("1");
+    // A proxy may refuse CLUSTER NODES: then only the run_id (if any) tells.
+    let nodes = if is_cluster {
+        read_nodes(&mut conn).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let identity = Deployment {
+        servers: vec![ServerIdentity {
+            addr: target.to_string(),
+            run_id: info_field(&server, "run_id").map(str::to_string),
+            node_id: nodes
+                .iter()
+                .find(|n| n.flags.myself)
+                .map(|n| n.id.as_str().to_string()),
+        }],
+        cluster_node_ids: nodes.iter().map(|n| n.id.as_str().to_string()).collect(),
+    };
     let version = match (
         info_field(&server, "valkey_version"),
         info_field(&server, "redis_version"),
@@ -198,7 +271,8 @@ async fn check_target(
     };
     Ok(TargetFacts {
         endpoint: target.clone(),
-        cluster: info_field(&cluster, "cluster_enabled") == Some("1"),
+        cluster: is_cluster,
         version,
+        identity,
     })
 }

@@ -58,7 +58,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            let usage = e
+                .downcast_ref::<discover::DiscoverError>()
+                .is_some_and(discover::DiscoverError::is_usage);
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
