@@ -209,7 +209,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            let usage = e.downcast_ref::<cmd::UsageError>().is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rsm_testkit::{fill_strings, PortLease, Server, ServerOptions, Snapshot};
+use rsm_testkit::{
+    fill_strings, Cluster, ClusterOptions, PortLease, Server, ServerOptions, Snapshot,
+};
 use serde_json::Value;
 
 fn redis_port() -> Command {
@@ -111,4 +113,84 @@ fn sigterm_drains_writes_the_checkpoint_and_exits_0() {
     let log = std::fs::read_to_string(&logfile).unwrap_or_default();
     assert!(log.contains("stop requested"), "log file: {log:?}");
     assert!(log.contains("sync stopped"), "log file: {log:?}");
+}
+
+/// Run `redis-port sync` with `--rewrite` and wait at most 30 s; one still running has
+/// accepted the pair and is killed by its PID.
+fn sync_once(from: &str, target: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = redis_port()
+        .args([
+            "sync",
+            &format!("--from={from}"),
+            &format!("--target={target}"),
+            "--rewrite",
+            &format!("--logfile={}", dir.path().join("p.log").display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    (code, err)
+}
+
+fn assert_refused(code: Option<i32>, stderr: &str) {
+    assert_eq!(code, Some(2), "not refused: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].starts_with("error: --from and --target are the same servers"),
+        "{stderr}"
+    );
+}
+
+/// Issue 10, item 6, for `redis-port`: the same node as source and target.
+#[test]
+fn the_same_node_is_refused_and_left_unchanged() {
+    let source = Server::start(ServerOptions::default());
+    fill_strings(&source, 200, "k:");
+    source.cmd(&[b"SET", b"counter", b"1"]);
+    let before = Snapshot::of(&source);
+    let (code, stderr) = sync_once(&source.addr(), &source.addr());
+    assert_refused(code, &stderr);
+    assert!(stderr.contains("run_id"), "{stderr}");
+    before.assert_same(&Snapshot::of(&source), Duration::from_secs(1));
+}
+
+/// A source node, and as target another node of its cluster (which routes the writes back
+/// into the source's slots).
+#[test]
+fn a_node_of_the_source_cluster_is_refused() {
+    let source = Cluster::start(ClusterOptions {
+        masters: 2,
+        replicas_per_master: 1,
+        ..Default::default()
+    });
+    fill_strings(&source, 200, "k:");
+    let before = Snapshot::of(&source);
+    let from = source.masters()[0].addr();
+    for target in [
+        from.clone(),
+        source.masters()[1].addr(),
+        source.replicas_of(0)[0].addr(),
+    ] {
+        let (code, stderr) = sync_once(&from, &target);
+        assert_refused(code, &stderr);
+        assert!(stderr.contains(&target), "{stderr}");
+    }
+    before.assert_same(&Snapshot::of(&source), Duration::from_secs(1));
 }

@@ -6,13 +6,20 @@
 //! stops reading, applies what was received, writes the checkpoint, and the command exits
 //! 0. The signal handlers are installed before anything starts, so an early SIGTERM is a
 //! clean stop too, never the default kill.
+//!
+//! Pre-flight, before anything is written: the target must not be the source itself (the
+//! same process, or a node of the source's cluster), which would feed the source's own
+//! writes back into it; that is a usage error (exit 2).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Result;
-use rsm_client::{Credentials, Endpoint};
+use rsm_client::{info_field, ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_cluster::{parse_cluster_nodes, same_servers, Deployment, ServerIdentity};
 use rsm_engine::shard::{run_shard, ShardSpec};
 use rsm_engine::status::{http, now_ms, ShardStatus};
 use rsm_engine::EngineOptions;
@@ -30,6 +37,16 @@ pub struct SyncArgs {
 }
 
 pub async fn run(args: SyncArgs) -> Result<()> {
+    let mut signals = StopSignals::install()?;
+    let source = identify(&args.from, &args.password, Side::Source).await?;
+    let target = identify(&args.target, &args.auth, Side::Target).await?;
+    if let Some(same) = same_servers(&source, &target) {
+        return Err(super::UsageError(format!(
+            "--from and --target are the same servers: {same}; a source synced into itself \
+             gets its own writes again"
+        ))
+        .into());
+    }
     let state_dir = args
         .logfile
         .parent()
@@ -37,7 +54,6 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("state"));
     let status = ShardStatus::new(0, args.from.to_string(), "node".into(), "all".into());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut signals = StopSignals::install()?;
     tokio::spawn(async move {
         signals.recv().await;
         eprintln!("sync: stopping; draining what is in flight and writing the checkpoint…");
@@ -84,6 +100,40 @@ pub async fn run(args: SyncArgs) -> Result<()> {
     tracing::info!("sync stopped; {summary}");
     eprintln!("sync: stopped; {summary}");
     Ok(())
+}
+
+/// What a server says about itself (see `rsm_cluster::identity`): its `run_id`, and for a
+/// cluster node its id and the ids of every node of its cluster. A server that cannot be
+/// reached is an error naming the flag; a reply it refuses (a proxy) is just not known.
+async fn identify(
+    endpoint: &Endpoint,
+    credentials: &Option<Credentials>,
+    side: Side,
+) -> Result<Deployment> {
+    let mut o = ConnectOptions::new(side, credentials.clone());
+    o.io_timeout = Duration::from_secs(10);
+    let mut conn = Connection::connect(endpoint, &o).await?;
+    let server = conn.info("server").await.unwrap_or_default();
+    let cluster = conn.info("cluster").await.unwrap_or_default();
+    let nodes = if info_field(&cluster, "cluster_enabled") == Some("1") {
+        match conn.request_text(&["CLUSTER", "NODES"]).await {
+            Ok(text) => parse_cluster_nodes(&text).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(Deployment {
+        servers: vec![ServerIdentity {
+            addr: endpoint.to_string(),
+            run_id: info_field(&server, "run_id").map(str::to_string),
+            node_id: nodes
+                .iter()
+                .find(|n| n.flags.myself)
+                .map(|n| n.id.as_str().to_string()),
+        }],
+        cluster_node_ids: nodes.iter().map(|n| n.id.as_str().to_string()).collect(),
+    })
 }
 
 /// SIGINT and SIGTERM, registered at once (not on the first poll).
