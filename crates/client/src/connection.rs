@@ -173,6 +173,7 @@ impl Connection {
                     side,
                     endpoint,
                     command: "PING".into(),
+                    kind: ServerError::classify(err),
                     message: String::from_utf8_lossy(err).into_owned(),
                 },
             });
@@ -228,6 +229,7 @@ impl Connection {
                 side: self.opts.side,
                 endpoint: self.reader.endpoint.clone(),
                 command,
+                kind: ServerError::classify(err),
                 message: String::from_utf8_lossy(err).into_owned(),
             });
         }
@@ -247,6 +249,7 @@ impl Connection {
                 endpoint: self.reader.endpoint.clone(),
                 command: String::from_utf8_lossy(args.first().map(|a| a.as_ref()).unwrap_or(b""))
                     .into_owned(),
+                kind: ServerError::Other(String::new()),
                 message: format!("unexpected reply {}", reply.describe()),
             }),
         }

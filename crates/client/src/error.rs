@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 
 use crate::endpoint::Endpoint;
+use crate::reply::{Retry, ServerError};
 
 /// Which side of the migration a connection belongs to; it decides the wording
 /// of errors ("check --password" for the source, "check --auth" for the target).
@@ -83,6 +84,8 @@ pub enum ClientError {
         side: Side,
         endpoint: Endpoint,
         command: String,
+        /// The refusal, classified once: callers decide by this, never by `message`.
+        kind: ServerError,
         message: String,
     },
 }
@@ -91,14 +94,16 @@ impl ClientError {
     /// True when retrying the same thing later could succeed (the network or a
     /// restarting server), false when the operator must change something.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
             ClientError::Refused { .. }
-                | ClientError::Unreachable { .. }
-                | ClientError::ConnectTimeout { .. }
-                | ClientError::Timeout { .. }
-                | ClientError::Closed { .. }
-                | ClientError::Io { .. }
-        )
+            | ClientError::Unreachable { .. }
+            | ClientError::ConnectTimeout { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Closed { .. }
+            | ClientError::Io { .. } => true,
+            // A server that is loading, busy or out of memory may answer later.
+            ClientError::Server { kind, .. } => kind.retry() == Retry::Backoff,
+            _ => false,
+        }
     }
 }

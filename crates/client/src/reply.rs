@@ -38,7 +38,16 @@ pub enum ServerError {
     BusyKey,
     /// `NOAUTH` / `WRONGPASS`.
     Auth,
-    /// Anything else: the command itself was refused (bad data, wrong type…).
+    /// `NOPERM`: the user's ACL does not allow the command.
+    NoPerm,
+    /// `NOMASTERLINK`: a replica whose own master link is down refuses to be synced from.
+    NoMasterLink,
+    /// `WRONGTYPE`: the key holds another type.
+    WrongType,
+    /// `ERR Bad data format` / `ERR DUMP payload version or checksum are wrong`: a RESTORE
+    /// payload this server cannot read (a newer or foreign RDB version, a type it lacks).
+    BadPayload,
+    /// Anything else: the command itself was refused.
     Other(String),
 }
 
@@ -86,6 +95,13 @@ impl ServerError {
             "CROSSSLOT" => ServerError::CrossSlot,
             "BUSYKEY" => ServerError::BusyKey,
             "NOAUTH" | "WRONGPASS" => ServerError::Auth,
+            "NOPERM" => ServerError::NoPerm,
+            "NOMASTERLINK" => ServerError::NoMasterLink,
+            "WRONGTYPE" => ServerError::WrongType,
+            // Generic errors; these two texts are the only way RESTORE says "not this payload".
+            "ERR" if text.contains("Bad data format") || text.contains("payload version") => {
+                ServerError::BadPayload
+            }
             _ => ServerError::Other(text.into_owned()),
         }
     }
@@ -99,9 +115,14 @@ impl ServerError {
             | ServerError::Busy
             | ServerError::OutOfMemory => Retry::Backoff,
             ServerError::NotMaster => Retry::RefreshTopology,
+            // A replica whose master link is down may be fine again later.
+            ServerError::NoMasterLink => Retry::Backoff,
             ServerError::CrossSlot
             | ServerError::BusyKey
             | ServerError::Auth
+            | ServerError::NoPerm
+            | ServerError::WrongType
+            | ServerError::BadPayload
             | ServerError::Other(_) => Retry::Fail,
         }
     }
@@ -150,6 +171,37 @@ mod tests {
             Some(Endpoint::new("::1", 7000))
         );
         assert_eq!(ServerError::classify(b"MOVED x").retry(), Retry::Fail);
+    }
+
+    #[test]
+    fn refusals_by_kind() {
+        assert_eq!(
+            ServerError::classify(b"ERR Bad data format"),
+            ServerError::BadPayload
+        );
+        assert_eq!(
+            ServerError::classify(b"ERR DUMP payload version or checksum are wrong"),
+            ServerError::BadPayload
+        );
+        assert_eq!(
+            ServerError::classify(b"NOPERM User x has no permissions to run the 'psync' command"),
+            ServerError::NoPerm
+        );
+        assert_eq!(
+            ServerError::classify(b"NOMASTERLINK Can't SYNC while not connected with my master"),
+            ServerError::NoMasterLink
+        );
+        assert_eq!(
+            ServerError::classify(
+                b"WRONGTYPE Operation against a key holding the wrong kind of value"
+            )
+            .retry(),
+            Retry::Fail
+        );
+        assert!(matches!(
+            ServerError::classify(b"ERR unknown command 'HSETEX'"),
+            ServerError::Other(_)
+        ));
     }
 
     #[test]

@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, ServerError, Side};
 use rsm_cluster::SlotRange;
 use tokio::sync::{watch, Semaphore};
 
 use crate::command::CommandTable;
 use crate::entry::ReplOffset;
 use crate::loader::{LoadError, Loader, LoaderOptions};
+use crate::options::ConflictPolicy;
 use crate::options::EngineOptions;
 use crate::replay::{prepare, Replay};
 use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
@@ -89,8 +90,8 @@ impl ShardError {
         match self {
             ShardError::LinkLost(_) => true,
             ShardError::Replica(ReplicaError::Client(e)) => e.is_transient(),
-            ShardError::Replica(ReplicaError::Refused { message, .. }) => {
-                message.starts_with("LOADING")
+            ShardError::Replica(ReplicaError::Refused { kind, .. }) => {
+                *kind == ServerError::Loading
             }
             ShardError::Replica(ReplicaError::Stalled(_)) => true,
             ShardError::Write(e) => e.is_retryable(),
@@ -104,8 +105,10 @@ impl ShardError {
     pub fn is_cured_by_following(&self) -> bool {
         matches!(
             self,
-            ShardError::Replica(ReplicaError::Refused { message, .. })
-                if message.starts_with("NOMASTERLINK")
+            ShardError::Replica(ReplicaError::Refused {
+                kind: ServerError::NoMasterLink,
+                ..
+            })
         )
     }
 }
@@ -432,11 +435,22 @@ async fn sync_once(
                 return Err(e);
             }
         };
+        if matches!(start, CopyStart::Fresh | CopyStart::Restarted { .. }) {
+            // Every key in these slots is this sync's own: a RESTORE re-sent after a lost
+            // target connection may meet the key it already wrote, and that is no conflict.
+            writer.set_conflict_policy(ConflictPolicy::Rewrite).await?;
+        }
         copy = Some(start);
+        // Function libraries live outside the slots: only a restarted copy knows that the
+        // ones already there are likely its own.
+        let functions = match start {
+            CopyStart::Restarted { .. } => ConflictPolicy::Rewrite,
+            _ => spec.options.conflict,
+        };
         loader = Some(Loader::new(
             LoaderOptions {
                 big_key_threshold: None,
-                conflict: spec.options.conflict,
+                conflict: functions,
             },
             writer.clone(),
         ));

@@ -28,6 +28,7 @@ mod client;
 mod cluster;
 mod fill;
 mod ports;
+mod proxy;
 mod server;
 mod snapshot;
 
@@ -39,6 +40,7 @@ pub use client::{key_slot, ClusterConn, Target};
 pub use cluster::{Cluster, ClusterOptions};
 pub use fill::{fill_mixed, fill_strings, FillOptions, FillReport};
 pub use ports::{PortLease, BUS_PORT_OFFSET, PORT_MAX, PORT_MIN};
+pub use proxy::Proxy;
 pub use server::{Server, ServerOptions};
 pub use snapshot::{GroupState, KeyState, KeyValue, Score, Snapshot, StreamEntry, StreamState};
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rsm_client::{
-    info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, Side,
+    info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, ServerError, Side,
 };
 use rsm_resp::{decode, skip_newlines, Frame};
 
@@ -150,9 +150,11 @@ fn parse_psync_reply(
 ) -> Result<SyncStart, ReplicaError> {
     if let Some(err) = reply.as_error() {
         let text = String::from_utf8_lossy(err).into_owned();
+        let kind = ServerError::classify(err);
         return Err(ReplicaError::Refused {
             endpoint: endpoint.clone(),
-            hint: refusal_hint(&text),
+            hint: refusal_hint(&kind),
+            kind,
             message: text,
         });
     }
@@ -195,17 +197,15 @@ fn parse_psync_reply(
     }
 }
 
-fn refusal_hint(message: &str) -> &'static str {
-    if message.starts_with("NOPERM") {
-        "the source user needs the ACL permissions +psync +replconf +ping"
-    } else if message.starts_with("NOMASTERLINK") {
-        "the chosen node is a replica whose own master link is down; try --sync-role=master"
-    } else if message.starts_with("LOADING") {
-        "the source is loading its dataset; it will be retried"
-    } else if message.starts_with("NOAUTH") || message.starts_with("WRONGPASS") {
-        "check --password"
-    } else {
-        "see the source's log"
+fn refusal_hint(kind: &ServerError) -> &'static str {
+    match kind {
+        ServerError::NoPerm => "the source user needs the ACL permissions +psync +replconf +ping",
+        ServerError::NoMasterLink => {
+            "the chosen node is a replica whose own master link is down; try --sync-role=master"
+        }
+        ServerError::Loading => "the source is loading its dataset; it will be retried",
+        ServerError::Auth => "check --password",
+        _ => "see the source's log",
     }
 }
 

@@ -10,7 +10,7 @@ pub mod link;
 pub mod spool;
 pub mod stream;
 
-use rsm_client::{ClientError, Endpoint};
+use rsm_client::{ClientError, Endpoint, ServerError};
 
 /// Why the replication link failed, and what the operator can do.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,8 @@ pub enum ReplicaError {
     #[error("source {endpoint} refused to sync: {message} ({hint})")]
     Refused {
         endpoint: Endpoint,
+        /// The refusal, classified once: callers decide by this, never by the text.
+        kind: ServerError,
         message: String,
         hint: &'static str,
     },

@@ -324,6 +324,8 @@ pub(crate) enum Msg {
     Flush(oneshot::Sender<Result<(), WriteError>>),
     /// Give up what is queued and in flight (see [`Writer::abandon`]).
     Abandon,
+    /// The conflict policy for the entries after this one.
+    Conflict(crate::options::ConflictPolicy),
     /// Everything up to this source offset is applied once the entries before it are.
     Mark(u64),
 }
@@ -449,6 +451,19 @@ impl Writer {
         }
         rx.await
             .map_err(|_| self.shared.fatal().unwrap_or(WriteError::Stopped))?
+    }
+
+    /// Change the conflict policy for the entries given after this call (in order with
+    /// them). A snapshot into slots that only this sync has written to replaces keys, so
+    /// a RESTORE re-sent after a lost connection meets its own key without a conflict.
+    pub async fn set_conflict_policy(
+        &self,
+        policy: crate::options::ConflictPolicy,
+    ) -> Result<(), WriteError> {
+        self.tx
+            .send(Msg::Conflict(policy))
+            .await
+            .map_err(|_| self.shared.fatal().unwrap_or(WriteError::Stopped))
     }
 
     /// Why writes are waiting to be retried right now (the target's error), if they are.

@@ -473,6 +473,7 @@ impl Pipeline {
         match m {
             Msg::Flush(w) => self.flush_waiters.push(w),
             Msg::Abandon => self.abandon(),
+            Msg::Conflict(policy) => self.opts.engine.conflict = policy,
             Msg::Mark(offset) => {
                 let track = self.track_base + self.tracks.len() as u64;
                 self.tracks.push_back(Track {
@@ -1499,11 +1500,7 @@ impl Pipeline {
                     self.complete(req.track, false);
                 }
             },
-            (ServerError::Other(msg), Body::Restore { .. })
-                if msg.contains("Bad data format") || msg.contains("payload version") =>
-            {
-                self.fall_back(req);
-            }
+            (ServerError::BadPayload, Body::Restore { .. }) => self.fall_back(req),
             _ if matches!(se.retry(), Retry::Backoff | Retry::RefreshTopology) => {
                 if se.retry() == Retry::RefreshTopology {
                     self.refresh_needed = true;
