@@ -151,8 +151,9 @@ async fn first_run_snapshot_outruns_a_stopped_target_and_converges() {
         replicas_per_master: 0,
         ..Default::default()
     });
-    // About 30 MB of RDB against 1 MiB of spool memory.
-    bulk_strings(&source, "big:", 30_000, 1000);
+    // About 120 MB of RDB against 1 MiB of spool memory: more than the writer's own
+    // buffers (64 MiB) take in while the target is stopped, so the spool must spill.
+    bulk_strings(&source, "big:", 120_000, 1000);
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("logs/state");
     assert!(!state.exists());

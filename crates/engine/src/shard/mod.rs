@@ -1,0 +1,352 @@
+//! One shard's sync, end to end: handshake with the source node, snapshot
+//! into the target, then the command stream, for as long as it runs.
+//!
+//! The loop survives link drops: it reconnects with `PSYNC replid applied+1`
+//! (from the checkpoint), and only falls back to a full sync when the source
+//! refuses to continue. At most `--sync-parallel` shards hold a full-sync
+//! permit at once; a shard that continues needs none.
+//!
+//! A shard of a source cluster is its slots, not a node: before reconnecting,
+//! the loop asks the source where those slots are served now
+//! ([`crate::replica::follow`]) and, after a failover, continues on the new
+//! node with the same PSYNC (the promoted replica knows the old history).
+
+mod publish;
+mod session;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, ServerError, Side};
+use rsm_cluster::SlotRange;
+use tokio::sync::{watch, Semaphore};
+
+use crate::command::CommandTable;
+use crate::loader::LoadError;
+use crate::options::EngineOptions;
+use crate::replica::checkpoint::CheckpointFile;
+use crate::replica::follow::{Follow, FollowError, FollowOptions};
+use crate::replica::ReplicaError;
+use crate::status::{Phase, ShardStatus};
+use crate::writer::WriteError;
+use session::{sync_once, Context};
+
+/// Memory the spool may use before it spills to disk, unless the spec says otherwise.
+pub const DEFAULT_SPOOL_MEMORY: usize = 64 << 20;
+/// Pause before reconnecting after a failure; doubles up to the maximum.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Everything one shard's engine needs.
+#[derive(Debug, Clone)]
+pub struct ShardSpec {
+    pub serial: usize,
+    pub source: Endpoint,
+    pub source_credentials: Option<Credentials>,
+    pub target: Endpoint,
+    pub target_credentials: Option<Credentials>,
+    pub options: EngineOptions,
+    /// Where the checkpoint and any spill file live.
+    pub state_dir: PathBuf,
+    /// Announced to the source as `REPLCONF listening-port` (informational).
+    pub listening_port: u16,
+    /// Bytes the spool keeps in memory before it spills to a file in `state_dir`.
+    pub spool_memory: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Write(#[from] crate::writer::WriteError),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    #[error("{0} (the target already held keys in this shard's slots before this sync began, so they are not this sync's own)")]
+    PreexistingKey(WriteError),
+    #[error("replication stream: {0}")]
+    Stream(#[from] crate::replica::stream::StreamError),
+    #[error("local state in {path}: {source}")]
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("replication link lost: {0}")]
+    LinkLost(String),
+    #[error("snapshot: {0}")]
+    Load(#[from] LoadError),
+}
+
+impl ShardError {
+    /// Errors that a reconnect can cure; the rest stop the shard.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ShardError::LinkLost(_) => true,
+            ShardError::Replica(ReplicaError::Client(e)) => e.is_transient(),
+            ShardError::Replica(ReplicaError::Refused { kind, .. }) => {
+                *kind == ServerError::Loading
+            }
+            ShardError::Replica(ReplicaError::Stalled(_)) => true,
+            ShardError::Write(e) => e.is_retryable(),
+            ShardError::Load(LoadError::Write(e)) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Errors that another node of the shard may not have: a replica whose
+    /// master link is down refuses PSYNC, but the shard may live on elsewhere.
+    pub fn is_cured_by_following(&self) -> bool {
+        matches!(
+            self,
+            ShardError::Replica(ReplicaError::Refused {
+                kind: ServerError::NoMasterLink,
+                ..
+            })
+        )
+    }
+}
+
+/// How a run of the shard ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShardExit {
+    Stopped,
+}
+
+/// Run until `shutdown` turns true or an error needs the operator. Follows
+/// failovers of a cluster source, learning the shard from its first node.
+pub async fn run_shard(
+    spec: ShardSpec,
+    status: Arc<ShardStatus>,
+    full_sync_permits: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<ShardExit, ShardError> {
+    run_shard_following(
+        spec,
+        FollowOptions::default(),
+        status,
+        full_sync_permits,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_shard`] with what the caller knows of the shard: its slots, the
+/// role to sync from after a failover, more nodes to ask.
+pub async fn run_shard_following(
+    spec: ShardSpec,
+    follow_options: FollowOptions,
+    status: Arc<ShardStatus>,
+    full_sync_permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ShardExit, ShardError> {
+    let checkpoint = checkpoint_file(&spec)?;
+    let mut backoff = BACKOFF_START;
+    let mut table: Option<Arc<CommandTable>> = None;
+    // The node synced from now; changes when the source fails over.
+    let mut source = spec.source.clone();
+    let mut follow: Option<Follow> = None;
+    let mut follow_known = follow_options.disabled;
+    let mut relocate = false;
+    loop {
+        if *shutdown.borrow() {
+            status.set_phase(Phase::Stopped);
+            return Ok(ShardExit::Stopped);
+        }
+        if !follow_known {
+            // Until the first node answers, the shard cannot be learnt; the
+            // next reconnect tries again.
+            if let Some(f) = learn_follow(&spec, &source, &follow_options).await {
+                follow = f;
+                follow_known = true;
+            }
+        }
+        if relocate {
+            if let Some(f) = follow.as_mut() {
+                if let Err(e) = relocate_source(&spec, &status, f, &mut source).await {
+                    tracing::warn!(shard = spec.serial, source = %source, error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for the source to fail over");
+                    status.set_error(Some(e.to_string()));
+                    status.set_phase(Phase::Reconnecting);
+                    pause(backoff, &mut shutdown).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+        }
+        let table = match &table {
+            Some(t) => Arc::clone(t),
+            None => table
+                .insert(Arc::new(command_table(&spec, &source).await))
+                .clone(),
+        };
+        let place = Place::new(&source, follow.as_ref());
+        let began = std::time::Instant::now();
+        let cx = Context {
+            spec: &spec,
+            place: &place,
+            status: &status,
+            checkpoint: &checkpoint,
+            permits: &full_sync_permits,
+            table: &table,
+            shutdown: shutdown.clone(),
+        };
+        match sync_once(cx).await {
+            Ok(()) => {
+                status.set_phase(Phase::Stopped);
+                return Ok(ShardExit::Stopped);
+            }
+            Err(e) if e.is_retryable() || (follow.is_some() && e.is_cured_by_following()) => {
+                // A session that ran for a while was no failure to back off from.
+                if began.elapsed() > BACKOFF_MAX * 2 {
+                    backoff = BACKOFF_START;
+                }
+                interrupted(&spec, &status, &source, &e, backoff);
+                relocate = true;
+                pause(backoff, &mut shutdown).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => {
+                tracing::error!(shard = spec.serial, source = %source, error = %e, "shard stopped");
+                status.set_error(Some(e.to_string()));
+                status.set_phase(Phase::Failed);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The shard's slots, learnt from its first node: `None` while that node does not
+/// answer, `Some(None)` for a standalone source (or following turned off).
+async fn learn_follow(
+    spec: &ShardSpec,
+    source: &Endpoint,
+    options: &FollowOptions,
+) -> Option<Option<Follow>> {
+    let f = Follow::learn(source, spec.source_credentials.clone(), options)
+        .await
+        .ok()?;
+    if let Some(f) = &f {
+        tracing::info!(shard = spec.serial, slots = %f.slots_display(), "following the shard's slots across source failovers");
+    }
+    Some(f)
+}
+
+/// The shard's checkpoint file, in a state folder that exists from here on: the spool
+/// spills and the checkpoint is written there, and neither may find it missing.
+fn checkpoint_file(spec: &ShardSpec) -> Result<CheckpointFile, ShardError> {
+    crate::replica::checkpoint::create_state_dir(&spec.state_dir)
+        .map_err(state_err(&spec.state_dir))?;
+    Ok(CheckpointFile::new(
+        spec.state_dir
+            .join(format!("shard-{}.checkpoint", spec.serial)),
+    ))
+}
+
+/// Say that the sync was interrupted and will reconnect after `backoff`.
+fn interrupted(
+    spec: &ShardSpec,
+    status: &ShardStatus,
+    source: &Endpoint,
+    e: &ShardError,
+    backoff: Duration,
+) {
+    tracing::warn!(shard = spec.serial, source = %source, error = %e, retry_in_ms = backoff.as_millis() as u64, "sync interrupted; reconnecting");
+    status.set_error(Some(e.to_string()));
+    status.set_phase(Phase::Reconnecting);
+    status.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Wait `backoff`, or less if a stop is asked for.
+async fn pause(backoff: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(backoff) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Before reconnecting: where are the shard's slots served now? Moves `source` after a
+/// failover; `Err` while the master is failing and no replica has taken over yet.
+async fn relocate_source(
+    spec: &ShardSpec,
+    status: &ShardStatus,
+    follow: &mut Follow,
+    source: &mut Endpoint,
+) -> Result<(), FollowError> {
+    match follow.locate(source).await {
+        Ok(loc) if loc.node != *source => {
+            let reason = match &loc.note {
+                Some(note) => format!("the source failed over; {note}"),
+                None => "the source failed over".to_string(),
+            };
+            tracing::warn!(shard = spec.serial, from = %source, to = %loc.node, role = %loc.role, master = %loc.master, slots = %follow.slots_display(), note = loc.note.as_deref().unwrap_or(""), "SOURCE MOVED: the shard's slots are served elsewhere now; continuing there");
+            status.set_source(&loc.node.to_string(), &reason);
+            // The same cluster answers COMMAND the same; no re-read.
+            *source = loc.node;
+            Ok(())
+        }
+        Ok(loc) => {
+            if let Some(note) = loc.note {
+                tracing::warn!(shard = spec.serial, source = %source, "{note}");
+            }
+            Ok(())
+        }
+        Err(e @ FollowError::MasterFailing { .. }) => Err(e),
+        Err(e) => {
+            // Try the node we know; its own error is clearer.
+            tracing::warn!(shard = spec.serial, source = %source, error = %e, "cannot read the source topology");
+            Ok(())
+        }
+    }
+}
+
+/// Where this connection's sync reads from.
+struct Place<'a> {
+    source: &'a Endpoint,
+    /// The shard's slots in a cluster source, for the checkpoint.
+    slots: Option<String>,
+    /// The same as ranges; every slot for a standalone source.
+    ranges: Vec<SlotRange>,
+}
+
+impl<'a> Place<'a> {
+    fn new(source: &'a Endpoint, follow: Option<&Follow>) -> Place<'a> {
+        Place {
+            source,
+            slots: follow.map(Follow::slots_display),
+            ranges: follow.map_or_else(|| vec![SlotRange::full()], |f| f.slots().to_vec()),
+        }
+    }
+}
+
+/// The source's own command table (`COMMAND`), over the built-in one; the
+/// built-in one alone if the source will not say (an ACL without +command).
+async fn command_table(spec: &ShardSpec, source: &Endpoint) -> CommandTable {
+    let opts = ConnectOptions::new(Side::Source, spec.source_credentials.clone());
+    let reply = match Connection::connect(source, &opts).await {
+        Ok(mut conn) => conn.request(&["COMMAND"]).await.ok(),
+        Err(_) => None,
+    };
+    match reply.as_ref().map(CommandTable::for_source) {
+        Some(Ok(table)) => table,
+        Some(Err(e)) => {
+            tracing::warn!(shard = spec.serial, error = %e, "cannot use the source's COMMAND reply; using the built-in command table");
+            CommandTable::builtin()
+        }
+        None => {
+            tracing::warn!(
+                shard = spec.serial,
+                "the source did not answer COMMAND; using the built-in command table"
+            );
+            CommandTable::builtin()
+        }
+    }
+}
+
+fn state_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
+    move |source| ShardError::State {
+        path: path.display().to_string(),
+        source,
+    }
+}

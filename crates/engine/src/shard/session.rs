@@ -1,0 +1,513 @@
+//! One connection's worth of a shard's sync: the resume point, the target, the handshake
+//! in turn with the other shards, then the snapshot and the stream until the link ends or
+//! a stop is asked for, then the close that drains the writer and writes the checkpoint.
+//!
+//! What it promises: a checkpoint exists only once the snapshot is wholly acknowledged by
+//! the target, and it never records more than the writer's watermark.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rsm_client::{ConnectOptions, Connection, Side};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::publish::{Publisher, WriterTotals};
+use super::{state_err, Place, ShardError, ShardSpec};
+use crate::command::CommandTable;
+use crate::entry::ReplOffset;
+use crate::loader::{LoadError, Loader, LoaderOptions};
+use crate::options::ConflictPolicy;
+use crate::replay::{prepare, Replay};
+use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
+use crate::replica::handshake::{handshake_with, read_rdb_framing, ResumePoint, SyncStart};
+use crate::replica::link::{Link, LinkCounters};
+use crate::replica::spool::{Segment, Spool};
+use crate::replica::stream::{StreamItem, StreamReader};
+use crate::status::{now_ms, Phase, ShardStatus};
+use crate::writer::sync_marker::{begin_copy, CopyScope, CopyStart};
+use crate::writer::{WriteError, Writer, WriterOptions};
+
+/// How often the checkpoint file is rewritten.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How long a stop waits for the target to acknowledge what is in flight.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
+/// What a session needs from the shard's loop.
+pub(super) struct Context<'a> {
+    pub spec: &'a ShardSpec,
+    pub place: &'a Place<'a>,
+    pub status: &'a Arc<ShardStatus>,
+    pub checkpoint: &'a CheckpointFile,
+    pub permits: &'a Arc<Semaphore>,
+    pub table: &'a CommandTable,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The replication connection, accepted: where its data starts and how it arrives.
+struct Accepted {
+    conn: Connection,
+    start: SyncStart,
+    /// Held during a full sync (`--sync-parallel`).
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A running session, between the handshake and the close.
+struct Session<'a> {
+    cx: Context<'a>,
+    writer: Writer,
+    applied: Arc<AtomicU64>,
+    spool: Arc<Spool>,
+    link: Link,
+    publisher: JoinHandle<()>,
+    publish_from: Publisher,
+    replid: String,
+    stream_start: u64,
+    loader: Option<Loader>,
+    copy: Option<CopyStart>,
+    stream: StreamReader,
+    permit: Option<OwnedSemaphorePermit>,
+    /// The target holds a complete snapshot plus a known prefix of the stream: only then
+    /// may a checkpoint exist.
+    resumable: bool,
+    last_checkpoint: Instant,
+}
+
+/// One connection's sync. `Ok` only when asked to stop.
+pub(super) async fn sync_once(cx: Context<'_>) -> Result<(), ShardError> {
+    let mut resume = resume_point(&cx)?;
+    // The target first: while it is down there is no point asking the source for
+    // anything, least of all a full sync (a fork) that could not be loaded.
+    let (writer, connect) = connect_writer(cx.spec).await?;
+    let accepted = handshake_in_turn(&cx, &mut resume).await?;
+    let mut session = Session::start(cx, writer, &connect, accepted).await?;
+    let result = session.run().await;
+    session.close(result).await
+}
+
+/// The checkpoint to continue from, if it belongs to this node or to another node of
+/// the same slots (after a failover the new node may continue its history, PSYNC2).
+fn resume_point(cx: &Context<'_>) -> Result<Option<ResumePoint>, ShardError> {
+    let source = cx.place.source;
+    let saved = cx
+        .checkpoint
+        .load()
+        .map_err(state_err(cx.checkpoint.path()))?;
+    Ok(saved
+        .filter(|c| {
+            if c.source == source.to_string() {
+                return true;
+            }
+            let same_shard = cx.place.slots.is_some() && c.slots == cx.place.slots;
+            if same_shard {
+                tracing::info!(shard = cx.spec.serial, checkpoint_of = %c.source, source = %source, "trying to continue the checkpoint of another node of the same slots");
+            }
+            same_shard
+        })
+        .map(|c| c.resume_point()))
+}
+
+async fn connect_writer(spec: &ShardSpec) -> Result<(Writer, ConnectOptions), ShardError> {
+    let mut options = WriterOptions::new(
+        spec.target.clone(),
+        ConnectOptions::new(Side::Target, spec.target_credentials.clone()),
+        spec.options.clone(),
+    );
+    options.retry_forever = true;
+    options.stop_on_failure = true;
+    let connect = options.connect.clone();
+    Ok((Writer::connect(options).await?, connect))
+}
+
+/// PSYNC, taking a full-sync permit first when no continue is possible, and again
+/// (in turn with the other shards) when the source refuses to continue.
+async fn handshake_in_turn(
+    cx: &Context<'_>,
+    resume: &mut Option<ResumePoint>,
+) -> Result<Accepted, ShardError> {
+    let (spec, status) = (cx.spec, cx.status);
+    let mut permit = None;
+    loop {
+        if resume.is_none() && permit.is_none() {
+            status.set_phase(Phase::Queued);
+            permit = Some(
+                cx.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ShardError::LinkLost("full-sync permits closed".into()))?,
+            );
+        }
+        status.set_phase(Phase::Handshake);
+        let asks_full_sync = resume.is_none();
+        let (conn, info, start) = handshake_with(
+            cx.place.source,
+            spec.source_credentials.clone(),
+            spec.listening_port,
+            resume.as_ref(),
+            || {
+                if asks_full_sync {
+                    status.set_phase(Phase::WaitingBgsave);
+                }
+            },
+        )
+        .await?;
+        if matches!(start, SyncStart::Full { .. }) && permit.is_none() {
+            // The source could not continue; take our turn for a full sync
+            // like everyone else rather than forking out of order.
+            tracing::warn!(
+                shard = spec.serial,
+                "source refused to continue from the checkpoint; a full sync is needed"
+            );
+            drop(conn);
+            *resume = None;
+            continue;
+        }
+        tracing::info!(shard = spec.serial, source = %cx.place.source, server = %info.describe(), start = ?start, "replication accepted");
+        return Ok(Accepted {
+            conn,
+            start,
+            permit,
+        });
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Start the link (it spools at the source's pace from here on), and for a full sync
+    /// check the target's slots and set up the loader.
+    async fn start(
+        cx: Context<'a>,
+        writer: Writer,
+        connect: &ConnectOptions,
+        accepted: Accepted,
+    ) -> Result<Session<'a>, ShardError> {
+        let Accepted {
+            mut conn,
+            start,
+            permit,
+        } = accepted;
+        let status = cx.status;
+        // A new writer counts from zero; the shard's totals carry on from here.
+        let base = WriterTotals::read(&status.counters);
+        let spool = new_spool(cx.spec);
+        let link_counters = Arc::new(LinkCounters::default());
+        // The writer owns the applied-offset watermark; the ACKs report it.
+        let applied = writer.applied_offset();
+        let (replid, stream_start, framing) = match &start {
+            SyncStart::Full { replid, offset } => {
+                let framing = begin_full_sync(&cx, &mut conn).await?;
+                (replid.clone(), *offset, Some(framing))
+            }
+            SyncStart::Continue { replid, offset } => {
+                applied.store(*offset, Ordering::Release);
+                (replid.clone(), *offset, None)
+            }
+        };
+        status.set_replid(&replid);
+        status.set_error(None);
+        let full = framing.is_some();
+        let link = Link::spawn(
+            conn,
+            framing,
+            spool.clone(),
+            link_counters.clone(),
+            applied.clone(),
+            cx.shutdown.clone(),
+        );
+        let publish_from = Publisher {
+            status: status.clone(),
+            link: link_counters,
+            spool: spool.clone(),
+            stream_start,
+            writer: writer.clone(),
+            applied: applied.clone(),
+            base,
+        };
+        let publisher = publish_from.clone().spawn();
+        let mut session = Session {
+            cx,
+            writer,
+            applied,
+            spool,
+            link,
+            publisher,
+            publish_from,
+            replid,
+            stream_start,
+            loader: None,
+            copy: None,
+            stream: StreamReader::new(stream_start),
+            permit,
+            resumable: !full,
+            last_checkpoint: Instant::now(),
+        };
+        if full {
+            status.set_phase(Phase::LoadingRdb);
+            if let Err(e) = session.prepare_snapshot(connect).await {
+                session.link.abort();
+                session.publisher.abort();
+                return Err(e);
+            }
+        } else {
+            status.set_phase(Phase::Streaming);
+            session.save_checkpoint(stream_start)?;
+        }
+        Ok(session)
+    }
+
+    /// Before the snapshot's first write: are the shard's slots in the target empty, this
+    /// sync's own from an interrupted copy (then emptied), or the operator's?
+    async fn prepare_snapshot(&mut self, connect: &ConnectOptions) -> Result<(), ShardError> {
+        let spec = self.cx.spec;
+        let source = self.cx.place.source.to_string();
+        let scope = CopyScope {
+            target: &spec.target,
+            connect,
+            cluster: self.writer.target().cluster,
+            slots: &self.cx.place.ranges,
+            target_db: spec.options.target_db,
+            source: &source,
+        };
+        let start = begin_copy(&scope).await?;
+        match start {
+            CopyStart::Fresh => {
+                tracing::info!(
+                    shard = spec.serial,
+                    "the target holds no keys in this shard's slots: copying into empty slots"
+                )
+            }
+            CopyStart::Restarted { removed } => {
+                tracing::warn!(shard = spec.serial, removed, "an earlier copy of this shard into empty slots was interrupted: removed its keys from the target to copy again from empty slots")
+            }
+            CopyStart::Occupied => {
+                tracing::info!(shard = spec.serial, conflict = ?spec.options.conflict, "the target held keys in this shard's slots before this sync: existing keys meet the conflict policy")
+            }
+        }
+        if matches!(start, CopyStart::Fresh | CopyStart::Restarted { .. }) {
+            // Every key in these slots is this sync's own: a RESTORE re-sent after a lost
+            // target connection may meet the key it already wrote, and that is no conflict.
+            self.writer
+                .set_conflict_policy(ConflictPolicy::Rewrite)
+                .await?;
+        }
+        // Function libraries live outside the slots: only a restarted copy knows that the
+        // ones already there are likely its own.
+        let functions = match start {
+            CopyStart::Restarted { .. } => ConflictPolicy::Rewrite,
+            _ => spec.options.conflict,
+        };
+        self.copy = Some(start);
+        self.loader = Some(Loader::new(
+            LoaderOptions {
+                big_key_threshold: None,
+                conflict: functions,
+            },
+            self.writer.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Take segments from the spool until the link ends or a stop is asked for.
+    async fn run(&mut self) -> Result<(), ShardError> {
+        let mut checkpoint_tick = tokio::time::interval(CHECKPOINT_EVERY);
+        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let segment = tokio::select! {
+                seg = self.spool.pop() => seg.map_err(state_err(self.cx.checkpoint.path()))?,
+                _ = checkpoint_tick.tick() => {
+                    self.tick()?;
+                    continue;
+                }
+            };
+            match segment {
+                Segment::Rdb(bytes) => self.on_rdb(bytes).await?,
+                Segment::RdbEnd => self.on_rdb_end().await?,
+                Segment::Stream(bytes) => self.on_stream(&bytes).await?,
+                Segment::Closed(reason) => {
+                    if *self.cx.shutdown.borrow() {
+                        return Ok(());
+                    }
+                    return Err(ShardError::LinkLost(reason));
+                }
+            }
+            self.tick()?;
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), ShardError> {
+        if self.resumable && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.last_checkpoint = Instant::now();
+            self.save_checkpoint(self.applied.load(Ordering::Acquire))?;
+        }
+        Ok(())
+    }
+
+    fn save_checkpoint(&self, applied: u64) -> Result<(), ShardError> {
+        self.cx
+            .checkpoint
+            .save(&Checkpoint {
+                source: self.cx.place.source.to_string(),
+                replid: self.replid.clone(),
+                applied,
+                written_at_ms: now_ms(),
+                slots: self.cx.place.slots.clone(),
+            })
+            .map_err(state_err(self.cx.checkpoint.path()))
+    }
+
+    async fn on_rdb(&mut self, bytes: bytes::Bytes) -> Result<(), ShardError> {
+        let Some(loader) = self.loader.as_mut() else {
+            return Err(ShardError::Snapshot(
+                "snapshot bytes after the snapshot ended".into(),
+            ));
+        };
+        let n = bytes.len() as u64;
+        loader.feed(bytes).await?;
+        self.cx
+            .status
+            .counters
+            .rdb_bytes_loaded
+            .fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The snapshot is in the decoder: wait until the target acknowledged all of it, and
+    /// only then make the first checkpoint.
+    async fn on_rdb_end(&mut self) -> Result<(), ShardError> {
+        let Some(done) = self.loader.take() else {
+            return Err(ShardError::Snapshot("a second end of snapshot".into()));
+        };
+        let summary = done.finish().await?;
+        // Everything up to the snapshot's offset is in the target now, unless a key of it
+        // failed: then the watermark stays put and so does the checkpoint.
+        self.writer
+            .mark_applied(ReplOffset(self.stream_start))
+            .await?;
+        self.writer.flush().await?;
+        let now_applied = self.applied.load(Ordering::Acquire);
+        if now_applied != self.stream_start {
+            return Err(ShardError::Snapshot(format!(
+                "the snapshot ended but the target acknowledged it only up to offset {now_applied} of {}",
+                self.stream_start
+            )));
+        }
+        tracing::info!(shard = self.cx.spec.serial, summary = ?summary, copy = ?self.copy, "snapshot loaded");
+        self.resumable = true;
+        self.save_checkpoint(self.stream_start)?;
+        drop(self.permit.take());
+        self.cx.status.set_phase(Phase::Streaming);
+        Ok(())
+    }
+
+    async fn on_stream(&mut self, bytes: &[u8]) -> Result<(), ShardError> {
+        let (spec, status) = (self.cx.spec, self.cx.status);
+        self.stream.feed(bytes);
+        while let Some(item) = self.stream.next_item()? {
+            match item {
+                StreamItem::Entry(entry) => {
+                    let (replay, dropped) =
+                        prepare(self.cx.table, &spec.options.filter, entry, now_ms() as i64);
+                    for d in &dropped {
+                        status
+                            .counters
+                            .commands_skipped
+                            .fetch_add(1, Ordering::Relaxed);
+                        if !d.is_routine() {
+                            tracing::warn!(shard = spec.serial, command = %d.command, reason = %d.reason, "stream command not applied");
+                        }
+                    }
+                    match replay {
+                        Replay::Write(entry) => self.writer.write(entry).await?,
+                        Replay::Dropped { offset, .. } => self.writer.mark_applied(offset).await?,
+                    }
+                }
+                StreamItem::Marker { offset } => self.writer.mark_applied(offset).await?,
+                StreamItem::GetAck { offset } => {
+                    self.writer.mark_applied(offset).await?;
+                    self.link.ack_now.notify_one();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whatever happened, what is in flight to the target is drained (or, when stopping
+    /// and the target does not answer, given up) and the checkpoint records exactly what
+    /// the target acknowledged.
+    async fn close(self, result: Result<(), ShardError>) -> Result<(), ShardError> {
+        self.link.abort();
+        let flushed = drain(&self.writer, self.cx.shutdown.clone()).await;
+        self.publisher.abort();
+        self.publish_from.publish(&mut true);
+        if self.resumable {
+            self.save_checkpoint(self.applied.load(Ordering::Acquire))?;
+        }
+        let result = match (result, self.copy) {
+            (
+                Err(ShardError::Write(e @ WriteError::KeyExists { .. })),
+                Some(CopyStart::Occupied),
+            )
+            | (
+                Err(ShardError::Load(LoadError::Write(e @ WriteError::KeyExists { .. }))),
+                Some(CopyStart::Occupied),
+            ) => Err(ShardError::PreexistingKey(e)),
+            (r, _) => r,
+        };
+        result?;
+        match flushed {
+            // Stopped on request while the target did not answer: what was not acknowledged
+            // is still after the checkpoint, so the next run applies it.
+            Err(WriteError::Abandoned) => Ok(()),
+            other => other.map_err(ShardError::from),
+        }
+    }
+}
+
+/// A full sync was accepted: count it, drop the old resume point (from the first write of
+/// this snapshot on it describes a target that no longer exists; only a loaded snapshot
+/// makes a new one) and read how the snapshot is framed.
+async fn begin_full_sync(
+    cx: &Context<'_>,
+    conn: &mut Connection,
+) -> Result<crate::replica::handshake::RdbFraming, ShardError> {
+    cx.status
+        .counters
+        .full_syncs
+        .fetch_add(1, Ordering::Relaxed);
+    cx.status.set_phase(Phase::WaitingBgsave);
+    cx.checkpoint
+        .remove()
+        .map_err(state_err(cx.checkpoint.path()))?;
+    Ok(read_rdb_framing(conn).await?)
+}
+
+/// The spool of one connection: memory first, then a spill file in the state folder.
+fn new_spool(spec: &ShardSpec) -> Arc<Spool> {
+    Arc::new(Spool::new(
+        spec.state_dir.join(format!("shard-{}.spill", spec.serial)),
+        spec.spool_memory,
+        Arc::new(AtomicU64::new(0)),
+    ))
+}
+
+/// Wait for the writer to be acknowledged; when a stop is asked for (before or during the
+/// wait), wait at most [`STOP_DRAIN`], then give up what the target has not acknowledged.
+async fn drain(writer: &Writer, mut shutdown: watch::Receiver<bool>) -> Result<(), WriteError> {
+    let flush = writer.flush();
+    tokio::pin!(flush);
+    if !*shutdown.borrow() {
+        tokio::select! {
+            r = &mut flush => return r,
+            _ = shutdown.changed() => {}
+        }
+    }
+    match tokio::time::timeout(STOP_DRAIN, &mut flush).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("the target did not acknowledge every write in time; stopping without them (they stay after the checkpoint and are applied on the next run)");
+            writer.abandon().await;
+            flush.await
+        }
+    }
+}
