@@ -9,7 +9,7 @@ use crate::discover::Plan;
 /// Memory the engine may hold per shard in full sync before spilling to disk
 /// (the spool), plus the writer's in-flight window. Kept in step with the engine.
 pub const SPOOL_MEMORY_PER_SHARD: u64 = rsm_engine::shard::DEFAULT_SPOOL_MEMORY as u64;
-pub const WRITER_WINDOW_PER_SHARD: u64 = 32 << 20;
+pub const WRITER_WINDOW_PER_SHARD: u64 = rsm_engine::writer::DEFAULT_MAX_BUFFERED_BYTES as u64;
 
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

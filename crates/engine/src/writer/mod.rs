@@ -62,6 +62,10 @@ pub struct WriterOptions {
     pub stop_on_failure: bool,
 }
 
+/// Bytes buffered between `write` and the target's acknowledgement, by default: the
+/// writer's share of a shard's memory (the plan's estimate uses it).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+
 impl WriterOptions {
     pub fn new(target: Endpoint, connect: ConnectOptions, engine: EngineOptions) -> Self {
         WriterOptions {
@@ -70,7 +74,7 @@ impl WriterOptions {
             engine,
             max_inflight: 1024,
             max_inflight_bytes: 16 << 20,
-            max_buffered_bytes: 64 << 20,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             retry_timeout: Duration::from_secs(60),
             retry_forever: false,
             stop_on_failure: false,
