@@ -75,6 +75,13 @@ pub fn decode_stream(r: &mut dyn Read, w: &mut dyn Write) -> Result<()> {
         }
     }
     dec.finish()?;
+    // Ignored as redis-server ignores them, but said: the file may have been damaged.
+    if let Some(t) = dec.trailing() {
+        eprintln!(
+            "warning: {} trailing bytes after the end of the RDB (offset {}) ignored",
+            t.len, t.offset
+        );
+    }
     Ok(())
 }
 
