@@ -182,6 +182,8 @@ async fn a_target_killed_mid_restore_is_a_clear_error_with_the_count_written() {
         text.contains(&target.addr()),
         "the error names the target: {text}"
     );
-    assert!(w.keys_written >= 1000 && w.keys_written < N, "{w}");
+    // Only acknowledged keys count: writes in flight when the target died may be in its
+    // memory (DBSIZE had reached 1000) without an answer, so the count can be lower.
+    assert!(w.keys_written > 0 && w.keys_written < N, "{w}");
     eprintln!("error: {text}; {w}");
 }
