@@ -2,32 +2,13 @@
 //! it accepts TCP, since the kernel does, but never replies — holds up only its own slots:
 //! the keys of the other masters keep arriving, and everything converges after SIGCONT.
 
-use std::process::Command;
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use rsm_client::Endpoint;
-use rsm_engine::shard::{run_shard, ShardSpec};
-use rsm_engine::status::{Phase, ShardStatus};
+use common::{signal, start};
 use rsm_engine::EngineOptions;
 use rsm_testkit::{key_slot, redis, Cluster, ClusterOptions, Server, ServerOptions, Snapshot};
-use tokio::sync::{watch, Semaphore};
-
-fn master_offset(server: &Server) -> u64 {
-    server
-        .info_field("replication", "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
 
 /// The index of the target master that owns `key`.
 fn owner(target: &Cluster, key: &str) -> usize {
@@ -38,20 +19,6 @@ fn owner(target: &Cluster, key: &str) -> usize {
             (a..=b).contains(&slot)
         })
         .unwrap()
-}
-
-async fn wait_caught_up(status: &ShardStatus, source: &Server, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let s = status.snapshot();
-        assert_ne!(s.phase, Phase::Failed, "{:?}", s.last_error);
-        let want = master_offset(source);
-        if s.phase == Phase::Streaming && want > 0 && s.applied_offset >= want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not caught up: {s:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,26 +43,14 @@ async fn a_stalled_target_node_does_not_stall_the_others() {
         }
     }
     let state = tempfile::tempdir().unwrap();
-    let spec = ShardSpec {
-        serial: 0,
-        source: source.addr().parse::<Endpoint>().unwrap(),
-        source_credentials: None,
-        target: target.seed_addr().parse::<Endpoint>().unwrap(),
-        target_credentials: None,
-        options: EngineOptions::default(),
-        state_dir: state.path().to_path_buf(),
-        listening_port: 0,
-        spool_memory: 64 << 20,
-    };
-    let status = ShardStatus::new(0, source.addr(), "master".into(), "0-16383".into());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_shard(
-        spec,
-        status.clone(),
-        Arc::new(Semaphore::new(1)),
-        stop_rx,
-    ));
-    wait_caught_up(&status, &source, 60).await;
+    let run = start(
+        &source.addr(),
+        &target.seed_addr(),
+        state.path(),
+        EngineOptions::default(),
+        64 << 20,
+    );
+    run.wait_caught_up(&source).await;
 
     // Cut the tool's connections to master 0, then stop it: the writer has to reconnect
     // to a node that accepts the connection and never answers.
@@ -159,12 +114,7 @@ async fn a_stalled_target_node_does_not_stall_the_others() {
         "keys of the healthy masters took up to {worst:?} to arrive while master 0 was stopped"
     );
 
-    wait_caught_up(&status, &source, 90).await;
+    run.wait_caught_up(&source).await;
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    run.stop().await.unwrap();
 }

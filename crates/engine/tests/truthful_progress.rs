@@ -4,99 +4,16 @@
 //! refuses for good, a snapshot interrupted and started again — and ends with an
 //! independent compare of every key.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsm_client::Endpoint;
+use common::{master_offset, signal, start};
 use rsm_engine::replica::checkpoint::{Checkpoint, CheckpointFile};
-use rsm_engine::shard::{run_shard, ShardError, ShardExit, ShardSpec};
-use rsm_engine::status::{Phase, ShardSnapshot, ShardStatus};
+use rsm_engine::status::Phase;
 use rsm_engine::EngineOptions;
 use rsm_testkit::{redis, Cluster, ClusterOptions, Server, ServerOptions, Snapshot};
-use tokio::sync::{watch, Semaphore};
-
-struct Running {
-    status: Arc<ShardStatus>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<ShardExit, ShardError>>,
-}
-
-fn start(
-    source: &str,
-    target: &str,
-    state: &Path,
-    options: EngineOptions,
-    spool_memory: usize,
-) -> Running {
-    let spec = ShardSpec {
-        serial: 0,
-        source: source.parse::<Endpoint>().unwrap(),
-        source_credentials: None,
-        target: target.parse::<Endpoint>().unwrap(),
-        target_credentials: None,
-        options,
-        state_dir: state.to_path_buf(),
-        listening_port: 0,
-        spool_memory,
-    };
-    let status = ShardStatus::new(0, source.to_string(), "master".into(), "0-16383".into());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_shard(
-        spec,
-        status.clone(),
-        Arc::new(Semaphore::new(1)),
-        stop_rx,
-    ));
-    Running { status, stop, task }
-}
-
-impl Running {
-    /// Poll the status until `done` holds; fail at once if the shard failed.
-    async fn wait_for(&self, what: &str, secs: u64, done: impl Fn(&ShardSnapshot) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let snap = self.status.snapshot();
-            assert!(
-                snap.phase != Phase::Failed,
-                "shard failed while waiting for {what}: {:?}",
-                snap.last_error
-            );
-            if done(&snap) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {secs}s: {snap:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_caught_up(&self, source: &Server) {
-        self.wait_for("caught up", 120, |s| {
-            let want = master_offset(source);
-            s.phase == Phase::Streaming && want > 0 && s.applied_offset >= want
-        })
-        .await;
-    }
-
-    async fn stop(self) -> Result<ShardExit, ShardError> {
-        self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("stops within 60s")
-            .unwrap()
-    }
-}
-
-fn master_offset(server: &Server) -> u64 {
-    server
-        .info_field("replication", "master_repl_offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// `n` string keys of `size` random (incompressible) bytes each, pipelined.
 fn bulk_strings(server: &Server, prefix: &str, n: usize, size: usize) {
@@ -114,15 +31,6 @@ fn bulk_strings(server: &Server, prefix: &str, n: usize, size: usize) {
         }
         let _: () = pipe.query(&mut c).unwrap();
     }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
 }
 
 fn checkpoint(state: &Path) -> Option<Checkpoint> {
