@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rsm_client::{ConnectOptions, Side};
 use rsm_engine::loader::{Loader, LoaderOptions};
-use rsm_engine::writer::route::key_slot;
+
 use rsm_engine::writer::{Writer, WriterOptions};
 use rsm_engine::EngineOptions;
 use rsm_rdb::{dump, DecodeOptions, Decoder, Event};
@@ -138,7 +138,7 @@ fn restore_streams(rdb: &[u8], cluster: &Cluster) -> Vec<Vec<u8>> {
             Event::RawValue(raw) => {
                 let Some(m) = meta.take() else { continue };
                 let payload = dump::build_payload(m.rdb_type, &raw, version);
-                let slot = key_slot(&m.key);
+                let slot = rsm_cluster::key_slot(&m.key).get();
                 let node = ranges
                     .iter()
                     .position(|(a, b)| slot >= *a && slot <= *b)

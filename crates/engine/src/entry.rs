@@ -66,11 +66,51 @@ pub struct Command {
     /// The source replication offset just after this command (0 for commands
     /// that do not come from a replication stream).
     pub offset: ReplOffset,
+    /// Where its keys are, found once by whoever read the command against a command
+    /// table (replay for the stream); the writer routes by it.
+    pub route: Route,
+}
+
+/// Where a command goes on the target.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Route {
+    /// Not looked up yet (a command made outside replay): the writer classifies it with
+    /// the built-in table and the key filter.
+    #[default]
+    Unclassified,
+    /// Keys at these argument positions; `slot` when they all hash to one slot.
+    Keys { at: Vec<usize>, slot: Option<u16> },
+    /// No key, meant for every master (`FLUSHALL`, `FUNCTION LOAD` …).
+    Broadcast,
+    /// No key that routes it (a keyless write, arguments that do not fit the command's
+    /// spec): any one master, which answers for it.
+    AnyNode,
+}
+
+impl Route {
+    /// Keys at `at` in `args`, with their common slot if they share one.
+    pub fn keys(args: &[Bytes], at: Vec<usize>) -> Route {
+        let mut slots = at
+            .iter()
+            .filter_map(|&i| args.get(i))
+            .map(|k| rsm_cluster::key_slot(k).get());
+        let first = slots.next();
+        let slot = match first {
+            Some(s) if slots.all(|x| x == s) => Some(s),
+            _ => None,
+        };
+        Route::Keys { at, slot }
+    }
 }
 
 impl Command {
     pub fn new(db: DbIndex, args: Vec<Bytes>, offset: ReplOffset) -> Command {
-        Command { db, args, offset }
+        Command {
+            db,
+            args,
+            offset,
+            route: Route::Unclassified,
+        }
     }
 
     /// The command name in upper case (names arrive in any case).

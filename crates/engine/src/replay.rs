@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::command::{rewrite_for_replay, CommandTable};
 use crate::entry::{Command, Entry, ReplOffset};
-use crate::filter::commands::{filter_command, DropReason, FilterVerdict};
+use crate::filter::commands::{route_command, DropReason};
 use crate::filter::KeyPrefixes;
 
 /// What to do with one stream entry.
@@ -99,12 +99,18 @@ fn prepare_one(
     now_ms: i64,
     dropped: &mut Vec<Dropped>,
 ) -> Option<Command> {
-    let Command { db, args, offset } = cmd;
+    let Command {
+        db, args, offset, ..
+    } = cmd;
     let args = rewrite_for_replay(args, now_ms);
-    match filter_command(table, prefixes, &args) {
-        FilterVerdict::Keep => Some(Command::new(db, args, offset)),
-        FilterVerdict::Rewrite(args) => Some(Command::new(db, args, offset)),
-        FilterVerdict::Drop(reason) => {
+    match route_command(table, prefixes, &args) {
+        Ok((cut, route)) => Some(Command {
+            db,
+            args: cut.unwrap_or(args),
+            offset,
+            route,
+        }),
+        Err(reason) => {
             dropped.push(Dropped {
                 command: args
                     .first()
@@ -159,6 +165,37 @@ mod tests {
             }
         ));
         assert!(dropped[0].is_routine());
+    }
+
+    #[test]
+    fn the_route_is_found_here_once() {
+        let table = CommandTable::builtin();
+        let prefixes = KeyPrefixes::parse("k").unwrap();
+        let slot = |k: &[u8]| rsm_cluster::key_slot(k).get();
+        let write = |args: &[&str]| match prepare(&table, &prefixes, Entry::Command(cmd(args)), 0).0
+        {
+            Replay::Write(Entry::Command(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        let c = write(&["SET", "k1", "v"]);
+        assert_eq!(
+            c.route,
+            crate::entry::Route::Keys {
+                at: vec![1],
+                slot: Some(slot(b"k1"))
+            }
+        );
+        // Cut by the filter: the route is that of what is left.
+        let c = write(&["MSET", "x", "1", "k2", "2", "k3", "3"]);
+        assert_eq!(c.args.len(), 5);
+        assert_eq!(
+            c.route,
+            crate::entry::Route::Keys {
+                at: vec![1, 3],
+                slot: None
+            }
+        );
+        assert_eq!(write(&["FLUSHALL"]).route, crate::entry::Route::Broadcast);
     }
 
     #[test]

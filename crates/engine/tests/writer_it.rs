@@ -21,7 +21,7 @@ use writer_util::*;
 const TTL_TOLERANCE: Duration = Duration::from_secs(5);
 
 fn slot_of(key: &[u8]) -> u16 {
-    rsm_engine::writer::route::key_slot(key)
+    rsm_cluster::key_slot(key).get()
 }
 
 /// A hash tag whose slot lies in `[lo, hi]`, different from `avoid`.

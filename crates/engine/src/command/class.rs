@@ -16,6 +16,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::{CommandError, CommandFlags, CommandTable};
+use crate::entry::Route;
 
 /// The decision for one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +173,22 @@ impl CommandTable {
         }
     }
 
+    /// Where a command of this class goes on the target (`None`: nowhere, it is skipped).
+    pub fn route_of(&self, args: &[Bytes], class: CommandClass) -> Option<Route> {
+        match class {
+            CommandClass::Keyed { keys } => Some(Route::keys(args, keys)),
+            CommandClass::Broadcast => Some(Route::Broadcast),
+            CommandClass::Skip(_) => None,
+            CommandClass::Unsupported(UnsupportedReason::CrossDb) => {
+                Some(match self.key_indices(args) {
+                    Ok(keys) if !keys.is_empty() => Route::keys(args, keys),
+                    _ => Route::AnyNode,
+                })
+            }
+            CommandClass::Unsupported(_) => Some(Route::AnyNode),
+        }
+    }
+
     /// How this command may be split when its keys fall into different groups.
     pub fn split_kind(&self, args: &[Bytes]) -> SplitKind {
         let name = args.first().map(|n| lower(n)).unwrap_or_default();
@@ -199,10 +216,20 @@ impl CommandTable {
         args: &[Bytes],
         group_of_key: impl Fn(&[u8]) -> G,
     ) -> Result<Vec<(G, Vec<Bytes>)>, SplitError> {
-        let name = || args.first().map(|n| lower(n)).unwrap_or_default();
         let keys = self.key_indices(args)?;
+        self.partition_keys(args, &keys, group_of_key)
+    }
+
+    /// Like [`CommandTable::partition`], with the key positions already known.
+    pub fn partition_keys<G: PartialEq>(
+        &self,
+        args: &[Bytes],
+        keys: &[usize],
+        group_of_key: impl Fn(&[u8]) -> G,
+    ) -> Result<Vec<(G, Vec<Bytes>)>, SplitError> {
+        let name = || args.first().map(|n| lower(n)).unwrap_or_default();
         let mut groups: Vec<(G, Vec<usize>)> = Vec::new();
-        for &k in &keys {
+        for &k in keys {
             let g = group_of_key(args.get(k).map_or(&[][..], |b| &b[..]));
             match groups.iter_mut().find(|(x, _)| *x == g) {
                 Some((_, ks)) => ks.push(k),
@@ -217,7 +244,7 @@ impl CommandTable {
             return Ok(vec![(g, args.to_vec())]);
         }
         let step = match self.split_kind(args) {
-            SplitKind::PerKey(step) if per_key_layout(&keys, step, args.len()) => step,
+            SplitKind::PerKey(step) if per_key_layout(keys, step, args.len()) => step,
             _ => {
                 return Err(SplitError::CrossGroup {
                     name: name(),

@@ -15,6 +15,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::command::{CommandClass, CommandTable, SkipReason, SplitError, UnsupportedReason};
+use crate::entry::Route;
 use crate::filter::KeyPrefixes;
 
 /// The filter's answer for one command.
@@ -59,7 +60,39 @@ pub fn filter_command(
     prefixes: &KeyPrefixes,
     args: &[Bytes],
 ) -> FilterVerdict {
-    let keys = match table.class(args) {
+    verdict(table, prefixes, args, table.class(args))
+}
+
+/// The filter's verdict and, for what is kept, where it goes on the target: one table
+/// lookup for both. `Ok((Some(args), _))` when the filter cut the command.
+pub fn route_command(
+    table: &CommandTable,
+    prefixes: &KeyPrefixes,
+    args: &[Bytes],
+) -> Result<(Option<Vec<Bytes>>, Route), DropReason> {
+    let class = table.class(args);
+    let (cut, class) = match verdict(table, prefixes, args, class.clone()) {
+        FilterVerdict::Keep => (None, class),
+        FilterVerdict::Rewrite(cut) => {
+            let class = table.class(&cut);
+            (Some(cut), class)
+        }
+        FilterVerdict::Drop(reason) => return Err(reason),
+    };
+    let routed = cut.as_deref().unwrap_or(args);
+    match table.route_of(routed, class) {
+        Some(route) => Ok((cut, route)),
+        None => Err(DropReason::Skipped(SkipReason::NoDataEffect)),
+    }
+}
+
+fn verdict(
+    table: &CommandTable,
+    prefixes: &KeyPrefixes,
+    args: &[Bytes],
+    class: CommandClass,
+) -> FilterVerdict {
+    let keys = match class {
         CommandClass::Keyed { keys } => keys,
         CommandClass::Broadcast => return FilterVerdict::Keep,
         CommandClass::Skip(r) => return FilterVerdict::Drop(DropReason::Skipped(r)),

@@ -163,17 +163,10 @@ pub async fn run_shard_following(
                 follow_known = true;
             }
         }
-        if relocate {
-            if let Some(f) = follow.as_mut() {
-                if let Err(e) = relocate_source(&spec, &status, f, &mut source).await {
-                    tracing::warn!(shard = spec.serial, source = %source, error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for the source to fail over");
-                    status.set_error(Some(e.to_string()));
-                    status.set_phase(Phase::Reconnecting);
-                    pause(backoff, &mut shutdown).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            }
+        if relocate && !relocated(&spec, &status, follow.as_mut(), &mut source, backoff).await {
+            pause(backoff, &mut shutdown).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
         }
         let table = match &table {
             Some(t) => Arc::clone(t),
@@ -213,6 +206,29 @@ pub async fn run_shard_following(
                 status.set_phase(Phase::Failed);
                 return Err(e);
             }
+        }
+    }
+}
+
+/// After an interruption: find the node that serves the shard now (a failover may have
+/// moved it). False while none does (the caller waits and asks again).
+async fn relocated(
+    spec: &ShardSpec,
+    status: &ShardStatus,
+    follow: Option<&mut Follow>,
+    source: &mut Endpoint,
+    backoff: Duration,
+) -> bool {
+    let Some(f) = follow else {
+        return true;
+    };
+    match relocate_source(spec, status, f, source).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(shard = spec.serial, source = %source, error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for the source to fail over");
+            status.set_error(Some(e.to_string()));
+            status.set_phase(Phase::Reconnecting);
+            false
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use rsm_rdb::{Elements, PendingEntry, StreamId};
+use rsm_rdb::{Elements, HashField, PendingEntry, StreamGroup, StreamId, StreamMeta};
 
 /// What the target understands, as far as rebuilding values goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,29 +52,20 @@ pub fn element_commands(
     st: &mut ValueState,
     caps: Capabilities,
 ) -> Vec<Vec<Bytes>> {
-    let k = || key.clone();
     let mut out = Vec::new();
     match els {
         Elements::StringPart(part) => {
             let verb = if st.string_started { "APPEND" } else { "SET" };
             st.string_started = true;
-            out.push(vec![b(verb), k(), part]);
+            out.push(vec![b(verb), key.clone(), part]);
         }
-        Elements::ListItems(items) if !items.is_empty() => {
-            let mut c = Vec::with_capacity(items.len() + 2);
-            c.extend([b("RPUSH"), k()]);
-            c.extend(items);
-            out.push(c);
-        }
+        Elements::ListItems(items) if !items.is_empty() => out.push(variadic("RPUSH", key, items)),
         Elements::SetMembers(members) if !members.is_empty() => {
-            let mut c = Vec::with_capacity(members.len() + 2);
-            c.extend([b("SADD"), k()]);
-            c.extend(members);
-            out.push(c);
+            out.push(variadic("SADD", key, members))
         }
         Elements::ZSetMembers(members) if !members.is_empty() => {
             let mut c = Vec::with_capacity(members.len() * 2 + 2);
-            c.extend([b("ZADD"), k()]);
+            c.extend([b("ZADD"), key.clone()]);
             for (m, s) in members {
                 c.push(score_text(s));
                 c.push(m);
@@ -82,38 +73,12 @@ pub fn element_commands(
             out.push(c);
         }
         Elements::HashFields(fields) if !fields.is_empty() => {
-            let mut c = Vec::with_capacity(fields.len() * 2 + 2);
-            c.extend([b("HSET"), k()]);
-            // Field TTLs grouped by expiry time: one HPEXPIREAT per distinct time.
-            let mut ttls: BTreeMap<i64, Vec<Bytes>> = BTreeMap::new();
-            for f in fields {
-                if let Some(at) = f.expire_at_ms {
-                    ttls.entry(at).or_default().push(f.field.clone());
-                }
-                c.push(f.field);
-                c.push(f.value);
-            }
-            out.push(c);
-            for (at, fields) in ttls {
-                if !caps.hash_field_ttl {
-                    st.lost_details += fields.len() as u64;
-                    continue;
-                }
-                let mut c = vec![
-                    b("HPEXPIREAT"),
-                    k(),
-                    num(at),
-                    b("FIELDS"),
-                    num(fields.len()),
-                ];
-                c.extend(fields);
-                out.push(c);
-            }
+            hash_commands(key, fields, st, caps, &mut out)
         }
         Elements::StreamEntries(entries) => {
             for e in entries {
                 let mut c = Vec::with_capacity(e.fields.len() * 2 + 3);
-                c.extend([b("XADD"), k(), num(e.id)]);
+                c.extend([b("XADD"), key.clone(), num(e.id)]);
                 for (f, v) in e.fields {
                     c.push(f);
                     c.push(v);
@@ -122,68 +87,9 @@ pub fn element_commands(
                 out.push(c);
             }
         }
-        Elements::StreamMeta(meta) => {
-            if st.stream_entries == 0 {
-                // An empty stream still exists (and keeps its last id): create it with one
-                // entry trimmed away at once, or through a throw-away group for id 0-0.
-                if meta.last_id > StreamId::default() {
-                    out.push(vec![
-                        b("XADD"),
-                        k(),
-                        b("MAXLEN"),
-                        b("0"),
-                        num(meta.last_id),
-                        b("f"),
-                        b(""),
-                    ]);
-                } else {
-                    out.push(vec![
-                        b("XGROUP"),
-                        b("CREATE"),
-                        k(),
-                        b("rsm-tmp-group"),
-                        b("0"),
-                        b("MKSTREAM"),
-                    ]);
-                    out.push(vec![b("XGROUP"), b("DESTROY"), k(), b("rsm-tmp-group")]);
-                }
-            }
-            let mut c = vec![b("XSETID"), k(), num(meta.last_id)];
-            if caps.stream_v2 {
-                if let Some(n) = meta.entries_added {
-                    c.extend([b("ENTRIESADDED"), num(n)]);
-                }
-                if let Some(id) = meta.max_deleted_id {
-                    c.extend([b("MAXDELETEDID"), num(id)]);
-                }
-            }
-            out.push(c);
-        }
+        Elements::StreamMeta(meta) => stream_meta_commands(key, &meta, st, caps, &mut out),
         Elements::StreamGroup(g) => {
-            let mut c = vec![
-                b("XGROUP"),
-                b("CREATE"),
-                k(),
-                g.name.clone(),
-                num(g.last_id),
-            ];
-            if caps.stream_v2 {
-                if let Some(n) = g.entries_read {
-                    c.extend([b("ENTRIESREAD"), num(n)]);
-                }
-            }
-            out.push(c);
-            if caps.create_consumer {
-                for cons in &g.consumers {
-                    out.push(vec![
-                        b("XGROUP"),
-                        b("CREATECONSUMER"),
-                        k(),
-                        g.name.clone(),
-                        cons.name.clone(),
-                    ]);
-                }
-            }
+            group_commands(key, &g, caps, &mut out);
             pending_commands(key, &g.name, &g.pending, st, &mut out);
         }
         Elements::StreamPending { group, entries } => {
@@ -193,6 +99,123 @@ pub fn element_commands(
         _ => {}
     }
     out
+}
+
+fn variadic(verb: &'static str, key: &Bytes, items: Vec<Bytes>) -> Vec<Bytes> {
+    let mut c = Vec::with_capacity(items.len() + 2);
+    c.extend([b(verb), key.clone()]);
+    c.extend(items);
+    c
+}
+
+/// `HSET`, then one `HPEXPIREAT` per distinct field expiry time (or the TTLs counted as
+/// lost on a target without field TTLs).
+fn hash_commands(
+    key: &Bytes,
+    fields: Vec<HashField>,
+    st: &mut ValueState,
+    caps: Capabilities,
+    out: &mut Vec<Vec<Bytes>>,
+) {
+    let mut c = Vec::with_capacity(fields.len() * 2 + 2);
+    c.extend([b("HSET"), key.clone()]);
+    let mut ttls: BTreeMap<i64, Vec<Bytes>> = BTreeMap::new();
+    for f in fields {
+        if let Some(at) = f.expire_at_ms {
+            ttls.entry(at).or_default().push(f.field.clone());
+        }
+        c.push(f.field);
+        c.push(f.value);
+    }
+    out.push(c);
+    for (at, fields) in ttls {
+        if !caps.hash_field_ttl {
+            st.lost_details += fields.len() as u64;
+            continue;
+        }
+        let mut c = vec![
+            b("HPEXPIREAT"),
+            key.clone(),
+            num(at),
+            b("FIELDS"),
+            num(fields.len()),
+        ];
+        c.extend(fields);
+        out.push(c);
+    }
+}
+
+fn stream_meta_commands(
+    key: &Bytes,
+    meta: &StreamMeta,
+    st: &ValueState,
+    caps: Capabilities,
+    out: &mut Vec<Vec<Bytes>>,
+) {
+    let k = || key.clone();
+    if st.stream_entries == 0 {
+        // An empty stream still exists (and keeps its last id): create it with one
+        // entry trimmed away at once, or through a throw-away group for id 0-0.
+        if meta.last_id > StreamId::default() {
+            out.push(vec![
+                b("XADD"),
+                k(),
+                b("MAXLEN"),
+                b("0"),
+                num(meta.last_id),
+                b("f"),
+                b(""),
+            ]);
+        } else {
+            out.push(vec![
+                b("XGROUP"),
+                b("CREATE"),
+                k(),
+                b("rsm-tmp-group"),
+                b("0"),
+                b("MKSTREAM"),
+            ]);
+            out.push(vec![b("XGROUP"), b("DESTROY"), k(), b("rsm-tmp-group")]);
+        }
+    }
+    let mut c = vec![b("XSETID"), k(), num(meta.last_id)];
+    if caps.stream_v2 {
+        if let Some(n) = meta.entries_added {
+            c.extend([b("ENTRIESADDED"), num(n)]);
+        }
+        if let Some(id) = meta.max_deleted_id {
+            c.extend([b("MAXDELETEDID"), num(id)]);
+        }
+    }
+    out.push(c);
+}
+
+/// `XGROUP CREATE` with what the target can take, and its consumers.
+fn group_commands(key: &Bytes, g: &StreamGroup, caps: Capabilities, out: &mut Vec<Vec<Bytes>>) {
+    let mut c = vec![
+        b("XGROUP"),
+        b("CREATE"),
+        key.clone(),
+        g.name.clone(),
+        num(g.last_id),
+    ];
+    if caps.stream_v2 {
+        if let Some(n) = g.entries_read {
+            c.extend([b("ENTRIESREAD"), num(n)]);
+        }
+    }
+    out.push(c);
+    if caps.create_consumer {
+        for cons in &g.consumers {
+            out.push(vec![
+                b("XGROUP"),
+                b("CREATECONSUMER"),
+                key.clone(),
+                g.name.clone(),
+                cons.name.clone(),
+            ]);
+        }
+    }
 }
 
 /// One `XCLAIM … FORCE JUSTID` per pending entry: it recreates the PEL entry with its owner,

@@ -18,11 +18,18 @@
 //!   replication offset such that every entry up to it was acknowledged OK by the target.
 //!   A failed command freezes it there.
 
+mod admit;
 mod commands;
+mod dispatch;
+mod node;
+mod order;
 mod pipeline;
-pub mod route;
+mod refresh;
+mod replies;
+mod request;
 pub mod sync_marker;
 pub mod target;
+mod watermark;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

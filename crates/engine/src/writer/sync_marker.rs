@@ -21,7 +21,6 @@ use rsm_cluster::SlotRange;
 use rsm_resp::Frame;
 use serde::{Deserialize, Serialize};
 
-use super::route::key_slot;
 use super::target::read_slot_map;
 use super::WriteError;
 
@@ -107,7 +106,7 @@ fn is_marker(key: &[u8]) -> bool {
 }
 
 fn in_slots(slots: &[SlotRange], key: &[u8]) -> bool {
-    let s = key_slot(key);
+    let s = rsm_cluster::key_slot(key).get();
     slots
         .iter()
         .any(|r| (r.start().get()..=r.end().get()).contains(&s))
@@ -180,7 +179,7 @@ impl<'a> TargetKeys<'a> {
     }
 
     async fn get_marker(&mut self, key: &str) -> Result<Option<Marker>, WriteError> {
-        let node = self.node_of_slot(key_slot(key.as_bytes()))?;
+        let node = self.node_of_slot(rsm_cluster::key_slot(key.as_bytes()).get())?;
         let c = if self.scope.cluster {
             self.conn(node).await?
         } else {
@@ -198,7 +197,7 @@ impl<'a> TargetKeys<'a> {
     }
 
     async fn set_marker(&mut self, key: &str, marker: &Marker) -> Result<(), WriteError> {
-        let node = self.node_of_slot(key_slot(key.as_bytes()))?;
+        let node = self.node_of_slot(rsm_cluster::key_slot(key.as_bytes()).get())?;
         let c = if self.scope.cluster {
             self.conn(node).await?
         } else {
@@ -403,13 +402,16 @@ mod tests {
         let k = marker_key(&[range(0, 5460)]);
         assert_eq!(k, "__rsm:sync:{0-5460}");
         assert!(is_marker(k.as_bytes()));
-        assert_eq!(key_slot(k.as_bytes()), key_slot(b"0-5460"));
+        assert_eq!(
+            rsm_cluster::key_slot(k.as_bytes()),
+            rsm_cluster::key_slot(b"0-5460")
+        );
         assert!(!is_marker(b"user:__rsm:x"));
     }
 
     #[test]
     fn slot_membership() {
-        let s = key_slot(b"a");
+        let s = rsm_cluster::key_slot(b"a").get();
         assert!(in_slots(&[range(0, 1), range(s, s)], b"a"));
         assert!(!in_slots(&[range(s + 1, 16383)], b"a"));
         // The hash tag decides: "{a}x" lives with "a".

@@ -9,7 +9,6 @@ use rsm_client::{info_field, ClientError, ConnectOptions, Connection, Endpoint};
 use rsm_rdb::RdbVersion;
 use rsm_resp::Frame;
 
-use super::route::{key_slot, SLOT_COUNT};
 use super::WriteError;
 
 /// Default `proto-max-bulk-len` when `CONFIG GET` is not allowed (managed services).
@@ -66,7 +65,7 @@ impl SlotMap {
     pub fn single(endpoint: Endpoint) -> SlotMap {
         SlotMap {
             masters: vec![endpoint],
-            owner: vec![Some(0); SLOT_COUNT],
+            owner: vec![Some(0); usize::from(rsm_cluster::SLOT_COUNT)],
         }
     }
 }
@@ -215,7 +214,10 @@ fn config_databases(reply: &Frame) -> Option<u32> {
 fn probe_key(slots: &SlotMap) -> Option<(usize, Bytes)> {
     for i in 0..100_000u32 {
         let key = format!("rsm:writer-probe:{i}");
-        if let Some(Some(node)) = slots.owner.get(usize::from(key_slot(key.as_bytes()))) {
+        if let Some(Some(node)) = slots
+            .owner
+            .get(rsm_cluster::key_slot(key.as_bytes()).index())
+        {
             return Some((*node, Bytes::from(key)));
         }
     }
@@ -260,7 +262,7 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
     })?;
     let mut map = SlotMap {
         masters: Vec::new(),
-        owner: vec![None; SLOT_COUNT],
+        owner: vec![None; usize::from(rsm_cluster::SLOT_COUNT)],
     };
     for (start, end, ep) in ranges {
         let idx = match map.masters.iter().position(|m| *m == ep) {
@@ -270,7 +272,7 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
                 map.masters.len() - 1
             }
         };
-        for s in start..=end.min(SLOT_COUNT as u16 - 1) {
+        for s in start..=end.min(rsm_cluster::SLOT_COUNT - 1) {
             map.owner[usize::from(s)] = Some(idx);
         }
     }

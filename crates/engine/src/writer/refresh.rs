@@ -1,0 +1,87 @@
+//! Re-reading the target's slot map, in a task of its own.
+//!
+//! Every known node (and the node the operator named) is asked at once; the first answer
+//! wins. A node that accepts connections but never answers holds up nothing, and a master
+//! that died is replaced in the map as soon as any other node knows its successor.
+
+use std::time::Duration;
+
+use rsm_client::{ConnectOptions, Connection, Endpoint};
+use tokio::sync::mpsc;
+
+use super::pipeline::Pipeline;
+use super::target::{read_slot_map, SlotMap};
+
+/// How long one node may take to give its slot map during a refresh.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Pipeline {
+    pub(super) fn start_refresh(&mut self) {
+        self.refresh_needed = false;
+        if self.refreshing {
+            return;
+        }
+        self.refreshing = true;
+        let mut candidates: Vec<Endpoint> = self.nodes.iter().map(|n| n.endpoint.clone()).collect();
+        // The node the operator named may be a replica we never wrote to: it knows the map.
+        if !candidates.contains(&self.opts.target) {
+            candidates.push(self.opts.target.clone());
+        }
+        let opts = self.opts.connect.clone();
+        tokio::spawn(ask_all(candidates, opts, self.reports.refreshes.clone()));
+    }
+
+    pub(super) fn on_refreshed(&mut self, map: Option<SlotMap>) {
+        self.refreshing = false;
+        let Some(map) = map else {
+            tracing::warn!("could not refresh the target slot map from any node; retrying");
+            // Try again on the next due retry, not at once in a loop.
+            self.refresh_needed = true;
+            return;
+        };
+        let idx: Vec<usize> = map
+            .masters
+            .into_iter()
+            .map(|m| self.node_index(m))
+            .collect();
+        self.owner = map
+            .owner
+            .into_iter()
+            .map(|o| o.and_then(|i| idx.get(i).copied()))
+            .collect();
+        self.masters = idx;
+        tracing::debug!(
+            masters = self.masters.len(),
+            "refreshed the target slot map"
+        );
+        self.requeue_waiting();
+    }
+}
+
+async fn ask_all(
+    candidates: Vec<Endpoint>,
+    opts: ConnectOptions,
+    tx: mpsc::UnboundedSender<Option<SlotMap>>,
+) {
+    let mut asks = tokio::task::JoinSet::new();
+    for ep in candidates {
+        let opts = opts.clone();
+        asks.spawn(async move {
+            let read = async {
+                let mut conn = Connection::connect(&ep, &opts).await.ok()?;
+                read_slot_map(&mut conn, &ep).await.ok()
+            };
+            tokio::time::timeout(REFRESH_TIMEOUT, read)
+                .await
+                .ok()
+                .flatten()
+        });
+    }
+    while let Some(answer) = asks.join_next().await {
+        if let Ok(Some(map)) = answer {
+            let _ = tx.send(Some(map));
+            return;
+        }
+    }
+    let _ = tx.send(None);
+}

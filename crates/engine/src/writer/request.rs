@@ -1,0 +1,297 @@
+//! One request to a target node, and how its reply is judged.
+//!
+//! Pure: no I/O. The writer turns each entry into requests ([`super::admit`]), keeps them
+//! in per-slot order ([`super::order`]) and sends them through a node
+//! ([`super::node`]); when the reply arrives, [`judge`] says what it means.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use rsm_client::{Retry, ServerError};
+use rsm_resp::Frame;
+
+use crate::entry::DbIndex;
+
+/// Position in the original order: (request sequence, sub-request when one was replaced by
+/// several, e.g. a refused RESTORE by the commands that rebuild the value).
+pub(super) type Order = (u64, u32);
+
+/// What a request sends and how its reply is judged.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Body {
+    /// Any non-error reply is success.
+    Cmd(Vec<Bytes>),
+    /// `RESTORE …`; BUSYKEY follows the conflict policy, a refused payload is rebuilt with
+    /// commands.
+    Restore {
+        args: Vec<Bytes>,
+        key: Bytes,
+        payload: Bytes,
+        expire: Option<i64>,
+    },
+    /// `EXISTS key` before a value written in pieces (fail/skip policies).
+    Gate { key: Bytes },
+    /// `MULTI`, the commands, `EXEC`.
+    Multi(Vec<Vec<Bytes>>),
+}
+
+impl Body {
+    /// Replies the node sends for it.
+    pub(super) fn replies(&self) -> usize {
+        match self {
+            Body::Multi(c) => c.len() + 2,
+            _ => 1,
+        }
+    }
+
+    /// Approximate bytes on the wire, for the per-node byte window.
+    pub(super) fn size(&self) -> usize {
+        match self {
+            Body::Cmd(a) | Body::Restore { args: a, .. } => a.iter().map(|x| x.len() + 16).sum(),
+            Body::Gate { key } => key.len() + 32,
+            Body::Multi(cs) => cs.iter().flatten().map(|x| x.len() + 16).sum(),
+        }
+    }
+
+    /// The command name and its first key, for messages.
+    pub(super) fn describe(&self) -> (String, Bytes) {
+        let name = |a: &[Bytes]| {
+            String::from_utf8_lossy(a.first().map_or(&b""[..], |x| &x[..])).into_owned()
+        };
+        match self {
+            Body::Cmd(a) | Body::Restore { args: a, .. } => {
+                (name(a), a.get(1).cloned().unwrap_or_default())
+            }
+            Body::Gate { key } => ("EXISTS".into(), key.clone()),
+            Body::Multi(c) => (
+                "MULTI".into(),
+                c.first()
+                    .and_then(|c| c.get(1))
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Req {
+    pub order: Order,
+    /// The entry this request belongs to (see [`super::watermark::Tracks`]).
+    pub track: u64,
+    pub slot: usize,
+    /// A node fixed in advance (broadcasts).
+    pub pin: Option<usize>,
+    /// Send with ASKING to this node (once).
+    pub ask: Option<usize>,
+    pub db: DbIndex,
+    pub body: Body,
+    /// The key written in pieces (or rebuilt) this request belongs to, for the skip policy.
+    pub group: Option<u64>,
+    pub attempts: u32,
+    pub first_failure: Option<Instant>,
+    pub bytes: usize,
+}
+
+impl Req {
+    pub(super) fn new(
+        order: Order,
+        track: u64,
+        slot: usize,
+        db: DbIndex,
+        body: Body,
+        group: Option<u64>,
+    ) -> Req {
+        Req {
+            order,
+            track,
+            slot,
+            pin: None,
+            ask: None,
+            db,
+            bytes: body.size(),
+            body,
+            group,
+            attempts: 0,
+            first_failure: None,
+        }
+    }
+}
+
+/// What a reply means for its request.
+#[derive(Debug, PartialEq)]
+pub(super) enum Verdict {
+    /// Applied. `exists`: a gate's answer.
+    Applied { exists: bool },
+    /// The slot lives on another node now (the reply's own slot, for a check).
+    Moved(ServerError),
+    /// Send once more with ASKING to the node named.
+    Ask(ServerError),
+    /// RESTORE found the key there (no REPLACE).
+    BusyKey,
+    /// RESTORE's payload is one the target cannot read: rebuild with commands.
+    BadPayload,
+    /// Worth another try after a pause (`refresh`: re-read the slot map first).
+    Retry { text: String, refresh: bool },
+    /// Refused for good.
+    Refused(String),
+    /// EXEC ran, but some of the transaction's commands failed.
+    PartlyFailed { failed: usize },
+}
+
+/// Judge the last reply of a request (`first_err`: an error among its earlier replies,
+/// i.e. a command MULTI refused to queue).
+pub(super) fn judge(body: &Body, last: &Frame, first_err: Option<Bytes>) -> Verdict {
+    let err = match (body, last.as_error()) {
+        // MULTI/EXEC: a refusal while queueing (MOVED, …) makes EXEC fail: judge by it.
+        (Body::Multi(_), Some(e)) => first_err.unwrap_or_else(|| e.clone()),
+        (Body::Multi(_), None) => {
+            let failed = last
+                .as_array()
+                .map_or(0, |r| r.iter().filter(|f| f.is_error()).count());
+            if failed > 0 {
+                return Verdict::PartlyFailed { failed };
+            }
+            return Verdict::Applied { exists: false };
+        }
+        (_, Some(e)) => e.clone(),
+        (_, None) => {
+            let exists = matches!(body, Body::Gate { .. }) && last.as_int() == Some(1);
+            return Verdict::Applied { exists };
+        }
+    };
+    let se = ServerError::classify(&err);
+    let text = String::from_utf8_lossy(&err).into_owned();
+    match (&se, body) {
+        (ServerError::Moved { .. }, _) => Verdict::Moved(se),
+        (ServerError::Ask { .. }, _) => Verdict::Ask(se),
+        (ServerError::BusyKey, Body::Restore { .. }) => Verdict::BusyKey,
+        (ServerError::BadPayload, Body::Restore { .. }) => Verdict::BadPayload,
+        _ => match se.retry() {
+            Retry::Backoff => Verdict::Retry {
+                text,
+                refresh: false,
+            },
+            Retry::RefreshTopology => Verdict::Retry {
+                text,
+                refresh: true,
+            },
+            Retry::Redirect | Retry::Fail => Verdict::Refused(text),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> Frame {
+        Frame::Error(Bytes::from(s.to_string()))
+    }
+
+    fn cmd(s: &str) -> Body {
+        Body::Cmd(s.split(' ').map(|w| Bytes::from(w.to_string())).collect())
+    }
+
+    fn restore() -> Body {
+        Body::Restore {
+            args: vec![],
+            key: Bytes::from_static(b"k"),
+            payload: Bytes::new(),
+            expire: None,
+        }
+    }
+
+    #[test]
+    fn plain_replies() {
+        assert_eq!(
+            judge(
+                &cmd("SET k v"),
+                &Frame::Simple(Bytes::from_static(b"OK")),
+                None
+            ),
+            Verdict::Applied { exists: false }
+        );
+        let gate = Body::Gate {
+            key: Bytes::from_static(b"k"),
+        };
+        assert_eq!(
+            judge(&gate, &Frame::Integer(1), None),
+            Verdict::Applied { exists: true }
+        );
+        assert_eq!(
+            judge(&gate, &Frame::Integer(0), None),
+            Verdict::Applied { exists: false }
+        );
+    }
+
+    #[test]
+    fn errors_by_kind() {
+        assert!(matches!(
+            judge(&cmd("SET k v"), &err("MOVED 12182 127.0.0.1:7001"), None),
+            Verdict::Moved(ServerError::Moved { slot: 12182, .. })
+        ));
+        assert!(matches!(
+            judge(&cmd("SET k v"), &err("ASK 12182 127.0.0.1:7001"), None),
+            Verdict::Ask(_)
+        ));
+        assert_eq!(
+            judge(
+                &restore(),
+                &err("BUSYKEY Target key name already exists."),
+                None
+            ),
+            Verdict::BusyKey
+        );
+        assert_eq!(
+            judge(&restore(), &err("ERR Bad data format"), None),
+            Verdict::BadPayload
+        );
+        // The same text for an ordinary command is a refusal, not a payload problem.
+        assert!(matches!(
+            judge(&cmd("SET k v"), &err("ERR Bad data format"), None),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(
+            judge(&cmd("SET k v"), &err("OOM command not allowed"), None),
+            Verdict::Retry { refresh: false, .. }
+        ));
+        assert!(matches!(
+            judge(
+                &cmd("SET k v"),
+                &err("READONLY You can't write against a read only replica."),
+                None
+            ),
+            Verdict::Retry { refresh: true, .. }
+        ));
+        assert!(matches!(
+            judge(
+                &cmd("LPUSH k v"),
+                &err("WRONGTYPE Operation against a key"),
+                None
+            ),
+            Verdict::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn transactions_judged_by_the_queueing_error_then_each_reply() {
+        let multi = Body::Multi(vec![vec![
+            Bytes::from_static(b"INCR"),
+            Bytes::from_static(b"k"),
+        ]]);
+        let moved = Bytes::from_static(b"MOVED 1 127.0.0.1:7002");
+        assert!(matches!(
+            judge(&multi, &err("EXECABORT Transaction discarded"), Some(moved)),
+            Verdict::Moved(_)
+        ));
+        let ok = Frame::Array(vec![Frame::Integer(1)]);
+        assert_eq!(judge(&multi, &ok, None), Verdict::Applied { exists: false });
+        let partly = Frame::Array(vec![Frame::Integer(1), err("WRONGTYPE x")]);
+        assert_eq!(
+            judge(&multi, &partly, None),
+            Verdict::PartlyFailed { failed: 1 }
+        );
+        assert_eq!(multi.replies(), 3);
+    }
+}
