@@ -27,6 +27,7 @@ mod bin;
 mod client;
 mod cluster;
 mod fill;
+mod load;
 mod ports;
 mod proxy;
 mod server;
@@ -39,6 +40,7 @@ pub use bin::{
 pub use client::{key_slot, ClusterConn, Target};
 pub use cluster::{Cluster, ClusterOptions};
 pub use fill::{fill_mixed, fill_strings, FillOptions, FillReport};
+pub use load::MixedLoad;
 pub use ports::{PortLease, BUS_PORT_OFFSET, PORT_MAX, PORT_MIN};
 pub use proxy::Proxy;
 pub use server::{Server, ServerOptions};

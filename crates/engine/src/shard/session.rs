@@ -26,7 +26,10 @@ use crate::replica::link::{Link, LinkCounters};
 use crate::replica::spool::{Segment, Spool};
 use crate::replica::stream::{StreamItem, StreamReader};
 use crate::status::{now_ms, Phase, ShardStatus};
-use crate::writer::sync_marker::{begin_copy, CopyScope, CopyStart};
+use crate::writer::progress::Progress;
+use crate::writer::sync_marker::{
+    begin_copy, read_progress, CopyScope, CopyStart, Marker, MarkerKeeper,
+};
 use crate::writer::{WriteError, Writer, WriterOptions};
 
 /// How often the checkpoint file is rewritten.
@@ -72,40 +75,83 @@ struct Session<'a> {
     /// may a checkpoint exist.
     resumable: bool,
     last_checkpoint: Instant,
+    /// The shard's record in the target, and the connection that keeps its floor.
+    marker: Option<Marker>,
+    keeper: MarkerKeeper,
+    floor_saved: Option<u64>,
+    floor_failures: u64,
 }
 
 /// One connection's sync. `Ok` only when asked to stop.
 pub(super) async fn sync_once(cx: Context<'_>) -> Result<(), ShardError> {
-    let mut resume = resume_point(&cx)?;
     // The target first: while it is down there is no point asking the source for
-    // anything, least of all a full sync (a fork) that could not be loaded.
+    // anything, least of all a full sync (a fork) that could not be loaded. And the
+    // target is the record of progress: where to resume comes from it.
     let (writer, connect) = connect_writer(cx.spec).await?;
+    let recorded = recorded_progress(&cx, &writer, &connect).await?;
+    let mut resume = recorded
+        .as_ref()
+        .and_then(|(m, _)| m.resume_point())
+        .map(|(replid, applied, _)| ResumePoint { replid, applied });
+    note_local_checkpoint(&cx, resume.as_ref())?;
     let accepted = handshake_in_turn(&cx, &mut resume).await?;
-    let mut session = Session::start(cx, writer, &connect, accepted).await?;
+    let mut session = Session::start(cx, writer, &connect, accepted, recorded).await?;
     let result = session.run().await;
     session.close(result).await
 }
 
-/// The checkpoint to continue from, if it belongs to this node or to another node of
-/// the same slots (after a failover the new node may continue its history, PSYNC2).
-fn resume_point(cx: &Context<'_>) -> Result<Option<ResumePoint>, ShardError> {
-    let source = cx.place.source;
+/// Where this shard's copy goes, for the target's markers.
+fn copy_scope<'b>(
+    cx: &'b Context<'_>,
+    connect: &'b ConnectOptions,
+    cluster: bool,
+    source: &'b str,
+) -> CopyScope<'b> {
+    CopyScope {
+        target: &cx.spec.target,
+        connect,
+        cluster,
+        slots: &cx.place.ranges,
+        target_db: cx.spec.options.target_db,
+        source,
+    }
+}
+
+/// What the target records of this shard's sync (its marker with a floor, and the slot
+/// markers beyond it), if anything.
+async fn recorded_progress(
+    cx: &Context<'_>,
+    writer: &Writer,
+    connect: &ConnectOptions,
+) -> Result<Option<(Marker, Progress)>, ShardError> {
+    let source = cx.place.source.to_string();
+    let scope = copy_scope(cx, connect, writer.target().cluster, &source);
+    let recorded = read_progress(&scope).await?;
+    if let Some((m, p)) = &recorded {
+        tracing::info!(shard = cx.spec.serial, floor = ?m.floor, replid = ?m.replid, marked_slots = p.applied.len(), "the target records this shard's progress: resuming from it");
+    }
+    Ok(recorded)
+}
+
+/// The local checkpoint only informs: the target decides. Say so when they disagree.
+fn note_local_checkpoint(cx: &Context<'_>, resume: Option<&ResumePoint>) -> Result<(), ShardError> {
     let saved = cx
         .checkpoint
         .load()
         .map_err(state_err(cx.checkpoint.path()))?;
-    Ok(saved
-        .filter(|c| {
-            if c.source == source.to_string() {
-                return true;
-            }
-            let same_shard = cx.place.slots.is_some() && c.slots == cx.place.slots;
-            if same_shard {
-                tracing::info!(shard = cx.spec.serial, checkpoint_of = %c.source, source = %source, "trying to continue the checkpoint of another node of the same slots");
-            }
-            same_shard
-        })
-        .map(|c| c.resume_point()))
+    match (saved, resume) {
+        (Some(c), None) => {
+            tracing::warn!(shard = cx.spec.serial, checkpoint = %cx.checkpoint.path().display(), applied = c.applied, "a local checkpoint exists but the target records no progress of this sync (a fresh, flushed or different target): syncing in full")
+        }
+        (Some(c), Some(r)) if c.applied != r.applied => tracing::info!(
+            shard = cx.spec.serial,
+            local = c.applied,
+            target = r.applied,
+            "the local checkpoint and the target's record differ: the target's wins"
+        ),
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn connect_writer(spec: &ShardSpec) -> Result<(Writer, ConnectOptions), ShardError> {
@@ -181,6 +227,7 @@ impl<'a> Session<'a> {
         writer: Writer,
         connect: &ConnectOptions,
         accepted: Accepted,
+        recorded: Option<(Marker, Progress)>,
     ) -> Result<Session<'a>, ShardError> {
         let Accepted {
             mut conn,
@@ -225,6 +272,14 @@ impl<'a> Session<'a> {
             base,
         };
         let publisher = publish_from.clone().spawn();
+        let source = cx.place.source.to_string();
+        let keeper = MarkerKeeper::new(&copy_scope(&cx, connect, writer.target().cluster, &source));
+        let mut marker = None;
+        if let (false, Some((m, progress))) = (full, recorded) {
+            // Continuing: what the slot markers show applied is not sent again.
+            writer.set_progress(progress).await?;
+            marker = Some(m);
+        }
         let mut session = Session {
             cx,
             writer,
@@ -241,6 +296,10 @@ impl<'a> Session<'a> {
             permit,
             resumable: !full,
             last_checkpoint: Instant::now(),
+            marker,
+            keeper,
+            floor_saved: None,
+            floor_failures: 0,
         };
         if full {
             status.set_phase(Phase::LoadingRdb);
@@ -252,6 +311,7 @@ impl<'a> Session<'a> {
         } else {
             status.set_phase(Phase::Streaming);
             session.save_checkpoint(stream_start)?;
+            session.save_floor(stream_start).await;
         }
         Ok(session)
     }
@@ -269,7 +329,16 @@ impl<'a> Session<'a> {
             target_db: spec.options.target_db,
             source: &source,
         };
-        let start = begin_copy(&scope).await?;
+        let (start, marker) = begin_copy(&scope).await?;
+        if let Some(sync_id) = marker.sync_id() {
+            // A new sync id: slot markers of an earlier copy skip nothing of this one.
+            let progress = Progress {
+                sync_id,
+                applied: Default::default(),
+            };
+            self.writer.set_progress(progress).await?;
+        }
+        self.marker = Some(marker);
         match start {
             CopyStart::Fresh => {
                 tracing::info!(
@@ -316,7 +385,7 @@ impl<'a> Session<'a> {
             let segment = tokio::select! {
                 seg = self.spool.pop() => seg.map_err(state_err(self.cx.checkpoint.path()))?,
                 _ = checkpoint_tick.tick() => {
-                    self.tick()?;
+                    self.tick().await?;
                     continue;
                 }
             };
@@ -331,16 +400,44 @@ impl<'a> Session<'a> {
                     return Err(ShardError::LinkLost(reason));
                 }
             }
-            self.tick()?;
+            self.tick().await?;
         }
     }
 
-    fn tick(&mut self) -> Result<(), ShardError> {
+    async fn tick(&mut self) -> Result<(), ShardError> {
         if self.resumable && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             self.last_checkpoint = Instant::now();
-            self.save_checkpoint(self.applied.load(Ordering::Acquire))?;
+            let applied = self.applied.load(Ordering::Acquire);
+            self.save_checkpoint(applied)?;
+            self.save_floor(applied).await;
         }
         Ok(())
+    }
+
+    /// Record in the target that everything up to `applied` is in it (the writer's
+    /// watermark: acknowledged by every node). A failure only delays the floor: a later
+    /// one, or the slot markers, cover what follows.
+    async fn save_floor(&mut self, applied: u64) {
+        if self.floor_saved == Some(applied) {
+            return;
+        }
+        let Some(marker) = self.marker.as_mut() else {
+            return;
+        };
+        marker.floor = Some(applied);
+        marker.replid = Some(self.replid.clone());
+        match self.keeper.save(marker).await {
+            Ok(()) => {
+                self.floor_saved = Some(applied);
+                self.floor_failures = 0;
+            }
+            Err(e) => {
+                self.floor_failures += 1;
+                if self.floor_failures.is_power_of_two() {
+                    tracing::warn!(shard = self.cx.spec.serial, error = %e, failures = self.floor_failures, "could not record the applied offset in the target; retrying");
+                }
+            }
+        }
     }
 
     fn save_checkpoint(&self, applied: u64) -> Result<(), ShardError> {
@@ -395,6 +492,7 @@ impl<'a> Session<'a> {
         tracing::info!(shard = self.cx.spec.serial, summary = ?summary, copy = ?self.copy, "snapshot loaded");
         self.resumable = true;
         self.save_checkpoint(self.stream_start)?;
+        self.save_floor(self.stream_start).await;
         drop(self.permit.take());
         self.cx.status.set_phase(Phase::Streaming);
         Ok(())
@@ -435,13 +533,15 @@ impl<'a> Session<'a> {
     /// Whatever happened, what is in flight to the target is drained (or, when stopping
     /// and the target does not answer, given up) and the checkpoint records exactly what
     /// the target acknowledged.
-    async fn close(self, result: Result<(), ShardError>) -> Result<(), ShardError> {
+    async fn close(mut self, result: Result<(), ShardError>) -> Result<(), ShardError> {
         self.link.abort();
         let flushed = drain(&self.writer, self.cx.shutdown.clone()).await;
         self.publisher.abort();
         self.publish_from.publish(&mut true);
         if self.resumable {
-            self.save_checkpoint(self.applied.load(Ordering::Acquire))?;
+            let applied = self.applied.load(Ordering::Acquire);
+            self.save_checkpoint(applied)?;
+            self.save_floor(applied).await;
         }
         let result = match (result, self.copy) {
             (

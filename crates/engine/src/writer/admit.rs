@@ -14,6 +14,7 @@ use rsm_rdb::{dump, Elements, RdbVersion};
 
 use super::commands::{element_commands, Capabilities, ValueState};
 use super::order::KEYLESS;
+use super::progress::{idempotent, marker_value, slot_marker_key, Progress};
 use super::request::Body;
 use super::show_key;
 use super::target::TargetInfo;
@@ -42,6 +43,10 @@ pub(super) struct Planned {
     pub db: DbIndex,
     pub body: Body,
     pub group: Option<u64>,
+    /// The stream command's source offset (0: a snapshot write).
+    pub offset: u64,
+    /// Written with its slot's marker (see [`super::progress`]).
+    pub marked: bool,
 }
 
 /// What admission counted.
@@ -55,6 +60,8 @@ pub(super) struct Tally {
     pub failed_rejected: u64,
     pub transcoded: u64,
     pub lost_details: u64,
+    /// Stream commands the target's markers show as applied already: not sent again.
+    pub already_applied: u64,
 }
 
 /// The outcome of admitting one entry.
@@ -85,6 +92,8 @@ impl Admitted {
             db,
             body,
             group,
+            offset: 0,
+            marked: false,
         });
     }
 }
@@ -111,6 +120,8 @@ pub(super) struct Admitter {
     refused_types: HashSet<u8>,
     big: Option<Big>,
     next_group: u64,
+    /// Exactly-once is on: this sync's id and what the target's markers show.
+    progress: Option<Progress>,
 }
 
 fn b(s: &'static str) -> Bytes {
@@ -142,7 +153,18 @@ impl Admitter {
             refused_types: HashSet::new(),
             big: None,
             next_group: 0,
+            progress: None,
         }
+    }
+
+    /// Write stream commands with slot markers from now on (see [`super::progress`]), and
+    /// skip those the target already has.
+    pub(super) fn set_progress(&mut self, progress: Option<Progress>) {
+        self.progress = progress;
+    }
+
+    pub(super) fn progress(&self) -> Option<&Progress> {
+        self.progress.as_ref()
     }
 
     /// What to send for `e`. `skipped`: groups whose key the target keeps (skip policy).
@@ -524,16 +546,19 @@ impl Admitter {
             .first()
             .and_then(|&i| c.args.get(i))
             .map_or(0, |k| slot_of(k));
+        let offset = c.offset.0;
         match slot {
-            Some(s) => return out.push(usize::from(s), db, Body::Cmd(c.args), None),
+            Some(s) => return self.stream_write(usize::from(s), db, vec![c.args], offset, out),
             // One node: the slots only order the writes.
-            None if !self.info.cluster => return out.push(first, db, Body::Cmd(c.args), None),
+            None if !self.info.cluster => {
+                return self.stream_write(first, db, vec![c.args], offset, out)
+            }
             None => {}
         }
         match CommandTable::builtin_ref().partition_keys(&c.args, &at, slot_of) {
             Ok(pieces) => {
                 for (slot, piece) in pieces {
-                    out.push(slot, db, Body::Cmd(piece), None);
+                    self.stream_write(slot, db, vec![piece], offset, out);
                 }
             }
             Err(_) => {
@@ -554,6 +579,53 @@ impl Admitter {
             db,
             body: Body::Cmd(args),
             group: None,
+            offset: 0,
+            marked: false,
+        });
+    }
+
+    /// Stream commands for one slot, as one request: skipped when the slot's marker shows
+    /// them applied, and with the marker in one transaction when one of them is not safe
+    /// to apply twice.
+    fn stream_write(
+        &self,
+        slot: usize,
+        db: DbIndex,
+        mut cmds: Vec<Vec<Bytes>>,
+        offset: u64,
+        out: &mut Admitted,
+    ) {
+        let mut marked = false;
+        if let Some(p) = self
+            .progress
+            .as_ref()
+            .filter(|_| offset > 0 && slot < KEYLESS)
+        {
+            if p.has(slot, offset) {
+                out.tally.already_applied += 1;
+                return;
+            }
+            if !cmds.iter().all(|c| idempotent(c)) {
+                cmds.push(vec![
+                    b("SET"),
+                    slot_marker_key(slot),
+                    marker_value(p.sync_id, offset),
+                ]);
+                marked = true;
+            }
+        }
+        let body = match cmds.len() {
+            1 => Body::Cmd(cmds.pop().unwrap_or_default()),
+            _ => Body::Multi(cmds),
+        };
+        out.reqs.push(Planned {
+            dest: Dest::Slot,
+            slot,
+            db,
+            body,
+            group: None,
+            offset,
+            marked,
         });
     }
 
@@ -580,8 +652,9 @@ impl Admitter {
             }
         }
         if let (true, Some(s), Some(db)) = (whole, slot, db.and_then(|d| self.target_db(d))) {
-            let body = Body::Multi(resolved.into_iter().map(|(c, _)| c.args).collect());
-            return out.push(usize::from(s), db, body, None);
+            let offset = resolved.last().map_or(0, |(c, _)| c.offset.0);
+            let cmds = resolved.into_iter().map(|(c, _)| c.args).collect();
+            return self.stream_write(usize::from(s), db, cmds, offset, out);
         }
         if n > 1 {
             tracing::debug!(

@@ -47,8 +47,14 @@ impl Pipeline {
             self.complete(req.track, true);
             return true;
         }
-        let Some(req) = self.order.queue(req) else {
-            return true;
+        // A marker check goes ahead of its blocked slot: the slot waits for it.
+        let req = match req.body {
+            Body::Check { .. } => req,
+            _ => match self.order.queue(req) {
+                Some(req) if req.doubt => return self.check_first(req),
+                Some(req) => req,
+                None => return true,
+            },
         };
         let Some(node) = self.node_for(&req) else {
             self.retry(req, Cause::Unassigned);
@@ -85,6 +91,19 @@ impl Pipeline {
         if gate {
             self.block_slot(slot, Instant::now(), true);
         }
+        true
+    }
+
+    /// A write whose fate is unknown: hold its slot and read the slot's marker first.
+    fn check_first(&mut self, req: Req) -> bool {
+        let (slot, track, db, order, attempts) =
+            (req.slot, req.track, req.db, req.order, req.attempts);
+        self.block_slot(slot, Instant::now(), true);
+        self.order.queue_blocked(req);
+        let mut check = Req::new(order, track, slot, db, Body::Check { slot }, None);
+        check.attempts = attempts;
+        self.tracks.add(track, 1);
+        self.dispatch(check, None);
         true
     }
 

@@ -24,6 +24,7 @@ mod dispatch;
 mod node;
 mod order;
 mod pipeline;
+pub mod progress;
 mod refresh;
 mod replies;
 mod request;
@@ -185,6 +186,9 @@ pub struct WriterStats {
     pub lost_details: AtomicU64,
     /// Values rebuilt with commands because the target cannot RESTORE their type.
     pub transcoded: AtomicU64,
+    /// Stream commands not sent because the target's slot markers show them applied
+    /// (after a restart, or a lost connection with writes in flight).
+    pub already_applied: AtomicU64,
     /// Payload bytes acknowledged.
     pub bytes: AtomicU64,
     pub moved: AtomicU64,
@@ -210,6 +214,7 @@ pub struct WriteSummary {
     pub failed_untranslatable: u64,
     pub lost_details: u64,
     pub transcoded: u64,
+    pub already_applied: u64,
     pub bytes: u64,
     pub moved: u64,
     pub ask: u64,
@@ -244,6 +249,7 @@ impl WriterStats {
             failed_untranslatable: g(&self.failed_untranslatable),
             lost_details: g(&self.lost_details),
             transcoded: g(&self.transcoded),
+            already_applied: g(&self.already_applied),
             bytes: g(&self.bytes),
             moved: g(&self.moved),
             ask: g(&self.ask),
@@ -339,6 +345,8 @@ pub(crate) enum Msg {
     Conflict(crate::options::ConflictPolicy),
     /// Everything up to this source offset is applied once the entries before it are.
     Mark(u64),
+    /// Exactly-once from here on, with what the target shows applied (or off: `None`).
+    Progress(Option<progress::Progress>),
 }
 
 /// The handle. Clones share one writer; give it entries from one producer at a time, since
@@ -473,6 +481,16 @@ impl Writer {
     ) -> Result<(), WriteError> {
         self.tx
             .send(Msg::Conflict(policy))
+            .await
+            .map_err(|_| self.shared.fatal().unwrap_or(WriteError::Stopped))
+    }
+
+    /// Write the stream exactly once from here on (in order with the entries): every
+    /// command not safe to apply twice goes with its slot's marker, and commands the
+    /// markers in `progress` show as applied are skipped. See [`progress`].
+    pub async fn set_progress(&self, progress: progress::Progress) -> Result<(), WriteError> {
+        self.tx
+            .send(Msg::Progress(Some(progress)))
             .await
             .map_err(|_| self.shared.fatal().unwrap_or(WriteError::Stopped))
     }

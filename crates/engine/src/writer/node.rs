@@ -133,12 +133,13 @@ impl Node {
     }
 
     /// The waiting requests of `slot`, taken out of the queue.
+    /// A marker check stays: it is what the slot waits for.
     pub(super) fn take_waiting_of(&mut self, slot: usize) -> Vec<Req> {
-        if !self.waiting.iter().any(|r| r.slot == slot) {
+        let mine = |r: &Req| r.slot == slot && !matches!(r.body, Body::Check { .. });
+        if !self.waiting.iter().any(mine) {
             return Vec::new();
         }
-        let (mine, rest): (VecDeque<Req>, VecDeque<Req>) =
-            self.waiting.drain(..).partition(|r| r.slot == slot);
+        let (mine, rest): (VecDeque<Req>, VecDeque<Req>) = self.waiting.drain(..).partition(mine);
         self.waiting = rest;
         mine.into()
     }
@@ -161,6 +162,10 @@ impl Node {
         match &req.body {
             Body::Cmd(a) | Body::Restore { args: a, .. } => encode_command(a, &mut self.out),
             Body::Gate { key } => encode_command(&[b("EXISTS"), key.clone()], &mut self.out),
+            Body::Check { slot } => encode_command(
+                &[b("GET"), super::progress::slot_marker_key(*slot)],
+                &mut self.out,
+            ),
             Body::Multi(cmds) => {
                 encode_command(&[b("MULTI")], &mut self.out);
                 for c in cmds {

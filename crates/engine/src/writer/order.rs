@@ -97,12 +97,29 @@ impl SlotOrder {
         }
     }
 
-    /// A gate of `slot` answered: its queue may go now.
-    pub(super) fn gate_answered(&mut self, slot: usize, now: Instant) {
+    /// A gate of `slot` answered: its queue may go from `not_before` on.
+    pub(super) fn gate_answered(&mut self, slot: usize, not_before: Instant) {
         if let Some(bl) = self.blocked.get_mut(&slot) {
             bl.gate = false;
-            bl.not_before = now;
+            bl.not_before = not_before;
         }
+    }
+
+    /// The slot's marker says the target has its stream commands up to `applied`: take
+    /// those out of the queue (their tracks are returned) and send the rest without doubt.
+    pub(super) fn settle_doubt(&mut self, slot: usize, applied: u64) -> Vec<u64> {
+        let mut done = Vec::new();
+        if let Some(bl) = self.blocked.get_mut(&slot) {
+            bl.queue.retain_mut(|r| {
+                if r.offset > 0 && r.offset <= applied {
+                    done.push(r.track);
+                    return false;
+                }
+                r.doubt = false;
+                true
+            });
+        }
+        done
     }
 
     /// Drop the queued requests of `group` in `slot`; returns their tracks.
@@ -243,6 +260,24 @@ mod tests {
         assert_eq!(o.drop_group(1, 9), vec![1]);
         o.gate_answered(1, now);
         assert_eq!(orders(&o.take_due(now)), vec![2]);
+    }
+
+    #[test]
+    fn a_marker_settles_the_doubtful_writes_it_covers() {
+        let now = Instant::now();
+        let mut o = SlotOrder::new();
+        o.block(3, now, true, Vec::new);
+        for (seq, offset) in [(1, 100), (2, 150), (3, 200), (4, 0)] {
+            let mut r = req(seq, 3);
+            r.offset = offset;
+            r.doubt = true;
+            o.queue_blocked(r);
+        }
+        assert_eq!(o.settle_doubt(3, 150), vec![1, 2]);
+        o.gate_answered(3, now);
+        let left = o.take_due(now);
+        assert_eq!(orders(&left), vec![3, 4]);
+        assert!(left.iter().all(|r| !r.doubt));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::admit::{Admitted, Admitter, Dest, Tally};
+use super::admit::{Admitted, Admitter, Dest, Planned, Tally};
 use super::node::{Connected, Node, Reply};
 use super::order::SlotOrder;
 use super::request::Req;
@@ -259,6 +259,7 @@ impl Pipeline {
             Msg::Flush(w) => self.flush_waiters.push(w),
             Msg::Abandon => self.abandon(),
             Msg::Conflict(policy) => self.admitter.conflict = policy,
+            Msg::Progress(p) => self.admitter.set_progress(p),
             Msg::Mark(offset) => {
                 let track = self.tracks.open(None);
                 if let Some(t) = self.tracks.get_mut(track) {
@@ -292,34 +293,31 @@ impl Pipeline {
         }
         for p in a.reqs {
             match p.dest {
-                Dest::Slot => self.queue_req(track, p.slot, p.db, p.body, p.group, None),
+                Dest::Slot => self.queue_req(track, p, None),
                 Dest::AnyMaster => {
                     let pin = self.masters.first().copied();
-                    self.queue_req(track, p.slot, p.db, p.body, p.group, pin);
+                    self.queue_req(track, p, pin);
                 }
                 Dest::Masters => {
                     for m in self.masters.clone() {
-                        let body = p.body.clone();
-                        self.queue_req(track, p.slot, p.db, body, p.group, Some(m));
+                        let copy = Planned {
+                            body: p.body.clone(),
+                            ..p
+                        };
+                        self.queue_req(track, copy, Some(m));
                     }
                 }
             }
         }
     }
 
-    fn queue_req(
-        &mut self,
-        track: u64,
-        slot: usize,
-        db: crate::entry::DbIndex,
-        body: super::request::Body,
-        group: Option<u64>,
-        pin: Option<usize>,
-    ) {
+    fn queue_req(&mut self, track: u64, p: Planned, pin: Option<usize>) {
         let order = (self.next_seq, 0);
         self.next_seq += 1;
-        let mut req = Req::new(order, track, slot, db, body, group);
+        let mut req = Req::new(order, track, p.slot, p.db, p.body, p.group);
         req.pin = pin;
+        req.offset = p.offset;
+        req.marked = p.marked;
         self.tracks.add(track, 1);
         self.ready.push_back(req);
     }
@@ -339,6 +337,7 @@ impl Pipeline {
         add(&s.failed_rejected, t.failed_rejected);
         add(&s.transcoded, t.transcoded);
         add(&s.lost_details, t.lost_details);
+        add(&s.already_applied, t.already_applied);
     }
 
     /// The entry will not be (wholly) applied; `why` is kept for the writer's error.

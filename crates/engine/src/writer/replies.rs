@@ -12,6 +12,7 @@ use rsm_resp::Frame;
 use super::node::Answer;
 use super::order::backoff;
 use super::pipeline::Pipeline;
+use super::progress::parse_marker;
 use super::request::{judge, Body, Req, Verdict};
 use super::{show_key, WriteError};
 use crate::options::ConflictPolicy;
@@ -52,6 +53,9 @@ impl Pipeline {
                 first_err,
             } => {
                 self.order.answered(req.slot);
+                if matches!(req.body, Body::Check { .. }) && !last.is_error() {
+                    return self.check_answered(req, &last);
+                }
                 let verdict = judge(&req.body, &last, first_err);
                 self.on_verdict(node, req, verdict);
             }
@@ -151,6 +155,40 @@ impl Pipeline {
         self.complete(req.track, false);
     }
 
+    /// The slot's marker, read before re-sending writes whose fate was unknown: those it
+    /// covers are in the target already (not sent again), the others go now.
+    fn check_answered(&mut self, req: Req, marker: &Frame) {
+        let sync_id = self.admitter.progress().map(|p| p.sync_id);
+        let applied = marker
+            .as_bytes()
+            .and_then(|v| parse_marker(v))
+            .filter(|(id, _)| Some(*id) == sync_id)
+            .map_or(0, |(_, offset)| offset);
+        let done = self.order.settle_doubt(req.slot, applied);
+        tracing::info!(
+            slot = req.slot,
+            applied,
+            already_in_target = done.len(),
+            "checked the slot's marker after a lost connection"
+        );
+        for track in done {
+            self.shared
+                .stats
+                .already_applied
+                .fetch_add(1, Ordering::Relaxed);
+            self.complete(track, true);
+        }
+        self.order.gate_answered(req.slot, Instant::now());
+        self.complete(req.track, true);
+    }
+
+    /// A marker check that failed: the slot's doubtful writes ask again after a pause.
+    fn check_again(&mut self, req: Req) {
+        self.order
+            .gate_answered(req.slot, Instant::now() + backoff(req.attempts + 1));
+        self.complete(req.track, true);
+    }
+
     fn gate_answered(&mut self, req: &Req, key: Bytes, exists: bool) {
         self.order.gate_answered(req.slot, Instant::now());
         if !exists {
@@ -220,6 +258,9 @@ impl Pipeline {
 
     /// Queue a failed request for another try in its slot's order, or give it up.
     pub(super) fn retry(&mut self, mut req: Req, cause: Cause) {
+        if matches!(req.body, Body::Check { .. }) {
+            return self.check_again(req);
+        }
         let now = Instant::now();
         req.attempts += 1;
         let first = *req.first_failure.get_or_insert(now);
@@ -301,8 +342,11 @@ impl Pipeline {
     fn node_lost(&mut self, node: usize, cause: String) {
         let n = &mut self.nodes[node];
         tracing::warn!(node = %n.endpoint, error = %cause, in_flight = n.in_flight(), "lost the connection to a target node; re-sending in order");
-        for req in n.take_in_flight() {
+        for mut req in n.take_in_flight() {
             self.order.answered(req.slot);
+            // A marked write may have been applied just before the loss: its slot's
+            // marker decides before it is sent again.
+            req.doubt |= req.marked;
             self.retry(req, Cause::Connection(cause.clone()));
         }
         self.refresh_needed = self.info.cluster;

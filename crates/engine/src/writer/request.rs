@@ -33,6 +33,8 @@ pub(super) enum Body {
     Gate { key: Bytes },
     /// `MULTI`, the commands, `EXEC`.
     Multi(Vec<Vec<Bytes>>),
+    /// `GET` of the slot's marker, before re-sending writes whose fate is unknown.
+    Check { slot: usize },
 }
 
 impl Body {
@@ -50,6 +52,7 @@ impl Body {
             Body::Cmd(a) | Body::Restore { args: a, .. } => a.iter().map(|x| x.len() + 16).sum(),
             Body::Gate { key } => key.len() + 32,
             Body::Multi(cs) => cs.iter().flatten().map(|x| x.len() + 16).sum(),
+            Body::Check { .. } => 48,
         }
     }
 
@@ -63,6 +66,7 @@ impl Body {
                 (name(a), a.get(1).cloned().unwrap_or_default())
             }
             Body::Gate { key } => ("EXISTS".into(), key.clone()),
+            Body::Check { slot } => ("GET".into(), super::progress::slot_marker_key(*slot)),
             Body::Multi(c) => (
                 "MULTI".into(),
                 c.first()
@@ -91,6 +95,13 @@ pub(super) struct Req {
     pub attempts: u32,
     pub first_failure: Option<Instant>,
     pub bytes: usize,
+    /// The source offset of the stream command (0: a snapshot write).
+    pub offset: u64,
+    /// Written with its slot's marker, in one transaction.
+    pub marked: bool,
+    /// Sent on a connection that was lost before the reply: it may or may not have been
+    /// applied. The slot's marker decides before it is sent again.
+    pub doubt: bool,
 }
 
 impl Req {
@@ -114,6 +125,9 @@ impl Req {
             group,
             attempts: 0,
             first_failure: None,
+            offset: 0,
+            marked: false,
+            doubt: false,
         }
     }
 }

@@ -13,7 +13,7 @@
 //! Keys under [`MARKER_PREFIX`] belong to the tool: they are never counted as the target's
 //! data, never removed here, and `verify` ignores them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use rsm_client::{ConnectOptions, Connection, Endpoint};
@@ -21,6 +21,7 @@ use rsm_cluster::SlotRange;
 use rsm_resp::Frame;
 use serde::{Deserialize, Serialize};
 
+use super::progress::{parse_marker, slot_marker_key, Progress};
 use super::target::read_slot_map;
 use super::WriteError;
 
@@ -43,16 +44,49 @@ pub enum CopyStart {
     Occupied,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Marker {
+/// The shard's record in the target: where its copy began and, once the snapshot is in,
+/// the *floor*: the source offset up to which every command is known applied on every
+/// target node. A restart resumes from the floor; the slot markers (see
+/// [`super::progress`]) say per slot what lies beyond it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
     /// The source slots this marker is about (`0-5460`).
-    slots: String,
+    pub slots: String,
     /// The source node the copy first came from (informational).
-    source: String,
+    pub source: String,
     /// Did the target hold no keys in these slots when the first copy began?
-    empty_at_start: bool,
+    pub empty_at_start: bool,
     /// Unix milliseconds of the first copy's start.
-    started_ms: u64,
+    pub started_ms: u64,
+    /// This full sync's id (hex), in every slot marker it writes. Absent in markers
+    /// written before exactly-once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_id: Option<String>,
+    /// The source replication id the floor belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<u64>,
+}
+
+impl Marker {
+    pub fn sync_id(&self) -> Option<u64> {
+        u64::from_str_radix(self.sync_id.as_deref()?, 16).ok()
+    }
+
+    /// The replication point to continue from, when the snapshot of this sync is in.
+    pub fn resume_point(&self) -> Option<(String, u64, u64)> {
+        Some((self.replid.clone()?, self.floor?, self.sync_id()?))
+    }
+}
+
+/// A new id for a full sync: time and process mixed, so two runs never share one.
+fn new_sync_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::status::now_ms());
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// Where a shard's copy goes: what [`begin_copy`] needs to know.
@@ -75,30 +109,145 @@ pub fn marker_key(slots: &[SlotRange]) -> String {
 }
 
 /// Read or create the shard's marker and, for a restarted copy, empty its slots.
-/// Call before the snapshot's first write.
-pub async fn begin_copy(scope: &CopyScope<'_>) -> Result<CopyStart, WriteError> {
+/// Call before the snapshot's first write. The marker returned carries a new sync id and
+/// no floor: until the snapshot is in, nothing can be resumed.
+pub async fn begin_copy(scope: &CopyScope<'_>) -> Result<(CopyStart, Marker), WriteError> {
     let mut target = TargetKeys::connect(scope).await?;
     let key = marker_key(scope.slots);
-    if let Some(marker) = target.get_marker(&key).await? {
-        if !marker.empty_at_start {
-            return Ok(CopyStart::Occupied);
+    let (start, mut marker) = match target.get_marker(&key).await? {
+        Some(marker) if !marker.empty_at_start => (CopyStart::Occupied, marker),
+        Some(marker) => {
+            let removed = target.remove_shard_keys(scope.slots).await?;
+            (CopyStart::Restarted { removed }, marker)
         }
-        let removed = target.remove_shard_keys(scope.slots).await?;
-        return Ok(CopyStart::Restarted { removed });
-    }
-    let empty = !target.holds_shard_keys(scope.slots).await?;
-    let marker = Marker {
-        slots: rsm_cluster::display_ranges(scope.slots),
-        source: scope.source.to_string(),
-        empty_at_start: empty,
-        started_ms: crate::status::now_ms(),
+        None => {
+            let empty = !target.holds_shard_keys(scope.slots).await?;
+            let marker = Marker {
+                slots: rsm_cluster::display_ranges(scope.slots),
+                source: scope.source.to_string(),
+                empty_at_start: empty,
+                started_ms: crate::status::now_ms(),
+                sync_id: None,
+                replid: None,
+                floor: None,
+            };
+            let start = if empty {
+                CopyStart::Fresh
+            } else {
+                CopyStart::Occupied
+            };
+            (start, marker)
+        }
     };
+    marker.sync_id = Some(format!("{:016x}", new_sync_id()));
+    marker.replid = None;
+    marker.floor = None;
     target.set_marker(&key, &marker).await?;
-    Ok(if empty {
-        CopyStart::Fresh
-    } else {
-        CopyStart::Occupied
-    })
+    Ok((start, marker))
+}
+
+/// What the target holds of this shard's sync: its marker and, when the marker has a
+/// floor, the slot markers of the shard's slots. `None`: nothing to resume (a fresh,
+/// flushed or different target, or a copy whose snapshot never completed).
+pub async fn read_progress(
+    scope: &CopyScope<'_>,
+) -> Result<Option<(Marker, Progress)>, WriteError> {
+    let mut target = TargetKeys::connect(scope).await?;
+    let Some(marker) = target.get_marker(&marker_key(scope.slots)).await? else {
+        return Ok(None);
+    };
+    let Some((_, _, sync_id)) = marker.resume_point() else {
+        return Ok(None);
+    };
+    let applied = target.slot_marks(scope.slots, sync_id).await?;
+    Ok(Some((marker, Progress { sync_id, applied })))
+}
+
+/// Keeps the shard's marker up to date (its floor, every second or so) over one
+/// connection, found again when the marker's slot moves or the node fails.
+pub struct MarkerKeeper {
+    target: Endpoint,
+    connect: ConnectOptions,
+    cluster: bool,
+    key: String,
+    conn: Option<Connection>,
+}
+
+impl MarkerKeeper {
+    pub fn new(scope: &CopyScope<'_>) -> MarkerKeeper {
+        MarkerKeeper {
+            target: scope.target.clone(),
+            connect: scope.connect.clone(),
+            cluster: scope.cluster,
+            key: marker_key(scope.slots),
+            conn: None,
+        }
+    }
+
+    pub async fn save(&mut self, marker: &Marker) -> Result<(), WriteError> {
+        let value = serde_json::to_vec(marker).map_err(|e| WriteError::Topology(e.to_string()))?;
+        let r = self.try_save(&value).await;
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+
+    async fn try_save(&mut self, value: &[u8]) -> Result<(), WriteError> {
+        if self.conn.is_none() {
+            let mut seed = Connection::connect(&self.target, &self.connect).await?;
+            if self.cluster {
+                let map = read_slot_map(&mut seed, &self.target).await?;
+                let slot = rsm_cluster::key_slot(self.key.as_bytes()).index();
+                let owner = map
+                    .owner
+                    .get(slot)
+                    .copied()
+                    .flatten()
+                    .and_then(|i| map.masters.get(i));
+                if let Some(ep) = owner.filter(|ep| **ep != self.target) {
+                    seed = Connection::connect(ep, &self.connect).await?;
+                }
+            }
+            self.conn = Some(seed);
+        }
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        c.request_ok(&[b"SET".as_slice(), self.key.as_bytes(), value])
+            .await?;
+        Ok(())
+    }
+}
+
+/// GET the slot markers of `slots` over `c`, pipelined; keep the highest offset per slot.
+async fn read_marks(
+    c: &mut Connection,
+    slots: &[u16],
+    sync_id: u64,
+    out: &mut HashMap<usize, u64>,
+) -> Result<(), WriteError> {
+    for chunk in slots.chunks(BATCH) {
+        for &s in chunk {
+            c.send(&[b"GET".as_slice(), &slot_marker_key(usize::from(s))]);
+        }
+        c.flush().await?;
+        for &s in chunk {
+            let f = c.read_frame().await?;
+            if let Some(e) = f.as_error() {
+                return Err(WriteError::Topology(format!(
+                    "target refused GET of slot {s}'s marker: {}",
+                    String::from_utf8_lossy(e)
+                )));
+            }
+            let mark = f.as_bytes().and_then(|v| parse_marker(v));
+            if let Some((_, offset)) = mark.filter(|(id, _)| *id == sync_id) {
+                let e = out.entry(usize::from(s)).or_insert(0);
+                *e = (*e).max(offset);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_marker(key: &[u8]) -> bool {
@@ -288,6 +437,36 @@ impl<'a> TargetKeys<'a> {
             }
         }
         Ok(removed)
+    }
+
+    /// The offsets of this sync's slot markers in `slots` (on a standalone target, the
+    /// highest of every db written to).
+    async fn slot_marks(
+        &mut self,
+        slots: &[SlotRange],
+        sync_id: u64,
+    ) -> Result<HashMap<usize, u64>, WriteError> {
+        let mut by_node: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
+        for r in slots {
+            for s in r.start().get()..=r.end().get() {
+                by_node.entry(self.node_of_slot(s)?).or_default().push(s);
+            }
+        }
+        let dbs = match self.scope.cluster {
+            true => vec![0],
+            false => self.dbs().await?,
+        };
+        let mut out = HashMap::new();
+        for (node, list) in by_node {
+            for &db in &dbs {
+                let c = match self.scope.cluster {
+                    true => self.conn(node).await?,
+                    false => self.db_conn(db).await?,
+                };
+                read_marks(c, &list, sync_id, &mut out).await?;
+            }
+        }
+        Ok(out)
     }
 
     /// `(slot, keys)` for each slot of `slots` that holds keys, from

@@ -1,0 +1,124 @@
+//! Every source write applied once, with the target as the record of progress.
+//!
+//! - The manager SIGKILLed twice while a write load of commands that are not safe to apply
+//!   twice (INCR, RPUSH/LPOP, XADD, HINCRBY, APPEND, RENAME) runs, and started again with
+//!   the same command each time: it continues (no second full sync) and the target ends
+//!   equal to the source, key by key (a duplicated RPUSH is a longer list).
+//! - The same command line, from the same folder, into a fresh target: the local state of
+//!   the first run must not make the second one skip the copy.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{sigterm, wait_ready, wait_status};
+use rand::{Rng, SeedableRng};
+use rsm_testkit::{fill_strings, Cluster, ClusterOptions, MixedLoad, PortLease, Snapshot};
+use serde_json::Value;
+
+fn start_manager(source: &Cluster, target: &Cluster, logs: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .arg(format!("--from={}", source.seed_addr()))
+        .arg(format!("--target={}", target.seed_addr()))
+        .arg(format!(
+            "--logfile={}",
+            logs.join("redis-sync-manager.log").display()
+        ))
+        .arg(format!("--httpport={port}"))
+        .arg("--sync-parallel=3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn cluster(masters: usize) -> Cluster {
+    Cluster::start(ClusterOptions {
+        masters,
+        replicas_per_master: 0,
+        ..Default::default()
+    })
+}
+
+fn total(v: &Value, field: &str) -> u64 {
+    v["shards"]
+        .as_array()
+        .map_or(0, |s| s.iter().filter_map(|s| s[field].as_u64()).sum())
+}
+
+fn streaming(v: &Value) -> bool {
+    v["shards"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["phase"] == "streaming"))
+}
+
+#[test]
+fn sigkill_under_a_non_idempotent_load_applies_every_write_once() {
+    let source = cluster(3);
+    let target = cluster(3);
+    fill_strings(&source, 5_000, "base:");
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+
+    let mut child = start_manager(&source, &target, logs.path(), port.port());
+    wait_status(&mut child, port.port(), logs.path(), "streaming", streaming);
+    let load = MixedLoad::on_cluster(&source, 300);
+    for kill in 0..2 {
+        // Kill at a random moment of the stream, writes in flight.
+        std::thread::sleep(Duration::from_millis(rng.random_range(700..2500)));
+        let before = load.rounds();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        child = start_manager(&source, &target, logs.path(), port.port());
+        let v = wait_status(
+            &mut child,
+            port.port(),
+            logs.path(),
+            "streaming again",
+            streaming,
+        );
+        assert_eq!(
+            total(&v, "full_syncs"),
+            0,
+            "restart {kill} copied the shards again instead of continuing: {v:#}"
+        );
+        assert!(load.rounds() > before, "the load stopped");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let rounds = load.stop();
+    assert!(
+        rounds > 500,
+        "too little load to mean anything: {rounds} rounds"
+    );
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    assert_eq!(total(&v, "commands_failed"), 0, "{v:#}");
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(10));
+    sigterm(&mut child);
+}
+
+#[test]
+fn the_same_command_into_a_fresh_target_copies_everything() {
+    let source = cluster(2);
+    let first = cluster(2);
+    fill_strings(&source, 3_000, "k:");
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let mut child = start_manager(&source, &first, logs.path(), port.port());
+    wait_ready(&mut child, port.port(), logs.path());
+    sigterm(&mut child);
+
+    // Same folder, same flags, another (empty) target: it must get every key.
+    let second = cluster(2);
+    let mut child = start_manager(&source, &second, logs.path(), port.port());
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    assert!(
+        total(&v, "full_syncs") >= 2,
+        "the shards were not copied: {v:#}"
+    );
+    Snapshot::of(&source).assert_same(&Snapshot::of(&second), Duration::from_secs(10));
+    sigterm(&mut child);
+}
