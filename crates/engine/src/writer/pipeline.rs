@@ -925,7 +925,7 @@ impl Pipeline {
             match split_by(&args, |k| filter.keeps(k).then_some(0u8)) {
                 Some(mut pieces) if pieces.len() == 1 => pieces.remove(0).1,
                 _ => {
-                    tracing::debug!(command = %String::from_utf8_lossy(&args[0]), "multi-key command with keys on both sides of --filterkey dropped");
+                    tracing::debug!(command = %rsm_resp::escape_controls(&args[0]), "multi-key command with keys on both sides of --filterkey dropped");
                     stats.filtered.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
@@ -949,11 +949,11 @@ impl Pipeline {
                 }
             }
             None => {
-                tracing::warn!(command = %String::from_utf8_lossy(&args[0]), key = %show_key(&args[positions[0]]), "all-or-nothing command with keys in several slots of the target cluster: not written");
+                tracing::warn!(command = %rsm_resp::escape_controls(&args[0]), key = %show_key(&args[positions[0]]), "all-or-nothing command with keys in several slots of the target cluster: not written");
                 stats.failed_cross_slot.fetch_add(1, Ordering::Relaxed);
                 let what = format!(
                     "{} with keys in several slots of the target cluster cannot be written",
-                    String::from_utf8_lossy(&args[0])
+                    rsm_resp::escape_controls(&args[0])
                 );
                 self.fail_track(track, what);
             }
@@ -1387,7 +1387,7 @@ impl Pipeline {
                     let err = WriteError::Select {
                         endpoint: n.endpoint.to_string(),
                         db: n.db.unwrap_or(0),
-                        message: String::from_utf8_lossy(e).into_owned(),
+                        message: rsm_resp::escape_controls(e),
                     };
                     self.set_fatal(err);
                 }
@@ -1395,7 +1395,7 @@ impl Pipeline {
             Inflight::Asking => {
                 n.inflight.pop_front();
                 if let Some(e) = frame.as_error() {
-                    tracing::warn!(node = %n.endpoint, error = %String::from_utf8_lossy(e), "ASKING refused");
+                    tracing::warn!(node = %n.endpoint, error = %rsm_resp::escape_controls(e), "ASKING refused");
                 }
             }
             Inflight::Req {
@@ -1432,9 +1432,7 @@ impl Pipeline {
                     .as_array()
                     .map_or(0, |r| r.iter().filter(|f| f.is_error()).count());
                 if failed > 0 {
-                    let first = cmds
-                        .first()
-                        .map(|c| String::from_utf8_lossy(&c[0]).into_owned());
+                    let first = cmds.first().map(|c| rsm_resp::escape_controls(&c[0]));
                     self.reject(
                         req.track,
                         "EXEC",
@@ -1457,7 +1455,7 @@ impl Pipeline {
             return;
         };
         let se = ServerError::classify(&err);
-        let text = String::from_utf8_lossy(&err).into_owned();
+        let text = rsm_resp::escape_controls(&err);
         match (&se, &req.body) {
             (ServerError::Moved { .. }, _) => {
                 stats.moved.fetch_add(1, Ordering::Relaxed);
@@ -1823,7 +1821,7 @@ impl Pipeline {
 fn describe(req: &Req) -> (String, Bytes) {
     match &req.body {
         Body::Cmd(a) | Body::Restore { args: a, .. } => (
-            String::from_utf8_lossy(a.first().map_or(&b""[..], |x| &x[..])).into_owned(),
+            rsm_resp::escape_controls(a.first().map_or(&b""[..], |x| &x[..])),
             a.get(1).cloned().unwrap_or_default(),
         ),
         Body::Gate { key } => ("EXISTS".into(), key.clone()),
