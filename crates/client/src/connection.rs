@@ -383,7 +383,14 @@ pub fn parse_info(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        // Values end up in the plan and in messages (versions, roles, addresses):
+        // escaped like every other server text; ordinary values are unchanged.
+        .map(|(k, v)| {
+            (
+                escape_controls(k.trim().as_bytes()),
+                escape_controls(v.trim().as_bytes()),
+            )
+        })
         .collect()
 }
 
