@@ -119,12 +119,16 @@ fn http_without_token_is_open() {
 }
 
 #[test]
-fn http_half_sent_request_is_dropped_after_the_header_timeout() {
+fn http_half_sent_or_idle_request_is_dropped_after_the_header_timeout() {
     let addr = start(HttpOptions::default());
     let started = Instant::now();
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET /sta").unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // One that sends nothing at all is dropped the same way.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
 
     // Meanwhile the server answers others.
@@ -146,5 +150,11 @@ fn http_half_sent_request_is_dropped_after_the_header_timeout() {
     assert!(
         took + Duration::from_millis(500) >= HEADER_READ_TIMEOUT,
         "closed after {took:?}, before the {HEADER_READ_TIMEOUT:?} timeout"
+    );
+    let read = idle.read_to_end(&mut rest);
+    assert!(
+        read.is_ok() && started.elapsed() < Duration::from_secs(30),
+        "an idle connection still open after {:?}: {read:?}",
+        started.elapsed()
     );
 }
