@@ -110,6 +110,13 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             )
         })?;
         println!("status page: http://{bound}/  (JSON: /status, metrics: /metrics)");
+        if config.http_token.is_some() {
+            // Never the token itself: stdout often goes to a log.
+            println!(
+                "  every endpoint wants the --http-token: `Authorization: Bearer TOKEN`, \
+                 or open http://{bound}/?token=TOKEN"
+            );
+        }
     }
 
     let permits = Arc::new(Semaphore::new(config.sync_parallel));

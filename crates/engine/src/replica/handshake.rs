@@ -204,7 +204,7 @@ fn refusal_hint(kind: &ServerError) -> &'static str {
             "the chosen node is a replica whose own master link is down; try --sync-role=master"
         }
         ServerError::Loading => "the source is loading its dataset; it will be retried",
-        ServerError::Auth => "check --password",
+        ServerError::Auth => "check --password (or --password-file)",
         _ => "see the source's log",
     }
 }
