@@ -196,6 +196,21 @@ fn secrets_from_files_reach_no_output() {
         String::from_utf8_lossy(&verify.stderr)
     );
     assert_output_clean("verify", &verify);
+    // The environment still works on its own (read by the tool, no longer by clap).
+    let verify = manager()
+        .env("RSM_SOURCE_PASSWORD", SRC_PW)
+        .env("RSM_TARGET_PASSWORD", DST_PW)
+        .args(["verify", &format!("--from={}", source.seed_addr())])
+        .arg(format!("--target={}", target.addr()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "verify with the environment: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert_output_clean("verify (environment)", &verify);
 
     // A wrong password: a clear error, without the password (wrong or right).
     for (flag, file) in [
