@@ -8,7 +8,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rsm_resp::{decode, encode_command, Frame};
+use rsm_resp::{decode, encode_command, escape_controls, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -144,7 +144,7 @@ impl Connection {
                 }
             };
             if let Some(err) = reply.as_error() {
-                let text = String::from_utf8_lossy(err);
+                let text = escape_controls(err);
                 // A server without a password answers AUTH with an error that is
                 // harmless: the connection works. Anything else is a real failure.
                 let harmless = text.contains("without any password configured")
@@ -153,7 +153,7 @@ impl Connection {
                     return Err(ClientError::AuthFailed {
                         side,
                         endpoint,
-                        detail: text.into_owned(),
+                        detail: text,
                     });
                 }
             }
@@ -167,14 +167,14 @@ impl Connection {
                 ServerError::Auth => ClientError::AuthFailed {
                     side,
                     endpoint,
-                    detail: String::from_utf8_lossy(err).into_owned(),
+                    detail: escape_controls(err),
                 },
                 _ => ClientError::Server {
                     side,
                     endpoint,
                     command: "PING".into(),
                     kind: ServerError::classify(err),
-                    message: String::from_utf8_lossy(err).into_owned(),
+                    message: escape_controls(err),
                 },
             });
         }
@@ -222,7 +222,7 @@ impl Connection {
             let command = args
                 .iter()
                 .take(2)
-                .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+                .map(|a| escape_controls(a.as_ref()))
                 .collect::<Vec<_>>()
                 .join(" ");
             return Err(ClientError::Server {
@@ -230,7 +230,7 @@ impl Connection {
                 endpoint: self.reader.endpoint.clone(),
                 command,
                 kind: ServerError::classify(err),
-                message: String::from_utf8_lossy(err).into_owned(),
+                message: escape_controls(err),
             });
         }
         Ok(reply)
@@ -247,8 +247,7 @@ impl Connection {
             None => Err(ClientError::Server {
                 side: self.opts.side,
                 endpoint: self.reader.endpoint.clone(),
-                command: String::from_utf8_lossy(args.first().map(|a| a.as_ref()).unwrap_or(b""))
-                    .into_owned(),
+                command: escape_controls(args.first().map(|a| a.as_ref()).unwrap_or(b"")),
                 kind: ServerError::Other(String::new()),
                 message: format!("unexpected reply {}", reply.describe()),
             }),
@@ -384,7 +383,14 @@ pub fn parse_info(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        // Values end up in the plan and in messages (versions, roles, addresses):
+        // escaped like every other server text; ordinary values are unchanged.
+        .map(|(k, v)| {
+            (
+                escape_controls(k.trim().as_bytes()),
+                escape_controls(v.trim().as_bytes()),
+            )
+        })
         .collect()
 }
 

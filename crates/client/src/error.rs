@@ -17,8 +17,8 @@ pub enum Side {
 impl Side {
     pub fn password_flag(self) -> &'static str {
         match self {
-            Side::Source => "--password",
-            Side::Target => "--auth",
+            Side::Source => "--password (or --password-file)",
+            Side::Target => "--auth (or --auth-file)",
         }
     }
 }

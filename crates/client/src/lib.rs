@@ -13,7 +13,7 @@ mod reply;
 pub use connection::{
     info_field, parse_info, ConnectOptions, Connection, FrameReader, FrameWriter,
 };
-pub use credentials::Credentials;
+pub use credentials::{read_secret_file, Credentials, SecretFileError};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::{ClientError, Side};
 pub use reply::{Retry, ServerError};

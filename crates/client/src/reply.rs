@@ -66,7 +66,8 @@ pub enum Retry {
 
 impl ServerError {
     pub fn classify(text: &[u8]) -> ServerError {
-        let text = String::from_utf8_lossy(text);
+        // Escaped once here, so `Other`'s text is safe wherever it is printed.
+        let text = rsm_resp::escape_controls(text);
         let mut words = text.split_ascii_whitespace();
         let code = words.next().unwrap_or("");
         let redirect = |mut words: std::str::SplitAsciiWhitespace<'_>| {
@@ -80,11 +81,11 @@ impl ServerError {
         match code {
             "MOVED" => match redirect(words) {
                 Some((slot, host, port)) => ServerError::Moved { slot, host, port },
-                None => ServerError::Other(text.into_owned()),
+                None => ServerError::Other(text),
             },
             "ASK" => match redirect(words) {
                 Some((slot, host, port)) => ServerError::Ask { slot, host, port },
-                None => ServerError::Other(text.into_owned()),
+                None => ServerError::Other(text),
             },
             "TRYAGAIN" => ServerError::TryAgain,
             "CLUSTERDOWN" => ServerError::ClusterDown,
@@ -102,7 +103,7 @@ impl ServerError {
             "ERR" if text.contains("Bad data format") || text.contains("payload version") => {
                 ServerError::BadPayload
             }
-            _ => ServerError::Other(text.into_owned()),
+            _ => ServerError::Other(text),
         }
     }
 

@@ -63,7 +63,7 @@ async fn wrong_password_fails_fast_naming_the_flag() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("target {ep} requires a password: give it with --auth")
+        format!("target {ep} requires a password: give it with --auth (or --auth-file)")
     );
 }
 

@@ -26,6 +26,66 @@ pub struct EngineOptions {
     pub big_key_size: Option<u64>,
 }
 
+/// Where a secret may come from: `--password=PW`, `--password-file=FILE` (see
+/// [`rsm_client::read_secret_file`]) or an environment variable.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretFlags<'a> {
+    /// The inline flag, e.g. `--password`.
+    pub flag: &'a str,
+    /// The file flag, e.g. `--password-file`.
+    pub file_flag: &'a str,
+    /// The environment variable, e.g. `RSM_SOURCE_PASSWORD`.
+    pub env: &'a str,
+}
+
+/// The secret, from the file, else the inline value, else the environment.
+///
+/// The environment is read here, not by clap: clap counts a value from `env` as
+/// given, so `--password-file` with `RSM_SOURCE_PASSWORD` set would be refused as a
+/// conflict. The binaries make only the two flags conflict; a file on the command
+/// line wins over the environment. An empty inline value is a mistake, not "none";
+/// an empty environment variable counts as unset.
+pub fn secret(
+    names: SecretFlags<'_>,
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    if let Some(path) = file {
+        return rsm_client::read_secret_file(path)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", names.file_flag));
+    }
+    match value {
+        Some("") => Err(format!(
+            "{} is empty: leave it out when the server has no password",
+            names.flag
+        )),
+        Some(v) => Ok(Some(v.to_string())),
+        None => Ok(std::env::var(names.env).ok().filter(|v| !v.is_empty())),
+    }
+}
+
+/// `--password`, `--password-file`, `RSM_SOURCE_PASSWORD`.
+pub const SOURCE_PASSWORD: SecretFlags<'static> = SecretFlags {
+    flag: "--password",
+    file_flag: "--password-file",
+    env: "RSM_SOURCE_PASSWORD",
+};
+
+/// `--auth`, `--auth-file`, `RSM_TARGET_PASSWORD`.
+pub const TARGET_PASSWORD: SecretFlags<'static> = SecretFlags {
+    flag: "--auth",
+    file_flag: "--auth-file",
+    env: "RSM_TARGET_PASSWORD",
+};
+
+/// `--http-token`, `--http-token-file`, `RSM_HTTP_TOKEN`.
+pub const HTTP_TOKEN: SecretFlags<'static> = SecretFlags {
+    flag: "--http-token",
+    file_flag: "--http-token-file",
+    env: "RSM_HTTP_TOKEN",
+};
+
 /// `--targetdb`: a database number, 0 or more.
 pub fn parse_db(s: &str) -> Result<u32, String> {
     s.parse::<u32>()

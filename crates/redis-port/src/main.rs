@@ -34,9 +34,14 @@ enum Command {
         /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT.
         #[arg(long, value_parser = parse_endpoint)]
         target: Endpoint,
-        /// Source password; `user:password` selects an ACL user.
-        #[arg(long, env = "RSM_SOURCE_PASSWORD", hide_env_values = true)]
+        /// Source password; `user:password` selects an ACL user. Also from the
+        /// environment: RSM_SOURCE_PASSWORD (read by `secret`, not clap, so that only
+        /// the two flags conflict).
+        #[arg(long)]
         password: Option<String>,
+        /// Read the source password (first line) from FILE, mode 0600 or stricter.
+        #[arg(long, value_name = "FILE", conflicts_with = "password")]
+        password_file: Option<PathBuf>,
         #[command(flatten)]
         write: WriteFlags,
         /// Log file (INFO and above; warnings also on stderr); the checkpoint and any spill
@@ -68,9 +73,14 @@ enum Command {
         /// The source node, HOST:PORT.
         #[arg(long, value_parser = parse_endpoint)]
         from: Endpoint,
-        /// Source password; `user:password` selects an ACL user.
-        #[arg(long, env = "RSM_SOURCE_PASSWORD", hide_env_values = true)]
+        /// Source password; `user:password` selects an ACL user. Also from the
+        /// environment: RSM_SOURCE_PASSWORD (read by `secret`, not clap, so that only
+        /// the two flags conflict).
+        #[arg(long)]
         password: Option<String>,
+        /// Read the source password (first line) from FILE, mode 0600 or stricter.
+        #[arg(long, value_name = "FILE", conflicts_with = "password")]
+        password_file: Option<PathBuf>,
         /// The RDB file to write.
         #[arg(long, short = 'o')]
         output: PathBuf,
@@ -89,9 +99,13 @@ enum Command {
 /// The flags that shape writes into the target, shared by `sync` and `restore`.
 #[derive(Debug, Args)]
 struct WriteFlags {
-    /// Target password; `user:password` selects an ACL user.
-    #[arg(long, env = "RSM_TARGET_PASSWORD", hide_env_values = true)]
+    /// Target password; `user:password` selects an ACL user. Also from the
+    /// environment: RSM_TARGET_PASSWORD.
+    #[arg(long)]
     auth: Option<String>,
+    /// Read the target password (first line) from FILE, mode 0600 or stricter.
+    #[arg(long, value_name = "FILE", conflicts_with = "auth")]
+    auth_file: Option<PathBuf>,
     /// Only keys starting with one of these prefixes, e.g. "str1|str2|str3".
     #[arg(long, value_parser = KeyPrefixes::parse)]
     filterkey: Option<KeyPrefixes>,
@@ -110,6 +124,15 @@ struct WriteFlags {
 }
 
 impl WriteFlags {
+    /// `--auth` or `--auth-file`.
+    fn credentials(&self) -> Result<Option<Credentials>, cmd::UsageError> {
+        credentials(
+            rsm_engine::options::TARGET_PASSWORD,
+            self.auth.as_deref(),
+            self.auth_file.as_deref(),
+        )
+    }
+
     fn options(&self) -> EngineOptions {
         EngineOptions {
             filter: self.filterkey.clone().unwrap_or_default(),
@@ -124,6 +147,17 @@ impl WriteFlags {
             big_key_size: self.bigkeysize,
         }
     }
+}
+
+/// A password flag or its file flag, as credentials; a bad file is a usage error.
+fn credentials(
+    names: rsm_engine::options::SecretFlags<'_>,
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<Credentials>, cmd::UsageError> {
+    rsm_engine::options::secret(names, value, file)
+        .map(|s| s.as_deref().map(Credentials::parse))
+        .map_err(cmd::UsageError)
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -153,11 +187,17 @@ fn main() -> ExitCode {
         Command::Dump {
             from,
             password,
+            password_file,
             output,
         } => runtime().and_then(|rt| {
+            let password = credentials(
+                rsm_engine::options::SOURCE_PASSWORD,
+                password.as_deref(),
+                password_file.as_deref(),
+            )?;
             rt.block_on(cmd::dump::run(cmd::dump::DumpArgs {
                 from,
-                password: password.as_deref().map(Credentials::parse),
+                password,
                 output: output.clone(),
             }))
             .map(|n| eprintln!("dump: wrote {n} bytes to {}", output.display()))
@@ -169,11 +209,12 @@ fn main() -> ExitCode {
             retry_timeout,
         } => runtime().and_then(|rt| {
             log::to_stderr();
+            let auth = write.credentials()?;
             let options = write.options();
             rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
                 input,
                 target,
-                auth: write.auth.as_deref().map(Credentials::parse),
+                auth,
                 filter: options.filter,
                 target_db: options.target_db,
                 conflict: options.conflict,
@@ -188,17 +229,24 @@ fn main() -> ExitCode {
             from,
             target,
             password,
+            password_file,
             write,
             logfile,
             httpport,
         } => log::to_file(&logfile)
             .and_then(|()| runtime())
             .and_then(|rt| {
+                let password = credentials(
+                    rsm_engine::options::SOURCE_PASSWORD,
+                    password.as_deref(),
+                    password_file.as_deref(),
+                )?;
+                let auth = write.credentials()?;
                 rt.block_on(cmd::sync::run(cmd::sync::SyncArgs {
                     from,
                     target,
-                    password: password.as_deref().map(Credentials::parse),
-                    auth: write.auth.as_deref().map(Credentials::parse),
+                    password,
+                    auth,
                     options: write.options(),
                     logfile,
                     httpport,

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use rsm_client::{Credentials, Endpoint};
 
+use rsm_engine::options::{secret, HTTP_TOKEN, SOURCE_PASSWORD, TARGET_PASSWORD};
+use rsm_engine::status::http::HttpToken;
 use rsm_engine::{ConflictPolicy, KeyPrefixes};
 
 use rsm_cluster::Role;
@@ -46,40 +48,47 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
-/// `--password` (source) and `--auth` (target), shared by the sync and `verify`.
+/// `--password` (source) and `--auth` (target), shared by the sync and `verify`;
+/// each also as a file (`--password-file`, `--auth-file`), which keeps it out of `ps`.
 #[derive(Debug, Args)]
 pub struct PasswordArgs {
     /// Password of the source database; `user:password` selects an ACL user.
-    #[arg(
-        long,
-        value_name = "SRC_PASSWORD",
-        env = "RSM_SOURCE_PASSWORD",
-        hide_env_values = true
-    )]
+    /// Also from the environment: RSM_SOURCE_PASSWORD.
+    // The environment variable is read by `secret`, not clap (see there).
+    #[arg(long, value_name = "SRC_PASSWORD")]
     pub password: Option<String>,
 
+    /// Read the source password (its first line) from FILE, which must be mode 0600 or stricter.
+    #[arg(long, value_name = "FILE", conflicts_with = "password")]
+    pub password_file: Option<PathBuf>,
+
     /// Password of the target database; `user:password` selects an ACL user.
-    #[arg(
-        long,
-        value_name = "DST_PASSWORD",
-        env = "RSM_TARGET_PASSWORD",
-        hide_env_values = true
-    )]
+    /// Also from the environment: RSM_TARGET_PASSWORD.
+    // The environment variable is read by `secret`, not clap (see there).
+    #[arg(long, value_name = "DST_PASSWORD")]
     pub auth: Option<String>,
+
+    /// Read the target password (its first line) from FILE, which must be mode 0600 or stricter.
+    #[arg(long, value_name = "FILE", conflicts_with = "auth")]
+    pub auth_file: Option<PathBuf>,
 }
 
 impl PasswordArgs {
     /// Source and target credentials; an empty password is a mistake, not "none".
     pub fn credentials(&self) -> Result<(Option<Credentials>, Option<Credentials>), String> {
-        if self.password.as_deref() == Some("") {
-            return Err("--password is empty: leave it out when the source has no password".into());
-        }
-        if self.auth.as_deref() == Some("") {
-            return Err("--auth is empty: leave it out when the target has no password".into());
-        }
+        let source = secret(
+            SOURCE_PASSWORD,
+            self.password.as_deref(),
+            self.password_file.as_deref(),
+        )?;
+        let target = secret(
+            TARGET_PASSWORD,
+            self.auth.as_deref(),
+            self.auth_file.as_deref(),
+        )?;
         Ok((
-            self.password.as_deref().map(Credentials::parse),
-            self.auth.as_deref().map(Credentials::parse),
+            source.as_deref().map(Credentials::parse),
+            target.as_deref().map(Credentials::parse),
         ))
     }
 }
@@ -213,9 +222,20 @@ pub struct SyncArgs {
     #[arg(long, value_name = "HTTPPORT", value_parser = parse_port)]
     pub httpport: Option<u16>,
 
-    /// Address the HTTP port binds to.
+    /// Address the HTTP port binds to. Anything but loopback exposes the status to the
+    /// network: give it --http-token too.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     pub http_bind: IpAddr,
+
+    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`) on every HTTP endpoint.
+    /// Also from the environment: RSM_HTTP_TOKEN.
+    // The environment variable is read by `secret`, not clap (see there).
+    #[arg(long, value_name = "TOKEN")]
+    pub http_token: Option<String>,
+
+    /// Read the HTTP token (its first line) from FILE, which must be mode 0600 or stricter.
+    #[arg(long, value_name = "FILE", conflicts_with = "http_token")]
+    pub http_token_file: Option<PathBuf>,
 
     /// How many shards may run their full sync (source BGSAVE + snapshot load)
     /// at once; the plan shows the memory this needs on the source.
@@ -251,6 +271,12 @@ impl SyncArgs {
             _ => ConflictPolicy::Fail,
         };
         let (source_credentials, target_credentials) = self.passwords.credentials()?;
+        let http_token = secret(
+            HTTP_TOKEN,
+            self.http_token.as_deref(),
+            self.http_token_file.as_deref(),
+        )?
+        .map(HttpToken::new);
         Ok(SyncConfig {
             from,
             target,
@@ -263,6 +289,7 @@ impl SyncArgs {
             logfile: self.logfile,
             http_port: self.httpport,
             http_bind: self.http_bind,
+            http_token,
             sync_parallel: self.sync_parallel,
             sync_role: self.sync_role,
             dry_run: self.dry_run,

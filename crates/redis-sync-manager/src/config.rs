@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use rsm_client::{Credentials, Endpoint};
 use rsm_cluster::Role;
+use rsm_engine::status::http::HttpToken;
 use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct SyncConfig {
     pub logfile: PathBuf,
     pub http_port: Option<u16>,
     pub http_bind: IpAddr,
+    /// `--http-token`: what every HTTP request must carry.
+    pub http_token: Option<HttpToken>,
     pub sync_parallel: usize,
     pub sync_role: Role,
     pub dry_run: bool,

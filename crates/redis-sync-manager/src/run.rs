@@ -89,10 +89,18 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         ));
     }
     if let Some(port) = config.http_port {
+        if let Some(warning) = http::exposure_warning(config.http_bind, config.http_token.is_some())
+        {
+            // WARN reaches the console as well as the log.
+            tracing::warn!("{warning}");
+        }
         let bound = http::serve_with(
             SocketAddr::new(config.http_bind, port),
             shared.clone(),
             warnings.clone(),
+            http::HttpOptions {
+                token: config.http_token.clone(),
+            },
         )
         .await
         .map_err(|e| {
@@ -102,6 +110,13 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             )
         })?;
         println!("status page: http://{bound}/  (JSON: /status, metrics: /metrics)");
+        if config.http_token.is_some() {
+            // Never the token itself: stdout often goes to a log.
+            println!(
+                "  every endpoint wants the --http-token: `Authorization: Bearer TOKEN`, \
+                 or open http://{bound}/?token=TOKEN"
+            );
+        }
     }
 
     let permits = Arc::new(Semaphore::new(config.sync_parallel));

@@ -132,3 +132,72 @@ fn status_page_shows_every_shard_and_reaches_ready() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+/// Issue 14: with `--http-token` the page opened as `/?token=TOKEN` works (its script
+/// sends the token with its /status requests); without the token the browser gets 401.
+#[test]
+fn status_page_with_http_token() {
+    use std::os::unix::fs::PermissionsExt;
+    const TOKEN: &str = "page-token-3e8d1c";
+    let browser = chromium();
+    let source = Cluster::start(ClusterOptions::default());
+    let target = rsm_testkit::Server::start(Default::default());
+    fill_mixed(
+        &source,
+        &FillOptions {
+            keys_per_type: 20,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = PortLease::acquire();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .env_remove("RSM_HTTP_TOKEN")
+        .arg(format!("--from={}", source.seed_addr()))
+        .arg(format!("--target={}", target.addr()))
+        .arg(format!("--logfile={}", dir.path().join("m.log").display()))
+        .arg(format!("--httpport={}", port.port()))
+        .arg(format!("--http-token-file={}", token_file.display()))
+        .arg("--sync-parallel=3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let with_token = format!("http://127.0.0.1:{}/?token={TOKEN}", port.port());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let dom = loop {
+        let dom = render(&browser, &with_token, None);
+        if dom.contains("id=\"state\" class=\"ready\"") {
+            break dom;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the page with ?token= never showed 'ready for cutover'; last DOM:\n{dom}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(dom.matches("<tr data-source=").count(), 3, "{dom}");
+
+    let without = render(
+        &browser,
+        &format!("http://127.0.0.1:{}/", port.port()),
+        None,
+    );
+    assert!(without.contains("401"), "{without}");
+    assert!(!without.contains("<tr data-source="), "{without}");
+    let wrong = render(
+        &browser,
+        &format!("http://127.0.0.1:{}/?token=nope", port.port()),
+        None,
+    );
+    assert!(wrong.contains("401"), "{wrong}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

@@ -101,7 +101,8 @@ impl Frame {
     /// A short human description for error messages; never the whole value.
     pub fn describe(&self) -> String {
         fn clip(b: &[u8]) -> String {
-            let s = String::from_utf8_lossy(&b[..b.len().min(120)]).into_owned();
+            // Bytes from the network, bound for a log line: escaped.
+            let s = crate::escape_controls(&b[..b.len().min(120)]);
             if b.len() > 120 {
                 format!("{s}…")
             } else {

@@ -149,7 +149,7 @@ fn parse_psync_reply(
     resume: Option<&ResumePoint>,
 ) -> Result<SyncStart, ReplicaError> {
     if let Some(err) = reply.as_error() {
-        let text = String::from_utf8_lossy(err).into_owned();
+        let text = rsm_resp::escape_controls(err);
         let kind = ServerError::classify(err);
         return Err(ReplicaError::Refused {
             endpoint: endpoint.clone(),
@@ -204,7 +204,7 @@ fn refusal_hint(kind: &ServerError) -> &'static str {
             "the chosen node is a replica whose own master link is down; try --sync-role=master"
         }
         ServerError::Loading => "the source is loading its dataset; it will be retried",
-        ServerError::Auth => "check --password",
+        ServerError::Auth => "check --password (or --password-file)",
         _ => "see the source's log",
     }
 }
@@ -220,8 +220,8 @@ pub async fn read_rdb_framing(conn: &mut Connection) -> Result<RdbFraming, Repli
             let line = line.strip_suffix(b"\r\n").unwrap_or(&line[..]);
             let Some(rest) = line.strip_prefix(b"$") else {
                 return Err(ReplicaError::Protocol(format!(
-                    "expected the snapshot header, got {:?}",
-                    String::from_utf8_lossy(&line[..line.len().min(80)])
+                    "expected the snapshot header, got '{}'",
+                    rsm_resp::escape_controls(&line[..line.len().min(80)])
                 )));
             };
             if let Some(mark) = rest.strip_prefix(b"EOF:") {
@@ -235,8 +235,8 @@ pub async fn read_rdb_framing(conn: &mut Connection) -> Result<RdbFraming, Repli
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| {
                     ReplicaError::Protocol(format!(
-                        "bad snapshot length {:?}",
-                        String::from_utf8_lossy(rest)
+                        "bad snapshot length '{}'",
+                        rsm_resp::escape_controls(rest)
                     ))
                 })?;
             return Ok(RdbFraming::Sized(len));

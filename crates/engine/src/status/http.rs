@@ -1,17 +1,148 @@
 //! `--httpport`: the status page (`/`), the JSON status (`/status`) and
 //! Prometheus metrics (`/metrics`). Handlers only read shard snapshots.
+//!
+//! Exposure: it binds to loopback unless told otherwise ([`exposure_warning`]);
+//! with `--http-token` every endpoint wants `Authorization: Bearer TOKEN` or
+//! `?token=TOKEN` ([`HttpToken`]); a client gets [`HEADER_READ_TIMEOUT`] to send its
+//! request head, so half-open requests cannot pile up.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{now_ms, Phase, ShardSnapshot, ShardStatus};
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+
+/// How long a client may take to send a request's line and headers before the
+/// connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--http-token`: what every request must carry. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpToken(Arc<str>);
+
+impl HttpToken {
+    pub fn new(token: String) -> HttpToken {
+        HttpToken(token.into())
+    }
+
+    /// Whether `given` is the token, in time that depends only on the lengths.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        let mut diff = u8::from(want.len() != given.len());
+        // Compare every byte of the longer input, so the position of the first
+        // difference does not show in the timing.
+        for i in 0..want.len().max(given.len()) {
+            let a = want.get(i).copied().unwrap_or(0);
+            let b = given.get(i).copied().unwrap_or(0xff);
+            diff |= a ^ b;
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpToken(<redacted>)")
+    }
+}
+
+/// How the HTTP port is served.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// `--http-token`: required on every endpoint when set.
+    pub token: Option<HttpToken>,
+}
+
+/// The warning to log at start when the HTTP port is reachable from other
+/// machines: any address but loopback. `None` for loopback.
+pub fn exposure_warning(bind: IpAddr, token: bool) -> Option<String> {
+    if bind.is_loopback() {
+        return None;
+    }
+    Some(if token {
+        format!(
+            "--http-bind={bind} serves the status to the network: anyone who can reach it and \
+             knows the token sees the topology, offsets and errors (HTTP, not TLS)"
+        )
+    } else {
+        format!(
+            "--http-bind={bind} serves the status to the network WITHOUT A TOKEN: anyone who can \
+             reach it sees the topology, offsets and errors; add --http-token-file or bind 127.0.0.1"
+        )
+    })
+}
+
+/// The token a request carries: `Authorization: Bearer TOKEN`, else `?token=TOKEN`
+/// (percent-decoded), the form a browser can open.
+fn request_token(req: &Request) -> Option<Vec<u8>> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.as_bytes();
+        return Some(
+            value
+                .strip_prefix(b"Bearer ")
+                .unwrap_or(b"")
+                .trim_ascii()
+                .to_vec(),
+        );
+    }
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(percent_decode)
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits: at most 0xff.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+async fn require_token(State(token): State<HttpToken>, req: Request, next: Next) -> Response {
+    if request_token(&req).is_some_and(|given| token.matches(&given)) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::WWW_AUTHENTICATE, "Bearer"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "401: this server wants --http-token: send `Authorization: Bearer TOKEN`, or open /?token=TOKEN\n",
+    )
+        .into_response()
+}
 
 /// A shard counts as caught up for cut-over after this long at lag 0.
 pub const READY_AFTER_MS: u64 = 3000;
@@ -344,27 +475,111 @@ pub fn render_metrics(r: &StatusReport) -> String {
 
 /// Serve until the process ends. Returns the bound address (port 0 picks one).
 pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
-    serve_with(addr, shared, TopologyWarnings::default()).await
+    serve_with(
+        addr,
+        shared,
+        TopologyWarnings::default(),
+        HttpOptions::default(),
+    )
+    .await
 }
 
-/// [`serve`], with the topology watch's warnings in `/status` and `/metrics`.
+/// [`serve`], with the topology watch's warnings in `/status` and `/metrics`,
+/// and the options (the token).
 pub async fn serve_with(
     addr: SocketAddr,
     shared: Shared,
     warnings: TopologyWarnings,
+    options: HttpOptions,
 ) -> std::io::Result<SocketAddr> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/verify", get(last_verify))
         .with_state(AppState { shared, warnings });
+    if let Some(token) = options.token {
+        app = app.layer(axum::middleware::from_fn_with_state(token, require_token));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    tokio::spawn(accept_loop(listener, app));
     Ok(bound)
+}
+
+/// One task per connection, each with [`HEADER_READ_TIMEOUT`] for its request
+/// heads (`axum::serve` sets no timer, so a half-sent request would hold its
+/// connection forever).
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare() {
+        let t = HttpToken::new("s3cret".into());
+        assert!(t.matches(b"s3cret"));
+        assert!(!t.matches(b"s3cre"));
+        assert!(!t.matches(b"s3cret!"));
+        assert!(!t.matches(b"S3cret"));
+        assert!(!t.matches(b""));
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn token_from_request() {
+        let req = |uri: &str, auth: Option<&str>| {
+            let mut r = axum::http::Request::builder().uri(uri);
+            if let Some(a) = auth {
+                r = r.header(header::AUTHORIZATION, a);
+            }
+            r.body(axum::body::Body::empty()).unwrap()
+        };
+        assert_eq!(
+            request_token(&req("/", Some("Bearer abc"))),
+            Some(b"abc".to_vec())
+        );
+        assert_eq!(request_token(&req("/", Some("Basic abc"))), Some(vec![]));
+        assert_eq!(
+            request_token(&req("/?x=1&token=a%2Bb%3D", None)),
+            Some(b"a+b=".to_vec())
+        );
+        assert_eq!(request_token(&req("/status", None)), None);
+    }
+
+    #[test]
+    fn exposure() {
+        assert_eq!(exposure_warning("127.0.0.1".parse().unwrap(), false), None);
+        assert_eq!(exposure_warning("::1".parse().unwrap(), false), None);
+        let open = exposure_warning("0.0.0.0".parse().unwrap(), false).unwrap();
+        assert!(open.contains("WITHOUT A TOKEN"), "{open}");
+        let lan = exposure_warning("10.1.2.3".parse().unwrap(), true).unwrap();
+        assert!(
+            lan.contains("10.1.2.3") && !lan.contains("WITHOUT"),
+            "{lan}"
+        );
+    }
 }

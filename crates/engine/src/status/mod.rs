@@ -227,7 +227,9 @@ impl ShardStatus {
     }
 
     pub fn set_error(&self, error: Option<String>) {
-        self.slow().last_error = error;
+        // Most of it comes from a server; escaping again is harmless (text that
+        // was escaped has no control characters left), a raw ESC in /status is not.
+        self.slow().last_error = error.map(|e| rsm_resp::escape_controls(e.as_bytes()));
     }
 
     pub fn last_error(&self) -> Option<String> {

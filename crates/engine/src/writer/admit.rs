@@ -562,7 +562,7 @@ impl Admitter {
                 }
             }
             Err(_) => {
-                let name = String::from_utf8_lossy(&c.args[0]).into_owned();
+                let name = rsm_resp::escape_controls(&c.args[0]);
                 tracing::warn!(command = %name, key = %show_key(&c.args[at[0]]), "all-or-nothing command with keys in several slots of the target cluster: not written");
                 out.tally.failed_cross_slot += 1;
                 out.fail(format!(

@@ -209,7 +209,7 @@ impl Node {
                 match frame.as_error() {
                     Some(e) => Answer::SelectRefused {
                         db: self.db.unwrap_or(0),
-                        message: String::from_utf8_lossy(e).into_owned(),
+                        message: rsm_resp::escape_controls(e),
                     },
                     None => Answer::Nothing,
                 }
@@ -217,7 +217,7 @@ impl Node {
             Inflight::Asking => {
                 self.inflight.pop_front();
                 if let Some(e) = frame.as_error() {
-                    tracing::warn!(node = %self.endpoint, error = %String::from_utf8_lossy(e), "ASKING refused");
+                    tracing::warn!(node = %self.endpoint, error = %rsm_resp::escape_controls(e), "ASKING refused");
                 }
                 Answer::Nothing
             }

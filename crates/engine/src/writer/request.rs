@@ -59,7 +59,7 @@ impl Body {
     /// The command name and its first key, for messages.
     pub(super) fn describe(&self) -> (String, Bytes) {
         let name = |a: &[Bytes]| {
-            String::from_utf8_lossy(a.first().map_or(&b""[..], |x| &x[..])).into_owned()
+            rsm_resp::escape_controls(a.first().map_or(&b""[..], |x| &x[..]))
         };
         match self {
             Body::Cmd(a) | Body::Restore { args: a, .. } => {
@@ -175,7 +175,7 @@ pub(super) fn judge(body: &Body, last: &Frame, first_err: Option<Bytes>) -> Verd
         }
     };
     let se = ServerError::classify(&err);
-    let text = String::from_utf8_lossy(&err).into_owned();
+    let text = rsm_resp::escape_controls(&err);
     match (&se, body) {
         (ServerError::Moved { .. }, _) => Verdict::Moved(se),
         (ServerError::Ask { .. }, _) => Verdict::Ask(se),

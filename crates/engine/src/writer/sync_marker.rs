@@ -491,7 +491,7 @@ impl<'a> TargetKeys<'a> {
                     if let Some(e) = f.as_error() {
                         return Err(WriteError::Topology(format!(
                             "target refused CLUSTER COUNTKEYSINSLOT {s}: {}",
-                            String::from_utf8_lossy(e)
+                            rsm_resp::escape_controls(e)
                         )));
                     }
                     let n = f.as_int().unwrap_or(0);

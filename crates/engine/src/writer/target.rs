@@ -194,7 +194,7 @@ pub async fn check_target_db(
         return Err(WriteError::Select {
             endpoint: seed.to_string(),
             db,
-            message: String::from_utf8_lossy(e).into_owned(),
+            message: rsm_resp::escape_controls(e),
         });
     }
     Ok(())
