@@ -1,6 +1,8 @@
-//! The links to the target cut during the snapshot load (a TCP proxy in the test kit):
-//! the shard retries what was in flight and finishes the same snapshot; it does not fail,
-//! does not start a second full sync, and the target ends equal to the source.
+//! The links to the target cut (a TCP proxy in the test kit) during the snapshot load: the
+//! shard retries what was in flight and finishes the same snapshot; it does not fail, does
+//! not start a second full sync, and the target ends equal to the source. And cut during
+//! the stream under a load of commands that are not safe to apply twice: what was in
+//! flight is settled by the slot markers, so nothing is applied twice.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::time::Duration;
 use common::start;
 use rsm_engine::status::Phase;
 use rsm_engine::EngineOptions;
-use rsm_testkit::{redis, Proxy, Server, ServerOptions, Snapshot};
+use rsm_testkit::{redis, MixedLoad, Proxy, Server, ServerOptions, Snapshot};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_connections_reset_during_the_snapshot_are_retried() {
@@ -65,6 +67,51 @@ async fn target_connections_reset_during_the_snapshot_are_retried() {
         snap.last_error
     );
     assert_eq!(snap.keys_failed, 0);
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_connections_reset_during_the_stream_apply_every_write_once() {
+    let source = Server::start(ServerOptions::default());
+    let target = Server::start(ServerOptions::default());
+    let proxy = Proxy::start(&target.addr());
+    let state = tempfile::tempdir().unwrap();
+    let run = start(
+        &source.addr(),
+        &proxy.addr(),
+        state.path(),
+        EngineOptions::default(),
+        64 << 20,
+    );
+    run.wait_for("streaming", 60, |s| s.phase == Phase::Streaming)
+        .await;
+    let load = MixedLoad::on_server(&source, 50);
+    let mut cut = 0;
+    let mut applied_before = 0;
+    for _ in 0..6 {
+        // Cut while commands are in flight: wait until the shard applies more.
+        run.wait_for("more applied", 60, |s| {
+            s.commands_applied > applied_before + 200
+        })
+        .await;
+        applied_before = run.status.snapshot().commands_applied;
+        cut += proxy.reset_all();
+    }
+    assert!(
+        cut >= 6,
+        "the target connection was not cut each time ({cut})"
+    );
+    let rounds = load.stop();
+    assert!(rounds > 300, "too little load: {rounds} rounds");
+    run.wait_caught_up(&source).await;
+    let snap = run.status.snapshot();
+    assert_eq!(
+        snap.full_syncs, 1,
+        "a second full sync: {:?}",
+        snap.last_error
+    );
+    assert_eq!(snap.commands_failed, 0);
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
     run.stop().await.unwrap();
 }

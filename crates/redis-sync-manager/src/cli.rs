@@ -46,6 +46,19 @@ pub enum Command {
     /// Compare the source with the target: missing, extra, type, value and TTL differences.
     /// Exit code 0 when equal, 1 when differences remain, 2 on a usage error.
     Verify(VerifyArgs),
+    /// After cut-over: remove the tool's own keys (`__rsm:*`, the progress markers) from
+    /// the target. Run it once no sync writes into the target any more.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// IP:PORT of the target: a node of a cluster, or a standalone server.
+    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint)]
+    pub target: Endpoint,
+
+    #[command(flatten)]
+    pub passwords: PasswordArgs,
 }
 
 /// `--password` (source) and `--auth` (target), shared by the sync and `verify`;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     };
     let config = match cli.command {
         Some(command) => match command {
+            cli::Command::Cleanup(args) => return cleanup(args),
             cli::Command::Verify(args) => {
                 return match args.into_options() {
                     Ok((opts, report)) => verify::run_command(opts, report),
@@ -62,6 +63,42 @@ fn main() -> ExitCode {
                 .downcast_ref::<discover::DiscoverError>()
                 .is_some_and(discover::DiscoverError::is_usage);
             ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+/// `cleanup`: remove the progress markers from the target.
+fn cleanup(args: cli::CleanupArgs) -> ExitCode {
+    let credentials = match args.passwords.credentials() {
+        Ok((_, target)) => target,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let connect = rsm_client::ConnectOptions::new(rsm_client::Side::Target, credentials);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let removed = runtime.block_on(rsm_engine::writer::sync_marker::remove_progress_keys(
+        &args.target,
+        &connect,
+    ));
+    match removed {
+        Ok(n) => {
+            println!("removed {n} progress keys (__rsm:*) from {}", args.target);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cleanup of {}: {e}", args.target);
+            ExitCode::from(1)
         }
     }
 }

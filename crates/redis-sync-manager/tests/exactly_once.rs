@@ -58,6 +58,11 @@ fn streaming(v: &Value) -> bool {
 fn sigkill_under_a_non_idempotent_load_applies_every_write_once() {
     let source = cluster(3);
     let target = cluster(3);
+    // The backlog must hold what the load writes while the manager is down, or continuing
+    // is impossible and a full sync is right.
+    for m in source.masters() {
+        m.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
+    }
     fill_strings(&source, 5_000, "base:");
     let logs = tempfile::tempdir().unwrap();
     let port = PortLease::acquire();

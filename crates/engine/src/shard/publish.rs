@@ -81,6 +81,10 @@ impl Publisher {
             base.commands_applied + w.commands_written,
             Ordering::Relaxed,
         );
+        c.commands_already_applied.store(
+            base.commands_already_applied + w.already_applied,
+            Ordering::Relaxed,
+        );
         status.update_caught_up();
     }
 }
@@ -111,6 +115,7 @@ pub(super) struct WriterTotals {
     keys_filtered: u64,
     keys_failed: u64,
     commands_applied: u64,
+    commands_already_applied: u64,
 }
 
 impl WriterTotals {
@@ -123,6 +128,7 @@ impl WriterTotals {
             keys_filtered: g(&c.keys_filtered),
             keys_failed: g(&c.keys_failed),
             commands_applied: g(&c.commands_applied),
+            commands_already_applied: g(&c.commands_already_applied),
         }
     }
 }

@@ -391,6 +391,12 @@ pub fn render_metrics(r: &StatusReport) -> String {
             |s| s.commands_skipped,
         ),
         (
+            "rsm_commands_already_applied_total",
+            "counter",
+            "Replicated commands the target's markers showed applied, not sent again.",
+            |s| s.commands_already_applied,
+        ),
+        (
             "rsm_commands_failed_total",
             "counter",
             "Replicated commands the target refused.",

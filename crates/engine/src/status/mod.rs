@@ -45,6 +45,9 @@ pub struct ShardCounters {
     pub keys_failed: AtomicU64,
     pub commands_applied: AtomicU64,
     pub commands_skipped: AtomicU64,
+    /// Stream commands not sent again because the target's slot markers show them
+    /// applied (after a restart or a lost connection): each applied once.
+    pub commands_already_applied: AtomicU64,
     pub commands_failed: AtomicU64,
     /// Stream offset the source has sent us (its offset as far as we know).
     pub source_offset: AtomicU64,
@@ -287,6 +290,7 @@ impl ShardStatus {
             keys_failed: get(&c.keys_failed),
             commands_applied: get(&c.commands_applied),
             commands_skipped: get(&c.commands_skipped),
+            commands_already_applied: get(&c.commands_already_applied),
             commands_failed: get(&c.commands_failed),
             source_offset,
             applied_offset,
@@ -334,6 +338,7 @@ pub struct ShardSnapshot {
     pub keys_failed: u64,
     pub commands_applied: u64,
     pub commands_skipped: u64,
+    pub commands_already_applied: u64,
     pub commands_failed: u64,
     pub source_offset: u64,
     pub applied_offset: u64,

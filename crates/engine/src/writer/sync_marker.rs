@@ -550,6 +550,76 @@ impl<'a> TargetKeys<'a> {
     }
 }
 
+/// After cut-over: remove every key the tool wrote for itself (`__rsm:*`: sync markers
+/// and slot markers) from the target's masters, every db of a standalone target. Returns
+/// how many were removed. Run it only once no sync writes into the target any more.
+pub async fn remove_progress_keys(
+    target: &Endpoint,
+    connect: &ConnectOptions,
+) -> Result<u64, WriteError> {
+    let (info, map) = super::target::detect(target, connect).await?;
+    let mut removed = 0;
+    for node in &map.masters {
+        let mut c = Connection::connect(node, connect).await?;
+        let dbs: Vec<u32> = match info.cluster {
+            true => vec![0],
+            false => c
+                .info("keyspace")
+                .await?
+                .iter()
+                .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+                .collect(),
+        };
+        for db in dbs {
+            if !info.cluster {
+                c.request_ok(&["SELECT", &db.to_string()]).await?;
+            }
+            removed += remove_matching(&mut c).await?;
+        }
+    }
+    Ok(removed)
+}
+
+/// SCAN … MATCH __rsm:* on one connection, unlinking each batch.
+async fn remove_matching(c: &mut Connection) -> Result<u64, WriteError> {
+    let mut removed = 0;
+    let mut cursor = Bytes::from_static(b"0");
+    let pattern = [MARKER_PREFIX, b"*"].concat();
+    loop {
+        let count = BATCH.to_string();
+        let reply = c
+            .request_ok(&[
+                b"SCAN".as_slice(),
+                &cursor,
+                b"MATCH",
+                &pattern,
+                b"COUNT",
+                count.as_bytes(),
+            ])
+            .await?;
+        let Some([next, keys]) = reply.as_array() else {
+            return Err(WriteError::Topology(format!(
+                "unexpected SCAN reply from the target: {}",
+                reply.describe()
+            )));
+        };
+        let keys: Vec<Bytes> = bulk_list(keys)
+            .into_iter()
+            .filter(|k| is_marker(k))
+            .collect();
+        if !keys.is_empty() {
+            removed += unlink(c, &keys).await?;
+        }
+        match next
+            .as_bytes()
+            .filter(|n| n.as_ref() != b"0" && !n.is_empty())
+        {
+            Some(n) => cursor = n.clone(),
+            None => return Ok(removed),
+        }
+    }
+}
+
 fn bulk_list(f: &Frame) -> Vec<Bytes> {
     f.as_array()
         .map(|a| a.iter().filter_map(|k| k.as_bytes().cloned()).collect())
