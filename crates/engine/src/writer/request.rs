@@ -58,9 +58,7 @@ impl Body {
 
     /// The command name and its first key, for messages.
     pub(super) fn describe(&self) -> (String, Bytes) {
-        let name = |a: &[Bytes]| {
-            rsm_resp::escape_controls(a.first().map_or(&b""[..], |x| &x[..]))
-        };
+        let name = |a: &[Bytes]| rsm_resp::escape_controls(a.first().map_or(&b""[..], |x| &x[..]));
         match self {
             Body::Cmd(a) | Body::Restore { args: a, .. } => {
                 (name(a), a.get(1).cloned().unwrap_or_default())
