@@ -117,6 +117,11 @@ fn copy_scope<'b>(
     }
 }
 
+fn keep_marker(cx: &Context<'_>, writer: &Writer, connect: &ConnectOptions) -> MarkerKeeper {
+    let source = cx.place.source.to_string();
+    MarkerKeeper::new(&copy_scope(cx, connect, writer.target().cluster, &source))
+}
+
 /// What the target records of this shard's sync (its marker with a floor, and the slot
 /// markers beyond it), if anything.
 async fn recorded_progress(
@@ -229,11 +234,7 @@ impl<'a> Session<'a> {
         accepted: Accepted,
         recorded: Option<(Marker, Progress)>,
     ) -> Result<Session<'a>, ShardError> {
-        let Accepted {
-            mut conn,
-            start,
-            permit,
-        } = accepted;
+        let (mut conn, start, permit) = (accepted.conn, accepted.start, accepted.permit);
         let status = cx.status;
         // A new writer counts from zero; the shard's totals carry on from here.
         let base = WriterTotals::read(&status.counters);
@@ -241,14 +242,13 @@ impl<'a> Session<'a> {
         let link_counters = Arc::new(LinkCounters::default());
         // The writer owns the applied-offset watermark; the ACKs report it.
         let applied = writer.applied_offset();
-        let (replid, stream_start, framing) = match &start {
+        let (replid, stream_start, framing) = match start {
             SyncStart::Full { replid, offset } => {
-                let framing = begin_full_sync(&cx, &mut conn).await?;
-                (replid.clone(), *offset, Some(framing))
+                (replid, offset, Some(begin_full_sync(&cx, &mut conn).await?))
             }
             SyncStart::Continue { replid, offset } => {
-                applied.store(*offset, Ordering::Release);
-                (replid.clone(), *offset, None)
+                applied.store(offset, Ordering::Release);
+                (replid, offset, None)
             }
         };
         status.set_replid(&replid);
@@ -272,15 +272,16 @@ impl<'a> Session<'a> {
             base,
         };
         let publisher = publish_from.clone().spawn();
-        let source = cx.place.source.to_string();
-        let keeper = MarkerKeeper::new(&copy_scope(&cx, connect, writer.target().cluster, &source));
-        let mut marker = None;
-        if let (false, Some((m, progress))) = (full, recorded) {
-            // Continuing: what the slot markers show applied is not sent again.
-            writer.set_progress(progress).await?;
-            marker = Some(m);
-        }
-        let mut session = Session {
+        let keeper = keep_marker(&cx, &writer, connect);
+        let marker = match (full, recorded) {
+            (false, Some((m, progress))) => {
+                // Continuing: what the slot markers show applied is not sent again.
+                writer.set_progress(progress).await?;
+                Some(m)
+            }
+            _ => None,
+        };
+        let session = Session {
             cx,
             writer,
             applied,
@@ -301,19 +302,24 @@ impl<'a> Session<'a> {
             floor_saved: None,
             floor_failures: 0,
         };
+        session.begin(full, connect).await
+    }
+
+    /// The first phase: the snapshot's set-up, or the stream from the resume point.
+    async fn begin(mut self, full: bool, connect: &ConnectOptions) -> Result<Self, ShardError> {
         if full {
-            status.set_phase(Phase::LoadingRdb);
-            if let Err(e) = session.prepare_snapshot(connect).await {
-                session.link.abort();
-                session.publisher.abort();
+            self.cx.status.set_phase(Phase::LoadingRdb);
+            if let Err(e) = self.prepare_snapshot(connect).await {
+                self.link.abort();
+                self.publisher.abort();
                 return Err(e);
             }
         } else {
-            status.set_phase(Phase::Streaming);
-            session.save_checkpoint(stream_start)?;
-            session.save_floor(stream_start).await;
+            self.cx.status.set_phase(Phase::Streaming);
+            self.save_checkpoint(self.stream_start)?;
+            self.save_floor(self.stream_start).await;
         }
-        Ok(session)
+        Ok(self)
     }
 
     /// Before the snapshot's first write: are the shard's slots in the target empty, this
