@@ -115,3 +115,31 @@ async fn target_connections_reset_during_the_stream_apply_every_write_once() {
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_without_transactions_is_written_at_least_once_and_says_so() {
+    let source = Server::start(ServerOptions::default());
+    // What some proxies do: no MULTI.
+    let target = Server::start(ServerOptions {
+        extra_config: vec![("rename-command".into(), "MULTI \"\"".into())],
+        ..Default::default()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let run = start(
+        &source.addr(),
+        &target.addr(),
+        state.path(),
+        EngineOptions::default(),
+        64 << 20,
+    );
+    run.wait_for("streaming", 60, |s| s.phase == Phase::Streaming)
+        .await;
+    assert!(!run.status.snapshot().exactly_once);
+    let load = MixedLoad::on_server(&source, 20);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(load.stop() > 50);
+    run.wait_caught_up(&source).await;
+    assert_eq!(run.status.snapshot().commands_failed, 0);
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    run.stop().await.unwrap();
+}

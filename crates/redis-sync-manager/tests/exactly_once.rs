@@ -127,3 +127,44 @@ fn the_same_command_into_a_fresh_target_copies_everything() {
     Snapshot::of(&source).assert_same(&Snapshot::of(&second), Duration::from_secs(10));
     sigterm(&mut child);
 }
+
+#[test]
+fn a_target_failover_under_a_non_idempotent_load_applies_every_write_once() {
+    let source = cluster(3);
+    let target = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 1,
+        ..Default::default()
+    });
+    fill_strings(&source, 3_000, "base:");
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let mut child = start_manager(&source, &target, logs.path(), port.port());
+    wait_status(&mut child, port.port(), logs.path(), "streaming", streaming);
+    let load = MixedLoad::on_cluster(&source, 300);
+    std::thread::sleep(Duration::from_millis(1000));
+    // A planned failover of one target master: its replica takes its slots while the
+    // writer has writes in flight to it (MOVED, lost connections).
+    let replica = &target.replicas_of(0)[0];
+    replica.cmd(&[b"CLUSTER", b"FAILOVER"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while replica.info_field("replication", "role").as_deref() != Some("master") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failover did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let rounds = load.stop();
+    assert!(rounds > 300, "too little load: {rounds} rounds");
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    assert_eq!(total(&v, "commands_failed"), 0, "{v:#}");
+    assert_eq!(
+        total(&v, "full_syncs"),
+        3,
+        "a shard synced in full again: {v:#}"
+    );
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(10));
+    sigterm(&mut child);
+}

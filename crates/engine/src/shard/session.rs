@@ -117,6 +117,17 @@ fn copy_scope<'b>(
     }
 }
 
+/// Exactly-once needs transactions; a target without them (some proxies) gets the writes
+/// at least once, and the operator is told so, once per session and in `/status`.
+fn exactly_once(cx: &Context<'_>, writer: &Writer) -> bool {
+    let on = writer.target().transactions;
+    cx.status.set_exactly_once(on);
+    if !on {
+        tracing::warn!(shard = cx.spec.serial, "the target refuses MULTI: writing at least once, not exactly once (a command not safe to apply twice can be applied again after a crash or a lost connection)");
+    }
+    on
+}
+
 fn keep_marker(cx: &Context<'_>, writer: &Writer, connect: &ConnectOptions) -> MarkerKeeper {
     let source = cx.place.source.to_string();
     MarkerKeeper::new(&copy_scope(cx, connect, writer.target().cluster, &source))
@@ -276,7 +287,9 @@ impl<'a> Session<'a> {
         let marker = match (full, recorded) {
             (false, Some((m, progress))) => {
                 // Continuing: what the slot markers show applied is not sent again.
-                writer.set_progress(progress).await?;
+                if exactly_once(&cx, &writer) {
+                    writer.set_progress(progress).await?;
+                }
                 Some(m)
             }
             _ => None,
@@ -336,11 +349,14 @@ impl<'a> Session<'a> {
             source: &source,
         };
         let (start, marker) = begin_copy(&scope).await?;
-        if let Some(sync_id) = marker.sync_id() {
+        if let Some(sync_id) = marker
+            .sync_id()
+            .filter(|_| exactly_once(&self.cx, &self.writer))
+        {
             // A new sync id: slot markers of an earlier copy skip nothing of this one.
             let progress = Progress {
                 sync_id,
-                applied: Default::default(),
+                ..Default::default()
             };
             self.writer.set_progress(progress).await?;
         }

@@ -73,6 +73,9 @@ struct Slow {
     phase: Phase,
     phase_since_ms: u64,
     replid: String,
+    /// Writes go with slot markers (see the writer's `progress`); false on a target that
+    /// refuses `MULTI`: at-least-once.
+    exactly_once: bool,
     last_error: Option<String>,
     timeline: Timeline,
     /// Every full sync's [start, end] (end 0 while running), for the proof
@@ -150,6 +153,7 @@ impl ShardStatus {
                 phase: Phase::Queued,
                 phase_since_ms: now_ms(),
                 replid: String::new(),
+                exactly_once: true,
                 last_error: None,
                 timeline: Timeline::default(),
                 full_sync_windows: Vec::new(),
@@ -225,6 +229,10 @@ impl ShardStatus {
         });
     }
 
+    pub fn set_exactly_once(&self, on: bool) {
+        self.slow().exactly_once = on;
+    }
+
     pub fn set_replid(&self, replid: &str) {
         self.slow().replid = replid.to_string();
     }
@@ -280,6 +288,7 @@ impl ShardStatus {
             phase: slow.phase,
             phase_since_ms: slow.phase_since_ms,
             replid: slow.replid.clone(),
+            exactly_once: slow.exactly_once,
             rdb_bytes_received: get(&c.rdb_bytes_received),
             rdb_bytes_total: get(&c.rdb_bytes_total),
             rdb_bytes_loaded: get(&c.rdb_bytes_loaded),
@@ -328,6 +337,8 @@ pub struct ShardSnapshot {
     pub phase: Phase,
     pub phase_since_ms: u64,
     pub replid: String,
+    /// Every stream write applied once (false: at-least-once, the target refuses `MULTI`).
+    pub exactly_once: bool,
     pub rdb_bytes_received: u64,
     pub rdb_bytes_total: u64,
     pub rdb_bytes_loaded: u64,

@@ -14,7 +14,7 @@ use rsm_rdb::{dump, Elements, RdbVersion};
 
 use super::commands::{element_commands, Capabilities, ValueState};
 use super::order::KEYLESS;
-use super::progress::{idempotent, marker_value, slot_marker_key, Progress};
+use super::progress::{failed_key, idempotent, marker_value, slot_marker_key, Progress};
 use super::request::Body;
 use super::show_key;
 use super::target::TargetInfo;
@@ -606,11 +606,11 @@ impl Admitter {
                 return;
             }
             if !cmds.iter().all(|c| idempotent(c)) {
-                cmds.push(vec![
-                    b("SET"),
-                    slot_marker_key(slot),
-                    marker_value(p.sync_id, offset),
-                ]);
+                let value = marker_value(p.sync_id, offset);
+                if p.failed_at(slot, offset) {
+                    cmds.push(vec![b("SREM"), failed_key(slot), value.clone()]);
+                }
+                cmds.push(vec![b("SET"), slot_marker_key(slot), value]);
                 marked = true;
             }
         }
@@ -701,6 +701,7 @@ mod tests {
             rdb_version: rdb,
             proto_max_bulk_len: 512 << 20,
             databases: if cluster { None } else { Some(16) },
+            transactions: true,
         }
     }
 
@@ -890,6 +891,43 @@ mod tests {
         let out = a.admit(Entry::BigKeyEnd, 0, &none);
         assert!(out.counts_key);
         assert_eq!(bodies(&out)[0].1, words("PEXPIREAT big 9000"));
+    }
+
+    #[test]
+    fn exactly_once_marks_what_is_unsafe_and_skips_what_is_in() {
+        let mut a = admitter(true);
+        let none = HashSet::new();
+        let s = slot_of(b"{u}a");
+        a.set_progress(Some(Progress {
+            sync_id: 9,
+            applied: [(s, 100)].into(),
+            failed: [(s, [90].into())].into(),
+        }));
+        let at = |cmd: &str, offset: u64| {
+            Entry::Command(Command::new(0, words(cmd), ReplOffset(offset)))
+        };
+        // Covered by the slot's marker: not sent again.
+        let out = a.admit(at("INCR {u}a", 100), 0, &none);
+        assert!(out.reqs.is_empty());
+        assert_eq!(out.tally.already_applied, 1);
+        // Past it: with the marker, in one transaction.
+        let out = a.admit(at("INCR {u}a", 120), 0, &none);
+        let marker = vec![b("SET"), slot_marker_key(s), marker_value(9, 120)];
+        assert_eq!(
+            out.reqs[0].body,
+            Body::Multi(vec![words("INCR {u}a"), marker])
+        );
+        assert!(out.reqs[0].marked);
+        // Safe to apply twice: alone.
+        let out = a.admit(at("SET {u}a 1", 130), 0, &none);
+        assert_eq!(out.reqs[0].body, Body::Cmd(words("SET {u}a 1")));
+        assert!(!out.reqs[0].marked);
+        // Ran but failed the first time: applied again, and its failure record removed.
+        let out = a.admit(at("RPUSH {u}a x", 90), 0, &none);
+        let Body::Multi(cmds) = &out.reqs[0].body else {
+            panic!("{:?}", out.reqs)
+        };
+        assert_eq!(cmds[1], vec![b("SREM"), failed_key(s), marker_value(9, 90)]);
     }
 
     #[test]

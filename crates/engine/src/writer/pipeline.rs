@@ -79,6 +79,8 @@ pub(super) struct Pipeline {
     pub failure: Option<String>,
     flush_waiters: Vec<oneshot::Sender<Result<(), WriteError>>>,
     warned: u64,
+    /// A failed write's record is on its way to the target.
+    pub recording: bool,
 }
 
 pub(crate) fn spawn(
@@ -120,6 +122,7 @@ pub(crate) fn spawn(
         failure: None,
         flush_waiters: Vec::new(),
         warned: 0,
+        recording: false,
     };
     let inbox = Inbox {
         replies: replies_rx,
@@ -243,7 +246,10 @@ impl Pipeline {
             return;
         }
         let fatal = self.shared.fatal();
-        if fatal.is_none() && !self.idle() {
+        // A failed write's record (see `replies::record_failed`) must be in before the
+        // caller moves on.
+        let recording = self.recording && !self.nothing_in_flight();
+        if (fatal.is_none() && !self.idle()) || recording {
             return;
         }
         for w in self.flush_waiters.drain(..) {

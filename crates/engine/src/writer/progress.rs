@@ -16,7 +16,7 @@
 //!
 //! Pure: no I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -51,6 +51,15 @@ pub fn slot_marker_key(slot: usize) -> Bytes {
     Bytes::from(format!("{SLOT_MARKER_PREFIX}{{{tag}}}"))
 }
 
+/// The slot's set of marked writes that ran but failed (`EXEC` does not roll back): the
+/// marker covers them, yet they are not in the target.
+pub fn failed_key(slot: usize) -> Bytes {
+    let tag = slot_tags().get(slot).map_or("", |t| t.as_str());
+    Bytes::from(format!("{FAILED_PREFIX}{{{tag}}}"))
+}
+
+const FAILED_PREFIX: &str = "__rsm:failed:";
+
 pub fn marker_value(sync_id: u64, offset: u64) -> Bytes {
     Bytes::from(format!("{sync_id:016x}:{offset}"))
 }
@@ -68,12 +77,21 @@ pub fn parse_marker(value: &[u8]) -> Option<(u64, u64)> {
 pub struct Progress {
     pub sync_id: u64,
     pub applied: HashMap<usize, u64>,
+    /// Per slot, offsets of marked writes that failed (see [`failed_key`]).
+    pub failed: HashMap<usize, HashSet<u64>>,
 }
 
 impl Progress {
     /// Is the command at `offset` in `slot` already in the target?
     pub fn has(&self, slot: usize, offset: u64) -> bool {
-        offset > 0 && self.applied.get(&slot).is_some_and(|&m| offset <= m)
+        offset > 0
+            && self.applied.get(&slot).is_some_and(|&m| offset <= m)
+            && !self.failed_at(slot, offset)
+    }
+
+    /// Did the marked write at `offset` fail when it was first applied?
+    pub fn failed_at(&self, slot: usize, offset: u64) -> bool {
+        self.failed.get(&slot).is_some_and(|f| f.contains(&offset))
     }
 }
 
@@ -171,9 +189,11 @@ mod tests {
         let p = Progress {
             sync_id: 1,
             applied: [(7, 100)].into(),
+            failed: [(7, [60].into())].into(),
         };
         assert!(p.has(7, 100) && p.has(7, 50));
         assert!(!p.has(7, 101) && !p.has(8, 1));
         assert!(!p.has(7, 0), "snapshot entries carry no offset");
+        assert!(!p.has(7, 60), "it ran but failed: to be applied again");
     }
 }

@@ -12,7 +12,7 @@ use rsm_resp::Frame;
 use super::node::Answer;
 use super::order::backoff;
 use super::pipeline::Pipeline;
-use super::progress::parse_marker;
+use super::progress::{failed_key, marker_value, parse_marker};
 use super::request::{judge, Body, Req, Verdict};
 use super::{show_key, WriteError};
 use crate::options::ConflictPolicy;
@@ -98,13 +98,49 @@ impl Pipeline {
                 }
                 self.complete(req.track, false);
             }
-            Verdict::PartlyFailed { failed } => {
-                let (_, key) = req.body.describe();
-                let message = format!("{failed} commands of the transaction failed");
-                self.reject(req.track, "EXEC", &key, &message);
+            Verdict::PartlyFailed {
+                failed,
+                name,
+                key,
+                error,
+            } => {
+                if req.marked {
+                    self.record_failed(node, &req);
+                }
+                // A lone command with its marker is no transaction to the operator.
+                let commands = req
+                    .body
+                    .replies()
+                    .saturating_sub(2 + usize::from(req.marked));
+                let message = match commands {
+                    1 => error,
+                    n => format!("{error} ({failed} of a transaction's {n} commands failed)"),
+                };
+                self.reject(req.track, &name, &key, &message);
                 self.complete(req.track, false);
             }
         }
+    }
+
+    /// A marked transaction ran but its command failed: EXEC does not roll back, so the
+    /// slot's marker now covers a write that is not in the target. Record the exception
+    /// in the slot (on the same connection, so after the marker), so that a resume
+    /// applies it once the operator has removed the cause.
+    fn record_failed(&mut self, node: usize, req: &Req) {
+        let Some(p) = self.admitter.progress() else {
+            return;
+        };
+        let cmd = vec![
+            Bytes::from_static(b"SADD"),
+            failed_key(req.slot),
+            marker_value(p.sync_id, req.offset),
+        ];
+        let mut record = Req::new(req.order, req.track, req.slot, req.db, Body::Cmd(cmd), None);
+        record.pin = Some(node);
+        self.tracks.add(req.track, 1);
+        self.order.sent(req.slot);
+        self.recording = true;
+        self.nodes[node].encode(record, !self.info.cluster);
     }
 
     /// The slot lives elsewhere now: re-send there, and re-read the map before the next

@@ -148,7 +148,13 @@ pub(super) enum Verdict {
     /// Refused for good.
     Refused(String),
     /// EXEC ran, but some of the transaction's commands failed.
-    PartlyFailed { failed: usize },
+    PartlyFailed {
+        failed: usize,
+        /// The first command that failed (name, first key), and the target's error for it.
+        name: String,
+        key: Bytes,
+        error: String,
+    },
 }
 
 /// Judge the last reply of a request (`first_err`: an error among its earlier replies,
@@ -157,14 +163,26 @@ pub(super) fn judge(body: &Body, last: &Frame, first_err: Option<Bytes>) -> Verd
     let err = match (body, last.as_error()) {
         // MULTI/EXEC: a refusal while queueing (MOVED, …) makes EXEC fail: judge by it.
         (Body::Multi(_), Some(e)) => first_err.unwrap_or_else(|| e.clone()),
-        (Body::Multi(_), None) => {
-            let failed = last
-                .as_array()
-                .map_or(0, |r| r.iter().filter(|f| f.is_error()).count());
-            if failed > 0 {
-                return Verdict::PartlyFailed { failed };
-            }
-            return Verdict::Applied { exists: false };
+        (Body::Multi(cmds), None) => {
+            let replies = last.as_array().unwrap_or_default();
+            let failed = replies.iter().filter(|f| f.is_error()).count();
+            let Some(i) = replies.iter().position(Frame::is_error) else {
+                return Verdict::Applied { exists: false };
+            };
+            let cmd = cmds.get(i).map_or(&[][..], |c| &c[..]);
+            let name = cmd
+                .first()
+                .map_or_else(String::new, |n| rsm_resp::escape_controls(n));
+            let key = cmd.get(1).cloned().unwrap_or_default();
+            let error = replies[i]
+                .as_error()
+                .map_or_else(String::new, |e| rsm_resp::escape_controls(e));
+            return Verdict::PartlyFailed {
+                failed,
+                name,
+                key,
+                error,
+            };
         }
         (_, Some(e)) => e.clone(),
         (_, None) => {
@@ -299,10 +317,15 @@ mod tests {
         ));
         let ok = Frame::Array(vec![Frame::Integer(1)]);
         assert_eq!(judge(&multi, &ok, None), Verdict::Applied { exists: false });
-        let partly = Frame::Array(vec![Frame::Integer(1), err("WRONGTYPE x")]);
+        let partly = Frame::Array(vec![err("WRONGTYPE x"), Frame::Integer(1)]);
         assert_eq!(
             judge(&multi, &partly, None),
-            Verdict::PartlyFailed { failed: 1 }
+            Verdict::PartlyFailed {
+                failed: 1,
+                name: "INCR".into(),
+                key: Bytes::from_static(b"k"),
+                error: "WRONGTYPE x".into()
+            }
         );
         assert_eq!(multi.replies(), 3);
     }

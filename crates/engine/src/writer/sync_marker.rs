@@ -13,7 +13,7 @@
 //! Keys under [`MARKER_PREFIX`] belong to the tool: they are never counted as the target's
 //! data, never removed here, and `verify` ignores them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use rsm_client::{ConnectOptions, Connection, Endpoint};
@@ -21,7 +21,7 @@ use rsm_cluster::SlotRange;
 use rsm_resp::Frame;
 use serde::{Deserialize, Serialize};
 
-use super::progress::{parse_marker, slot_marker_key, Progress};
+use super::progress::{failed_key, parse_marker, slot_marker_key, Progress};
 use super::target::read_slot_map;
 use super::WriteError;
 
@@ -159,8 +159,15 @@ pub async fn read_progress(
     let Some((_, _, sync_id)) = marker.resume_point() else {
         return Ok(None);
     };
-    let applied = target.slot_marks(scope.slots, sync_id).await?;
-    Ok(Some((marker, Progress { sync_id, applied })))
+    let (applied, failed) = target.slot_marks(scope.slots, sync_id).await?;
+    Ok(Some((
+        marker,
+        Progress {
+            sync_id,
+            applied,
+            failed,
+        },
+    )))
 }
 
 /// Keeps the shard's marker up to date (its floor, every second or so) over one
@@ -220,30 +227,43 @@ impl MarkerKeeper {
     }
 }
 
-/// GET the slot markers of `slots` over `c`, pipelined; keep the highest offset per slot.
+type Marks = (HashMap<usize, u64>, HashMap<usize, HashSet<u64>>);
+
+/// GET the slot markers of `slots` over `c`, and SMEMBERS their failed sets, pipelined;
+/// keep the highest offset per slot.
 async fn read_marks(
     c: &mut Connection,
     slots: &[u16],
     sync_id: u64,
-    out: &mut HashMap<usize, u64>,
+    out: &mut Marks,
 ) -> Result<(), WriteError> {
-    for chunk in slots.chunks(BATCH) {
+    let ours = |v: &Bytes| {
+        parse_marker(v)
+            .filter(|(id, _)| *id == sync_id)
+            .map(|(_, o)| o)
+    };
+    for chunk in slots.chunks(BATCH / 2) {
         for &s in chunk {
             c.send(&[b"GET".as_slice(), &slot_marker_key(usize::from(s))]);
+            c.send(&[b"SMEMBERS".as_slice(), &failed_key(usize::from(s))]);
         }
         c.flush().await?;
         for &s in chunk {
-            let f = c.read_frame().await?;
-            if let Some(e) = f.as_error() {
+            let (mark, failed) = (c.read_frame().await?, c.read_frame().await?);
+            if let Some(e) = mark.as_error().or_else(|| failed.as_error()) {
                 return Err(WriteError::Topology(format!(
-                    "target refused GET of slot {s}'s marker: {}",
-                    String::from_utf8_lossy(e)
+                    "target refused to read slot {s}'s marker: {}",
+                    rsm_resp::escape_controls(e)
                 )));
             }
-            let mark = f.as_bytes().and_then(|v| parse_marker(v));
-            if let Some((_, offset)) = mark.filter(|(id, _)| *id == sync_id) {
-                let e = out.entry(usize::from(s)).or_insert(0);
+            let slot = usize::from(s);
+            if let Some(offset) = mark.as_bytes().and_then(ours) {
+                let e = out.0.entry(slot).or_insert(0);
                 *e = (*e).max(offset);
+            }
+            let failed: HashSet<u64> = bulk_list(&failed).iter().filter_map(ours).collect();
+            if !failed.is_empty() {
+                out.1.entry(slot).or_default().extend(failed);
             }
         }
     }
@@ -445,7 +465,7 @@ impl<'a> TargetKeys<'a> {
         &mut self,
         slots: &[SlotRange],
         sync_id: u64,
-    ) -> Result<HashMap<usize, u64>, WriteError> {
+    ) -> Result<(HashMap<usize, u64>, HashMap<usize, HashSet<u64>>), WriteError> {
         let mut by_node: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
         for r in slots {
             for s in r.start().get()..=r.end().get() {
@@ -456,7 +476,7 @@ impl<'a> TargetKeys<'a> {
             true => vec![0],
             false => self.dbs().await?,
         };
-        let mut out = HashMap::new();
+        let mut out = (HashMap::new(), HashMap::new());
         for (node, list) in by_node {
             for &db in &dbs {
                 let c = match self.scope.cluster {

@@ -29,6 +29,8 @@ pub struct TargetInfo {
     /// `databases` of a standalone target, when `CONFIG GET` answers: a write for a db
     /// beyond it would follow a refused `SELECT` into the current db.
     pub databases: Option<u32>,
+    /// `MULTI` works (some proxies refuse it): needed to write exactly once.
+    pub transactions: bool,
 }
 
 impl TargetInfo {
@@ -139,6 +141,7 @@ pub async fn detect(
         config_databases(&conn.request(&["CONFIG", "GET", "databases"]).await?)
     };
 
+    let transactions = transactions_work(&mut conn).await?;
     // Probe on a master that owns the scratch key's slot (the seed may be a replica).
     let mut rdb_version = rdb_version_for(valkey, major_minor);
     let probe = probe_key(&slots);
@@ -163,9 +166,21 @@ pub async fn detect(
             rdb_version,
             proto_max_bulk_len,
             databases,
+            transactions,
         },
         slots,
     ))
+}
+
+/// `MULTI` then `DISCARD`: does the target take transactions at all?
+async fn transactions_work(conn: &mut Connection) -> Result<bool, WriteError> {
+    let reply = conn.request(&["MULTI"]).await?;
+    if reply.is_error() {
+        tracing::debug!(reply = %reply.describe(), "the target refuses MULTI");
+        return Ok(false);
+    }
+    conn.request(&["DISCARD"]).await?;
+    Ok(true)
 }
 
 /// `--targetdb` must name a db the standalone target has: a refused `SELECT` in the
