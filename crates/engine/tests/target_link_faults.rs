@@ -2,7 +2,8 @@
 //! shard retries what was in flight and finishes the same snapshot; it does not fail, does
 //! not start a second full sync, and the target ends equal to the source. And cut during
 //! the stream under a load of commands that are not safe to apply twice: what was in
-//! flight is settled by the slot markers, so nothing is applied twice.
+//! flight is settled by the slot markers, so nothing is applied twice. And the replication
+//! link to the source cut under that load: PSYNC continues each time, nothing twice.
 
 mod common;
 
@@ -140,6 +141,51 @@ async fn a_target_without_transactions_is_written_at_least_once_and_says_so() {
     assert!(load.stop() > 50);
     run.wait_caught_up(&source).await;
     assert_eq!(run.status.snapshot().commands_failed, 0);
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_link_resets_under_a_non_idempotent_load_continue_and_apply_once() {
+    let source = Server::start(ServerOptions::default());
+    let target = Server::start(ServerOptions::default());
+    // The backlog must outlast each reconnect under this load, or a full sync is right.
+    source.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
+    let link = Proxy::start(&source.addr());
+    let state = tempfile::tempdir().unwrap();
+    let run = start(
+        &link.addr(),
+        &target.addr(),
+        state.path(),
+        EngineOptions::default(),
+        64 << 20,
+    );
+    run.wait_for("streaming", 60, |s| s.phase == Phase::Streaming)
+        .await;
+    let load = MixedLoad::on_server(&source, 50);
+    let mut cut = 0;
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cut += link.reset_all();
+        run.wait_for("streaming again", 60, |s| {
+            s.phase == Phase::Streaming && s.reconnects > i
+        })
+        .await;
+    }
+    assert!(
+        cut >= 5,
+        "the replication link was not cut each time ({cut})"
+    );
+    let rounds = load.stop();
+    assert!(rounds > 300, "too little load: {rounds} rounds");
+    run.wait_caught_up(&source).await;
+    let snap = run.status.snapshot();
+    assert_eq!(
+        snap.full_syncs, 1,
+        "PSYNC did not continue: {:?}",
+        snap.last_error
+    );
+    assert_eq!(snap.commands_failed, 0);
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
     run.stop().await.unwrap();
 }

@@ -1,6 +1,6 @@
 //! Every source write applied once, with the target as the record of progress.
 //!
-//! - The manager SIGKILLed twice while a write load of commands that are not safe to apply
+//! - The manager SIGKILLed three times while a write load of commands that are not safe to apply
 //!   twice (INCR, RPUSH/LPOP, XADD, HINCRBY, APPEND, RENAME) runs, and started again with
 //!   the same command each time: it continues (no second full sync) and the target ends
 //!   equal to the source, key by key (a duplicated RPUSH is a longer list).
@@ -71,7 +71,7 @@ fn sigkill_under_a_non_idempotent_load_applies_every_write_once() {
     let mut child = start_manager(&source, &target, logs.path(), port.port());
     wait_status(&mut child, port.port(), logs.path(), "streaming", streaming);
     let load = MixedLoad::on_cluster(&source, 300);
-    for kill in 0..2 {
+    for kill in 0..3 {
         // Kill at a random moment of the stream, writes in flight.
         std::thread::sleep(Duration::from_millis(rng.random_range(700..2500)));
         let before = load.rounds();
@@ -106,7 +106,7 @@ fn sigkill_under_a_non_idempotent_load_applies_every_write_once() {
 }
 
 #[test]
-fn the_same_command_into_a_fresh_target_copies_everything() {
+fn the_same_command_into_a_fresh_or_flushed_target_copies_everything() {
     let source = cluster(2);
     let first = cluster(2);
     fill_strings(&source, 3_000, "k:");
@@ -126,6 +126,53 @@ fn the_same_command_into_a_fresh_target_copies_everything() {
     );
     Snapshot::of(&source).assert_same(&Snapshot::of(&second), Duration::from_secs(10));
     sigterm(&mut child);
+
+    // The same again after the operator flushed the second target.
+    for m in second.masters() {
+        m.cmd(&[b"FLUSHALL"]);
+    }
+    let mut child = start_manager(&source, &second, logs.path(), port.port());
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    assert!(
+        total(&v, "full_syncs") >= 2,
+        "the flushed target was not copied: {v:#}"
+    );
+    Snapshot::of(&source).assert_same(&Snapshot::of(&second), Duration::from_secs(10));
+    sigterm(&mut child);
+
+    // After cut-over the operator removes the tool's keys.
+    assert!(
+        progress_keys(&second) > 0,
+        "no progress markers in the target"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .arg("cleanup")
+        .arg(format!("--target={}", second.seed_addr()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    assert_eq!(progress_keys(&second), 0);
+    Snapshot::of(&source).assert_same(&Snapshot::of(&second), Duration::from_secs(10));
+}
+
+/// `__rsm:*` keys on every master, by the server's own KEYS.
+fn progress_keys(cluster: &Cluster) -> usize {
+    cluster
+        .masters()
+        .iter()
+        .map(|m| {
+            let keys: Vec<String> = rsm_testkit::redis::cmd("KEYS")
+                .arg("__rsm:*")
+                .query(&mut m.conn())
+                .unwrap();
+            keys.len()
+        })
+        .sum()
 }
 
 #[test]
