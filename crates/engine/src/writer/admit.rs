@@ -81,6 +81,16 @@ pub(super) struct Admitted {
 }
 
 impl Admitted {
+    fn clear(&mut self) {
+        self.reqs.clear();
+        self.tally = Tally::default();
+        self.failure = None;
+        self.counts_key = false;
+        self.counts_command = false;
+        self.offset = 0;
+        self.group = None;
+    }
+
     fn fail(&mut self, why: String) {
         self.failure.get_or_insert(why);
     }
@@ -167,9 +177,18 @@ impl Admitter {
         self.progress.as_ref()
     }
 
-    /// What to send for `e`. `skipped`: groups whose key the target keeps (skip policy).
-    pub(super) fn admit(&mut self, e: Entry, now_ms: i64, skipped: &HashSet<u64>) -> Admitted {
-        let mut out = Admitted::default();
+    /// What to send for `e`, into `out` (emptied first; kept by the caller so its buffer
+    /// is reused). `now_ms` is asked only for keys with an expiry. `skipped`: groups whose
+    /// key the target keeps (skip policy).
+    pub(super) fn admit(
+        &mut self,
+        e: Entry,
+        now_ms: &dyn Fn() -> i64,
+        skipped: &HashSet<u64>,
+        out: &mut Admitted,
+    ) {
+        out.clear();
+        let out = &mut *out;
         match e {
             Entry::Restore {
                 db,
@@ -177,27 +196,26 @@ impl Admitter {
                 payload,
                 expire_at_ms,
                 usage,
-            } => self.restore(db, key, payload, expire_at_ms, usage, now_ms, &mut out),
+            } => self.restore(db, key, payload, expire_at_ms, usage, now_ms, out),
             Entry::BigKeyStart {
                 db,
                 key,
                 expire_at_ms,
                 ..
-            } => self.big_start(db, key, expire_at_ms, now_ms, &mut out),
-            Entry::BigKeyChunk(els) => self.big_chunk(els, skipped, &mut out),
-            Entry::BigKeyEnd => self.big_end(skipped, &mut out),
+            } => self.big_start(db, key, expire_at_ms, now_ms, out),
+            Entry::BigKeyChunk(els) => self.big_chunk(els, skipped, out),
+            Entry::BigKeyEnd => self.big_end(skipped, out),
             Entry::Command(c) => {
                 out.offset = c.offset.0;
                 out.counts_command = true;
-                self.command(c, &mut out);
+                self.command(c, out);
             }
             Entry::Transaction(cmds) => {
                 out.offset = cmds.last().map_or(0, |c| c.offset.0);
                 out.counts_command = true;
-                self.transaction(cmds, &mut out);
+                self.transaction(cmds, out);
             }
         }
-        out
     }
 
     /// The db a write goes to, or `None` if the target cannot hold it: a cluster has only
@@ -218,14 +236,14 @@ impl Admitter {
         db: DbIndex,
         key: &[u8],
         expire: Option<i64>,
-        now_ms: i64,
+        now_ms: &dyn Fn() -> i64,
         out: &mut Admitted,
     ) -> Option<DbIndex> {
         if !self.filter.keeps(key) {
             out.tally.filtered += 1;
             return None;
         }
-        if expire.is_some_and(|at| at <= now_ms) {
+        if expire.is_some_and(|at| at <= now_ms()) {
             out.tally.expired += 1;
             return None;
         }
@@ -248,7 +266,7 @@ impl Admitter {
         payload: Bytes,
         expire: Option<i64>,
         usage: KeyUsage,
-        now_ms: i64,
+        now_ms: &dyn Fn() -> i64,
         out: &mut Admitted,
     ) {
         let Some(db) = self.key_target(db, &key, expire, now_ms, out) else {
@@ -309,7 +327,7 @@ impl Admitter {
         db: DbIndex,
         key: Bytes,
         expire: Option<i64>,
-        now_ms: i64,
+        now_ms: &dyn Fn() -> i64,
         out: &mut Admitted,
     ) {
         let group = self.new_group();
@@ -733,6 +751,13 @@ mod tests {
         }
     }
 
+    /// Admit at time `now` (unix ms).
+    fn at(a: &mut Admitter, e: Entry, now: i64, skipped: &HashSet<u64>) -> Admitted {
+        let mut out = Admitted::default();
+        a.admit(e, &|| now, skipped, &mut out);
+        out
+    }
+
     fn bodies(a: &Admitted) -> Vec<(usize, Vec<Bytes>)> {
         a.reqs
             .iter()
@@ -752,13 +777,13 @@ mod tests {
             ConflictPolicy::Rewrite,
         );
         let none = HashSet::new();
-        let out = a.admit(restore("drop:1", None), 1000, &none);
+        let out = at(&mut a, restore("drop:1", None), 1000, &none);
         assert!(out.reqs.is_empty());
         assert_eq!(out.tally.filtered, 1);
-        let out = a.admit(restore("keep:1", Some(999)), 1000, &none);
+        let out = at(&mut a, restore("keep:1", Some(999)), 1000, &none);
         assert!(out.reqs.is_empty());
         assert_eq!(out.tally.expired, 1);
-        let out = a.admit(restore("keep:1", Some(5000)), 1000, &none);
+        let out = at(&mut a, restore("keep:1", Some(5000)), 1000, &none);
         assert!(out.counts_key);
         let Body::Restore { args, .. } = &out.reqs[0].body else {
             panic!("{:?}", out.reqs)
@@ -780,7 +805,7 @@ mod tests {
             ConflictPolicy::Fail,
         );
         a.refuse_type(0);
-        let out = a.admit(restore("k", None), 0, &HashSet::new());
+        let out = at(&mut a, restore("k", None), 0, &HashSet::new());
         assert_eq!(out.tally.transcoded, 1);
         assert!(
             matches!(out.reqs[0].body, Body::Gate { .. }),
@@ -795,7 +820,7 @@ mod tests {
         let mut a = admitter(true);
         let mut c = Command::new(3, words("SET k v"), ReplOffset(9));
         c.route = Route::Unclassified;
-        let out = a.admit(Entry::Command(c), 0, &HashSet::new());
+        let out = at(&mut a, Entry::Command(c), 0, &HashSet::new());
         assert!(out.reqs.is_empty());
         assert_eq!(out.tally.failed_db, 1);
         assert!(out.failure.is_some());
@@ -805,7 +830,7 @@ mod tests {
     fn commands_split_per_slot_only_when_they_mean_the_same() {
         let mut a = admitter(true);
         let none = HashSet::new();
-        let out = a.admit(cmd("MSET a 1 b 2 {a}x 3"), 0, &none);
+        let out = at(&mut a, cmd("MSET a 1 b 2 {a}x 3"), 0, &none);
         assert_eq!(
             bodies(&out),
             vec![
@@ -814,12 +839,12 @@ mod tests {
             ]
         );
         assert_eq!(out.offset, 5);
-        let out = a.admit(cmd("RENAME a b"), 0, &none);
+        let out = at(&mut a, cmd("RENAME a b"), 0, &none);
         assert!(out.reqs.is_empty());
         assert_eq!(out.tally.failed_cross_slot, 1);
         // One node: no need to split.
         let mut standalone = admitter(false);
-        let out = standalone.admit(cmd("RENAME a b"), 0, &none);
+        let out = at(&mut standalone, cmd("RENAME a b"), 0, &none);
         assert_eq!(bodies(&out), vec![(slot_of(b"a"), words("RENAME a b"))]);
     }
 
@@ -827,12 +852,12 @@ mod tests {
     fn keyless_commands_and_a_route_found_by_replay() {
         let mut a = admitter(true);
         let none = HashSet::new();
-        let out = a.admit(cmd("FLUSHALL"), 0, &none);
+        let out = at(&mut a, cmd("FLUSHALL"), 0, &none);
         assert_eq!(out.reqs[0].dest, Dest::Masters);
-        let out = a.admit(cmd("PING"), 0, &none);
+        let out = at(&mut a, cmd("PING"), 0, &none);
         assert!(out.reqs.is_empty() && out.tally == Tally::default());
         // Routed by XGROUP's key, not its subcommand.
-        let out = a.admit(cmd("XGROUP CREATE s g $"), 0, &none);
+        let out = at(&mut a, cmd("XGROUP CREATE s g $"), 0, &none);
         assert_eq!(out.reqs[0].slot, slot_of(b"s"));
         // A route given by replay is used as it is.
         let mut c = Command::new(0, words("SET k v"), ReplOffset(1));
@@ -840,7 +865,7 @@ mod tests {
             at: vec![1],
             slot: Some(42),
         };
-        let out = a.admit(Entry::Command(c), 0, &none);
+        let out = at(&mut a, Entry::Command(c), 0, &none);
         assert_eq!(out.reqs[0].slot, 42);
     }
 
@@ -855,16 +880,16 @@ mod tests {
                     .collect(),
             )
         };
-        let out = a.admit(tx(&["INCR {u}a", "RPUSH {u}b x"]), 0, &none);
+        let out = at(&mut a, tx(&["INCR {u}a", "RPUSH {u}b x"]), 0, &none);
         assert_eq!(out.reqs.len(), 1);
         assert_eq!(
             out.reqs[0].body,
             Body::Multi(vec![words("INCR {u}a"), words("RPUSH {u}b x")])
         );
-        let out = a.admit(tx(&["INCR a", "INCR b"]), 0, &none);
+        let out = at(&mut a, tx(&["INCR a", "INCR b"]), 0, &none);
         assert_eq!(out.reqs.len(), 2, "two slots of a cluster: one by one");
         let mut standalone = admitter(false);
-        let out = standalone.admit(tx(&["INCR a", "INCR b"]), 0, &none);
+        let out = at(&mut standalone, tx(&["INCR a", "INCR b"]), 0, &none);
         assert_eq!(out.reqs.len(), 1, "one node: still one transaction");
     }
 
@@ -878,17 +903,17 @@ mod tests {
             rdb_type: 2,
             expire_at_ms: Some(9_000),
         };
-        let out = a.admit(start, 0, &none);
+        let out = at(&mut a, start, 0, &none);
         assert!(matches!(out.reqs[0].body, Body::Gate { .. }));
         let chunk = Entry::BigKeyChunk(Elements::SetMembers(vec![Bytes::from_static(b"m")]));
-        let out = a.admit(chunk.clone(), 0, &none);
+        let out = at(&mut a, chunk.clone(), 0, &none);
         assert_eq!(bodies(&out)[0].1, words("SADD big m"));
         let skipped: HashSet<u64> = [0].into();
         assert!(
-            a.admit(chunk, 0, &skipped).reqs.is_empty(),
+            at(&mut a, chunk, 0, &skipped).reqs.is_empty(),
             "the key exists: skipped"
         );
-        let out = a.admit(Entry::BigKeyEnd, 0, &none);
+        let out = at(&mut a, Entry::BigKeyEnd, 0, &none);
         assert!(out.counts_key);
         assert_eq!(bodies(&out)[0].1, words("PEXPIREAT big 9000"));
     }
@@ -903,15 +928,15 @@ mod tests {
             applied: [(s, 100)].into(),
             failed: [(s, [90].into())].into(),
         }));
-        let at = |cmd: &str, offset: u64| {
+        let cmd_at = |cmd: &str, offset: u64| {
             Entry::Command(Command::new(0, words(cmd), ReplOffset(offset)))
         };
         // Covered by the slot's marker: not sent again.
-        let out = a.admit(at("INCR {u}a", 100), 0, &none);
+        let out = at(&mut a, cmd_at("INCR {u}a", 100), 0, &none);
         assert!(out.reqs.is_empty());
         assert_eq!(out.tally.already_applied, 1);
         // Past it: with the marker, in one transaction.
-        let out = a.admit(at("INCR {u}a", 120), 0, &none);
+        let out = at(&mut a, cmd_at("INCR {u}a", 120), 0, &none);
         let marker = vec![b("SET"), slot_marker_key(s), marker_value(9, 120)];
         assert_eq!(
             out.reqs[0].body,
@@ -919,11 +944,11 @@ mod tests {
         );
         assert!(out.reqs[0].marked);
         // Safe to apply twice: alone.
-        let out = a.admit(at("SET {u}a 1", 130), 0, &none);
+        let out = at(&mut a, cmd_at("SET {u}a 1", 130), 0, &none);
         assert_eq!(out.reqs[0].body, Body::Cmd(words("SET {u}a 1")));
         assert!(!out.reqs[0].marked);
         // Ran but failed the first time: applied again, and its failure record removed.
-        let out = a.admit(at("RPUSH {u}a x", 90), 0, &none);
+        let out = at(&mut a, cmd_at("RPUSH {u}a x", 90), 0, &none);
         let Body::Multi(cmds) = &out.reqs[0].body else {
             panic!("{:?}", out.reqs)
         };

@@ -81,6 +81,8 @@ pub(super) struct Pipeline {
     warned: u64,
     /// A failed write's record is on its way to the target.
     pub recording: bool,
+    /// Admission's output, kept so that its buffer is reused entry after entry.
+    admission: Admitted,
 }
 
 pub(crate) fn spawn(
@@ -123,6 +125,7 @@ pub(crate) fn spawn(
         flush_waiters: Vec::new(),
         warned: 0,
         recording: false,
+        admission: Admitted::default(),
     };
     let inbox = Inbox {
         replies: replies_rx,
@@ -277,8 +280,11 @@ impl Pipeline {
                 // Held open by admission, so a request answered at once cannot settle it.
                 let track = self.tracks.open(permit);
                 if !self.fatal() {
-                    let admitted = self.admitter.admit(e, now_ms(), self.tracks.skipped());
-                    self.admitted(track, admitted);
+                    let mut admitted = std::mem::take(&mut self.admission);
+                    self.admitter
+                        .admit(e, &now_ms, self.tracks.skipped(), &mut admitted);
+                    self.admitted(track, &mut admitted);
+                    self.admission = admitted;
                 }
                 self.complete(track, true);
             }
@@ -286,7 +292,7 @@ impl Pipeline {
     }
 
     /// Record what admission decided for `track` and queue its requests.
-    fn admitted(&mut self, track: u64, a: Admitted) {
+    fn admitted(&mut self, track: u64, a: &mut Admitted) {
         self.count(&a.tally);
         if let Some(t) = self.tracks.get_mut(track) {
             t.counts_key = a.counts_key;
@@ -294,10 +300,10 @@ impl Pipeline {
             t.offset = a.offset;
             t.group = a.group;
         }
-        if let Some(why) = a.failure {
+        if let Some(why) = a.failure.take() {
             self.fail_track(track, why);
         }
-        for p in a.reqs {
+        for p in a.reqs.drain(..) {
             match p.dest {
                 Dest::Slot => self.queue_req(track, p, None),
                 Dest::AnyMaster => {
