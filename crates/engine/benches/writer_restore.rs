@@ -3,6 +3,10 @@
 //! commands pre-built per master (the ingestion limit), in the same run; then one hash and
 //! one list of 1 M elements each through `--bigkeysize` (chunked commands).
 //!
+//! Then the stream phase: `BENCH_STREAM` (default 300 000) replicated commands through
+//! the writer, SET-only and a non-idempotent INCR/RPUSH mix, each with exactly-once off
+//! and on (slot markers in MULTI/EXEC), so its cost is a ratio measured in the same run.
+//!
 //! Run: `cargo bench -p rsm-engine --bench writer_restore` (env `BENCH_KEYS`, default
 //! 1_000_000; `BENCH_BIG`, default 1_000_000 elements). Prints figures; asserts nothing
 //! beyond the data landing.
@@ -15,8 +19,9 @@ use bytes::Bytes;
 use rsm_client::{ConnectOptions, Side};
 use rsm_engine::loader::{Loader, LoaderOptions};
 
+use rsm_engine::writer::progress::Progress;
 use rsm_engine::writer::{Writer, WriterOptions};
-use rsm_engine::EngineOptions;
+use rsm_engine::{Command, EngineOptions, Entry, ReplOffset};
 use rsm_rdb::{dump, DecodeOptions, Decoder, Event};
 use rsm_testkit::redis;
 use rsm_testkit::{redis_cli_bin, Cluster, ClusterOptions, Server, ServerOptions};
@@ -186,8 +191,53 @@ fn pipe_all(streams: &[Vec<u8>], cluster: &Cluster) -> Duration {
     start.elapsed()
 }
 
+/// `n` stream commands (`INCR`+`RPUSH` pairs when `unsafe_mix`, else `SET`) through one
+/// writer, exactly-once on or off; returns commands per second.
+async fn stream(cluster: &Cluster, n: usize, unsafe_mix: bool, exactly_once: bool) -> f64 {
+    let opts = WriterOptions::new(
+        cluster.seed_addr().parse().unwrap(),
+        ConnectOptions::new(Side::Target, None),
+        EngineOptions::default(),
+    );
+    let writer = Writer::connect(opts).await.expect("writer");
+    if exactly_once {
+        let p = Progress {
+            sync_id: 7,
+            ..Default::default()
+        };
+        writer.set_progress(p).await.expect("progress");
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        let key = Bytes::from(format!("s:{}", i % 10_000));
+        let args = match (unsafe_mix, i % 2) {
+            (false, _) => vec![Bytes::from_static(b"SET"), key, Bytes::from(i.to_string())],
+            (true, 0) => vec![Bytes::from_static(b"INCR"), key],
+            (true, _) => vec![
+                Bytes::from_static(b"RPUSH"),
+                Bytes::from(format!("l:{}", i % 10_000)),
+                Bytes::from_static(b"x"),
+            ],
+        };
+        let c = Command::new(0, args, ReplOffset(i as u64 + 1));
+        writer.write(Entry::Command(c)).await.expect("write");
+    }
+    writer.flush().await.expect("flush");
+    let took = start.elapsed();
+    let stats = writer.finish().await.expect("finish");
+    assert_eq!(stats.commands_written as usize, n, "{stats}");
+    n as f64 / took.as_secs_f64()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if let Ok(n) = std::env::var("BENCH_STREAM_ONLY") {
+        return stream_phase(
+            &Cluster::start(ClusterOptions::default()),
+            n.parse().unwrap_or(300_000),
+        )
+        .await;
+    }
     let n = env_usize("BENCH_KEYS", 1_000_000);
     let big = env_usize("BENCH_BIG", 1_000_000);
     let source = Server::start(ServerOptions {
@@ -286,4 +336,19 @@ async fn main() {
     );
     println!("  {stats}");
     let _ = std::io::stdout().flush();
+    stream_phase(&cluster, env_usize("BENCH_STREAM", 300_000)).await;
+}
+
+async fn stream_phase(cluster: &Cluster, n: usize) {
+    for unsafe_mix in [false, true] {
+        flush(cluster);
+        let off = stream(cluster, n, unsafe_mix, false).await;
+        flush(cluster);
+        let on = stream(cluster, n, unsafe_mix, true).await;
+        println!(
+            "stream of {n} {}: exactly-once off {off:.0}/s, on {on:.0}/s (on/off {:.2})",
+            if unsafe_mix { "INCR/RPUSH" } else { "SET" },
+            on / off
+        );
+    }
 }
