@@ -5,7 +5,7 @@
 //! Read once at start (and the slot map again on `MOVED`), before any data is written.
 
 use bytes::Bytes;
-use rsm_client::{info_field, ClientError, ConnectOptions, Connection, Endpoint};
+use rsm_client::{info_field, ClientError, ConnectOptions, Connection, Endpoint, ServerError};
 use rsm_rdb::RdbVersion;
 use rsm_resp::Frame;
 
@@ -175,7 +175,14 @@ pub async fn detect(
 /// `MULTI` then `DISCARD`: does the target take transactions at all?
 async fn transactions_work(conn: &mut Connection) -> Result<bool, WriteError> {
     let reply = conn.request(&["MULTI"]).await?;
-    if reply.is_error() {
+    if let Some(e) = reply.as_error() {
+        if ServerError::classify(e) == ServerError::NoPerm {
+            // The server has them; the user may not run them: that is the operator's to fix.
+            return Err(WriteError::Topology(format!(
+                "the target user may not run MULTI ({}): grant it +multi +exec, which writing exactly once needs",
+                rsm_resp::escape_controls(e)
+            )));
+        }
         tracing::debug!(reply = %reply.describe(), "the target refuses MULTI");
         return Ok(false);
     }
