@@ -302,6 +302,18 @@ async fn targetdb_other_than_0_is_refused_for_a_cluster() {
 /// slot that finishes while the writes go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
+    live_reshard(false).await;
+}
+
+/// The same with exactly-once on: every RPUSH goes in MULTI/EXEC with its slot's marker
+/// (ASKING before MULTI holds for the whole transaction), and the marker moves with its
+/// slot: after the reshard the new owner holds it, with the last offset written there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_reshard_with_exactly_once_moves_the_markers_with_their_slots() {
+    live_reshard(true).await;
+}
+
+async fn live_reshard(exactly_once: bool) {
     let cluster = Arc::new(Cluster::start(ClusterOptions::default()));
     let (r0, r1, r2) = (
         cluster.master_slot_range(0),
@@ -316,12 +328,18 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
     let id = |i: usize| cluster.node_id(i).to_string();
     let m = |i: usize| &cluster.masters()[i];
 
-    let writer = Writer::connect(writer_options(
-        &cluster.seed_addr(),
-        EngineOptions::default(),
-    ))
-    .await
-    .unwrap();
+    let mut options = writer_options(&cluster.seed_addr(), EngineOptions::default());
+    // As in a sync: a transaction whose data key and marker sit on two nodes of a slot in
+    // migration gets TRYAGAIN until the migration ends; it waits for it.
+    options.retry_forever = exactly_once;
+    let writer = Writer::connect(options).await.unwrap();
+    if exactly_once {
+        let p = rsm_engine::writer::progress::Progress {
+            sync_id: 1,
+            ..Default::default()
+        };
+        writer.set_progress(p).await.unwrap();
+    }
 
     // MOVED: s_moved is empty, hand it from master 0 to master 1 behind the writer's back.
     for i in [1, 0, 2] {
@@ -424,6 +442,16 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
         })
     };
 
+    // With exactly-once the ASK slot's migration must end while the writes go on (they
+    // wait for it); without, it ends after them, so that ASK is seen for every round.
+    let ask_done = exactly_once.then(|| {
+        let cluster = cluster.clone();
+        let (id0, id1) = (id(0), id(1));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            finish_migration(&cluster, s_ask, 0, 1, &id1, &[&id0]);
+        })
+    });
     const ROUNDS: usize = 60;
     const KEYS: usize = 50;
     let keys: Vec<String> = [&t_moved, &t_ask, &t_live, &t_calm]
@@ -431,9 +459,13 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
         .flat_map(|t| (0..KEYS).map(move |i| format!("{{{t}}}:{i}")))
         .collect();
     let mut offset = 0;
+    let mut last_live = 0;
     for r in 0..ROUNDS {
         for k in &keys {
             offset += 10;
+            if k.starts_with(&format!("{{{t_live}}}")) {
+                last_live = offset;
+            }
             let args = vec![
                 Bytes::from_static(b"RPUSH"),
                 Bytes::from(k.clone()),
@@ -447,6 +479,9 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     writer.flush().await.unwrap();
+    if let Some(t) = ask_done {
+        t.join().unwrap();
+    }
     stop.store(true, Ordering::Relaxed);
     let live_moved = live.join().unwrap();
     let w = writer.stats();
@@ -495,6 +530,16 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
         let got: Vec<Vec<u8>> = got.into_iter().filter(|x| x != b"pre").collect();
         assert_eq!(got, want, "key {k}: writes lost or reordered ({w})");
     }
+    if exactly_once {
+        // The marker of the live-migrated slot is on its new owner, master 0.
+        let key = rsm_engine::writer::progress::slot_marker_key(usize::from(s_live));
+        let got = m(0).cmd(&[b"GET", &key]);
+        let Value::BulkString(v) = got else {
+            panic!("no marker for slot {s_live} on its new owner: {got:?}")
+        };
+        let mark = rsm_engine::writer::progress::parse_marker(&v);
+        assert_eq!(mark, Some((1, last_live)), "slot {s_live}'s marker");
+    }
     eprintln!("live migration moved {live_moved} keys while writing; {w}");
     assert!(
         live_moved > 10,
@@ -502,6 +547,58 @@ async fn moved_and_ask_during_a_live_reshard_lose_and_reorder_nothing() {
     );
     assert!(w.moved > 0, "no MOVED seen: {w}");
     assert!(w.ask > 0, "no ASK seen: {w}");
+}
+
+/// Move every key of `slot` from master `from` to master `to`, then give the slot to `to`
+/// on every master (`owner_id` is `to`'s node id).
+fn finish_migration(
+    cluster: &Cluster,
+    slot: u16,
+    from: usize,
+    to: usize,
+    owner_id: &str,
+    _others: &[&str],
+) {
+    let (a, b) = (&cluster.masters()[from], &cluster.masters()[to]);
+    let s = slot.to_string();
+    loop {
+        let keys = as_list(a.cmd(&[b"CLUSTER", b"GETKEYSINSLOT", s.as_bytes(), b"1000"]));
+        if keys.is_empty() {
+            break;
+        }
+        let port = b.port().to_string();
+        let mut args: Vec<&[u8]> = vec![
+            b"MIGRATE",
+            b"127.0.0.1",
+            port.as_bytes(),
+            b"",
+            b"0",
+            b"5000",
+            b"KEYS",
+        ];
+        args.extend(keys.iter().map(|k| k.as_slice()));
+        a.cmd(&args);
+    }
+    for n in [to, from] {
+        cluster.masters()[n].cmd(&[
+            b"CLUSTER",
+            b"SETSLOT",
+            s.as_bytes(),
+            b"NODE",
+            owner_id.as_bytes(),
+        ]);
+    }
+    for n in 0..cluster.masters().len() {
+        if n != to && n != from {
+            cluster.masters()[n].cmd(&[
+                b"CLUSTER",
+                b"SETSLOT",
+                s.as_bytes(),
+                b"NODE",
+                owner_id.as_bytes(),
+            ]);
+        }
+    }
 }
 
 fn cmd(db: u32, words: &[&str], offset: u64) -> Command {

@@ -181,8 +181,24 @@ impl Pipeline {
         if self.refreshing {
             return;
         }
-        for req in self.order.take_due(now) {
-            self.dispatch(req, None);
+        let nodes = &self.nodes;
+        let due = self
+            .order
+            .take_due(now, |slot| !nodes.iter().any(|n| n.waits_for(slot)));
+        for (slot, mut queue) in due {
+            // One node at a time per slot: after a redirect, some of a slot's requests go
+            // with ASKING to one node and the rest to its owner.
+            let first = queue.front().and_then(|r| self.node_for(r));
+            while let Some(req) = queue.pop_front() {
+                if self.node_for(&req) != first {
+                    queue.push_front(req);
+                    break;
+                }
+                self.dispatch(req, None);
+            }
+            if !queue.is_empty() {
+                self.order.requeue(slot, queue, now);
+            }
         }
     }
 

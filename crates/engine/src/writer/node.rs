@@ -133,6 +133,11 @@ impl Node {
     }
 
     /// The waiting requests of `slot`, taken out of the queue.
+    /// Does a request of `slot` wait here?
+    pub(super) fn waits_for(&self, slot: usize) -> bool {
+        self.waiting.iter().any(|r| r.slot == slot)
+    }
+
     /// A marker check stays: it is what the slot waits for.
     pub(super) fn take_waiting_of(&mut self, slot: usize) -> Vec<Req> {
         let mine = |r: &Req| r.slot == slot && !matches!(r.body, Body::Check { .. });

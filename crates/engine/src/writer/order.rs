@@ -156,19 +156,37 @@ impl SlotOrder {
         self.blocked.iter().any(|(s, bl)| self.due(*s, bl, now))
     }
 
-    /// Unblock the due slots: their queues, oldest slot first, each in order.
-    pub(super) fn take_due(&mut self, now: Instant) -> Vec<Req> {
+    /// Unblock the due slots for which `idle(slot)` holds (no request of theirs waits at
+    /// a node): their queues, oldest slot first, each in order.
+    pub(super) fn take_due(
+        &mut self,
+        now: Instant,
+        idle: impl Fn(usize) -> bool,
+    ) -> Vec<(usize, VecDeque<Req>)> {
         let mut due: Vec<(usize, Order)> = self
             .blocked
             .iter()
-            .filter(|(s, bl)| self.due(**s, bl, now))
+            .filter(|(s, bl)| self.due(**s, bl, now) && idle(**s))
             .map(|(s, bl)| (*s, bl.queue.front().map_or((0, 0), |r| r.order)))
             .collect();
         due.sort_by_key(|(_, o)| *o);
         due.into_iter()
-            .filter_map(|(slot, _)| self.blocked.remove(&slot))
-            .flat_map(|bl| bl.queue)
+            .filter_map(|(slot, _)| Some((slot, self.blocked.remove(&slot)?.queue)))
             .collect()
+    }
+
+    /// Put the rest of a released queue back: it goes once what was sent of the slot is
+    /// answered (a slot's requests are never at two nodes at once, or a later one could
+    /// be applied before an earlier one that fails).
+    pub(super) fn requeue(&mut self, slot: usize, rest: VecDeque<Req>, now: Instant) {
+        let bl = self.blocked.entry(slot).or_insert_with(|| Blocked {
+            queue: VecDeque::new(),
+            not_before: now,
+            gate: false,
+        });
+        for r in rest {
+            insert_sorted(&mut bl.queue, r);
+        }
     }
 
     /// Every queued request (the writer stops).
@@ -197,6 +215,13 @@ mod tests {
         Req::new((seq, 0), seq, slot, 0, Body::Cmd(vec![]), None)
     }
 
+    fn released(o: &mut SlotOrder, now: Instant) -> Vec<Req> {
+        o.take_due(now, |_| true)
+            .into_iter()
+            .flat_map(|(_, q)| q)
+            .collect()
+    }
+
     fn orders(v: &[Req]) -> Vec<u64> {
         v.iter().map(|r| r.order.0).collect()
     }
@@ -210,7 +235,7 @@ mod tests {
         o.queue_blocked(req(3, 7));
         o.queue_blocked(req(9, 7));
         assert!(o.queue(req(5, 8)).is_some(), "other slots are not held up");
-        assert_eq!(orders(&o.take_due(now)), vec![2, 3, 4, 9]);
+        assert_eq!(orders(&released(&mut o, now)), vec![2, 3, 4, 9]);
         assert!(o.nothing_blocked());
     }
 
@@ -221,20 +246,24 @@ mod tests {
         let mut o = SlotOrder::new();
         o.block(1, later, false, Vec::new);
         o.queue_blocked(req(1, 1));
-        assert!(o.take_due(now).is_empty(), "pause not over");
+        assert!(released(&mut o, now).is_empty(), "pause not over");
         assert_eq!(o.next_wake(), Some(later));
         o.sent(1);
         assert!(
-            o.take_due(later).is_empty(),
+            released(&mut o, later).is_empty(),
             "a request of the slot is in flight"
         );
         assert_eq!(o.next_wake(), None, "its answer wakes the writer");
         o.answered(1);
         o.block(2, now, true, Vec::new);
         o.queue_blocked(req(2, 2));
-        assert_eq!(orders(&o.take_due(later)), vec![1], "the gate holds slot 2");
+        assert_eq!(
+            orders(&released(&mut o, later)),
+            vec![1],
+            "the gate holds slot 2"
+        );
         o.gate_answered(2, later);
-        assert_eq!(orders(&o.take_due(later)), vec![2]);
+        assert_eq!(orders(&released(&mut o, later)), vec![2]);
     }
 
     #[test]
@@ -245,7 +274,7 @@ mod tests {
         o.queue_blocked(req(10, 5));
         o.block(6, now, false, Vec::new);
         o.queue_blocked(req(3, 6));
-        assert_eq!(orders(&o.take_due(now)), vec![3, 10]);
+        assert_eq!(orders(&released(&mut o, now)), vec![3, 10]);
     }
 
     #[test]
@@ -259,7 +288,7 @@ mod tests {
         o.queue_blocked(req(2, 1));
         assert_eq!(o.drop_group(1, 9), vec![1]);
         o.gate_answered(1, now);
-        assert_eq!(orders(&o.take_due(now)), vec![2]);
+        assert_eq!(orders(&released(&mut o, now)), vec![2]);
     }
 
     #[test]
@@ -275,9 +304,32 @@ mod tests {
         }
         assert_eq!(o.settle_doubt(3, 150), vec![1, 2]);
         o.gate_answered(3, now);
-        let left = o.take_due(now);
+        let left = released(&mut o, now);
         assert_eq!(orders(&left), vec![3, 4]);
         assert!(left.iter().all(|r| !r.doubt));
+    }
+
+    #[test]
+    fn a_slot_with_requests_waiting_at_a_node_is_not_released_and_a_rest_waits() {
+        let now = Instant::now();
+        let mut o = SlotOrder::new();
+        o.block(4, now, false, Vec::new);
+        o.queue_blocked(req(1, 4));
+        assert!(
+            o.take_due(now, |s| s != 4).is_empty(),
+            "one of its requests waits at a node"
+        );
+        let mut q = o.take_due(now, |_| true);
+        assert_eq!(q.len(), 1);
+        let (slot, mut queue) = q.remove(0);
+        let first = queue.pop_front().unwrap();
+        assert_eq!(first.order.0, 1);
+        o.requeue(slot, queue, now);
+        o.sent(4);
+        o.requeue(4, [req(3, 4), req(2, 4)].into_iter().collect(), now);
+        assert!(released(&mut o, now).is_empty(), "the first is in flight");
+        o.answered(4);
+        assert_eq!(orders(&released(&mut o, now)), vec![2, 3]);
     }
 
     #[test]
