@@ -108,10 +108,10 @@ fn round(g: u32, n: u64) -> Vec<Vec<Vec<u8>>> {
         args(&["SET", &k("tmp"), &seq]),
         args(&["RENAME", &k("tmp"), &k("renamed")]),
     ];
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         cmds.push(args(&["LPOP", &k("list")]));
     }
-    if n % 50 == 0 {
+    if n.is_multiple_of(50) {
         cmds.push(args(&["DEL", &k("text")]));
     }
     cmds
