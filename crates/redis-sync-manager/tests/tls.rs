@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{sigterm, wait_ready};
 use rsm_testkit::{
-    fill_mixed, fill_strings, FillOptions, PortLease, Server, ServerOptions, ServerTls, Snapshot,
-    TestCerts,
+    fill_mixed, fill_strings, Cluster, ClusterOptions, FillOptions, PortLease, Server,
+    ServerOptions, ServerTls, Snapshot, TestCerts,
 };
 
 fn tls_server(certs: &TestCerts, auth_clients: bool) -> Server {
@@ -178,5 +178,67 @@ fn tls_insecure_is_loud() {
     assert!(
         err.contains("WARNING") && err.contains("NOT checked"),
         "{err}"
+    );
+}
+
+/// Cluster to cluster over TLS: every node the manager learns from `CLUSTER NODES` (source
+/// shards, replicas, target masters) and every redirect is reached with its side's TLS; the
+/// target checks client certificates.
+#[test]
+fn tls_cluster_to_tls_cluster() {
+    let certs = TestCerts::generate();
+    let source = Cluster::start(ClusterOptions {
+        replicas_per_master: 1,
+        tls: Some(ServerTls::new(&certs)),
+        ..Default::default()
+    });
+    let target = Cluster::start(ClusterOptions {
+        tls: Some(ServerTls {
+            auth_clients: true,
+            ..ServerTls::new(&certs)
+        }),
+        ..Default::default()
+    });
+    fill_mixed(&source, &FillOptions::default());
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let flags = vec![
+        format!("--from=rediss://{}", source.tls_seed_addr()),
+        format!("--target=rediss://{}", target.tls_seed_addr()),
+        format!("--cacert={}", path(&certs.ca())),
+        format!("--target-cert={}", path(&certs.client_cert())),
+        format!("--target-key={}", path(&certs.client_key())),
+        "--sync-parallel=3".into(),
+        "--sync-role=slave".into(),
+    ];
+    let mut child = start(&flags, logs.path(), port.port());
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    // The shards were found through TLS, so their nodes are the TLS ports.
+    let tls_ports: Vec<String> = (0..3)
+        .flat_map(|m| source.replicas_of(m))
+        .map(|r| r.tls_addr())
+        .collect();
+    for shard in v["shards"].as_array().unwrap() {
+        let node = shard["source"].as_str().unwrap();
+        assert!(
+            tls_ports.iter().any(|p| p == node),
+            "{node} not a replica's TLS port: {tls_ports:?}"
+        );
+    }
+    fill_strings(&source, 300, "after:");
+    std::thread::sleep(Duration::from_millis(500));
+    wait_ready(&mut child, port.port(), logs.path());
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    sigterm(&mut child);
+
+    // verify walks both clusters' nodes through TLS too.
+    let mut verify = vec!["verify".to_string()];
+    verify.extend(flags.into_iter().filter(|f| !f.starts_with("--sync-")));
+    let out = run(&verify);
+    assert!(
+        out.status.success(),
+        "verify over TLS: {}\n{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -1,5 +1,6 @@
 //! Throwaway TLS material for tests, made with the `openssl` command line in a temp dir:
-//! a CA, a server certificate for `127.0.0.1` and `localhost`, a client certificate,
+//! a CA, a server certificate for `127.0.0.1` and `localhost` (also good as a client
+//! certificate: a TLS cluster bus and TLS replicas show it to their peers), a client certificate,
 //! a second unrelated CA (for "unknown CA" tests) and an expired server certificate.
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ impl TestCerts {
         let d = dir.path();
         std::fs::write(
             d.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("write server.ext");
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")
@@ -146,7 +147,7 @@ fn expired(dir: &Path) {
         "[ca]\ndefault_ca=test\n[test]\ndatabase=index.txt\nserial=serial\nnew_certs_dir=.\n\
          certificate=ca.crt\nprivate_key=ca.key\ndefault_md=sha256\npolicy=any\n\
          copy_extensions=none\nunique_subject=no\n[any]\ncommonName=supplied\n\
-         [ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+         [ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     .expect("write ca.cnf");
     openssl(

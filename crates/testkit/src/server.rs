@@ -145,6 +145,14 @@ impl Server {
         let mut text = config_text(opts, port, dir.path());
         if let (Some(tls), Some(l)) = (&opts.tls, &tls_lease) {
             text.push_str(&tls_config_text(tls, l.port()));
+            if opts.cluster {
+                // With tls-cluster the bus port would follow the TLS port (+10000), outside
+                // this server's lease: keep it at the plain port's.
+                text.push_str(&format!(
+                    "tls-cluster yes\ntls-replication yes\ncluster-port {}\n",
+                    lease.bus_port()
+                ));
+            }
         }
         fs::write(&conf_path, text)
             .map_err(|e| StartError::Fatal(format!("cannot write {}: {e}", conf_path.display())))?;
