@@ -200,39 +200,8 @@ impl Connection {
             opts: opts.clone(),
         };
         match conn.authenticate().await {
-            // A TLS port drops a plain client at its first bytes, without a reply.
-            Err(ClientError::Closed { .. }) if opts.tls.is_none() => Err(ClientError::PlainToTls {
-                side,
-                endpoint: endpoint.clone(),
-            }),
-            Err(ClientError::Io { source, .. })
-                if opts.tls.is_none()
-                    && matches!(
-                        source.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                    ) =>
-            {
-                Err(ClientError::PlainToTls {
-                    side,
-                    endpoint: endpoint.clone(),
-                })
-            }
-            Err(ClientError::Io { source, .. }) if opts.tls.is_some() => {
-                match TlsProblem::after_handshake(&source) {
-                    Some(problem) => Err(ClientError::Tls {
-                        side,
-                        endpoint: endpoint.clone(),
-                        problem,
-                    }),
-                    None => Err(ClientError::Io {
-                        side,
-                        endpoint: endpoint.clone(),
-                        source,
-                    }),
-                }
-            }
-            Err(e) => Err(e),
             Ok(()) => Ok(conn),
+            Err(e) => Err(first_exchange_error(e, opts.tls.is_some())),
         }
     }
 
@@ -486,6 +455,46 @@ impl FrameReader {
         }
         let n = self.buf.len().min(max);
         Ok(self.buf.split_to(n).freeze())
+    }
+}
+
+/// What a failure of the first command (AUTH or PING) means. A TLS port drops a
+/// plain client at its first bytes, without a reply; over TLS 1.3 the server's
+/// verdict on our client certificate arrives only now, at the first read.
+fn first_exchange_error(e: ClientError, tls: bool) -> ClientError {
+    match e {
+        ClientError::Closed { side, endpoint } if !tls => {
+            ClientError::PlainToTls { side, endpoint }
+        }
+        ClientError::Io {
+            side,
+            endpoint,
+            source,
+        } if !tls
+            && matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            ClientError::PlainToTls { side, endpoint }
+        }
+        ClientError::Io {
+            side,
+            endpoint,
+            source,
+        } if tls => match TlsProblem::after_handshake(&source) {
+            Some(problem) => ClientError::Tls {
+                side,
+                endpoint,
+                problem,
+            },
+            None => ClientError::Io {
+                side,
+                endpoint,
+                source,
+            },
+        },
+        other => other,
     }
 }
 

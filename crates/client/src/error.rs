@@ -110,6 +110,10 @@ impl ClientError {
             | ClientError::Timeout { .. }
             | ClientError::Closed { .. }
             | ClientError::Io { .. } => true,
+            // Most likely a TLS port (the message says so, and startup checks stop on
+            // it), but a server going down can also close at the first command: a
+            // long-running sync keeps retrying rather than giving up on one reconnect.
+            ClientError::PlainToTls { .. } => true,
             // A server that is loading, busy or out of memory may answer later.
             ClientError::Server { kind, .. } => kind.retry() == Retry::Backoff,
             // A handshake cut by the network may work next time; a certificate

@@ -166,6 +166,8 @@ async fn plain_to_a_tls_port_and_tls_to_a_plain_port_say_which() {
     let err = connect_err(&server.tls_addr(), &ConnectOptions::new(Side::Source, None)).await;
     assert!(matches!(err, ClientError::PlainToTls { .. }), "{err:?}");
     assert!(err.to_string().contains("--source-tls"), "{err}");
+    // Retried by a running sync (a server going down looks the same), refused at start.
+    assert!(err.is_transient());
 
     let mut o = opts(Side::Target, with_ca(&certs));
     o.connect_timeout = std::time::Duration::from_secs(1);
