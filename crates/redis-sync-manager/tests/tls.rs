@@ -99,6 +99,22 @@ fn sync_and_verify_over_tls_on_both_sides_with_a_client_certificate() {
         stderr(&out),
         String::from_utf8_lossy(&out.stdout)
     );
+
+    // cleanup reaches the TLS target too, and refuses the source's flags.
+    let out = run(&[
+        "cleanup".into(),
+        format!("--target=rediss://{}", target.tls_addr()),
+        format!("--cacert={}", path(&certs.ca())),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "cleanup: {}", stderr(&out));
+    assert!(said.contains("removed"), "{said}");
+    let out = run(&[
+        "cleanup".into(),
+        format!("--target={}", target.addr()),
+        "--source-tls".into(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[test]
