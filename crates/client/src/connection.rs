@@ -5,18 +5,23 @@
 //! replies in order. The replica link reuses the read buffer for raw RDB bytes.
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rsm_resp::{decode, encode_command, escape_controls, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::credentials::Credentials;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientError, Side};
 use crate::reply::ServerError;
+use crate::tls::{TlsProblem, TlsSettings};
 
 /// How long to wait, and who to be.
 #[derive(Debug, Clone)]
@@ -26,6 +31,8 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Limit for one request/reply round trip (not for long streams).
     pub io_timeout: Duration,
+    /// TLS for every connection of this side; plain TCP when `None`.
+    pub tls: Option<Arc<TlsSettings>>,
 }
 
 impl ConnectOptions {
@@ -35,6 +42,68 @@ impl ConnectOptions {
             credentials,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+
+    /// The same options with this side's TLS settings.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsSettings>>) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
+/// The reading half of a plain or TLS socket. An enum rather than a boxed trait
+/// object: the plain path costs one branch per read, no allocation, no lock.
+#[derive(Debug)]
+enum ReadHalf {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The writing half of a plain or TLS socket.
+#[derive(Debug)]
+enum WriteHalf {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
@@ -44,7 +113,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Reading side: a socket half and the bytes read but not yet decoded.
 #[derive(Debug)]
 pub struct FrameReader {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     buf: BytesMut,
     side: Side,
     endpoint: Endpoint,
@@ -53,7 +122,7 @@ pub struct FrameReader {
 /// Writing side: a socket half and the commands queued but not yet flushed.
 #[derive(Debug)]
 pub struct FrameWriter {
-    write: OwnedWriteHalf,
+    write: WriteHalf,
     buf: BytesMut,
     side: Side,
     endpoint: Endpoint,
@@ -105,7 +174,16 @@ impl Connection {
         };
         // Pipelined small writes must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let (read, write) = match &opts.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+            }
+            Some(tls) => {
+                let (r, w) = tokio::io::split(handshake(stream, endpoint, opts, tls).await?);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
+        };
         let mut conn = Connection {
             reader: FrameReader {
                 read,
@@ -121,8 +199,10 @@ impl Connection {
             },
             opts: opts.clone(),
         };
-        conn.authenticate().await?;
-        Ok(conn)
+        match conn.authenticate().await {
+            Ok(()) => Ok(conn),
+            Err(e) => Err(first_exchange_error(e, opts.tls.is_some())),
+        }
     }
 
     async fn authenticate(&mut self) -> Result<(), ClientError> {
@@ -375,6 +455,73 @@ impl FrameReader {
         }
         let n = self.buf.len().min(max);
         Ok(self.buf.split_to(n).freeze())
+    }
+}
+
+/// What a failure of the first command (AUTH or PING) means. A TLS port drops a
+/// plain client at its first bytes, without a reply; over TLS 1.3 the server's
+/// verdict on our client certificate arrives only now, at the first read.
+fn first_exchange_error(e: ClientError, tls: bool) -> ClientError {
+    match e {
+        ClientError::Closed { side, endpoint } if !tls => {
+            ClientError::PlainToTls { side, endpoint }
+        }
+        ClientError::Io {
+            side,
+            endpoint,
+            source,
+        } if !tls
+            && matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            ClientError::PlainToTls { side, endpoint }
+        }
+        ClientError::Io {
+            side,
+            endpoint,
+            source,
+        } if tls => match TlsProblem::after_handshake(&source) {
+            Some(problem) => ClientError::Tls {
+                side,
+                endpoint,
+                problem,
+            },
+            None => ClientError::Io {
+                side,
+                endpoint,
+                source,
+            },
+        },
+        other => other,
+    }
+}
+
+/// The TLS handshake on a connected socket, within the connect timeout; a failure
+/// is read once into a `TlsProblem` that says what to change.
+async fn handshake(
+    stream: TcpStream,
+    endpoint: &Endpoint,
+    opts: &ConnectOptions,
+    tls: &TlsSettings,
+) -> Result<TlsStream<TcpStream>, ClientError> {
+    let side = opts.side;
+    let fail = |problem| ClientError::Tls {
+        side,
+        endpoint: endpoint.clone(),
+        problem,
+    };
+    let name = tls
+        .server_name(endpoint)
+        .ok_or_else(|| fail(TlsProblem::BadServerName))?;
+    let shown = name.to_str().into_owned();
+    match tokio::time::timeout(opts.connect_timeout, tls.connector().connect(name, stream)).await {
+        Err(_) => Err(fail(TlsProblem::NoAnswer {
+            secs: opts.connect_timeout.as_secs(),
+        })),
+        Ok(Err(e)) => Err(fail(TlsProblem::from_handshake(&e, &shown))),
+        Ok(Ok(s)) => Ok(s),
     }
 }
 

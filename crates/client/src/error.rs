@@ -5,6 +5,7 @@ use std::io;
 
 use crate::endpoint::Endpoint;
 use crate::reply::{Retry, ServerError};
+use crate::tls::TlsProblem;
 
 /// Which side of the migration a connection belongs to; it decides the wording
 /// of errors ("check --password" for the source, "check --auth" for the target).
@@ -55,6 +56,14 @@ pub enum ClientError {
         endpoint: Endpoint,
         detail: String,
     },
+    #[error("TLS with {side} {endpoint} failed: {advice}", advice = problem.advice(*side))]
+    Tls {
+        side: Side,
+        endpoint: Endpoint,
+        problem: TlsProblem,
+    },
+    #[error("{side} {endpoint} closed the connection at the first command without a reply: it is probably a TLS port; connect with --{side}-tls (or a rediss:// address)")]
+    PlainToTls { side: Side, endpoint: Endpoint },
     #[error("{side} {endpoint} requires a password: give it with {flag}", flag = side.password_flag())]
     AuthRequired { side: Side, endpoint: Endpoint },
     #[error("timed out after {secs}s waiting for {side} {endpoint} to answer")]
@@ -101,8 +110,17 @@ impl ClientError {
             | ClientError::Timeout { .. }
             | ClientError::Closed { .. }
             | ClientError::Io { .. } => true,
+            // Most likely a TLS port (the message says so, and startup checks stop on
+            // it), but a server going down can also close at the first command: a
+            // long-running sync keeps retrying rather than giving up on one reconnect.
+            ClientError::PlainToTls { .. } => true,
             // A server that is loading, busy or out of memory may answer later.
             ClientError::Server { kind, .. } => kind.retry() == Retry::Backoff,
+            // A handshake cut by the network may work next time; a certificate
+            // or a port of the wrong kind will not.
+            ClientError::Tls { problem, .. } => {
+                matches!(problem, TlsProblem::Other(_) | TlsProblem::NoAnswer { .. })
+            }
             _ => false,
         }
     }

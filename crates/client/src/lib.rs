@@ -9,6 +9,7 @@ mod credentials;
 mod endpoint;
 mod error;
 mod reply;
+mod tls;
 
 pub use connection::{
     info_field, parse_info, ConnectOptions, Connection, FrameReader, FrameWriter,
@@ -17,3 +18,4 @@ pub use credentials::{read_secret_file, Credentials, SecretFileError};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::{ClientError, Side};
 pub use reply::{Retry, ServerError};
+pub use tls::{TlsFiles, TlsProblem, TlsSettings, TlsSetupError};

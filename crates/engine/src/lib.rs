@@ -12,6 +12,7 @@ pub mod replay;
 pub mod replica;
 pub mod shard;
 pub mod status;
+pub mod tls_flags;
 pub mod usage;
 pub mod writer;
 

@@ -30,6 +30,8 @@ fn start(source: &str, target: &str, state: &std::path::Path) -> Running {
         source_credentials: None,
         target: target.parse::<Endpoint>().unwrap(),
         target_credentials: None,
+        source_tls: None,
+        target_tls: None,
         options: EngineOptions::default(),
         state_dir: state.to_path_buf(),
         listening_port: 0,

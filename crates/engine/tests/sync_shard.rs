@@ -45,6 +45,8 @@ fn start_with_spool(
         source_credentials: None,
         target: target.parse::<Endpoint>().unwrap(),
         target_credentials: None,
+        source_tls: None,
+        target_tls: None,
         options,
         state_dir: state.to_path_buf(),
         listening_port: 0,

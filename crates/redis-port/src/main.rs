@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rsm_client::{Credentials, Endpoint};
+use rsm_client::{Credentials, Side};
+use rsm_engine::tls_flags::{Address, SideTls, TlsArgs};
 use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
 
 mod cmd;
@@ -28,12 +29,15 @@ struct Cli {
 enum Command {
     /// Replicate one source node into the target: full sync, then the command stream, until stopped.
     Sync {
-        /// The source node, HOST:PORT.
-        #[arg(long, value_parser = parse_endpoint)]
-        from: Endpoint,
-        /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT.
-        #[arg(long, value_parser = parse_endpoint)]
-        target: Endpoint,
+        /// The source node, HOST:PORT (rediss://HOST:PORT for TLS).
+        #[arg(long, value_parser = Address::parse)]
+        from: Address,
+        /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT
+        /// (rediss://HOST:PORT for TLS).
+        #[arg(long, value_parser = Address::parse)]
+        target: Address,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Source password; `user:password` selects an ACL user. Also from the
         /// environment: RSM_SOURCE_PASSWORD (read by `secret`, not clap, so that only
         /// the two flags conflict).
@@ -59,9 +63,13 @@ enum Command {
         /// are read, before the checksum at its end is known.
         #[arg(long, short = 'i')]
         input: PathBuf,
-        /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT.
-        #[arg(long, value_parser = parse_endpoint)]
-        target: Endpoint,
+        /// The target (a standalone server, a proxy, or any node of a cluster), HOST:PORT
+        /// (rediss://HOST:PORT for TLS).
+        #[arg(long, value_parser = Address::parse)]
+        target: Address,
+        /// The --target-… TLS flags (and the shared --cacert, --tls-insecure).
+        #[command(flatten)]
+        tls: TlsArgs,
         #[command(flatten)]
         write: WriteFlags,
         /// Seconds to keep retrying a target that stopped answering before giving up.
@@ -70,9 +78,12 @@ enum Command {
     },
     /// Take a snapshot of one source node into an RDB file (as a replica would receive it).
     Dump {
-        /// The source node, HOST:PORT.
-        #[arg(long, value_parser = parse_endpoint)]
-        from: Endpoint,
+        /// The source node, HOST:PORT (rediss://HOST:PORT for TLS).
+        #[arg(long, value_parser = Address::parse)]
+        from: Address,
+        /// The --source-… TLS flags (and the shared --cacert, --tls-insecure).
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Source password; `user:password` selects an ACL user. Also from the
         /// environment: RSM_SOURCE_PASSWORD (read by `secret`, not clap, so that only
         /// the two flags conflict).
@@ -160,8 +171,45 @@ fn credentials(
         .map_err(cmd::UsageError)
 }
 
-fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
-    s.parse::<Endpoint>().map_err(|e| e.to_string())
+/// The TLS of the one side a command talks to; flags for the other side are refused.
+fn one_side_tls(tls: &TlsArgs, side: Side, scheme_tls: bool) -> Result<SideTls, cmd::UsageError> {
+    let other = match side {
+        Side::Source => Side::Target,
+        Side::Target => Side::Source,
+    };
+    if tls.given_for(other) {
+        return Err(cmd::UsageError(format!(
+            "this command has no {other}: the --{other}-… TLS flags do not apply"
+        )));
+    }
+    let resolved = tls.resolve(side, scheme_tls).map_err(cmd::UsageError)?;
+    tls.check_shared(resolved.settings.is_some())
+        .map_err(cmd::UsageError)?;
+    if let Some(w) = &resolved.warning {
+        eprintln!("{w}");
+    }
+    Ok(resolved)
+}
+
+/// Both sides' TLS for `sync`; a warning goes to stderr and the log.
+fn both_tls(
+    tls: &TlsArgs,
+    from: &Address,
+    target: &Address,
+) -> Result<(SideTls, SideTls), cmd::UsageError> {
+    let source = tls
+        .resolve(Side::Source, from.tls)
+        .map_err(cmd::UsageError)?;
+    let dest = tls
+        .resolve(Side::Target, target.tls)
+        .map_err(cmd::UsageError)?;
+    tls.check_shared(source.settings.is_some() || dest.settings.is_some())
+        .map_err(cmd::UsageError)?;
+    for w in source.warning.iter().chain(&dest.warning) {
+        eprintln!("{w}");
+        tracing::warn!("{w}");
+    }
+    Ok((source, dest))
 }
 
 fn main() -> ExitCode {
@@ -186,6 +234,7 @@ fn main() -> ExitCode {
         Command::Decode { input, output } => cmd::decode::run(&input, output.as_deref()),
         Command::Dump {
             from,
+            tls,
             password,
             password_file,
             output,
@@ -195,9 +244,11 @@ fn main() -> ExitCode {
                 password.as_deref(),
                 password_file.as_deref(),
             )?;
+            let tls = one_side_tls(&tls, Side::Source, from.tls)?;
             rt.block_on(cmd::dump::run(cmd::dump::DumpArgs {
-                from,
+                from: from.endpoint,
                 password,
+                tls: tls.settings,
                 output: output.clone(),
             }))
             .map(|n| eprintln!("dump: wrote {n} bytes to {}", output.display()))
@@ -205,16 +256,19 @@ fn main() -> ExitCode {
         Command::Restore {
             input,
             target,
+            tls,
             write,
             retry_timeout,
         } => runtime().and_then(|rt| {
             log::to_stderr();
             let auth = write.credentials()?;
+            let tls = one_side_tls(&tls, Side::Target, target.tls)?;
             let options = write.options();
             rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
                 input,
-                target,
+                target: target.endpoint,
                 auth,
+                tls: tls.settings,
                 filter: options.filter,
                 target_db: options.target_db,
                 conflict: options.conflict,
@@ -228,6 +282,7 @@ fn main() -> ExitCode {
         Command::Sync {
             from,
             target,
+            tls,
             password,
             password_file,
             write,
@@ -242,11 +297,14 @@ fn main() -> ExitCode {
                     password_file.as_deref(),
                 )?;
                 let auth = write.credentials()?;
+                let (source_tls, target_tls) = both_tls(&tls, &from, &target)?;
                 rt.block_on(cmd::sync::run(cmd::sync::SyncArgs {
-                    from,
-                    target,
+                    from: from.endpoint,
+                    target: target.endpoint,
                     password,
                     auth,
+                    source_tls: source_tls.settings,
+                    target_tls: target_tls.settings,
                     options: write.options(),
                     logfile,
                     httpport,

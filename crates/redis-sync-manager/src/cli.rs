@@ -9,10 +9,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use rsm_client::{Credentials, Endpoint};
+use rsm_client::{Credentials, Side};
 
 use rsm_engine::options::{secret, HTTP_TOKEN, SOURCE_PASSWORD, TARGET_PASSWORD};
 use rsm_engine::status::http::HttpToken;
+use rsm_engine::tls_flags::{Address, TlsArgs};
 use rsm_engine::{ConflictPolicy, KeyPrefixes};
 
 use rsm_cluster::Role;
@@ -53,12 +54,48 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    /// IP:PORT of the target: a node of a cluster, or a standalone server.
-    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint)]
-    pub target: Endpoint,
+    /// IP:PORT of the target: a node of a cluster, or a standalone server
+    /// (rediss://IP:PORT for TLS).
+    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_address)]
+    pub target: Address,
 
     #[command(flatten)]
     pub passwords: PasswordArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+impl CleanupArgs {
+    /// The target's TLS, and any warning to show; source flags are refused.
+    pub fn target_tls(&self) -> Result<rsm_engine::tls_flags::SideTls, String> {
+        if self.tls.given_for(Side::Source) {
+            return Err(
+                "cleanup only talks to the target: --source-… TLS flags do not apply".into(),
+            );
+        }
+        self.tls
+            .check_shared(self.target.tls || self.tls.target_tls)?;
+        self.tls.resolve(Side::Target, self.target.tls)
+    }
+}
+
+/// Both sides' TLS, resolved, and the warnings to show at start.
+pub struct BothTls {
+    pub source: Option<std::sync::Arc<rsm_client::TlsSettings>>,
+    pub target: Option<std::sync::Arc<rsm_client::TlsSettings>>,
+    pub warnings: Vec<String>,
+}
+
+fn both_tls(tls: &TlsArgs, from: &Address, target: &Address) -> Result<BothTls, String> {
+    let source = tls.resolve(Side::Source, from.tls)?;
+    let dest = tls.resolve(Side::Target, target.tls)?;
+    tls.check_shared(source.settings.is_some() || dest.settings.is_some())?;
+    Ok(BothTls {
+        source: source.settings,
+        target: dest.settings,
+        warnings: source.warning.into_iter().chain(dest.warning).collect(),
+    })
 }
 
 /// `--password` (source) and `--auth` (target), shared by the sync and `verify`;
@@ -108,16 +145,21 @@ impl PasswordArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// IP:PORT of any process of the source cluster (or a standalone source).
-    #[arg(long, value_name = "SRC_HOST:SRC_PORT", value_parser = parse_endpoint)]
-    pub from: Endpoint,
+    /// IP:PORT of any process of the source cluster (or a standalone source);
+    /// rediss://IP:PORT for TLS.
+    #[arg(long, value_name = "SRC_HOST:SRC_PORT", value_parser = parse_address)]
+    pub from: Address,
 
-    /// IP:PORT of the target: a node of a cluster, or a standalone server.
-    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint)]
-    pub target: Endpoint,
+    /// IP:PORT of the target: a node of a cluster, or a standalone server;
+    /// rediss://IP:PORT for TLS.
+    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_address)]
+    pub target: Address,
 
     #[command(flatten)]
     pub passwords: PasswordArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Compare only keys starting with one of these prefixes, e.g. "str1|str2|str3".
     #[arg(long, value_name = "str1|str2|str3", value_parser = parse_prefixes)]
@@ -149,15 +191,20 @@ pub struct VerifyArgs {
 }
 
 impl VerifyArgs {
-    /// The validated options and the report file.
-    pub fn into_options(self) -> Result<(crate::verify::VerifyOptions, Option<PathBuf>), String> {
+    /// The validated options, the report file and the TLS warnings to show.
+    pub fn into_options(
+        self,
+    ) -> Result<(crate::verify::VerifyOptions, Option<PathBuf>, Vec<String>), String> {
         let (source_credentials, target_credentials) = self.passwords.credentials()?;
+        let tls = both_tls(&self.tls, &self.from, &self.target)?;
         Ok((
             crate::verify::VerifyOptions {
-                from: self.from,
-                target: self.target,
+                from: self.from.endpoint,
+                target: self.target.endpoint,
                 source_credentials,
                 target_credentials,
+                source_tls: tls.source,
+                target_tls: tls.target,
                 filter: self.filterkey.unwrap_or_default(),
                 target_db: self.targetdb,
                 mode: self.mode,
@@ -167,6 +214,7 @@ impl VerifyArgs {
                 progress: true,
             },
             self.report,
+            tls.warnings,
         ))
     }
 }
@@ -190,16 +238,21 @@ fn parse_tolerance(s: &str) -> Result<i64, String> {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// IP:PORT of any process of the source Redis cluster (or a standalone source).
-    #[arg(long, value_name = "SRC_HOST:SRC_PORT", value_parser = parse_endpoint, required = true)]
-    pub from: Option<Endpoint>,
+    /// IP:PORT of any process of the source Redis cluster (or a standalone source);
+    /// rediss://IP:PORT for TLS.
+    #[arg(long, value_name = "SRC_HOST:SRC_PORT", value_parser = parse_address, required = true)]
+    pub from: Option<Address>,
 
-    /// IP:PORT of the target: a node of a Redis cluster, a cluster proxy or a standalone server.
-    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_endpoint, required = true)]
-    pub target: Option<Endpoint>,
+    /// IP:PORT of the target: a node of a Redis cluster, a cluster proxy or a standalone
+    /// server; rediss://IP:PORT for TLS.
+    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_address, required = true)]
+    pub target: Option<Address>,
 
     #[command(flatten)]
     pub passwords: PasswordArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Sync only keys starting with one of these prefixes, e.g. "str1|str2|str3".
     #[arg(long, value_name = "str1|str2|str3", value_parser = parse_prefixes)]
@@ -284,6 +337,7 @@ impl SyncArgs {
             _ => ConflictPolicy::Fail,
         };
         let (source_credentials, target_credentials) = self.passwords.credentials()?;
+        let tls = both_tls(&self.tls, &from, &target)?;
         let http_token = secret(
             HTTP_TOKEN,
             self.http_token.as_deref(),
@@ -291,10 +345,13 @@ impl SyncArgs {
         )?
         .map(HttpToken::new);
         Ok(SyncConfig {
-            from,
-            target,
+            from: from.endpoint,
+            target: target.endpoint,
             source_credentials,
             target_credentials,
+            source_tls: tls.source,
+            target_tls: tls.target,
+            tls_warnings: tls.warnings,
             filter: self.filterkey.unwrap_or_default(),
             target_db: self.targetdb,
             conflict,
@@ -311,8 +368,8 @@ impl SyncArgs {
     }
 }
 
-fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
-    s.parse::<Endpoint>().map_err(|e| e.to_string())
+fn parse_address(s: &str) -> Result<Address, String> {
+    Address::parse(s)
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

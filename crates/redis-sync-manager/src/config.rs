@@ -3,8 +3,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use rsm_client::{Credentials, Endpoint};
+use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_cluster::Role;
 use rsm_engine::status::http::HttpToken;
 use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
@@ -15,6 +16,11 @@ pub struct SyncConfig {
     pub target: Endpoint,
     pub source_credentials: Option<Credentials>,
     pub target_credentials: Option<Credentials>,
+    /// TLS of each side (`--source-tls`, `rediss://`, …); plain TCP when `None`.
+    pub source_tls: Option<Arc<TlsSettings>>,
+    pub target_tls: Option<Arc<TlsSettings>>,
+    /// `--tls-insecure` and friends: said loudly at start.
+    pub tls_warnings: Vec<String>,
     pub filter: KeyPrefixes,
     pub target_db: Option<u32>,
     pub conflict: ConflictPolicy,
@@ -31,6 +37,18 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// What every source connection starts from: credentials and TLS.
+    pub fn source_connect(&self) -> ConnectOptions {
+        ConnectOptions::new(Side::Source, self.source_credentials.clone())
+            .with_tls(self.source_tls.clone())
+    }
+
+    /// What every target connection starts from.
+    pub fn target_connect(&self) -> ConnectOptions {
+        ConnectOptions::new(Side::Target, self.target_credentials.clone())
+            .with_tls(self.target_tls.clone())
+    }
+
     /// The options every shard's engine runs with.
     pub fn engine_options(&self) -> EngineOptions {
         EngineOptions {

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use rsm_client::{
-    info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, Side,
-};
+use rsm_client::{info_field, ClientError, ConnectOptions, Connection, Endpoint};
 use rsm_cluster::{
     parse_cluster_nodes, same_servers, select_node, Deployment, Node, PreflightError, Role,
     SameServers, SelectWarning, ServerIdentity, Topology, STANDALONE_NODE_ID,
@@ -73,8 +71,8 @@ impl DiscoverError {
     }
 }
 
-fn opts(side: Side, credentials: &Option<Credentials>) -> ConnectOptions {
-    let mut o = ConnectOptions::new(side, credentials.clone());
+fn opts(base: &ConnectOptions) -> ConnectOptions {
+    let mut o = base.clone();
     o.connect_timeout = Duration::from_secs(5);
     o.io_timeout = Duration::from_secs(10);
     o
@@ -83,13 +81,13 @@ fn opts(side: Side, credentials: &Option<Credentials>) -> ConnectOptions {
 /// Build the plan: topology, pre-flight checks, node per shard, target check.
 pub async fn discover(
     from: &Endpoint,
-    source_credentials: &Option<Credentials>,
+    source: &ConnectOptions,
     target: &Endpoint,
-    target_credentials: &Option<Credentials>,
+    target_connect: &ConnectOptions,
     role: Role,
     target_db: Option<u32>,
 ) -> Result<Plan, DiscoverError> {
-    let source_opts = opts(Side::Source, source_credentials);
+    let source_opts = opts(source);
     let mut seed = Connection::connect(from, &source_opts).await?;
     let cluster_info = seed.info("cluster").await?;
     let source_is_cluster = info_field(&cluster_info, "cluster_enabled") == Some("1");
@@ -123,7 +121,7 @@ pub async fn discover(
     }
     // Before anything else touches a node: a target that is the source must not even be
     // probed further.
-    let target = check_target(target, target_credentials).await?;
+    let target = check_target(target, target_connect).await?;
     let source_side = source_identity(&topology, from, &source_opts).await;
     if let Some(same) = same_servers(&source_side, &target.identity) {
         return Err(DiscoverError::SameServers(same));
@@ -238,9 +236,9 @@ async fn source_identity(topology: &Topology, from: &Endpoint, o: &ConnectOption
 
 async fn check_target(
     target: &Endpoint,
-    credentials: &Option<Credentials>,
+    connect: &ConnectOptions,
 ) -> Result<TargetFacts, DiscoverError> {
-    let mut conn = Connection::connect(target, &opts(Side::Target, credentials)).await?;
+    let mut conn = Connection::connect(target, &opts(connect)).await?;
     let server = conn.info("server").await?;
     let cluster = conn.info("cluster").await.unwrap_or_default();
     let is_cluster = info_field(&cluster, "cluster_enabled") == Some("1");

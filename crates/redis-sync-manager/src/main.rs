@@ -29,7 +29,12 @@ fn main() -> ExitCode {
             cli::Command::Cleanup(args) => return cleanup(args),
             cli::Command::Verify(args) => {
                 return match args.into_options() {
-                    Ok((opts, report)) => verify::run_command(opts, report),
+                    Ok((opts, report, warnings)) => {
+                        for w in warnings {
+                            eprintln!("{w}");
+                        }
+                        verify::run_command(opts, report)
+                    }
                     Err(message) => {
                         eprintln!("error: {message}");
                         ExitCode::from(2)
@@ -69,14 +74,23 @@ fn main() -> ExitCode {
 
 /// `cleanup`: remove the progress markers from the target.
 fn cleanup(args: cli::CleanupArgs) -> ExitCode {
-    let credentials = match args.passwords.credentials() {
-        Ok((_, target)) => target,
+    let (credentials, tls) = match args
+        .passwords
+        .credentials()
+        .and_then(|(_, target)| args.target_tls().map(|tls| (target, tls)))
+    {
+        Ok(found) => found,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
         }
     };
-    let connect = rsm_client::ConnectOptions::new(rsm_client::Side::Target, credentials);
+    if let Some(w) = &tls.warning {
+        eprintln!("{w}");
+    }
+    let connect = rsm_client::ConnectOptions::new(rsm_client::Side::Target, credentials)
+        .with_tls(tls.settings);
+    let target = args.target.endpoint;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -88,16 +102,15 @@ fn cleanup(args: cli::CleanupArgs) -> ExitCode {
         }
     };
     let removed = runtime.block_on(rsm_engine::writer::sync_marker::remove_progress_keys(
-        &args.target,
-        &connect,
+        &target, &connect,
     ));
     match removed {
         Ok(n) => {
-            println!("removed {n} progress keys (__rsm:*) from {}", args.target);
+            println!("removed {n} progress keys (__rsm:*) from {target}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: cleanup of {}: {e}", args.target);
+            eprintln!("error: cleanup of {target}: {e}");
             ExitCode::from(1)
         }
     }
@@ -112,11 +125,19 @@ async fn run(config: SyncConfig) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
+    for w in &config.tls_warnings {
+        if config.dry_run {
+            eprintln!("{w}");
+        } else {
+            // WARN reaches the console as well as the log.
+            tracing::warn!("{w}");
+        }
+    }
     let plan = discover::discover(
         &config.from,
-        &config.source_credentials,
+        &config.source_connect(),
         &config.target,
-        &config.target_credentials,
+        &config.target_connect(),
         config.sync_role,
         config.target_db,
     )

@@ -83,7 +83,7 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     if plan.source_is_cluster {
         tokio::spawn(crate::watch::watch_topology(
             seeds.clone(),
-            config.source_credentials.clone(),
+            config.source_connect(),
             warnings.clone(),
             stop_rx.clone(),
         ));
@@ -129,6 +129,8 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             source_credentials: config.source_credentials.clone(),
             target: config.target.clone(),
             target_credentials: config.target_credentials.clone(),
+            source_tls: config.source_tls.clone(),
+            target_tls: config.target_tls.clone(),
             options: config.engine_options(),
             state_dir: state.clone(),
             listening_port: config.http_port.unwrap_or(0),
@@ -223,6 +225,8 @@ async fn verify_when_ready(
         target: config.target.clone(),
         source_credentials: config.source_credentials.clone(),
         target_credentials: config.target_credentials.clone(),
+        source_tls: config.source_tls.clone(),
+        target_tls: config.target_tls.clone(),
         filter: config.filter.clone(),
         target_db: config.target_db,
         mode: crate::verify::Mode::Full,

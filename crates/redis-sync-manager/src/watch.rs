@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_client::{ConnectOptions, Connection, Endpoint};
 use rsm_cluster::{display_ranges, parse_cluster_nodes, Node, Topology};
 use rsm_engine::status::http::TopologyWarnings;
 use tokio::sync::watch;
@@ -170,7 +170,7 @@ async fn read_topology(
 /// Watch until `stop` turns true.
 pub async fn watch_topology(
     seeds: Vec<Endpoint>,
-    credentials: Option<Credentials>,
+    source: ConnectOptions,
     warnings: TopologyWarnings,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -179,7 +179,7 @@ pub async fn watch_topology(
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_INTERVAL);
-    let mut opts = ConnectOptions::new(Side::Source, credentials);
+    let mut opts = source;
     opts.connect_timeout = Duration::from_secs(2);
     opts.io_timeout = Duration::from_secs(5);
     let mut known = seeds;

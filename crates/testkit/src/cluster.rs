@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use redis::{Connection, Value};
 
 use crate::client::{run_cmd, ClusterConn, Target};
-use crate::server::{Server, ServerOptions};
+use crate::server::{Server, ServerOptions, ServerTls};
 
 const SLOT_COUNT: usize = 16384;
 
@@ -34,6 +34,10 @@ pub struct ClusterOptions {
     pub extra_config: Vec<(String, String)>,
     /// How long to wait for the cluster to settle.
     pub ready_timeout: Duration,
+    /// A TLS port on every node, with `tls-cluster yes` and `tls-replication yes`: the bus
+    /// and the replicas' links are TLS, and `CLUSTER NODES` asked over TLS lists the TLS
+    /// ports. The kit still builds and reads the cluster through the plain ports.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ClusterOptions {
@@ -45,6 +49,7 @@ impl Default for ClusterOptions {
             bin: None,
             extra_config: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -73,6 +78,7 @@ impl Cluster {
             password: opts.password.clone(),
             cluster: true,
             extra_config: opts.extra_config.clone(),
+            tls: opts.tls.clone(),
             ..Default::default()
         };
         let nodes: Vec<Server> = (0..n).map(|_| Server::start(node_opts.clone())).collect();
@@ -269,6 +275,11 @@ impl Cluster {
     /// An address to start discovery from (the first master).
     pub fn seed_addr(&self) -> String {
         self.nodes[0].addr()
+    }
+
+    /// `"127.0.0.1:<tls port>"` of the first node, when built with [`ClusterOptions::tls`].
+    pub fn tls_seed_addr(&self) -> String {
+        self.nodes[0].tls_addr()
     }
 
     /// The cluster password, if any.

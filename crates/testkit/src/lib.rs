@@ -24,6 +24,7 @@
 //! ```
 
 mod bin;
+mod certs;
 mod client;
 mod cluster;
 mod fill;
@@ -37,13 +38,14 @@ pub use bin::{
     redis_cli_bin, redis_server_bin, server_version, test_server_bin, test_server_labels, Flavor,
     ServerVersion,
 };
+pub use certs::TestCerts;
 pub use client::{key_slot, ClusterConn, Target};
 pub use cluster::{Cluster, ClusterOptions};
 pub use fill::{fill_mixed, fill_strings, FillOptions, FillReport};
 pub use load::MixedLoad;
 pub use ports::{PortLease, BUS_PORT_OFFSET, PORT_MAX, PORT_MIN};
 pub use proxy::Proxy;
-pub use server::{Server, ServerOptions};
+pub use server::{Server, ServerOptions, ServerTls};
 pub use snapshot::{GroupState, KeyState, KeyValue, Score, Snapshot, StreamEntry, StreamState};
 
 /// Re-export so tests use the same `redis` version as the kit.

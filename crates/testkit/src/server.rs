@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use redis::{Connection, Value};
 
 use crate::bin::{redis_server_bin, server_version, ServerVersion, INSTALL_HINT};
+use crate::certs::TestCerts;
 use crate::client::{connect, run_cmd, run_pipeline, Target};
 use crate::ports::PortLease;
 
@@ -35,6 +36,29 @@ pub struct ServerOptions {
     pub extra_config: Vec<(String, String)>,
     /// How long to wait for the first `PONG`.
     pub start_timeout: Duration,
+    /// Also listen for TLS on a second leased port ([`Server::tls_port`]); the plain port
+    /// stays open, so the kit's own client and [`crate::Snapshot`] keep working.
+    pub tls: Option<ServerTls>,
+}
+
+/// TLS for a test server: its certificate, and whether it checks clients' certificates.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub certs: TestCerts,
+    /// `tls-auth-clients yes`: a client must show a certificate signed by the CA.
+    pub auth_clients: bool,
+    /// Serve the expired certificate instead of the good one.
+    pub expired: bool,
+}
+
+impl ServerTls {
+    pub fn new(certs: &TestCerts) -> ServerTls {
+        ServerTls {
+            certs: certs.clone(),
+            auth_clients: false,
+            expired: false,
+        }
+    }
 }
 
 impl Default for ServerOptions {
@@ -45,6 +69,7 @@ impl Default for ServerOptions {
             cluster: false,
             extra_config: Vec::new(),
             start_timeout: Duration::from_secs(15),
+            tls: None,
         }
     }
 }
@@ -62,6 +87,7 @@ pub struct Server {
     // Cached connection for `cmd`.
     conn: Mutex<Option<Connection>>,
     lease: PortLease,
+    tls_lease: Option<PortLease>,
     dir: tempfile::TempDir,
 }
 
@@ -115,7 +141,20 @@ impl Server {
             .tempdir()
             .map_err(|e| StartError::Fatal(format!("cannot create temp dir: {e}")))?;
         let conf_path = dir.path().join("redis.conf");
-        fs::write(&conf_path, config_text(opts, port, dir.path()))
+        let tls_lease = opts.tls.as_ref().map(|_| PortLease::acquire());
+        let mut text = config_text(opts, port, dir.path());
+        if let (Some(tls), Some(l)) = (&opts.tls, &tls_lease) {
+            text.push_str(&tls_config_text(tls, l.port()));
+            if opts.cluster {
+                // With tls-cluster the bus port would follow the TLS port (+10000), outside
+                // this server's lease: keep it at the plain port's.
+                text.push_str(&format!(
+                    "tls-cluster yes\ntls-replication yes\ncluster-port {}\n",
+                    lease.bus_port()
+                ));
+            }
+        }
+        fs::write(&conf_path, text)
             .map_err(|e| StartError::Fatal(format!("cannot write {}: {e}", conf_path.display())))?;
         let child = spawn(bin, dir.path())?;
         lease.record_server(child.id(), dir.path());
@@ -129,6 +168,7 @@ impl Server {
             cluster: opts.cluster,
             conn: Mutex::new(None),
             lease,
+            tls_lease,
             dir,
         };
         server.wait_ready(opts.start_timeout)?;
@@ -188,6 +228,22 @@ impl Server {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port, when started with [`ServerOptions::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_lease.as_ref().map(PortLease::port)
+    }
+
+    /// `"127.0.0.1:<tls port>"`.
+    ///
+    /// # Panics
+    /// If the server was started without TLS.
+    pub fn tls_addr(&self) -> String {
+        let port = self
+            .tls_port()
+            .expect("server started without ServerOptions::tls");
+        format!("127.0.0.1:{port}")
     }
 
     /// The server's PID (the process we spawned).
@@ -489,6 +545,30 @@ fn config_text(opts: &ServerOptions, port: u16, dir: &Path) -> String {
     lines.extend(opts.extra_config.iter().cloned());
     let mut text = String::new();
     for (k, v) in lines {
+        let _ = writeln!(text, "{k} {v}");
+    }
+    text
+}
+
+/// The `tls-*` directives for a TLS port beside the plain one.
+fn tls_config_text(tls: &ServerTls, port: u16) -> String {
+    let c = &tls.certs;
+    let cert = if tls.expired {
+        c.expired_cert()
+    } else {
+        c.server_cert()
+    };
+    let mut text = String::new();
+    for (k, v) in [
+        ("tls-port", port.to_string()),
+        ("tls-cert-file", quote(&cert.display().to_string())),
+        ("tls-key-file", quote(&c.server_key().display().to_string())),
+        ("tls-ca-cert-file", quote(&c.ca().display().to_string())),
+        (
+            "tls-auth-clients",
+            if tls.auth_clients { "yes" } else { "no" }.into(),
+        ),
+    ] {
         let _ = writeln!(text, "{k} {v}");
     }
     text

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rsm_client::{info_field, ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_client::{info_field, ConnectOptions, Connection, Endpoint};
 use rsm_cluster::{
     display_ranges, parse_cluster_nodes, select_node, Node, ReplicaStatus, Role, SlotRange,
     Topology,
@@ -62,14 +62,15 @@ pub enum FollowError {
 /// The shard's identity in the source and the nodes known to answer about it.
 #[derive(Debug, Clone)]
 pub struct Follow {
-    credentials: Option<Credentials>,
+    /// The source side's options: every node learnt is dialled with its credentials and TLS.
+    base: ConnectOptions,
     slots: Vec<SlotRange>,
     role: Role,
     known: Vec<Endpoint>,
 }
 
-fn opts(credentials: &Option<Credentials>) -> ConnectOptions {
-    let mut o = ConnectOptions::new(Side::Source, credentials.clone());
+fn opts(base: &ConnectOptions) -> ConnectOptions {
+    let mut o = base.clone();
     o.connect_timeout = Duration::from_secs(2);
     o.io_timeout = Duration::from_secs(5);
     o
@@ -97,20 +98,20 @@ impl Follow {
     /// the node could not be asked; the caller tries again at the next reconnect.
     pub async fn learn(
         source: &Endpoint,
-        credentials: Option<Credentials>,
+        base: ConnectOptions,
         options: &FollowOptions,
     ) -> Result<Option<Follow>, rsm_client::ClientError> {
         if options.disabled {
             return Ok(None);
         }
-        let o = opts(&credentials);
+        let o = opts(&base);
         let mut conn = match Connection::connect(source, &o).await {
             Ok(conn) => conn,
             // The caller already knows the shard (the manager's plan): a dead
             // first node is exactly the case to follow.
             Err(_) if options.slots.is_some() && options.role.is_some() => {
                 let mut follow = Follow {
-                    credentials,
+                    base,
                     slots: options.slots.clone().unwrap_or_default(),
                     role: options.role.unwrap_or(Role::Master),
                     known: Vec::new(),
@@ -154,7 +155,7 @@ impl Follow {
                 .map(|n| node_endpoint(n, source)),
         );
         let mut follow = Follow {
-            credentials,
+            base,
             slots,
             role: options.role.unwrap_or(own_role),
             known: Vec::new(),
@@ -185,7 +186,7 @@ impl Follow {
     /// Where the shard's slots are served now, and which node of that shard
     /// to sync from. `current` is asked first.
     pub async fn locate(&mut self, current: &Endpoint) -> Result<Location, FollowError> {
-        let o = opts(&self.credentials);
+        let o = opts(&self.base);
         let mut candidates = vec![current.clone()];
         candidates.extend(self.known.iter().filter(|e| *e != current).cloned());
         let mut views = Vec::new();
@@ -261,7 +262,7 @@ impl Follow {
                 note,
             });
         }
-        let o = opts(&self.credentials);
+        let o = opts(&self.base);
         let (master_offset, statuses) = replication_view(shard, asked, &o).await;
         let selection = select_node(shard, Role::Slave, master_offset, &statuses);
         let role = if selection.node.is_master() {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rsm_client::{
-    info_field, ClientError, ConnectOptions, Connection, Credentials, Endpoint, ServerError, Side,
+    info_field, ClientError, ConnectOptions, Connection, Endpoint, ServerError, Side,
 };
 use rsm_resp::{decode, skip_newlines, Frame};
 
@@ -65,11 +65,11 @@ impl SourceInfo {
 /// Connect, authenticate and send the replica handshake up to PSYNC's reply.
 pub async fn handshake(
     endpoint: &Endpoint,
-    credentials: Option<Credentials>,
+    source: &ConnectOptions,
     listening_port: u16,
     resume: Option<&ResumePoint>,
 ) -> Result<(Connection, SourceInfo, SyncStart), ReplicaError> {
-    handshake_with(endpoint, credentials, listening_port, resume, || {}).await
+    handshake_with(endpoint, source, listening_port, resume, || {}).await
 }
 
 /// As [`handshake`], calling `psync_sent` once PSYNC is on its way: a diskless
@@ -77,12 +77,13 @@ pub async fn handshake(
 /// caller's status should say it is waiting for the source, not handshaking.
 pub async fn handshake_with(
     endpoint: &Endpoint,
-    credentials: Option<Credentials>,
+    source: &ConnectOptions,
     listening_port: u16,
     resume: Option<&ResumePoint>,
     psync_sent: impl FnOnce(),
 ) -> Result<(Connection, SourceInfo, SyncStart), ReplicaError> {
-    let mut opts = ConnectOptions::new(Side::Source, credentials);
+    // The source side's options (credentials, TLS), with a longer limit per reply.
+    let mut opts = source.clone();
     opts.io_timeout = Duration::from_secs(60);
     let mut conn = Connection::connect(endpoint, &opts).await?;
 

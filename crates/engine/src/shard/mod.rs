@@ -19,7 +19,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, ServerError, Side};
+use rsm_client::{
+    ConnectOptions, Connection, Credentials, Endpoint, ServerError, Side, TlsSettings,
+};
 use rsm_cluster::SlotRange;
 use tokio::sync::{watch, Semaphore};
 
@@ -47,6 +49,10 @@ pub struct ShardSpec {
     pub source_credentials: Option<Credentials>,
     pub target: Endpoint,
     pub target_credentials: Option<Credentials>,
+    /// TLS for the source side's connections (every node learnt too); plain when `None`.
+    pub source_tls: Option<Arc<TlsSettings>>,
+    /// TLS for the target side's connections.
+    pub target_tls: Option<Arc<TlsSettings>>,
     pub options: EngineOptions,
     /// Where the checkpoint and any spill file live.
     pub state_dir: PathBuf,
@@ -54,6 +60,20 @@ pub struct ShardSpec {
     pub listening_port: u16,
     /// Bytes the spool keeps in memory before it spills to a file in `state_dir`.
     pub spool_memory: usize,
+}
+
+impl ShardSpec {
+    /// The options every source connection of this shard starts from.
+    pub fn source_connect(&self) -> ConnectOptions {
+        ConnectOptions::new(Side::Source, self.source_credentials.clone())
+            .with_tls(self.source_tls.clone())
+    }
+
+    /// The options every target connection of this shard starts from.
+    pub fn target_connect(&self) -> ConnectOptions {
+        ConnectOptions::new(Side::Target, self.target_credentials.clone())
+            .with_tls(self.target_tls.clone())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +260,7 @@ async fn learn_follow(
     source: &Endpoint,
     options: &FollowOptions,
 ) -> Option<Option<Follow>> {
-    let f = Follow::learn(source, spec.source_credentials.clone(), options)
+    let f = Follow::learn(source, spec.source_connect(), options)
         .await
         .ok()?;
     if let Some(f) = &f {
@@ -339,7 +359,7 @@ impl<'a> Place<'a> {
 /// The source's own command table (`COMMAND`), over the built-in one; the
 /// built-in one alone if the source will not say (an ACL without +command).
 async fn command_table(spec: &ShardSpec, source: &Endpoint) -> CommandTable {
-    let opts = ConnectOptions::new(Side::Source, spec.source_credentials.clone());
+    let opts = spec.source_connect();
     let reply = match Connection::connect(source, &opts).await {
         Ok(mut conn) => conn.request(&["COMMAND"]).await.ok(),
         Err(_) => None,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsm_client::{ConnectOptions, Connection, Side};
+use rsm_client::{ConnectOptions, Connection};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -173,7 +173,7 @@ fn note_local_checkpoint(cx: &Context<'_>, resume: Option<&ResumePoint>) -> Resu
 async fn connect_writer(spec: &ShardSpec) -> Result<(Writer, ConnectOptions), ShardError> {
     let mut options = WriterOptions::new(
         spec.target.clone(),
-        ConnectOptions::new(Side::Target, spec.target_credentials.clone()),
+        spec.target_connect(),
         spec.options.clone(),
     );
     options.retry_forever = true;
@@ -205,7 +205,7 @@ async fn handshake_in_turn(
         let asks_full_sync = resume.is_none();
         let (conn, info, start) = handshake_with(
             cx.place.source,
-            spec.source_credentials.clone(),
+            &spec.source_connect(),
             spec.listening_port,
             resume.as_ref(),
             || {

@@ -275,7 +275,8 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
         let slots = conn.request_ok(&["CLUSTER", "SLOTS"]).await?;
         parse_cluster_slots(&slots, asked)
     } else {
-        parse_cluster_shards(&shards, asked)
+        // A TLS client must dial the nodes' TLS ports: CLUSTER SHARDS lists both.
+        parse_cluster_shards(&shards, asked, conn.options().tls.is_some())
     }
     .ok_or_else(|| {
         WriteError::Topology(format!(
@@ -338,8 +339,18 @@ fn endpoint_of(
     Some(Endpoint::new(host, port))
 }
 
-/// `CLUSTER SHARDS`: (first slot, last slot, master endpoint) triples.
-fn parse_cluster_shards(f: &Frame, asked: &Endpoint) -> Option<Vec<(u16, u16, Endpoint)>> {
+/// `CLUSTER SHARDS`: (first slot, last slot, master endpoint) triples. With `tls` the
+/// nodes' `tls-port` (their `port` when they have none), else their `port`.
+fn parse_cluster_shards(
+    f: &Frame,
+    asked: &Endpoint,
+    tls: bool,
+) -> Option<Vec<(u16, u16, Endpoint)>> {
+    let (first, second) = if tls {
+        ("tls-port", "port")
+    } else {
+        ("port", "tls-port")
+    };
     let mut out = Vec::new();
     for shard in f.as_array()? {
         let p = pairs(shard);
@@ -358,7 +369,10 @@ fn parse_cluster_shards(f: &Frame, asked: &Endpoint) -> Option<Vec<(u16, u16, En
                 endpoint_of(
                     field("endpoint").and_then(text),
                     field("ip").and_then(text),
-                    field("port").and_then(Frame::as_int).unwrap_or(0),
+                    field(first)
+                        .or_else(|| field(second))
+                        .and_then(Frame::as_int)
+                        .unwrap_or(0),
                     asked,
                 )
             })?
@@ -449,8 +463,32 @@ mod tests {
             bulk("nodes"),
             Frame::Array(vec![node(2, "replica"), node(3, "master")]),
         ])]);
-        let r = parse_cluster_shards(&reply, &asked).unwrap();
+        let r = parse_cluster_shards(&reply, &asked, false).unwrap();
         let ep = Endpoint::new("127.0.0.1", 3);
         assert_eq!(r, vec![(0, 9, ep.clone()), (20, 20, ep)]);
+    }
+
+    #[test]
+    fn a_tls_client_takes_the_tls_port_of_cluster_shards() {
+        let asked = Endpoint::new("h", 1);
+        let node = Frame::Array(vec![
+            bulk("port"),
+            Frame::Integer(7000),
+            bulk("tls-port"),
+            Frame::Integer(7100),
+            bulk("ip"),
+            bulk("127.0.0.1"),
+            bulk("role"),
+            bulk("master"),
+        ]);
+        let reply = Frame::Array(vec![Frame::Array(vec![
+            bulk("slots"),
+            Frame::Array(vec![Frame::Integer(0), Frame::Integer(16383)]),
+            bulk("nodes"),
+            Frame::Array(vec![node]),
+        ])]);
+        let port = |tls| parse_cluster_shards(&reply, &asked, tls).unwrap()[0].2.port;
+        assert_eq!(port(true), 7100);
+        assert_eq!(port(false), 7000);
     }
 }

@@ -35,6 +35,8 @@ pub fn start(
         source_credentials: None,
         target: target.parse::<Endpoint>().unwrap(),
         target_credentials: None,
+        source_tls: None,
+        target_tls: None,
         options,
         state_dir: state.to_path_buf(),
         listening_port: 0,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use rsm_client::{Credentials, Endpoint};
+use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_engine::replica::handshake::{handshake, read_rdb_framing, SyncStart};
 use rsm_engine::replica::link::{Link, LinkCounters};
 use rsm_engine::replica::spool::{Segment, Spool};
@@ -19,12 +19,15 @@ use tokio::sync::watch;
 pub struct DumpArgs {
     pub from: Endpoint,
     pub password: Option<Credentials>,
+    pub tls: Option<Arc<TlsSettings>>,
     pub output: PathBuf,
 }
 
 /// Returns the number of snapshot bytes written.
 pub async fn run(args: DumpArgs) -> Result<u64> {
-    let (mut conn, info, start) = handshake(&args.from, args.password.clone(), 0, None).await?;
+    let source =
+        ConnectOptions::new(Side::Source, args.password.clone()).with_tls(args.tls.clone());
+    let (mut conn, info, start) = handshake(&args.from, &source, 0, None).await?;
     let SyncStart::Full { replid, offset } = start else {
         bail!(
             "source {} offered a partial sync to a fresh replica",

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::BytesMut;
-use rsm_client::{ConnectOptions, Credentials, Endpoint, Side};
+use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_engine::loader::{load_from, open_input, LoadSummary, Loader, LoaderOptions};
 use rsm_engine::writer::{WriteSummary, Writer, WriterOptions};
 use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
@@ -32,6 +32,8 @@ pub struct RestoreArgs {
     pub target: Endpoint,
     /// `--auth`.
     pub auth: Option<Credentials>,
+    /// `--target-tls` and friends, or a `rediss://` target.
+    pub tls: Option<std::sync::Arc<TlsSettings>>,
     /// `--filterkey="p1|p2"` (empty = keep everything).
     pub filter: KeyPrefixes,
     /// `--targetdb`.
@@ -96,7 +98,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
         .with_context(|| format!("cannot open --input={}", args.input.display()))?;
     let mut opts = WriterOptions::new(
         args.target.clone(),
-        ConnectOptions::new(Side::Target, args.auth.clone()),
+        ConnectOptions::new(Side::Target, args.auth.clone()).with_tls(args.tls.clone()),
         engine,
     );
     opts.retry_timeout = args.retry_timeout;

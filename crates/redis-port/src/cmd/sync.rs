@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use rsm_client::{info_field, ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_client::{
+    info_field, ConnectOptions, Connection, Credentials, Endpoint, Side, TlsSettings,
+};
 use rsm_cluster::{parse_cluster_nodes, same_servers, Deployment, ServerIdentity};
 use rsm_engine::shard::{run_shard, ShardSpec};
 use rsm_engine::status::{http, now_ms, ShardStatus};
@@ -30,6 +32,9 @@ pub struct SyncArgs {
     pub target: Endpoint,
     pub password: Option<Credentials>,
     pub auth: Option<Credentials>,
+    /// Each side's TLS; plain TCP when `None`.
+    pub source_tls: Option<Arc<TlsSettings>>,
+    pub target_tls: Option<Arc<TlsSettings>>,
     pub options: EngineOptions,
     /// Checkpoints and spill files go beside this log file.
     pub logfile: PathBuf,
@@ -38,8 +43,12 @@ pub struct SyncArgs {
 
 pub async fn run(args: SyncArgs) -> Result<()> {
     let mut signals = StopSignals::install()?;
-    let source = identify(&args.from, &args.password, Side::Source).await?;
-    let target = identify(&args.target, &args.auth, Side::Target).await?;
+    let source_connect =
+        ConnectOptions::new(Side::Source, args.password.clone()).with_tls(args.source_tls.clone());
+    let target_connect =
+        ConnectOptions::new(Side::Target, args.auth.clone()).with_tls(args.target_tls.clone());
+    let source = identify(&args.from, &source_connect).await?;
+    let target = identify(&args.target, &target_connect).await?;
     if let Some(same) = same_servers(&source, &target) {
         return Err(super::UsageError(format!(
             "--from and --target are the same servers: {same}; a source synced into itself \
@@ -81,6 +90,8 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         source_credentials: args.password,
         target: args.target,
         target_credentials: args.auth,
+        source_tls: args.source_tls,
+        target_tls: args.target_tls,
         options: args.options,
         state_dir,
         listening_port: args.httpport.unwrap_or(0),
@@ -105,12 +116,8 @@ pub async fn run(args: SyncArgs) -> Result<()> {
 /// What a server says about itself (see `rsm_cluster::identity`): its `run_id`, and for a
 /// cluster node its id and the ids of every node of its cluster. A server that cannot be
 /// reached is an error naming the flag; a reply it refuses (a proxy) is just not known.
-async fn identify(
-    endpoint: &Endpoint,
-    credentials: &Option<Credentials>,
-    side: Side,
-) -> Result<Deployment> {
-    let mut o = ConnectOptions::new(side, credentials.clone());
+async fn identify(endpoint: &Endpoint, connect: &ConnectOptions) -> Result<Deployment> {
+    let mut o = connect.clone();
     o.io_timeout = Duration::from_secs(10);
     let mut conn = Connection::connect(endpoint, &o).await?;
     let server = conn.info("server").await.unwrap_or_default();

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side};
+use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side, TlsSettings};
 use rsm_engine::KeyPrefixes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -127,6 +127,9 @@ pub struct VerifyOptions {
     pub target: Endpoint,
     pub source_credentials: Option<Credentials>,
     pub target_credentials: Option<Credentials>,
+    /// Each side's TLS; plain TCP when `None`.
+    pub source_tls: Option<Arc<TlsSettings>>,
+    pub target_tls: Option<Arc<TlsSettings>>,
     pub filter: KeyPrefixes,
     pub target_db: Option<u32>,
     pub mode: Mode,
@@ -196,8 +199,12 @@ impl Shared {
     }
 }
 
-fn connect_options(side: Side, credentials: &Option<Credentials>) -> ConnectOptions {
-    let mut o = ConnectOptions::new(side, credentials.clone());
+fn connect_options(
+    side: Side,
+    credentials: &Option<Credentials>,
+    tls: &Option<Arc<TlsSettings>>,
+) -> ConnectOptions {
+    let mut o = ConnectOptions::new(side, credentials.clone()).with_tls(tls.clone());
     o.io_timeout = Duration::from_secs(60);
     o
 }
@@ -217,8 +224,8 @@ struct ScanJob {
 /// run it when every shard is ready for cutover).
 pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();
-    let src_opts = connect_options(Side::Source, &opts.source_credentials);
-    let dst_opts = connect_options(Side::Target, &opts.target_credentials);
+    let src_opts = connect_options(Side::Source, &opts.source_credentials, &opts.source_tls);
+    let dst_opts = connect_options(Side::Target, &opts.target_credentials, &opts.target_tls);
     let src = probe("source", &opts.from, &src_opts)
         .await
         .context("reading the source")?;
