@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::progress::{failed_key, parse_marker, slot_marker_key, Progress};
 use super::target::read_slot_map;
-use super::WriteError;
+use super::{show_key, WriteError};
 
 /// Every key the tool itself writes into the target starts with this.
 pub const MARKER_PREFIX: &[u8] = b"__rsm:";
@@ -628,7 +628,7 @@ async fn remove_matching(c: &mut Connection) -> Result<u64, WriteError> {
             .filter(|k| is_marker(k))
             .collect();
         if !keys.is_empty() {
-            removed += unlink(c, &keys).await?;
+            removed += unlink_each(c, &keys).await?;
         }
         match next
             .as_bytes()
@@ -644,6 +644,28 @@ fn bulk_list(f: &Frame) -> Vec<Bytes> {
     f.as_array()
         .map(|a| a.iter().filter_map(|k| k.as_bytes().cloned()).collect())
         .unwrap_or_default()
+}
+
+/// One `UNLINK` per key, pipelined: the progress keys of a node live in many slots, and a
+/// cluster refuses a multi-key command across slots.
+async fn unlink_each(c: &mut Connection, keys: &[Bytes]) -> Result<u64, WriteError> {
+    for k in keys {
+        c.send(&[b"UNLINK".as_slice(), k]);
+    }
+    c.flush().await?;
+    let mut removed = 0;
+    for k in keys {
+        let f = c.read_frame().await?;
+        if let Some(e) = f.as_error() {
+            return Err(WriteError::Topology(format!(
+                "target refused UNLINK {}: {}",
+                show_key(k),
+                rsm_resp::escape_controls(e)
+            )));
+        }
+        removed += f.as_int().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    }
+    Ok(removed)
 }
 
 async fn unlink(c: &mut Connection, keys: &[Bytes]) -> Result<u64, WriteError> {
