@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::start;
+use common::{start, Running};
 use rsm_engine::status::Phase;
 use rsm_engine::EngineOptions;
 use rsm_testkit::{redis, MixedLoad, Proxy, Server, ServerOptions, Snapshot};
@@ -78,15 +78,8 @@ async fn target_connections_reset_during_the_stream_apply_every_write_once() {
     let target = Server::start(ServerOptions::default());
     let proxy = Proxy::start(&target.addr());
     let state = tempfile::tempdir().unwrap();
-    let run = start(
-        &source.addr(),
-        &proxy.addr(),
-        state.path(),
-        EngineOptions::default(),
-        64 << 20,
-    );
-    run.wait_for("streaming", 60, |s| s.phase == Phase::Streaming)
-        .await;
+    let run = streaming_shard(&source.addr(), &proxy.addr(), state.path()).await;
+    assert!(run.status.snapshot().exactly_once, "the target takes MULTI");
     let load = MixedLoad::on_server(&source, 50);
     let mut cut = 0;
     let mut applied_before = 0;
@@ -103,18 +96,7 @@ async fn target_connections_reset_during_the_stream_apply_every_write_once() {
         cut >= 6,
         "the target connection was not cut each time ({cut})"
     );
-    let rounds = load.stop();
-    assert!(rounds > 300, "too little load: {rounds} rounds");
-    run.wait_caught_up(&source).await;
-    let snap = run.status.snapshot();
-    assert_eq!(
-        snap.full_syncs, 1,
-        "a second full sync: {:?}",
-        snap.last_error
-    );
-    assert_eq!(snap.commands_failed, 0);
-    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
-    run.stop().await.unwrap();
+    converged(run, load, &source, &target).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,15 +108,7 @@ async fn a_target_without_transactions_is_written_at_least_once_and_says_so() {
         ..Default::default()
     });
     let state = tempfile::tempdir().unwrap();
-    let run = start(
-        &source.addr(),
-        &target.addr(),
-        state.path(),
-        EngineOptions::default(),
-        64 << 20,
-    );
-    run.wait_for("streaming", 60, |s| s.phase == Phase::Streaming)
-        .await;
+    let run = streaming_shard(&source.addr(), &target.addr(), state.path()).await;
     assert!(!run.status.snapshot().exactly_once);
     let load = MixedLoad::on_server(&source, 20);
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -153,15 +127,7 @@ async fn replication_link_resets_under_a_non_idempotent_load_continue_and_apply_
     source.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
     let link = Proxy::start(&source.addr());
     let state = tempfile::tempdir().unwrap();
-    let run = start(
-        &link.addr(),
-        &target.addr(),
-        state.path(),
-        EngineOptions::default(),
-        64 << 20,
-    );
-    run.wait_for("streaming", 60, |s| s.phase == Phase::Streaming)
-        .await;
+    let run = streaming_shard(&link.addr(), &target.addr(), state.path()).await;
     let load = MixedLoad::on_server(&source, 50);
     let mut cut = 0;
     for i in 0..5 {
@@ -176,16 +142,30 @@ async fn replication_link_resets_under_a_non_idempotent_load_continue_and_apply_
         cut >= 5,
         "the replication link was not cut each time ({cut})"
     );
+    converged(run, load, &source, &target).await;
+}
+
+/// One shard from `source` into `target`, waited for until it streams.
+async fn streaming_shard(source: &str, target: &str, state: &std::path::Path) -> Running {
+    let run = start(source, target, state, EngineOptions::default(), 64 << 20);
+    run.wait_for("streaming", 60, |s| s.phase == Phase::Streaming)
+        .await;
+    run
+}
+
+/// Stop the load, wait until the target has the source's offset, then: no second full
+/// sync, nothing failed, and every key equal by the servers' own reads.
+async fn converged(run: Running, load: MixedLoad, source: &Server, target: &Server) {
     let rounds = load.stop();
     assert!(rounds > 300, "too little load: {rounds} rounds");
-    run.wait_caught_up(&source).await;
+    run.wait_caught_up(source).await;
     let snap = run.status.snapshot();
     assert_eq!(
         snap.full_syncs, 1,
-        "PSYNC did not continue: {:?}",
+        "a second full sync (PSYNC did not continue): {:?}",
         snap.last_error
     );
     assert_eq!(snap.commands_failed, 0);
-    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+    Snapshot::of(source).assert_same(&Snapshot::of(target), Duration::from_secs(5));
     run.stop().await.unwrap();
 }

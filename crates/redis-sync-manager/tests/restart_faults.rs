@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{sigterm, wait_ready, wait_status};
@@ -14,19 +14,7 @@ use rsm_testkit::{key_slot, redis, Cluster, ClusterOptions, PortLease, Snapshot}
 use serde_json::Value;
 
 fn start_manager(source: &Cluster, target: &Cluster, logs: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
-        .arg(format!("--from={}", source.seed_addr()))
-        .arg(format!("--target={}", target.seed_addr()))
-        .arg(format!(
-            "--logfile={}",
-            logs.join("redis-sync-manager.log").display()
-        ))
-        .arg(format!("--httpport={port}"))
-        .arg("--sync-parallel=2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    common::start_manager(&source.seed_addr(), &target.seed_addr(), logs, port, 2)
 }
 
 /// `n` keys of `size` random bytes, pipelined to the master of each key's slot.

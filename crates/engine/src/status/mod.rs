@@ -153,7 +153,8 @@ impl ShardStatus {
                 phase: Phase::Queued,
                 phase_since_ms: now_ms(),
                 replid: String::new(),
-                exactly_once: true,
+                // Claimed only once the target was seen to take transactions.
+                exactly_once: false,
                 last_error: None,
                 timeline: Timeline::default(),
                 full_sync_windows: Vec::new(),

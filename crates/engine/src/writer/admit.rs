@@ -580,8 +580,10 @@ impl Admitter {
                 }
             }
             Err(_) => {
-                let name = rsm_resp::escape_controls(&c.args[0]);
-                tracing::warn!(command = %name, key = %show_key(&c.args[at[0]]), "all-or-nothing command with keys in several slots of the target cluster: not written");
+                let arg = |i: usize| c.args.get(i).map_or(&b""[..], |a| &a[..]);
+                let name = rsm_resp::escape_controls(arg(0));
+                let key = at.first().map_or(&b""[..], |&i| arg(i));
+                tracing::warn!(command = %name, key = %show_key(key), "all-or-nothing command with keys in several slots of the target cluster: not written");
                 out.tally.failed_cross_slot += 1;
                 out.fail(format!(
                     "{name} with keys in several slots of the target cluster cannot be written"

@@ -174,8 +174,9 @@ pub(super) fn judge(body: &Body, last: &Frame, first_err: Option<Bytes>) -> Verd
                 .first()
                 .map_or_else(String::new, |n| rsm_resp::escape_controls(n));
             let key = cmd.get(1).cloned().unwrap_or_default();
-            let error = replies[i]
-                .as_error()
+            let error = replies
+                .get(i)
+                .and_then(Frame::as_error)
                 .map_or_else(String::new, |e| rsm_resp::escape_controls(e));
             return Verdict::PartlyFailed {
                 failed,

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -83,4 +83,22 @@ pub fn sigterm(child: &mut Child) -> String {
         "manager did not exit 0 after SIGTERM: {status}; {err}"
     );
     err
+}
+
+/// The manager from `from` into `target` (seed addresses), logging under `logs`, with its
+/// status on `port` and `--sync-parallel=N`; stderr kept for `wait_status`'s report.
+pub fn start_manager(from: &str, target: &str, logs: &Path, port: u16, parallel: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .arg(format!("--from={from}"))
+        .arg(format!("--target={target}"))
+        .arg(format!(
+            "--logfile={}",
+            logs.join("redis-sync-manager.log").display()
+        ))
+        .arg(format!("--httpport={port}"))
+        .arg(format!("--sync-parallel={parallel}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
