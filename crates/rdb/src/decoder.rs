@@ -655,13 +655,23 @@ impl Parser {
                 out.push(Event::Function { code });
             }
             RDB_OPCODE_FUNCTION_PRE_GA => {
-                c.skip_string()?; // name
-                c.skip_string()?; // engine
+                // 7.0-rc1/rc2 kept the library's name and engine beside its body; GA
+                // servers need them in the body's `#!` line, and build it exactly so when
+                // they load such a file (the description has no place there and is dropped).
+                let name = c.string_bytes()?;
+                let engine = c.string_bytes()?;
                 if c.length("FUNCTION has-description flag")? != 0 {
                     c.skip_string()?;
                 }
-                let code = c.string_bytes()?;
-                out.push(Event::Function { code });
+                let body = c.string_bytes()?;
+                let mut code = Vec::with_capacity(body.len() + name.len() + engine.len() + 10);
+                code.extend_from_slice(b"#!");
+                code.extend_from_slice(&engine);
+                code.extend_from_slice(b" name=");
+                code.extend_from_slice(&name);
+                code.push(b'\n');
+                code.extend_from_slice(&body);
+                out.push(Event::Function { code: code.into() });
             }
             RDB_OPCODE_EOF => {
                 self.top = if self.version.number() >= 5 {

@@ -272,8 +272,11 @@ fn modules_module_aux_and_pre_ga_functions() {
     assert!(ev
         .iter()
         .any(|e| matches!(e, Event::ModuleAux { module_id: m, when: 1, .. } if *m == module_id)));
+    // The 7.0-rc record keeps name and engine apart; GA servers want them in the body's
+    // `#!` line (as their own loader rebuilds it), else FUNCTION LOAD says "Missing
+    // library metadata".
     assert!(ev.contains(&Event::Function {
-        code: b("code here")
+        code: b("#!LUA name=lib\ncode here")
     }));
     let ks = keys(&ev);
     assert_eq!(

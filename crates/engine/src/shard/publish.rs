@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::replica::link::LinkCounters;
 use crate::replica::spool::Spool;
-use crate::status::ShardStatus;
+use crate::status::{ShardStatus, Translated};
 use crate::writer::Writer;
 
 /// How often the status (and so /status, /metrics and "ready") is refreshed:
@@ -85,6 +85,15 @@ impl Publisher {
             base.commands_already_applied + w.already_applied,
             Ordering::Relaxed,
         );
+        let mut translated = base.translated;
+        translated.add(&Translated {
+            rebuilt_with_commands: w.transcoded,
+            hash_fields_expired: w.expired_fields,
+            details_lost: w.lost,
+        });
+        if let Ok(mut t) = c.translated.lock() {
+            *t = translated;
+        }
         status.update_caught_up();
     }
 }
@@ -116,6 +125,7 @@ pub(super) struct WriterTotals {
     keys_failed: u64,
     commands_applied: u64,
     commands_already_applied: u64,
+    translated: Translated,
 }
 
 impl WriterTotals {
@@ -129,6 +139,7 @@ impl WriterTotals {
             keys_failed: g(&c.keys_failed),
             commands_applied: g(&c.commands_applied),
             commands_already_applied: g(&c.commands_already_applied),
+            translated: c.translated.lock().map(|t| *t).unwrap_or_default(),
         }
     }
 }

@@ -397,6 +397,18 @@ pub fn render_metrics(r: &StatusReport) -> String {
             |s| s.commands_already_applied,
         ),
         (
+            "rsm_rebuilt_with_commands_total",
+            "counter",
+            "Snapshot values of a type the target cannot RESTORE, written with commands.",
+            |s| s.translated.rebuilt_with_commands,
+        ),
+        (
+            "rsm_details_lost_total",
+            "counter",
+            "Details of values the target cannot hold (field TTLs, stream counters, consumer times, ...); per kind in /status.",
+            |s| s.translated.details_lost.total(),
+        ),
+        (
             "rsm_commands_failed_total",
             "counter",
             "Replicated commands the target refused.",

@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::writer::Losses;
+
 /// The named phases of a shard's sync, in the order they normally happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +51,8 @@ pub struct ShardCounters {
     /// applied (after a restart or a lost connection): each applied once.
     pub commands_already_applied: AtomicU64,
     pub commands_failed: AtomicU64,
+    /// Values the target could not take as they were; refreshed with the counters.
+    pub translated: Mutex<Translated>,
     /// Stream offset the source has sent us (its offset as far as we know).
     pub source_offset: AtomicU64,
     /// Stream offset applied to the target.
@@ -57,6 +61,25 @@ pub struct ShardCounters {
     pub spill_bytes: AtomicU64,
     pub full_syncs: AtomicU64,
     pub reconnects: AtomicU64,
+}
+
+/// Snapshot values the target could not take as they were, and what that cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Translated {
+    /// Values of a type the target cannot RESTORE, written with commands instead.
+    pub rebuilt_with_commands: u64,
+    /// Hash fields already expired when read: dropped, as the source would.
+    pub hash_fields_expired: u64,
+    /// What did not fit in the target, per kind (see [`Losses`]).
+    pub details_lost: Losses,
+}
+
+impl Translated {
+    pub fn add(&mut self, o: &Translated) {
+        self.rebuilt_with_commands += o.rebuilt_with_commands;
+        self.hash_fields_expired += o.hash_fields_expired;
+        self.details_lost.add(&o.details_lost);
+    }
 }
 
 /// When things happened, unix milliseconds (0 = not yet).
@@ -302,6 +325,7 @@ impl ShardStatus {
             commands_skipped: get(&c.commands_skipped),
             commands_already_applied: get(&c.commands_already_applied),
             commands_failed: get(&c.commands_failed),
+            translated: c.translated.lock().map(|t| *t).unwrap_or_default(),
             source_offset,
             applied_offset,
             lag_bytes: source_offset.saturating_sub(applied_offset),
@@ -352,6 +376,7 @@ pub struct ShardSnapshot {
     pub commands_skipped: u64,
     pub commands_already_applied: u64,
     pub commands_failed: u64,
+    pub translated: Translated,
     pub source_offset: u64,
     pub applied_offset: u64,
     pub lag_bytes: u64,

@@ -13,6 +13,7 @@ use rsm_rdb::constants::RDB_TYPE_MODULE_2;
 use rsm_rdb::{dump, Elements, RdbVersion};
 
 use super::commands::{element_commands, Capabilities, ValueState};
+use super::losses::Losses;
 use super::order::KEYLESS;
 use super::progress::{failed_key, idempotent, marker_value, slot_marker_key, Progress};
 use super::request::Body;
@@ -59,7 +60,9 @@ pub(super) struct Tally {
     pub failed_cross_slot: u64,
     pub failed_rejected: u64,
     pub transcoded: u64,
-    pub lost_details: u64,
+    pub lost: Losses,
+    /// Hash fields already expired when read: dropped.
+    pub expired_fields: u64,
     /// Stream commands the target's markers show as applied already: not sent again.
     pub already_applied: u64,
 }
@@ -277,7 +280,7 @@ impl Admitter {
         let rdb_type = payload.first().copied().unwrap_or(0);
         let trailer = trailer_of(&payload);
         if !self.can_restore(rdb_type, trailer) {
-            self.as_commands(db, slot, key, payload, expire, out);
+            self.as_commands(db, slot, key, payload, expire, now_ms(), out);
             return;
         }
         let payload = match trailer {
@@ -343,7 +346,7 @@ impl Admitter {
             db,
             slot,
             expire,
-            state: ValueState::default(),
+            state: ValueState::new(now_ms()),
             dropped: tdb.is_none(),
         });
     }
@@ -370,7 +373,13 @@ impl Admitter {
         if big.dropped || skipped.contains(&big.group) {
             return;
         }
-        out.tally.lost_details += std::mem::take(&mut big.state.lost_details);
+        let st = std::mem::take(&mut big.state);
+        note_losses(&big.key, &st, &mut out.tally);
+        if st.vanished() {
+            // Every field had expired: the key does not exist, as in the source.
+            out.tally.expired += 1;
+            return;
+        }
         out.counts_key = true;
         out.group = Some(big.group);
         if let Some(at) = big.expire {
@@ -414,11 +423,12 @@ impl Admitter {
             return;
         }
         for cmd in element_commands(&big.key, els, &mut big.state, self.caps) {
-            out.push(big.slot, big.db, Body::Cmd(cmd), Some(big.group));
+            out.push(big.slot, big.db, Body::rebuilding(cmd), Some(big.group));
         }
     }
 
     /// A payload this target cannot RESTORE: decode it and write commands instead.
+    #[allow(clippy::too_many_arguments)]
     fn as_commands(
         &mut self,
         db: DbIndex,
@@ -426,17 +436,23 @@ impl Admitter {
         key: Bytes,
         payload: Bytes,
         expire: Option<i64>,
+        now_ms: i64,
         out: &mut Admitted,
     ) {
         let group = self.new_group();
         out.group = Some(group);
-        let cmds = match self.rebuild(&key, &payload, expire, &mut out.tally) {
+        let cmds = match self.rebuild(&key, &payload, expire, now_ms, &mut out.tally) {
             Ok(cmds) => cmds,
             Err(why) => return out.fail(why),
         };
+        if cmds.is_empty() {
+            // Every field had expired (counted by `rebuild`).
+            out.counts_key = false;
+            return;
+        }
         self.open_value(group, db, slot, &key, out);
         for c in cmds {
-            out.push(slot, db, Body::Cmd(c), Some(group));
+            out.push(slot, db, Body::rebuilding(c), Some(group));
         }
     }
 
@@ -447,12 +463,14 @@ impl Admitter {
     }
 
     /// The commands that rebuild a payload's value (plus its expiry), or why it cannot be
-    /// (it cannot be decoded, or is a module value); counted in `tally` either way.
+    /// (it cannot be decoded, or is a module value); counted in `tally` either way. None
+    /// when nothing is left of it at `now_ms` (every hash field expired: counted expired).
     pub(super) fn rebuild(
         &self,
         key: &Bytes,
         payload: &Bytes,
         expire: Option<i64>,
+        now_ms: i64,
         tally: &mut Tally,
     ) -> Result<Vec<Vec<Bytes>>, String> {
         let (rdb_type, chunks) = match dump::decode_payload(payload) {
@@ -474,13 +492,17 @@ impl Admitter {
                 show_key(key)
             ));
         }
-        tally.transcoded += 1;
-        let mut st = ValueState::default();
+        let mut st = ValueState::new(now_ms);
         let mut cmds = Vec::new();
         for els in chunks {
             cmds.extend(element_commands(key, els, &mut st, self.caps));
         }
-        tally.lost_details += st.lost_details;
+        note_losses(key, &st, tally);
+        if st.vanished() {
+            tally.expired += 1;
+            return Ok(Vec::new());
+        }
+        tally.transcoded += 1;
         if let Some(at) = expire {
             cmds.push(vec![
                 b("PEXPIREAT"),
@@ -689,6 +711,16 @@ impl Admitter {
 }
 
 /// The RDB version of a DUMP payload's trailer.
+/// Count what a value rebuilt with commands lost, and name the key: the operator can
+/// look at exactly those keys.
+fn note_losses(key: &[u8], st: &ValueState, tally: &mut Tally) {
+    tally.expired_fields += st.expired_fields;
+    if !st.lost.is_empty() {
+        tracing::warn!(key = %show_key(key), lost = %st.lost, "the target cannot hold all of this value");
+        tally.lost.add(&st.lost);
+    }
+}
+
 fn trailer_of(payload: &[u8]) -> Option<u16> {
     let n = payload.len();
     (n >= 11).then(|| u16::from_le_bytes([payload[n - 10], payload[n - 9]]))

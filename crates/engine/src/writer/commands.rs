@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use rsm_rdb::{Elements, HashField, PendingEntry, StreamGroup, StreamId, StreamMeta};
 
+use super::losses::Losses;
+
 /// What the target understands, as far as rebuilding values goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -26,10 +28,30 @@ pub struct Capabilities {
 /// Per-key state carried from one chunk to the next.
 #[derive(Debug, Default)]
 pub struct ValueState {
+    /// Hash fields expiring at or before this are not written (Unix ms).
+    now_ms: i64,
     string_started: bool,
     stream_entries: u64,
-    /// Hash field TTLs the target could not take, or PEL entries without an owner.
-    pub lost_details: u64,
+    /// Hash fields written (0 when every field had expired: the key does not exist).
+    hash_fields: u64,
+    /// What the target could not be given (see [`Losses`]).
+    pub lost: Losses,
+    /// Hash fields already expired when read: dropped, as the source itself would.
+    pub expired_fields: u64,
+}
+
+impl ValueState {
+    pub fn new(now_ms: i64) -> ValueState {
+        ValueState {
+            now_ms,
+            ..ValueState::default()
+        }
+    }
+
+    /// A hash all of whose fields had expired: nothing was written.
+    pub fn vanished(&self) -> bool {
+        self.hash_fields == 0 && self.expired_fields > 0
+    }
 }
 
 fn b(s: &'static str) -> Bytes {
@@ -89,7 +111,7 @@ pub fn element_commands(
         }
         Elements::StreamMeta(meta) => stream_meta_commands(key, &meta, st, caps, &mut out),
         Elements::StreamGroup(g) => {
-            group_commands(key, &g, caps, &mut out);
+            group_commands(key, &g, st, caps, &mut out);
             pending_commands(key, &g.name, &g.pending, st, &mut out);
         }
         Elements::StreamPending { group, entries } => {
@@ -108,8 +130,9 @@ fn variadic(verb: &'static str, key: &Bytes, items: Vec<Bytes>) -> Vec<Bytes> {
     c
 }
 
-/// `HSET`, then one `HPEXPIREAT` per distinct field expiry time (or the TTLs counted as
-/// lost on a target without field TTLs).
+/// `HSET` of the fields still alive, then one `HPEXPIREAT` per distinct field expiry
+/// time (or the TTLs counted as lost on a target without field TTLs). An expired field
+/// would come back as a permanent one on such a target: it is dropped and counted.
 fn hash_commands(
     key: &Bytes,
     fields: Vec<HashField>,
@@ -122,15 +145,22 @@ fn hash_commands(
     let mut ttls: BTreeMap<i64, Vec<Bytes>> = BTreeMap::new();
     for f in fields {
         if let Some(at) = f.expire_at_ms {
+            if at <= st.now_ms {
+                st.expired_fields += 1;
+                continue;
+            }
             ttls.entry(at).or_default().push(f.field.clone());
         }
+        st.hash_fields += 1;
         c.push(f.field);
         c.push(f.value);
     }
-    out.push(c);
+    if c.len() > 2 {
+        out.push(c);
+    }
     for (at, fields) in ttls {
         if !caps.hash_field_ttl {
-            st.lost_details += fields.len() as u64;
+            st.lost.field_ttls += fields.len() as u64;
             continue;
         }
         let mut c = vec![
@@ -148,7 +178,7 @@ fn hash_commands(
 fn stream_meta_commands(
     key: &Bytes,
     meta: &StreamMeta,
-    st: &ValueState,
+    st: &mut ValueState,
     caps: Capabilities,
     out: &mut Vec<Vec<Bytes>>,
 ) {
@@ -186,12 +216,25 @@ fn stream_meta_commands(
         if let Some(id) = meta.max_deleted_id {
             c.extend([b("MAXDELETEDID"), num(id)]);
         }
+    } else {
+        // 0-0 is what a stream that never lost an entry says: nothing is lost there.
+        let deleted = meta
+            .max_deleted_id
+            .is_some_and(|id| id > StreamId::default());
+        st.lost.stream_counters += u64::from(meta.entries_added.is_some()) + u64::from(deleted);
     }
     out.push(c);
 }
 
-/// `XGROUP CREATE` with what the target can take, and its consumers.
-fn group_commands(key: &Bytes, g: &StreamGroup, caps: Capabilities, out: &mut Vec<Vec<Bytes>>) {
+/// `XGROUP CREATE` with what the target can take, and its consumers (whose times become
+/// now: no command sets them).
+fn group_commands(
+    key: &Bytes,
+    g: &StreamGroup,
+    st: &mut ValueState,
+    caps: Capabilities,
+    out: &mut Vec<Vec<Bytes>>,
+) {
     let mut c = vec![
         b("XGROUP"),
         b("CREATE"),
@@ -199,13 +242,17 @@ fn group_commands(key: &Bytes, g: &StreamGroup, caps: Capabilities, out: &mut Ve
         g.name.clone(),
         num(g.last_id),
     ];
-    if caps.stream_v2 {
-        if let Some(n) = g.entries_read {
-            c.extend([b("ENTRIESREAD"), num(n)]);
-        }
+    match g.entries_read {
+        Some(n) if caps.stream_v2 => c.extend([b("ENTRIESREAD"), num(n)]),
+        Some(_) => st.lost.stream_counters += 1,
+        None => {}
     }
     out.push(c);
-    if caps.create_consumer {
+    st.lost.consumer_times += g.consumers.len() as u64;
+    if !caps.create_consumer {
+        // XCLAIM creates the owners of pending entries; the others cannot be made.
+        st.lost.consumers += g.consumers.iter().filter(|c| c.pending_count == 0).count() as u64;
+    } else {
         for cons in &g.consumers {
             out.push(vec![
                 b("XGROUP"),
@@ -219,7 +266,8 @@ fn group_commands(key: &Bytes, g: &StreamGroup, caps: Capabilities, out: &mut Ve
 }
 
 /// One `XCLAIM … FORCE JUSTID` per pending entry: it recreates the PEL entry with its owner,
-/// delivery time and count, without touching the group's last-delivered id.
+/// delivery time and count, without touching the group's last-delivered id. It claims
+/// nothing when the entry's message was deleted; the writer counts that from its reply.
 fn pending_commands(
     key: &Bytes,
     group: &Bytes,
@@ -229,7 +277,7 @@ fn pending_commands(
 ) {
     for p in entries {
         if p.consumer.is_empty() {
-            st.lost_details += 1;
+            st.lost.pending_entries += 1;
             continue;
         }
         out.push(vec![
@@ -297,7 +345,7 @@ mod tests {
     #[test]
     fn strings_set_then_append() {
         let key = Bytes::from_static(b"k");
-        let mut st = ValueState::default();
+        let mut st = ValueState::new(0);
         let a = element_commands(&key, Elements::StringPart(b("ab")), &mut st, ALL);
         let c = element_commands(&key, Elements::StringPart(b("cd")), &mut st, ALL);
         assert_eq!(words(&a[0]), "SET k ab");
@@ -313,7 +361,7 @@ mod tests {
             expire_at_ms: at,
         };
         let els = Elements::HashFields(vec![f("a", Some(5)), f("b", None), f("c", Some(5))]);
-        let mut st = ValueState::default();
+        let mut st = ValueState::new(0);
         let cmds = element_commands(&key, els.clone(), &mut st, ALL);
         assert_eq!(words(&cmds[0]), "HSET h a v b v c v");
         assert_eq!(words(&cmds[1]), "HPEXPIREAT h 5 FIELDS 2 a c");
@@ -323,7 +371,109 @@ mod tests {
         };
         let cmds = element_commands(&key, els, &mut st, old);
         assert_eq!(cmds.len(), 1);
-        assert_eq!(st.lost_details, 2);
+        assert_eq!(st.lost.field_ttls, 2);
+    }
+
+    #[test]
+    fn expired_hash_fields_are_dropped_not_made_permanent() {
+        let key = Bytes::from_static(b"h");
+        let f = |n: &'static str, at| HashField {
+            field: b(n),
+            value: b("v"),
+            expire_at_ms: at,
+        };
+        let old = Capabilities {
+            hash_field_ttl: false,
+            ..ALL
+        };
+        let mut st = ValueState::new(100);
+        let els = Elements::HashFields(vec![f("gone", Some(100)), f("live", Some(101))]);
+        let cmds = element_commands(&key, els, &mut st, old);
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(words(&cmds[0]), "HSET h live v");
+        assert_eq!((st.expired_fields, st.lost.field_ttls), (1, 1));
+        assert!(!st.vanished());
+        let mut st = ValueState::new(100);
+        let cmds = element_commands(
+            &key,
+            Elements::HashFields(vec![f("gone", Some(5))]),
+            &mut st,
+            ALL,
+        );
+        assert!(cmds.is_empty());
+        assert!(st.vanished());
+    }
+
+    #[test]
+    fn stream_details_an_older_target_cannot_take_are_counted() {
+        use rsm_rdb::Consumer;
+        let key = Bytes::from_static(b"s");
+        let id = |ms| StreamId { ms, seq: 0 };
+        let meta = StreamMeta {
+            length: 1,
+            last_id: id(9),
+            first_id: Some(id(1)),
+            max_deleted_id: Some(id(4)),
+            entries_added: Some(3),
+        };
+        let consumer = |n: &'static str, pending_count| Consumer {
+            name: b(n),
+            seen_time_ms: 1,
+            active_time_ms: Some(2),
+            pending_count,
+        };
+        let group = StreamGroup {
+            name: b("g"),
+            last_id: id(9),
+            entries_read: Some(3),
+            pending_total: 1,
+            pending: vec![PendingEntry {
+                id: id(4),
+                delivery_time_ms: 7,
+                delivery_count: 2,
+                consumer: b("busy"),
+            }],
+            consumers: vec![consumer("busy", 1), consumer("idle", 0)],
+        };
+        let v62 = Capabilities {
+            hash_field_ttl: false,
+            stream_v2: false,
+            create_consumer: true,
+        };
+        let mut st = ValueState::new(0);
+        st.stream_entries = 1;
+        let mut cmds = element_commands(&key, Elements::StreamMeta(meta.clone()), &mut st, v62);
+        cmds.extend(element_commands(
+            &key,
+            Elements::StreamGroup(group.clone()),
+            &mut st,
+            v62,
+        ));
+        assert_eq!(words(&cmds[0]), "XSETID s 9-0");
+        assert_eq!(words(&cmds[1]), "XGROUP CREATE s g 9-0");
+        assert_eq!(
+            st.lost.stream_counters, 3,
+            "entries-added, max-deleted id, entries-read"
+        );
+        assert_eq!(st.lost.consumer_times, 2);
+        assert_eq!(st.lost.consumers, 0);
+        let v60 = Capabilities {
+            create_consumer: false,
+            ..v62
+        };
+        let mut st = ValueState::new(0);
+        element_commands(&key, Elements::StreamGroup(group.clone()), &mut st, v60);
+        assert_eq!(st.lost.consumers, 1, "the idle consumer cannot be created");
+        let mut st = ValueState::new(0);
+        st.stream_entries = 1;
+        let cmds = element_commands(&key, Elements::StreamMeta(meta), &mut st, ALL);
+        assert_eq!(
+            words(&cmds[0]),
+            "XSETID s 9-0 ENTRIESADDED 3 MAXDELETEDID 4-0"
+        );
+        let cmds = element_commands(&key, Elements::StreamGroup(group), &mut st, ALL);
+        assert_eq!(words(&cmds[0]), "XGROUP CREATE s g 9-0 ENTRIESREAD 3");
+        assert_eq!(st.lost.stream_counters, 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 mod admit;
 mod commands;
 mod dispatch;
+mod losses;
 mod node;
 mod order;
 mod pipeline;
@@ -44,6 +45,7 @@ use crate::entry::Entry;
 use crate::options::EngineOptions;
 
 pub use commands::{element_commands, Capabilities, ValueState};
+pub use losses::Losses;
 pub use target::{SlotMap, TargetInfo};
 
 /// How a [`Writer`] connects and how much it keeps in flight.
@@ -181,9 +183,14 @@ pub struct WriterStats {
     pub failed_db: AtomicU64,
     /// Values that could neither be restored nor rebuilt with commands (module types).
     pub failed_untranslatable: AtomicU64,
-    /// Details lost when rebuilding with commands: hash field TTLs on a target without
-    /// HPEXPIREAT, pending entries without an owner.
-    pub lost_details: AtomicU64,
+    /// Details of values the target could not hold, per kind (see [`Losses`]).
+    pub lost_field_ttls: AtomicU64,
+    pub lost_stream_counters: AtomicU64,
+    pub lost_consumer_times: AtomicU64,
+    pub lost_consumers: AtomicU64,
+    pub lost_pending_entries: AtomicU64,
+    /// Hash fields already expired when read: dropped.
+    pub expired_fields: AtomicU64,
     /// Values rebuilt with commands because the target cannot RESTORE their type.
     pub transcoded: AtomicU64,
     /// Stream commands not sent because the target's slot markers show them applied
@@ -212,7 +219,8 @@ pub struct WriteSummary {
     pub failed_retries: u64,
     pub failed_db: u64,
     pub failed_untranslatable: u64,
-    pub lost_details: u64,
+    pub lost: Losses,
+    pub expired_fields: u64,
     pub transcoded: u64,
     pub already_applied: u64,
     pub bytes: u64,
@@ -247,7 +255,14 @@ impl WriterStats {
             failed_retries: g(&self.failed_retries),
             failed_db: g(&self.failed_db),
             failed_untranslatable: g(&self.failed_untranslatable),
-            lost_details: g(&self.lost_details),
+            lost: Losses {
+                field_ttls: g(&self.lost_field_ttls),
+                stream_counters: g(&self.lost_stream_counters),
+                consumer_times: g(&self.lost_consumer_times),
+                consumers: g(&self.lost_consumers),
+                pending_entries: g(&self.lost_pending_entries),
+            },
+            expired_fields: g(&self.expired_fields),
             transcoded: g(&self.transcoded),
             already_applied: g(&self.already_applied),
             bytes: g(&self.bytes),
@@ -277,12 +292,15 @@ impl std::fmt::Display for WriteSummary {
             self.failed_db,
             self.failed_untranslatable
         )?;
-        if self.transcoded > 0 || self.lost_details > 0 {
-            write!(
-                f,
-                ", {} rebuilt with commands ({} details lost)",
-                self.transcoded, self.lost_details
-            )?;
+        if self.transcoded > 0 {
+            write!(f, ", {} rebuilt with commands", self.transcoded)?;
+        }
+        if self.expired_fields > 0 {
+            write!(f, ", {} expired hash fields dropped", self.expired_fields)?;
+        }
+        // Said whenever something was translated, so that "0 details lost" is a claim.
+        if self.transcoded > 0 || !self.lost.is_empty() {
+            write!(f, ", {} details lost ({})", self.lost.total(), self.lost)?;
         }
         if self.moved + self.ask + self.retries > 0 {
             write!(

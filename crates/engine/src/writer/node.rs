@@ -165,7 +165,9 @@ impl Node {
             self.inflight.push_back(Inflight::Asking);
         }
         match &req.body {
-            Body::Cmd(a) | Body::Restore { args: a, .. } => encode_command(a, &mut self.out),
+            Body::Cmd(a) | Body::Claim(a) | Body::Restore { args: a, .. } => {
+                encode_command(a, &mut self.out)
+            }
             Body::Gate { key } => encode_command(&[b("EXISTS"), key.clone()], &mut self.out),
             Body::Check { slot } => encode_command(
                 &[b("GET"), super::progress::slot_marker_key(*slot)],

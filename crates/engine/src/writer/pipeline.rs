@@ -348,7 +348,12 @@ impl Pipeline {
         add(&s.failed_cross_slot, t.failed_cross_slot);
         add(&s.failed_rejected, t.failed_rejected);
         add(&s.transcoded, t.transcoded);
-        add(&s.lost_details, t.lost_details);
+        add(&s.lost_field_ttls, t.lost.field_ttls);
+        add(&s.lost_stream_counters, t.lost.stream_counters);
+        add(&s.lost_consumer_times, t.lost.consumer_times);
+        add(&s.lost_consumers, t.lost.consumers);
+        add(&s.lost_pending_entries, t.lost.pending_entries);
+        add(&s.expired_fields, t.expired_fields);
         add(&s.already_applied, t.already_applied);
     }
 

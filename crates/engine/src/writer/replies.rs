@@ -67,9 +67,17 @@ impl Pipeline {
         match verdict {
             Verdict::Applied { exists } => {
                 stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
-                if let Body::Gate { key } = &req.body {
-                    let key = key.clone();
-                    self.gate_answered(&req, key, exists);
+                match &req.body {
+                    Body::Gate { key } => {
+                        let key = key.clone();
+                        self.gate_answered(&req, key, exists);
+                    }
+                    Body::Claim(args) if !exists => {
+                        stats.lost_pending_entries.fetch_add(1, Ordering::Relaxed);
+                        let key = args.get(1).map_or(&[][..], |k| &k[..]);
+                        tracing::warn!(key = %show_key(key), "a pending entry whose message was deleted cannot be recreated with commands");
+                    }
+                    _ => {}
                 }
                 self.complete(req.track, true);
             }
@@ -267,7 +275,10 @@ impl Pipeline {
             tracing::info!(rdb_type, target_rdb = %self.info.rdb_version, "target cannot RESTORE this type: rebuilding such values with commands");
         }
         let mut tally = Default::default();
-        let rebuilt = self.admitter.rebuild(key, payload, *expire, &mut tally);
+        let now = super::pipeline::now_ms();
+        let rebuilt = self
+            .admitter
+            .rebuild(key, payload, *expire, now, &mut tally);
         self.count(&tally);
         let mut cmds = match rebuilt {
             Ok(cmds) => cmds,
@@ -285,7 +296,8 @@ impl Pipeline {
         self.block_slot(req.slot, Instant::now(), false);
         for (i, c) in cmds.into_iter().enumerate() {
             let order = (req.order.0, req.order.1 + 1 + i as u32);
-            let piece = Req::new(order, req.track, req.slot, req.db, Body::Cmd(c), req.group);
+            let body = Body::rebuilding(c);
+            let piece = Req::new(order, req.track, req.slot, req.db, body, req.group);
             self.order.queue_blocked(piece);
         }
         // The RESTORE itself is replaced by the commands.

@@ -35,9 +35,24 @@ pub(super) enum Body {
     Multi(Vec<Vec<Bytes>>),
     /// `GET` of the slot's marker, before re-sending writes whose fate is unknown.
     Check { slot: usize },
+    /// `XCLAIM … FORCE JUSTID` recreating a pending entry: it claims nothing (an empty
+    /// reply) when the entry's message was deleted, and that loss is counted.
+    Claim(Vec<Bytes>),
 }
 
 impl Body {
+    /// A command that rebuilds part of a value.
+    pub(super) fn rebuilding(cmd: Vec<Bytes>) -> Body {
+        if cmd
+            .first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"XCLAIM"))
+        {
+            Body::Claim(cmd)
+        } else {
+            Body::Cmd(cmd)
+        }
+    }
+
     /// Replies the node sends for it.
     pub(super) fn replies(&self) -> usize {
         match self {
@@ -49,7 +64,9 @@ impl Body {
     /// Approximate bytes on the wire, for the per-node byte window.
     pub(super) fn size(&self) -> usize {
         match self {
-            Body::Cmd(a) | Body::Restore { args: a, .. } => a.iter().map(|x| x.len() + 16).sum(),
+            Body::Cmd(a) | Body::Claim(a) | Body::Restore { args: a, .. } => {
+                a.iter().map(|x| x.len() + 16).sum()
+            }
             Body::Gate { key } => key.len() + 32,
             Body::Multi(cs) => cs.iter().flatten().map(|x| x.len() + 16).sum(),
             Body::Check { .. } => 48,
@@ -60,7 +77,7 @@ impl Body {
     pub(super) fn describe(&self) -> (String, Bytes) {
         let name = |a: &[Bytes]| rsm_resp::escape_controls(a.first().map_or(&b""[..], |x| &x[..]));
         match self {
-            Body::Cmd(a) | Body::Restore { args: a, .. } => {
+            Body::Cmd(a) | Body::Claim(a) | Body::Restore { args: a, .. } => {
                 (name(a), a.get(1).cloned().unwrap_or_default())
             }
             Body::Gate { key } => ("EXISTS".into(), key.clone()),
@@ -187,7 +204,11 @@ pub(super) fn judge(body: &Body, last: &Frame, first_err: Option<Bytes>) -> Verd
         }
         (_, Some(e)) => e.clone(),
         (_, None) => {
-            let exists = matches!(body, Body::Gate { .. }) && last.as_int() == Some(1);
+            let exists = match body {
+                Body::Gate { .. } => last.as_int() == Some(1),
+                Body::Claim(_) => last.as_array().is_some_and(|a| !a.is_empty()),
+                _ => false,
+            };
             return Verdict::Applied { exists };
         }
     };
@@ -252,6 +273,22 @@ mod tests {
         );
         assert_eq!(
             judge(&gate, &Frame::Integer(0), None),
+            Verdict::Applied { exists: false }
+        );
+        let claim = Body::rebuilding(
+            "XCLAIM s g c 0 1-0 FORCE JUSTID"
+                .split(' ')
+                .map(|w| Bytes::from(w.to_string()))
+                .collect(),
+        );
+        assert!(matches!(claim, Body::Claim(_)));
+        let claimed = Frame::Array(vec![Frame::Bulk(Bytes::from_static(b"1-0"))]);
+        assert_eq!(
+            judge(&claim, &claimed, None),
+            Verdict::Applied { exists: true }
+        );
+        assert_eq!(
+            judge(&claim, &Frame::Array(vec![]), None),
             Verdict::Applied { exists: false }
         );
     }

@@ -295,6 +295,43 @@ mod tests {
         assert!(bin["value"]["base64"].is_string());
     }
 
+    /// The shape of redis-rdb-tools' `redis_40_with_module.rdb`: RDB 8, one ReJSON value,
+    /// checksum disabled (zero), and 40 bytes of text after the end, which redis-server
+    /// never reads. It once stopped `decode` with "trailing data at offset 248".
+    #[test]
+    fn module_value_with_text_after_the_end() {
+        let mut rdb = b"REDIS0008\xfa\x09redis-ver\x054.0.0\xfe\x00\xfb\x02\x00".to_vec();
+        rdb.extend_from_slice(b"\x00\x09simplekey\x07someval");
+        // type 7, key "foo", 64-bit module id, then tagged values up to opcode 0
+        let module_value: &[u8] = b"\x81\x45\xe2\x52\x38\xdf\x91\x2c\x00\
+            \x02\x20\x02\x02\x02\x40\x80\x05\x04name\x02\x02\x05\x02bb\
+            \x02\x40\x80\x05\x06counts\x02\x08\x02\x04\x00";
+        rdb.extend_from_slice(b"\x07\x03foo");
+        rdb.extend_from_slice(module_value);
+        rdb.push(0xff);
+        rdb.extend_from_slice(&[0; 8]);
+        rdb.extend_from_slice(b"6ce932509f837be39659508afae0e80443148d47");
+        let mut out = Vec::new();
+        decode_stream(&mut rdb.as_slice(), &mut out).unwrap();
+        let lines: Vec<Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let m = lines.iter().find(|l| l["key"] == "foo").unwrap();
+        assert_eq!(m["type"], "module");
+        assert_eq!(m["value"]["module"], "ReJSON-RL");
+        assert_eq!(m["value"]["module_id"], 0x45e2_5238_df91_2c00u64);
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(m["value"]["raw"]["base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(raw, module_value, "the module value is kept byte for byte");
+        assert_eq!(
+            lines.iter().find(|l| l["key"] == "simplekey").unwrap()["value"],
+            "someval"
+        );
+    }
+
     #[test]
     fn truncated_input_is_an_error_with_the_offset() {
         let rdb = fixture("7.4.1.rdb");
