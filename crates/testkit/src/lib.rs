@@ -33,6 +33,7 @@ mod ports;
 mod proxy;
 mod server;
 mod snapshot;
+mod stream_info;
 
 pub use bin::{
     redis_cli_bin, redis_server_bin, server_version, test_server_bin, test_server_labels, Flavor,
@@ -47,6 +48,7 @@ pub use ports::{PortLease, BUS_PORT_OFFSET, PORT_MAX, PORT_MIN};
 pub use proxy::Proxy;
 pub use server::{Server, ServerOptions, ServerTls};
 pub use snapshot::{GroupState, KeyState, KeyValue, Score, Snapshot, StreamEntry, StreamState};
+pub use stream_info::{ConsumerDetail, GroupDetail, PendingDetail, StreamDetail};
 
 /// Re-export so tests use the same `redis` version as the kit.
 pub use redis;

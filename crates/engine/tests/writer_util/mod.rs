@@ -36,11 +36,21 @@ pub async fn restore_with(
     rdb: &[u8],
     opts: WriterOptions,
 ) -> (Result<LoadSummary, LoadError>, WriteSummary) {
+    restore_chunked(rdb, opts, None).await
+}
+
+/// [`restore_with`], writing every value above `big_key_threshold` bytes in chunks of
+/// commands (as `--bigkeysize` does).
+pub async fn restore_chunked(
+    rdb: &[u8],
+    opts: WriterOptions,
+    big_key_threshold: Option<u64>,
+) -> (Result<LoadSummary, LoadError>, WriteSummary) {
     let conflict = opts.engine.conflict;
     let writer = Writer::connect(opts).await.expect("writer connects");
     let mut loader = Loader::new(
         LoaderOptions {
-            big_key_threshold: None,
+            big_key_threshold,
             conflict,
         },
         writer.clone(),
