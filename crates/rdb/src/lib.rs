@@ -37,6 +37,7 @@ pub mod crc;
 mod cursor;
 mod decoder;
 pub mod dump;
+pub mod encode;
 mod error;
 mod event;
 pub mod lzf;
