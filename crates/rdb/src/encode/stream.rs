@@ -44,7 +44,7 @@ impl Stream {
                 Elements::StreamMeta(m) if s.meta.is_none() => s.meta = Some(m.clone()),
                 Elements::StreamGroup(g) if s.meta.is_some() => s.groups.push(g.clone()),
                 Elements::StreamPending { group, entries } => match s.groups.last_mut() {
-                    Some(g) if &g.name == group => g.pending.extend(entries.iter().cloned()),
+                    Some(g) if g.name == group => g.pending.extend(entries.iter().cloned()),
                     _ => {
                         return Err(inconsistent(
                             "pending entries of a group that is not the last one",
