@@ -857,9 +857,28 @@ fn check_bytes(s: &Server) -> Vec<String> {
         fill_plain_stream(s, "st_plain");
         keys.push("st_plain".into());
     }
+    // Field-TTL hashes in the server's own type: Valkey writes HASH_2 at any size, Redis
+    // HASH_METADATA only for big ones (small ones are listpack type 25, which we do not
+    // write).
+    if has_field_ttls(s.version()) {
+        fill_ttl_hashes(s);
+        keys.push("ht_big".into());
+        if s.version().flavor == rsm_testkit::Flavor::Valkey {
+            keys.push("ht_small".into());
+        }
+    }
     let mut mismatched = Vec::new();
     for k in &keys {
         let d = dump_key(s, k);
+        if k.starts_with("ht_") {
+            let want = if v.is_valkey() { 22 } else { 24 };
+            assert_eq!(
+                d[0],
+                want,
+                "{}: {k} is not in the field-TTL type",
+                s.version()
+            );
+        }
         let enc = encode(v, &d, now_ms());
         if enc.payload.as_ref() != Some(&d) {
             let ours = enc.payload.clone().unwrap_or_default();
