@@ -199,3 +199,6 @@ fn stream_version(target: RdbVersion) -> Result<u8, EncodeError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;
