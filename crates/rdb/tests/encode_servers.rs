@@ -606,13 +606,54 @@ fn assert_stream_matches(src: &Server, dst: &Server, key: &str) {
             "{key}: {path} not compared ({sv} → {dv})"
         );
     }
-    assert_eq!(
-        a,
-        b,
-        "{key}: {} (source) and {} (target) disagree",
-        src.version(),
-        dst.version()
+    let mut diffs = Vec::new();
+    diff(&N::Map(a), &N::Map(b), key, &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "{sv} (source) and {dv} (target) disagree on {} values, first ones:\n{}",
+        diffs.len(),
+        diffs[..diffs.len().min(10)].join("\n")
     );
+}
+
+/// Each place where two replies differ, as `path: source ≠ target`.
+fn diff(a: &N, b: &N, path: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (N::Map(x), N::Map(y)) if x.len() == y.len() && x.keys().eq(y.keys()) => {
+            for (k, va) in x {
+                diff(va, &y[k], &format!("{path}/{k}"), out);
+            }
+        }
+        (N::Arr(x), N::Arr(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff(p, q, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(format!("{path}: {} ≠ {}", show(a), show(b))),
+    }
+}
+
+/// A short readable rendering of a reply.
+fn show(n: &N) -> String {
+    let s = match n {
+        N::Nil => "nil".into(),
+        N::Int(i) => i.to_string(),
+        N::Str(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        N::Arr(a) => format!("[{}]", a.iter().map(show).collect::<Vec<_>>().join(", ")),
+        N::Map(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", show(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    if s.len() > 200 {
+        format!("{}… ({} chars)", &s[..s.floor_char_boundary(200)], s.len())
+    } else {
+        s
+    }
 }
 
 /// True if `path` (names joined by `/`; arrays are searched in their first element that
