@@ -650,7 +650,11 @@ fn show(n: &N) -> String {
         ),
     };
     if s.len() > 200 {
-        format!("{}… ({} chars)", &s[..s.floor_char_boundary(200)], s.len())
+        format!(
+            "{}… ({} chars)",
+            s.chars().take(200).collect::<String>(),
+            s.len()
+        )
     } else {
         s
     }
