@@ -131,6 +131,10 @@ pub fn encode_for(
                 _ => None,
             }),
         )),
+        // ZSET_2 (binary scores) is RDB 8; nothing older is a supported target
+        "zset" if matches!(target, RdbVersion::Redis(v) if v < 8) => {
+            return Err(EncodeError::TargetTooOld { kind, target })
+        }
         "zset" => Some(plain::zset(&collect(chunks, |c| match c {
             Elements::ZSetMembers(v) => Some(v.as_slice()),
             _ => None,

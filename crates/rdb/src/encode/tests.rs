@@ -548,6 +548,11 @@ fn what_cannot_be_encoded_is_an_error() {
         encode_for(RdbVersion::Redis(9), 99, &[], 0),
         Err(EncodeError::UnknownType(99))
     ));
+    let zset = vec![Elements::ZSetMembers(vec![(b("a"), 1.0)])];
+    assert!(matches!(
+        encode_for(RdbVersion::Redis(7), RDB_TYPE_ZSET_LISTPACK, &zset, 0),
+        Err(EncodeError::TargetTooOld { kind: "zset", .. })
+    ));
     let set = vec![Elements::SetMembers(vec![b("a")])];
     assert!(matches!(
         encode_for(RdbVersion::Redis(9), RDB_TYPE_LIST, &set, 0),
