@@ -3,7 +3,9 @@
 //! Where it sits: the replica receives the master's snapshot as byte chunks and pushes them
 //! into a [`Decoder`]; the decoder turns them into [`Event`]s (aux fields, functions, and
 //! one `KeyStart … KeyEnd` group per key) that the engine maps to `RESTORE` (raw mode, via
-//! [`dump::build_payload`]) or to ordinary commands (elements mode). No I/O happens here.
+//! [`dump::build_payload`]) or to ordinary commands (elements mode). When the target cannot
+//! load a value's type, [`encode::encode_for`] re-encodes the decoded elements in a type it
+//! can, for one `RESTORE` that keeps what commands would lose. No I/O happens here.
 //!
 //! What it promises:
 //! - push-based: [`Decoder::feed`] takes whatever bytes arrived; "need more bytes" is not
@@ -37,6 +39,7 @@ pub mod crc;
 mod cursor;
 mod decoder;
 pub mod dump;
+pub mod encode;
 mod error;
 mod event;
 pub mod lzf;
