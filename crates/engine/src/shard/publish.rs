@@ -88,6 +88,7 @@ impl Publisher {
         let mut translated = base.translated;
         translated.add(&Translated {
             rebuilt_with_commands: w.transcoded,
+            reencoded: w.reencoded,
             hash_fields_expired: w.expired_fields,
             details_lost: w.lost,
         });

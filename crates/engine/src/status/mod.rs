@@ -68,6 +68,8 @@ pub struct ShardCounters {
 pub struct Translated {
     /// Values of a type the target cannot RESTORE, written with commands instead.
     pub rebuilt_with_commands: u64,
+    /// Values written again in a type the target can RESTORE (exact where it can hold them).
+    pub reencoded: u64,
     /// Hash fields already expired when read: dropped, as the source would.
     pub hash_fields_expired: u64,
     /// What did not fit in the target, per kind (see [`Losses`]).
@@ -77,6 +79,7 @@ pub struct Translated {
 impl Translated {
     pub fn add(&mut self, o: &Translated) {
         self.rebuilt_with_commands += o.rebuilt_with_commands;
+        self.reencoded += o.reencoded;
         self.hash_fields_expired += o.hash_fields_expired;
         self.details_lost.add(&o.details_lost);
     }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use rsm_rdb::constants::RDB_TYPE_MODULE_2;
-use rsm_rdb::{dump, Elements, RdbVersion};
+use rsm_rdb::{dump, encode, Elements, RdbVersion};
 
 use super::commands::{element_commands, Capabilities, ValueState};
 use super::losses::Losses;
@@ -60,6 +60,8 @@ pub(super) struct Tally {
     pub failed_cross_slot: u64,
     pub failed_rejected: u64,
     pub transcoded: u64,
+    /// Values written again in a type the target reads (one RESTORE each).
+    pub reencoded: u64,
     pub lost: Losses,
     /// Hash fields already expired when read: dropped.
     pub expired_fields: u64,
@@ -280,7 +282,12 @@ impl Admitter {
         let rdb_type = payload.first().copied().unwrap_or(0);
         let trailer = trailer_of(&payload);
         if !self.can_restore(rdb_type, trailer) {
-            self.as_commands(db, slot, key, payload, expire, now_ms(), out);
+            let now = now_ms();
+            match self.reencode(&key, &payload, now, &mut out.tally) {
+                Some(Some(p)) => out.push(slot, db, self.restore_body(key, p, expire, usage), None),
+                Some(None) => out.counts_key = false,
+                None => self.as_commands(db, slot, key, payload, expire, now, out),
+            }
             return;
         }
         let payload = match trailer {
@@ -300,6 +307,16 @@ impl Admitter {
             }
             _ => payload,
         };
+        out.push(slot, db, self.restore_body(key, payload, expire, usage), None);
+    }
+
+    fn restore_body(
+        &self,
+        key: Bytes,
+        payload: Bytes,
+        expire: Option<i64>,
+        usage: KeyUsage,
+    ) -> Body {
         let ttl = expire.map_or(b("0"), |at| Bytes::from(at.to_string()));
         let mut args = vec![b("RESTORE"), key.clone(), ttl, payload.clone(), b("ABSTTL")];
         if self.conflict == ConflictPolicy::Rewrite {
@@ -311,13 +328,59 @@ impl Admitter {
         } else if let Some(freq) = usage.freq {
             args.extend([b("FREQ"), Bytes::from(freq.to_string())]);
         }
-        let body = Body::Restore {
+        Body::Restore {
             args,
             key,
             payload,
             expire,
+        }
+    }
+
+    /// A payload of a type this target cannot RESTORE, written again in a type it reads:
+    /// one RESTORE that keeps what commands cannot set (a stream's pending entries and
+    /// consumer times). `None`: not possible (then commands); `Some(None)`: nothing is
+    /// left at `now_ms` (every hash field expired: counted expired).
+    fn reencode(
+        &self,
+        key: &Bytes,
+        payload: &Bytes,
+        now_ms: i64,
+        tally: &mut Tally,
+    ) -> Option<Option<Bytes>> {
+        let (rdb_type, chunks) = dump::decode_payload(payload).ok()?;
+        let encoded = match encode::encode_for(self.info.rdb_version, rdb_type, &chunks, now_ms) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(key = %show_key(key), error = %e, "cannot re-encode for the target: rebuilding with commands");
+                return None;
+            }
         };
-        out.push(slot, db, body, None);
+        // A type the target refused before goes as commands, not refused again.
+        if let Some(t) = encoded.payload.as_ref().and_then(|p| p.first()) {
+            if self.refused_types.contains(t) {
+                return None;
+            }
+        }
+        let l = &encoded.losses;
+        let mut st = ValueState::new(now_ms);
+        st.expired_fields = l.expired_fields;
+        st.lost = Losses {
+            field_ttls: l.field_ttls,
+            stream_counters: l.stream_counters,
+            consumer_times: l.consumer_active_times,
+            ..Losses::default()
+        };
+        note_losses(key, &st, tally);
+        match encoded.payload {
+            Some(p) => {
+                tally.reencoded += 1;
+                Some(Some(p))
+            }
+            None => {
+                tally.expired += 1;
+                Some(None)
+            }
+        }
     }
 
     fn new_group(&mut self) -> u64 {

@@ -193,6 +193,8 @@ pub struct WriterStats {
     pub expired_fields: AtomicU64,
     /// Values rebuilt with commands because the target cannot RESTORE their type.
     pub transcoded: AtomicU64,
+    /// Values written again in a type the target can RESTORE.
+    pub reencoded: AtomicU64,
     /// Stream commands not sent because the target's slot markers show them applied
     /// (after a restart, or a lost connection with writes in flight).
     pub already_applied: AtomicU64,
@@ -222,6 +224,7 @@ pub struct WriteSummary {
     pub lost: Losses,
     pub expired_fields: u64,
     pub transcoded: u64,
+    pub reencoded: u64,
     pub already_applied: u64,
     pub bytes: u64,
     pub moved: u64,
@@ -264,6 +267,7 @@ impl WriterStats {
             },
             expired_fields: g(&self.expired_fields),
             transcoded: g(&self.transcoded),
+            reencoded: g(&self.reencoded),
             already_applied: g(&self.already_applied),
             bytes: g(&self.bytes),
             moved: g(&self.moved),
@@ -292,6 +296,9 @@ impl std::fmt::Display for WriteSummary {
             self.failed_db,
             self.failed_untranslatable
         )?;
+        if self.reencoded > 0 {
+            write!(f, ", {} re-encoded for the target's RDB version", self.reencoded)?;
+        }
         if self.transcoded > 0 {
             write!(f, ", {} rebuilt with commands", self.transcoded)?;
         }
@@ -299,7 +306,7 @@ impl std::fmt::Display for WriteSummary {
             write!(f, ", {} expired hash fields dropped", self.expired_fields)?;
         }
         // Said whenever something was translated, so that "0 details lost" is a claim.
-        if self.transcoded > 0 || !self.lost.is_empty() {
+        if self.transcoded + self.reencoded > 0 || !self.lost.is_empty() {
             write!(f, ", {} details lost ({})", self.lost.total(), self.lost)?;
         }
         if self.moved + self.ask + self.retries > 0 {

@@ -348,6 +348,7 @@ impl Pipeline {
         add(&s.failed_cross_slot, t.failed_cross_slot);
         add(&s.failed_rejected, t.failed_rejected);
         add(&s.transcoded, t.transcoded);
+        add(&s.reencoded, t.reencoded);
         add(&s.lost_field_ttls, t.lost.field_ttls);
         add(&s.lost_stream_counters, t.lost.stream_counters);
         add(&s.lost_consumer_times, t.lost.consumer_times);
