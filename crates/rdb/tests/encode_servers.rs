@@ -847,6 +847,25 @@ fn check_ttl_hashes(src: &Server, dst: &Server, target: RdbVersion) {
                 dst.version()
             );
         }
+        if k == "ht_small" {
+            // once f1 and f2 expired, f3 (no TTL) is all that is left; a hash whose every
+            // field expired has no payload at all
+            let later = encode(target, &dump_key(src, k), now + 100_000);
+            assert_eq!(later.losses.expired_fields, 2);
+            cmd(
+                src,
+                &[
+                    "HPEXPIREAT",
+                    k,
+                    &(now + 120_000).to_string(),
+                    "FIELDS",
+                    "1",
+                    "f3",
+                ],
+            );
+            let gone = encode(target, &dump_key(src, k), now + 130_000);
+            assert_eq!((gone.payload, gone.losses.expired_fields), (None, 3));
+        }
     }
 }
 

@@ -94,37 +94,50 @@ pub fn encode_for(
     if source_type == RDB_TYPE_MODULE_2 || source_type == RDB_TYPE_MODULE_PRE_GA {
         return Err(EncodeError::Module(source_type));
     }
-    let kind = kind_of(source_type)?;
+    let kind = Kind::of_type(source_type)?;
     for c in chunks {
-        let found = chunk_kind(c);
-        if found == "module" {
-            return Err(EncodeError::Module(source_type));
-        }
-        if found != kind {
-            return Err(EncodeError::MixedChunks {
-                source_type,
-                expected: kind,
-                found,
-            });
+        match Kind::of_chunk(c) {
+            None => return Err(EncodeError::Module(source_type)),
+            Some(k) if k != kind => {
+                return Err(EncodeError::MixedChunks {
+                    source_type,
+                    expected: kind.name(),
+                    found: k.name(),
+                })
+            }
+            Some(_) => {}
         }
     }
     if chunks.is_empty() {
-        return Err(EncodeError::Empty(kind));
+        return Err(EncodeError::Empty(kind.name()));
     }
     let mut losses = Losses::default();
-    let value = match kind {
-        "string" => Some(plain::string(&collect(chunks, |c| match c {
+    let value = encode_value(kind, target, chunks, now_ms, &mut losses)?;
+    let payload = value.map(|(t, v)| build_payload(t, &v, target.dump_trailer()));
+    Ok(Encoded { payload, losses })
+}
+
+/// The type byte and serialization (no trailer); None if nothing remains.
+fn encode_value(
+    kind: Kind,
+    target: RdbVersion,
+    chunks: &[Elements],
+    now_ms: i64,
+    losses: &mut Losses,
+) -> Result<Option<(u8, Bytes)>, EncodeError> {
+    Ok(match kind {
+        Kind::String => Some(plain::string(&collect(chunks, |c| match c {
             Elements::StringPart(p) => Some(std::slice::from_ref(p)),
             _ => None,
         }))),
-        "list" => Some(plain::strings(
+        Kind::List => Some(plain::strings(
             RDB_TYPE_LIST,
             &collect(chunks, |c| match c {
                 Elements::ListItems(v) => Some(v.as_slice()),
                 _ => None,
             }),
         )),
-        "set" => Some(plain::strings(
+        Kind::Set => Some(plain::strings(
             RDB_TYPE_SET,
             &collect(chunks, |c| match c {
                 Elements::SetMembers(v) => Some(v.as_slice()),
@@ -132,52 +145,84 @@ pub fn encode_for(
             }),
         )),
         // ZSET_2 (binary scores) is RDB 8; nothing older is a supported target
-        "zset" if matches!(target, RdbVersion::Redis(v) if v < 8) => {
-            return Err(EncodeError::TargetTooOld { kind, target })
+        Kind::ZSet if matches!(target, RdbVersion::Redis(v) if v < 8) => {
+            return Err(EncodeError::TargetTooOld {
+                kind: kind.name(),
+                target,
+            })
         }
-        "zset" => Some(plain::zset(&collect(chunks, |c| match c {
+        Kind::ZSet => Some(plain::zset(&collect(chunks, |c| match c {
             Elements::ZSetMembers(v) => Some(v.as_slice()),
             _ => None,
         }))),
-        "hash" => {
+        Kind::Hash => {
             let fields = collect(chunks, |c| match c {
                 Elements::HashFields(v) => Some(v.as_slice()),
                 _ => None,
             });
-            hash::encode(target, &fields, now_ms, &mut losses)
+            hash::encode(target, &fields, now_ms, losses)
         }
-        _ => {
+        Kind::Stream => {
             let v = stream_version(target)?;
-            Some(stream::Stream::collect(chunks)?.encode(v, &mut losses)?)
+            Some(stream::Stream::collect(chunks)?.encode(v, losses)?)
         }
-    };
-    let payload = value.map(|(t, v)| build_payload(t, &v, target.dump_trailer()));
-    Ok(Encoded { payload, losses })
+    })
 }
 
-/// The value's kind from its type byte. Ids 22/23 are hashes in both flavors' files.
-fn kind_of(source_type: u8) -> Result<&'static str, EncodeError> {
-    match type_name(source_type, false) {
-        "unknown" => match type_name(source_type, true) {
-            "unknown" => Err(EncodeError::UnknownType(source_type)),
-            k => Ok(k),
-        },
-        k => Ok(k),
+/// The kinds of value this encoder writes (modules are not among them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    String,
+    List,
+    Set,
+    ZSet,
+    Hash,
+    Stream,
+}
+
+impl Kind {
+    /// From the value's type byte. Ids 22/23 are hashes in both flavors' files.
+    fn of_type(source_type: u8) -> Result<Kind, EncodeError> {
+        let name = match type_name(source_type, false) {
+            "unknown" => type_name(source_type, true),
+            n => n,
+        };
+        Ok(match name {
+            "string" => Kind::String,
+            "list" => Kind::List,
+            "set" => Kind::Set,
+            "zset" => Kind::ZSet,
+            "hash" => Kind::Hash,
+            "stream" => Kind::Stream,
+            _ => return Err(EncodeError::UnknownType(source_type)),
+        })
     }
-}
 
-fn chunk_kind(c: &Elements) -> &'static str {
-    match c {
-        Elements::StringPart(_) => "string",
-        Elements::ListItems(_) => "list",
-        Elements::SetMembers(_) => "set",
-        Elements::ZSetMembers(_) => "zset",
-        Elements::HashFields(_) => "hash",
-        Elements::StreamEntries(_)
-        | Elements::StreamMeta(_)
-        | Elements::StreamGroup(_)
-        | Elements::StreamPending { .. } => "stream",
-        Elements::Module { .. } => "module",
+    /// None for a module chunk.
+    fn of_chunk(c: &Elements) -> Option<Kind> {
+        Some(match c {
+            Elements::StringPart(_) => Kind::String,
+            Elements::ListItems(_) => Kind::List,
+            Elements::SetMembers(_) => Kind::Set,
+            Elements::ZSetMembers(_) => Kind::ZSet,
+            Elements::HashFields(_) => Kind::Hash,
+            Elements::StreamEntries(_)
+            | Elements::StreamMeta(_)
+            | Elements::StreamGroup(_)
+            | Elements::StreamPending { .. } => Kind::Stream,
+            Elements::Module { .. } => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::List => "list",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
+            Kind::Hash => "hash",
+            Kind::Stream => "stream",
+        }
     }
 }
 
