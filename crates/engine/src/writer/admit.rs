@@ -307,7 +307,12 @@ impl Admitter {
             }
             _ => payload,
         };
-        out.push(slot, db, self.restore_body(key, payload, expire, usage), None);
+        out.push(
+            slot,
+            db,
+            self.restore_body(key, payload, expire, usage),
+            None,
+        );
     }
 
     fn restore_body(

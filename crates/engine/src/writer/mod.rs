@@ -297,7 +297,11 @@ impl std::fmt::Display for WriteSummary {
             self.failed_untranslatable
         )?;
         if self.reencoded > 0 {
-            write!(f, ", {} re-encoded for the target's RDB version", self.reencoded)?;
+            write!(
+                f,
+                ", {} re-encoded for the target's RDB version",
+                self.reencoded
+            )?;
         }
         if self.transcoded > 0 {
             write!(f, ", {} rebuilt with commands", self.transcoded)?;

@@ -93,14 +93,12 @@ impl Stream {
             put_id_lens(&mut out, meta.max_deleted_id.unwrap_or_default());
             put_len(&mut out, meta.entries_added.unwrap_or(meta.length));
         } else {
-            losses.stream_counters += [
-                meta.first_id.is_some(),
-                meta.max_deleted_id.is_some(),
-                meta.entries_added.is_some(),
-            ]
-            .iter()
-            .filter(|&&b| b)
-            .count() as u64;
+            // The first id is the first live entry's, which the target still has, and a
+            // max-deleted id of 0-0 says nothing was deleted: neither is a loss.
+            let deleted = meta
+                .max_deleted_id
+                .is_some_and(|id| id > StreamId::default());
+            losses.stream_counters += u64::from(deleted) + u64::from(meta.entries_added.is_some());
         }
         // rax order: groups and consumers by name bytes, PELs by id.
         let mut groups: Vec<&StreamGroup> = self.groups.iter().collect();
