@@ -11,6 +11,7 @@
 //! Pairs come from `$RSM_TEST_SERVERS` (scripts/test.sh installs them); without it the
 //! default server runs into itself, and the test says so.
 
+mod common;
 mod writer_util;
 
 use std::path::PathBuf;
@@ -447,4 +448,78 @@ async fn big_streams_through_commands_keep_what_commands_can_set() {
         .map(|k| StreamDetail::of(&source, k).consumers())
         .sum();
     assert_eq!(w.lost.consumer_times, consumers as u64, "{w}");
+}
+
+/// A newer source's replicated writes into an older target: `SET … PXAT` (every expiry
+/// a 7.0+ source replicates) into a target before 6.2, hash field TTLs (`HSETEX`,
+/// `HPEXPIREAT`, `HPERSIST`) into a target without them. Each arrives in a form the
+/// target knows; the field TTLs it cannot hold are counted, nothing is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_writes_into_older_targets() {
+    for (src_bin, dst_bin, label) in pairs(&[
+        ("redis-8.2.3", "redis-6.0.9"),
+        ("valkey-9.1.2", "redis-7.2.4"),
+        ("redis-7.0.15", "redis-5.0.10"),
+    ]) {
+        let source = start(src_bin);
+        let target = start(dst_bin);
+        let (sv, tv) = (source.version(), target.version());
+        run(&source, &["SET", "before", "v", "EX", "1000"]);
+        let state = tempfile::tempdir().unwrap();
+        let shard = common::start(
+            &source.addr(),
+            &target.addr(),
+            state.path(),
+            EngineOptions::default(),
+            rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
+        );
+        shard.wait_caught_up(&source).await;
+        let mut ttl_fields = 0;
+        for i in 0..100 {
+            run(&source, &["SET", &format!("s:{i}"), "v", "EX", "1000"]);
+            run(
+                &source,
+                &["SET", &format!("p:{i}"), "v", "PX", "900000", "NX"],
+            );
+            run(&source, &["SET", &format!("n:{i}"), "v"]);
+            if has_field_ttls(sv) {
+                let h = format!("h:{i}");
+                run(
+                    &source,
+                    &[
+                        "HSETEX", &h, "EX", "1000", "FIELDS", "2", "a", "1", "b", "2",
+                    ],
+                );
+                run(&source, &["HSET", &h, "c", "3"]);
+                run(&source, &["HPEXPIRE", &h, "900000", "FIELDS", "1", "c"]);
+                run(&source, &["HPERSIST", &h, "FIELDS", "1", "a"]);
+                // b and c keep a TTL on the source.
+                ttl_fields += 2;
+            }
+        }
+        shard.wait_caught_up(&source).await;
+        let snap = shard.status.snapshot();
+        eprintln!("{label}: {:?}", snap.translated);
+        assert_eq!(snap.commands_failed, 0, "{label}: {:?}", snap.last_error);
+        Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
+        let ttl = |k: &str| match target.cmd(&[b"PTTL", k.as_bytes()]) {
+            rsm_testkit::redis::Value::Int(n) => n,
+            other => panic!("PTTL {other:?}"),
+        };
+        assert!(
+            ttl("s:7") > 900_000 && ttl("p:7") > 800_000,
+            "{label}: expiries arrived"
+        );
+        assert_eq!(ttl("n:7"), -1, "{label}");
+        // What the target cannot hold is counted once per field TTL the source set:
+        // HSETEX's two, HPEXPIRE's one (HPERSIST removes one, nothing to lose there).
+        let lost = snap.translated.details_lost;
+        if has_field_ttls(sv) && !has_field_ttls(tv) {
+            assert_eq!(lost.field_ttls, 300, "{label}: {lost:?}");
+            assert!(ttl_fields > 0);
+        } else {
+            assert_eq!(lost.field_ttls, 0, "{label}: {lost:?}");
+        }
+        shard.stop().await.unwrap();
+    }
 }

@@ -13,6 +13,7 @@ use rsm_rdb::constants::RDB_TYPE_MODULE_2;
 use rsm_rdb::{dump, encode, Elements, RdbVersion};
 
 use super::commands::{element_commands, Capabilities, ValueState};
+use super::downgrade::{self, Lacks};
 use super::losses::Losses;
 use super::order::KEYLESS;
 use super::progress::{failed_key, idempotent, marker_value, slot_marker_key, Progress};
@@ -128,6 +129,10 @@ struct Big {
 pub(super) struct Admitter {
     info: TargetInfo,
     caps: Capabilities,
+    lacks: Lacks,
+    /// Stream writes that lost something on this target, for a log that names some of
+    /// them without a line per write.
+    lossy_writes: std::cell::Cell<u64>,
     filter: KeyPrefixes,
     target_db: Option<DbIndex>,
     pub conflict: ConflictPolicy,
@@ -159,9 +164,15 @@ impl Admitter {
             stream_v2: info.redis_at_least(7, 0),
             create_consumer: info.redis_at_least(6, 2),
         };
+        let lacks = Lacks {
+            set_at: !info.redis_at_least(6, 2),
+            field_ttls: !info.hash_field_ttl(),
+        };
         Admitter {
             info,
             caps,
+            lacks,
+            lossy_writes: std::cell::Cell::new(0),
             filter,
             target_db,
             conflict,
@@ -656,10 +667,14 @@ impl Admitter {
             .map_or(0, |k| slot_of(k));
         let offset = c.offset.0;
         match slot {
-            Some(s) => return self.stream_write(usize::from(s), db, vec![c.args], offset, out),
+            Some(s) => {
+                let cmds = self.downgraded(c.args, out);
+                return self.stream_write(usize::from(s), db, cmds, offset, out);
+            }
             // One node: the slots only order the writes.
             None if !self.info.cluster => {
-                return self.stream_write(first, db, vec![c.args], offset, out)
+                let cmds = self.downgraded(c.args, out);
+                return self.stream_write(first, db, cmds, offset, out);
             }
             None => {}
         }
@@ -694,6 +709,27 @@ impl Admitter {
         });
     }
 
+    /// A replicated command in forms this target knows (see [`downgrade`]); what that
+    /// loses is counted, and a few of those writes named in the log.
+    fn downgraded(&self, args: Vec<Bytes>, out: &mut Admitted) -> Vec<Vec<Bytes>> {
+        if !self.lacks.anything() {
+            return vec![args];
+        }
+        let mut lost = Losses::default();
+        let name = args.first().cloned().unwrap_or_default();
+        let key = args.get(1).cloned().unwrap_or_default();
+        let cmds = downgrade::for_target(args, self.lacks, &mut lost);
+        if !lost.is_empty() {
+            let n = self.lossy_writes.get() + 1;
+            self.lossy_writes.set(n);
+            if n <= 3 || n.is_multiple_of(10_000) {
+                tracing::warn!(command = %rsm_resp::escape_controls(&name), key = %show_key(&key), lost = %lost, writes_so_far = n, "the target cannot hold all of this write (counted in /status)");
+            }
+            out.tally.lost.add(&lost);
+        }
+        cmds
+    }
+
     /// Stream commands for one slot, as one request: skipped when the slot's marker shows
     /// them applied, and with the marker in one transaction when one of them is not safe
     /// to apply twice.
@@ -705,6 +741,17 @@ impl Admitter {
         offset: u64,
         out: &mut Admitted,
     ) {
+        if cmds.is_empty() {
+            // Nothing the target can hold (counted by the caller).
+            return;
+        }
+        if cmds.len() > 1 && !self.info.transactions {
+            // No MULTI here: one by one, in order, in the slot's queue.
+            for c in cmds {
+                self.stream_write(slot, db, vec![c], offset, out);
+            }
+            return;
+        }
         let mut marked = false;
         if let Some(p) = self
             .progress
@@ -763,7 +810,10 @@ impl Admitter {
         }
         if let (true, Some(s), Some(db)) = (whole, slot, db.and_then(|d| self.target_db(d))) {
             let offset = resolved.last().map_or(0, |(c, _)| c.offset.0);
-            let cmds = resolved.into_iter().map(|(c, _)| c.args).collect();
+            let mut cmds = Vec::with_capacity(resolved.len());
+            for (c, _) in resolved {
+                cmds.extend(self.downgraded(c.args, out));
+            }
             return self.stream_write(usize::from(s), db, cmds, offset, out);
         }
         if n > 1 {
@@ -778,7 +828,6 @@ impl Admitter {
     }
 }
 
-/// The RDB version of a DUMP payload's trailer.
 /// Count what a value rebuilt with commands lost, and name the key: the operator can
 /// look at exactly those keys.
 fn note_losses(key: &[u8], st: &ValueState, tally: &mut Tally) {
@@ -789,6 +838,7 @@ fn note_losses(key: &[u8], st: &ValueState, tally: &mut Tally) {
     }
 }
 
+/// The RDB version of a DUMP payload's trailer.
 fn trailer_of(payload: &[u8]) -> Option<u16> {
     let n = payload.len();
     (n >= 11).then(|| u16::from_le_bytes([payload[n - 10], payload[n - 9]]))

@@ -21,6 +21,7 @@
 mod admit;
 mod commands;
 mod dispatch;
+mod downgrade;
 mod losses;
 mod node;
 mod order;
