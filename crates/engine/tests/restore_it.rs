@@ -188,3 +188,39 @@ async fn a_target_killed_mid_restore_is_a_clear_error_with_the_count_written() {
     assert!(w.keys_written > 0 && w.keys_written < N, "{w}");
     eprintln!("error: {text}; {w}");
 }
+
+/// A function library saved by Redis 7.0-rc1/rc2 (opcode 246: name, engine and body kept
+/// apart) loads into a GA server: the `#!` header is rebuilt as the servers' own loader
+/// does. It used to be sent without it ("ERR Missing library metadata").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_ga_function_library_loads_into_a_ga_server() {
+    let target = start(None);
+    if !target.version().redis_compatible_at_least(7, 0) {
+        eprintln!("the default server has no functions: nothing to check");
+        return;
+    }
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
+        assert!(s.len() < 1 << 14);
+        if s.len() < 64 {
+            out.push(s.len() as u8);
+        } else {
+            out.extend([0x40 | (s.len() >> 8) as u8, s.len() as u8]);
+        }
+        out.extend_from_slice(s);
+    }
+    let body = b"redis.register_function('rc_hello', function(keys, args) return 'hi' end)";
+    let mut rdb = b"REDIS0010".to_vec();
+    rdb.push(0xf6);
+    string(&mut rdb, b"rclib");
+    string(&mut rdb, b"LUA");
+    rdb.push(1); // has a description, which GA libraries no longer have
+    string(&mut rdb, b"an old library");
+    string(&mut rdb, body);
+    rdb.extend([0xfe, 0x00, 0x00, 0x01, b'k', 0x01, b'v']);
+    rdb.push(0xff);
+    rdb.extend([0u8; 8]); // checksum disabled
+    let w = restore(&rdb, &target.addr(), EngineOptions::default()).await;
+    assert_eq!(w.failed(), 0, "{w}");
+    let reply = target.cmd(&[b"FCALL", b"rc_hello", b"0"]);
+    assert_eq!(reply, Value::BulkString(b"hi".to_vec()));
+}
