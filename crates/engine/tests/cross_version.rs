@@ -19,32 +19,10 @@ use std::time::Duration;
 
 use rsm_engine::writer::WriteSummary;
 use rsm_engine::EngineOptions;
-use rsm_testkit::{
-    fill_mixed, FillOptions, Flavor, Server, ServerOptions, ServerVersion, Snapshot, StreamDetail,
-};
+use rsm_testkit::{fill_mixed, FillOptions, Flavor, Server, ServerVersion, Snapshot, StreamDetail};
 use writer_util::*;
 
 const STREAMS: [&str; 2] = ["st:pel", "st:empty"];
-
-fn matrix_bin(label: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("RSM_TEST_SERVERS").filter(|v| !v.is_empty())?);
-    for p in [dir.join(label), dir.join("bin").join(label)] {
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    panic!(
-        "RSM_TEST_SERVERS={} has no `{label}`: run shared/tools/install-test-servers.sh",
-        dir.display()
-    );
-}
-
-fn start(bin: Option<PathBuf>) -> Server {
-    Server::start(ServerOptions {
-        bin,
-        ..Default::default()
-    })
-}
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(Option<PathBuf>, Option<PathBuf>, String)> {
     if std::env::var_os("RSM_TEST_SERVERS").is_some_and(|v| !v.is_empty()) {

@@ -18,26 +18,6 @@ use rsm_testkit::redis::Value;
 use rsm_testkit::{fill_mixed, FillOptions, Server, ServerOptions, Snapshot};
 use writer_util::*;
 
-fn matrix_bin(label: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("RSM_TEST_SERVERS").filter(|v| !v.is_empty())?);
-    for p in [dir.join(label), dir.join("bin").join(label)] {
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    panic!(
-        "RSM_TEST_SERVERS={} has no `{label}`: run shared/tools/install-test-servers.sh",
-        dir.display()
-    );
-}
-
-fn start(bin: Option<PathBuf>) -> Server {
-    Server::start(ServerOptions {
-        bin,
-        ..Default::default()
-    })
-}
-
 /// A source with every type plus, where the server has them, hash fields with TTLs.
 fn fill_source(source: &Server) -> usize {
     fill_mixed(

@@ -327,7 +327,7 @@ fn q(conn: &mut Connection, args: &[&[u8]]) -> Value {
     })
 }
 
-fn array(v: Value) -> Vec<Value> {
+pub(crate) fn array(v: Value) -> Vec<Value> {
     match v {
         Value::Array(a) | Value::Set(a) => a,
         Value::Nil => Vec::new(),
@@ -335,7 +335,7 @@ fn array(v: Value) -> Vec<Value> {
     }
 }
 
-fn bytes(v: Value) -> Vec<u8> {
+pub(crate) fn bytes(v: Value) -> Vec<u8> {
     match v {
         Value::BulkString(b) => b,
         Value::SimpleString(s) => s.into_bytes(),
@@ -347,11 +347,11 @@ fn bytes(v: Value) -> Vec<u8> {
     }
 }
 
-fn text(v: Value) -> String {
+pub(crate) fn text(v: Value) -> String {
     String::from_utf8_lossy(&bytes(v)).into_owned()
 }
 
-fn int(v: Value) -> i64 {
+pub(crate) fn int(v: Value) -> i64 {
     match v {
         Value::Int(i) => i,
         other => {
@@ -363,7 +363,7 @@ fn int(v: Value) -> i64 {
 }
 
 /// A flat `[name, value, name, value, ...]` reply (XINFO) as a map.
-fn pairs(v: Value) -> BTreeMap<String, Value> {
+pub(crate) fn pairs(v: Value) -> BTreeMap<String, Value> {
     let mut m = BTreeMap::new();
     match v {
         Value::Map(kv) => {

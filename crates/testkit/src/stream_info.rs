@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use redis::Value;
 
+use crate::snapshot::{array, bytes, int, pairs, text};
 use crate::Server;
 
 /// One entry of a group's pending entries list.
@@ -213,55 +214,4 @@ fn pending_counts(server: &Server, key: &[u8], group: &[u8]) -> BTreeMap<String,
             (id, count)
         })
         .collect()
-}
-
-fn array(v: Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) | Value::Set(a) => a,
-        Value::Nil => Vec::new(),
-        other => panic!("stream info: expected an array, got {other:?}"),
-    }
-}
-
-fn bytes(v: Value) -> Vec<u8> {
-    match v {
-        Value::BulkString(b) => b,
-        Value::SimpleString(s) => s.into_bytes(),
-        Value::Int(i) => i.to_string().into_bytes(),
-        Value::VerbatimString { text, .. } => text.into_bytes(),
-        other => panic!("stream info: expected a string, got {other:?}"),
-    }
-}
-
-fn text(v: Value) -> String {
-    String::from_utf8_lossy(&bytes(v)).into_owned()
-}
-
-fn int(v: Value) -> i64 {
-    match v {
-        Value::Int(i) => i,
-        other => {
-            let t = text(other);
-            t.parse()
-                .unwrap_or_else(|_| panic!("stream info: expected an integer, got {t:?}"))
-        }
-    }
-}
-
-fn pairs(v: Value) -> BTreeMap<String, Value> {
-    let mut m = BTreeMap::new();
-    match v {
-        Value::Map(kv) => {
-            for (k, v) in kv {
-                m.insert(text(k), v);
-            }
-        }
-        v => {
-            let mut it = array(v).into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                m.insert(text(k), v);
-            }
-        }
-    }
-    m
 }

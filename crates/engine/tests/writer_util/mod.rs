@@ -9,7 +9,7 @@ use rsm_client::{ConnectOptions, Endpoint, Side};
 use rsm_engine::loader::{LoadError, LoadSummary, Loader, LoaderOptions};
 use rsm_engine::writer::{WriteSummary, Writer, WriterOptions};
 use rsm_engine::EngineOptions;
-use rsm_testkit::Server;
+use rsm_testkit::{Server, ServerOptions};
 
 /// `SAVE` on a real server and the bytes of the RDB it wrote.
 pub fn rdb_of(server: &Server) -> Vec<u8> {
@@ -84,4 +84,27 @@ pub fn peak_rss() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// A version-matrix binary from `$RSM_TEST_SERVERS` (the directory holding `redis-6.2.14`,
+/// …, or its parent); `None` when unset (the default server).
+pub fn matrix_bin(label: &str) -> Option<std::path::PathBuf> {
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("RSM_TEST_SERVERS").filter(|v| !v.is_empty())?);
+    for p in [dir.join(label), dir.join("bin").join(label)] {
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    panic!(
+        "RSM_TEST_SERVERS={} has no `{label}`: run shared/tools/install-test-servers.sh",
+        dir.display()
+    );
+}
+
+pub fn start(bin: Option<std::path::PathBuf>) -> Server {
+    Server::start(ServerOptions {
+        bin,
+        ..Default::default()
+    })
 }
