@@ -2,6 +2,7 @@
 //! `redis-port` and `redis-sync-manager` mean to the data path.
 
 use crate::filter::KeyPrefixes;
+use crate::throttle::Limits;
 
 /// What to do when a key from the source already exists in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,6 +25,8 @@ pub struct EngineOptions {
     pub conflict: ConflictPolicy,
     /// `--bigkeysize`: values larger than this are written as chunks of commands.
     pub big_key_size: Option<u64>,
+    /// `--max-bandwidth` / `--max-ops`, shared by every engine of the process.
+    pub limits: Limits,
 }
 
 /// Where a secret may come from: `--password=PW`, `--password-file=FILE` (see
@@ -92,6 +95,37 @@ pub fn parse_db(s: &str) -> Result<u32, String> {
         .map_err(|_| "expected a database number, 0 or more".to_string())
 }
 
+/// `--max-bandwidth=MB/s`: megabytes (10^6 bytes, as network rates are counted) per
+/// second, decimals allowed; returns bytes per second.
+pub fn parse_bandwidth(s: &str) -> Result<u64, String> {
+    let expected = || {
+        "expected megabytes per second (10^6 bytes), e.g. 50 or 12.5 (a number above 0)".to_string()
+    };
+    let mb: f64 = s
+        .trim()
+        .trim_end_matches("MB/s")
+        .trim_end_matches("mb/s")
+        .parse()
+        .map_err(|_| expected())?;
+    if !mb.is_finite() || mb <= 0.0 {
+        return Err(expected());
+    }
+    let bytes = (mb * 1e6).round();
+    if bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(expected());
+    }
+    Ok(bytes as u64)
+}
+
+/// `--max-ops=N`: commands per second, at least 1.
+pub fn parse_ops(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "expected commands per second, a whole number above 0".to_string())
+}
+
 /// Sizes as redis.conf writes them: `k`/`m`/`g` are powers of 1000, `kb`/`mb`/`gb` powers of 1024.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let expected =
@@ -122,6 +156,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_are_parsed_in_their_units() {
+        assert_eq!(parse_bandwidth("50"), Ok(50_000_000));
+        assert_eq!(parse_bandwidth("12.5"), Ok(12_500_000));
+        assert_eq!(parse_bandwidth("0.5MB/s"), Ok(500_000));
+        for bad in ["0", "-1", "fast", "", "inf", "NaN"] {
+            assert!(parse_bandwidth(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_ops("20000"), Ok(20_000));
+        for bad in ["0", "-5", "1.5", "lots"] {
+            assert!(parse_ops(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

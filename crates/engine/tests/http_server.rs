@@ -24,6 +24,7 @@ fn shared() -> Shared {
         target: "127.0.0.1:7100".into(),
         started_ms: now_ms(),
         verify: Default::default(),
+        limits: Default::default(),
     };
     // So that /verify has something to serve (200, not 404).
     shared.verify.set(true, 0, "{\"equal\":true}".into());

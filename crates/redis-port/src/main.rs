@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use rsm_client::{Credentials, Side};
 use rsm_engine::tls_flags::{Address, SideTls, TlsArgs};
-use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
+use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes, Limits};
 
 mod cmd;
 mod log;
@@ -48,6 +48,10 @@ enum Command {
         password_file: Option<PathBuf>,
         #[command(flatten)]
         write: WriteFlags,
+        /// Read the snapshot from the source at most this fast: megabytes (10^6 bytes) per
+        /// second, e.g. 50 or 12.5. Off by default.
+        #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
+        max_bandwidth: Option<u64>,
         /// Log file (INFO and above; warnings also on stderr); the checkpoint and any spill
         /// file go in a `state` folder beside it.
         #[arg(long, default_value = "logs/redis-port.log")]
@@ -95,6 +99,9 @@ enum Command {
         /// The RDB file to write.
         #[arg(long, short = 'o')]
         output: PathBuf,
+        /// Read the snapshot at most this fast: megabytes (10^6 bytes) per second.
+        #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
+        max_bandwidth: Option<u64>,
     },
     /// Decode an RDB file into JSON lines (one object per key, plus aux fields and functions).
     Decode {
@@ -132,6 +139,9 @@ struct WriteFlags {
     /// Values larger than SIZE are written in chunks of commands (512kb, 64mb, 1gb).
     #[arg(long, value_parser = rsm_engine::options::parse_size)]
     bigkeysize: Option<u64>,
+    /// Send at most N commands per second to the target. Off by default.
+    #[arg(long, value_name = "N", value_parser = rsm_engine::options::parse_ops)]
+    max_ops: Option<u64>,
 }
 
 impl WriteFlags {
@@ -156,6 +166,7 @@ impl WriteFlags {
                 ConflictPolicy::Fail
             },
             big_key_size: self.bigkeysize,
+            limits: Limits::new(None, self.max_ops),
         }
     }
 }
@@ -238,6 +249,7 @@ fn main() -> ExitCode {
             password,
             password_file,
             output,
+            max_bandwidth,
         } => runtime().and_then(|rt| {
             let password = credentials(
                 rsm_engine::options::SOURCE_PASSWORD,
@@ -250,6 +262,7 @@ fn main() -> ExitCode {
                 password,
                 tls: tls.settings,
                 output: output.clone(),
+                max_bandwidth,
             }))
             .map(|n| eprintln!("dump: wrote {n} bytes to {}", output.display()))
         }),
@@ -273,6 +286,7 @@ fn main() -> ExitCode {
                 target_db: options.target_db,
                 conflict: options.conflict,
                 big_key_size: options.big_key_size,
+                limits: options.limits,
                 // Redrawn in place with `\r`: only a terminal shows that as one line.
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 retry_timeout: std::time::Duration::from_secs(retry_timeout),
@@ -286,6 +300,7 @@ fn main() -> ExitCode {
             password,
             password_file,
             write,
+            max_bandwidth,
             logfile,
             httpport,
         } => log::to_file(&logfile)
@@ -305,7 +320,10 @@ fn main() -> ExitCode {
                     auth,
                     source_tls: source_tls.settings,
                     target_tls: target_tls.settings,
-                    options: write.options(),
+                    options: EngineOptions {
+                        limits: Limits::new(max_bandwidth, write.max_ops),
+                        ..write.options()
+                    },
                     logfile,
                     httpport,
                 }))

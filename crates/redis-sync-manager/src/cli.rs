@@ -275,6 +275,16 @@ pub struct SyncArgs {
     #[arg(long, value_name = "SIZE", value_parser = rsm_engine::options::parse_size)]
     pub bigkeysize: Option<u64>,
 
+    /// Read the snapshots from the source at most this fast, summed over every shard:
+    /// megabytes (10^6 bytes) per second, e.g. 50 or 12.5. Off by default.
+    #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
+    pub max_bandwidth: Option<u64>,
+
+    /// Send at most this many commands per second to the target, summed over every
+    /// shard (snapshot and stream). Off by default.
+    #[arg(long, value_name = "N", value_parser = rsm_engine::options::parse_ops)]
+    pub max_ops: Option<u64>,
+
     /// Log file of the manager; each shard logs beside it with its serial number
     /// added to the name (logs/redis-sync-manager.0.log, …).
     #[arg(
@@ -356,6 +366,7 @@ impl SyncArgs {
             target_db: self.targetdb,
             conflict,
             big_key_size: self.bigkeysize,
+            limits: rsm_engine::Limits::new(self.max_bandwidth, self.max_ops),
             logfile: self.logfile,
             http_port: self.httpport,
             http_bind: self.http_bind,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_cluster::Role;
 use rsm_engine::status::http::HttpToken;
-use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
+use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes, Limits};
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -25,6 +25,8 @@ pub struct SyncConfig {
     pub target_db: Option<u32>,
     pub conflict: ConflictPolicy,
     pub big_key_size: Option<u64>,
+    /// `--max-bandwidth`, `--max-ops`: one set of buckets for every shard.
+    pub limits: Limits,
     pub logfile: PathBuf,
     pub http_port: Option<u16>,
     pub http_bind: IpAddr,
@@ -56,6 +58,7 @@ impl SyncConfig {
             target_db: self.target_db,
             conflict: self.conflict,
             big_key_size: self.big_key_size,
+            limits: self.limits.clone(),
         }
     }
 }

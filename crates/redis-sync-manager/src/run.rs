@@ -71,6 +71,7 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         target: config.target.to_string(),
         started_ms: now_ms(),
         verify: Default::default(),
+        limits: config.limits.clone(),
     };
     let warnings = http::TopologyWarnings::default();
     // Every node of the plan and the seed: enough to find the others.

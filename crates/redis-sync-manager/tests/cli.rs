@@ -88,6 +88,18 @@ fn bad_bigkeysize() {
 }
 
 #[test]
+fn bad_rate_limits() {
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--max-bandwidth=0"],
+        &["--max-bandwidth", "megabytes per second"],
+    );
+    assert_usage_error(
+        &[OK_FROM, OK_TARGET, "--max-ops=1.5"],
+        &["--max-ops", "commands per second"],
+    );
+}
+
+#[test]
 fn unknown_flag() {
     assert_usage_error(&[OK_FROM, OK_TARGET, "--no-such-flag"], &["--no-such-flag"]);
 }

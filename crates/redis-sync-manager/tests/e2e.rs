@@ -247,9 +247,33 @@ fn flags_reach_every_shard_and_links_sit_on_replicas() {
             "--bigkeysize=64kb",
             "--sync-parallel=3",
             "--verify-on-ready",
+            // High enough not to slow the test; their own bound is tested in the engine's
+            // rate_limits.rs. Here: they are taken, shared by the shards and shown.
+            "--max-bandwidth=500",
+            "--max-ops=1000000",
         ],
     );
     let v = wait_ready(&mut child, port.port(), logs.path());
+    let limits = &v["limits"];
+    assert_eq!(
+        limits["snapshot_bytes"]["per_second"], 500_000_000,
+        "{limits}"
+    );
+    assert_eq!(limits["target_ops"]["per_second"], 1_000_000, "{limits}");
+    let received: u64 = v["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rdb_bytes_received"].as_u64().unwrap())
+        .sum();
+    assert!(
+        limits["snapshot_bytes"]["total"].as_u64().unwrap() >= received && received > 0,
+        "every shard's snapshot counted against the one limit: {limits}, {received} received"
+    );
+    assert!(
+        limits["target_ops"]["total"].as_u64().unwrap() > 0,
+        "{limits}"
+    );
 
     // Every shard replicates from the replica, as INFO replication on the nodes says.
     let mut sources: Vec<String> = v["shards"]

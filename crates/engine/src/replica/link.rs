@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::handshake::RdbFraming;
 use super::spool::{Segment, Spool};
+use crate::throttle::Throttle;
 
 /// Largest piece read from the socket at once.
 const READ_CHUNK: usize = 256 * 1024;
@@ -51,6 +52,7 @@ impl Link {
         spool: Arc<Spool>,
         counters: Arc<LinkCounters>,
         applied: Arc<AtomicU64>,
+        pace: Option<Arc<Throttle>>,
         shutdown: watch::Receiver<bool>,
     ) -> Link {
         let (reader, writer) = conn.into_split();
@@ -63,6 +65,7 @@ impl Link {
             spool,
             counters,
             snapshot_done.clone(),
+            pace,
             shutdown.clone(),
         ));
         let acker = tokio::spawn(ack_loop(
@@ -99,10 +102,12 @@ async fn read_loop(
     spool: Arc<Spool>,
     counters: Arc<LinkCounters>,
     snapshot_done: Arc<Notify>,
+    pace: Option<Arc<Throttle>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let pace = pace.as_deref();
     let result = tokio::select! {
-        r = read_everything(&mut reader, framing, &spool, &counters, &snapshot_done) => r,
+        r = read_everything(&mut reader, framing, &spool, &counters, &snapshot_done, pace) => r,
         _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => Err("stopped".to_string()),
     };
     let reason = match result {
@@ -120,6 +125,7 @@ async fn read_everything(
     spool: &Spool,
     counters: &LinkCounters,
     snapshot_done: &Notify,
+    pace: Option<&Throttle>,
 ) -> Result<(), String> {
     let push = |seg: Segment| spool.push(seg).map_err(|e| format!("spool: {e}"));
     match framing {
@@ -134,13 +140,18 @@ async fn read_everything(
                 counters
                     .rdb_received
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let n = chunk.len() as u64;
                 push(Segment::Rdb(chunk))?;
+                // Not reading is what slows the source's sender down (TCP back-pressure).
+                if let Some(t) = pace {
+                    t.pace(n).await;
+                }
             }
             push(Segment::RdbEnd)?;
             snapshot_done.notify_one();
         }
         Some(RdbFraming::EofMark(mark)) => {
-            read_until_mark(reader, &mark, &push, counters).await?;
+            read_until_mark(reader, &mark, &push, counters, pace).await?;
             push(Segment::RdbEnd)?;
             snapshot_done.notify_one();
         }
@@ -165,6 +176,7 @@ async fn read_until_mark(
     mark: &[u8; 40],
     push: &impl Fn(Segment) -> Result<(), String>,
     counters: &LinkCounters,
+    pace: Option<&Throttle>,
 ) -> Result<(), String> {
     let mut tail = BytesMut::new();
     loop {
@@ -172,6 +184,9 @@ async fn read_until_mark(
             .read_raw(READ_CHUNK)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(t) = pace {
+            t.pace(chunk.len() as u64).await;
+        }
         tail.extend_from_slice(&chunk);
         if tail.len() >= mark.len() && tail.ends_with(mark) {
             let data = tail.split_to(tail.len() - mark.len());

@@ -271,6 +271,7 @@ impl<'a> Session<'a> {
             spool.clone(),
             link_counters.clone(),
             applied.clone(),
+            cx.spec.options.limits.snapshot_bytes.clone(),
             cx.shutdown.clone(),
         );
         let publish_from = Publisher {

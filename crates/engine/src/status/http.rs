@@ -155,6 +155,8 @@ pub struct Shared {
     pub started_ms: u64,
     /// The last `--verify-on-ready` result, when there is one.
     pub verify: LastVerify,
+    /// `--max-bandwidth` / `--max-ops`, shown with how much each has held back.
+    pub limits: crate::throttle::Limits,
 }
 
 /// The JSON report of the last verify run (the manager's `--verify-on-ready`),
@@ -240,6 +242,8 @@ pub struct StatusReport {
     pub topology_warnings: Vec<TopologyWarning>,
     /// The last verify (`--verify-on-ready`); the whole report is at `/verify`.
     pub last_verify: Option<VerifySummary>,
+    /// The rate limits in force (`null` each when off) and what they have counted.
+    pub limits: crate::throttle::LimitsReport,
 }
 
 #[derive(Serialize)]
@@ -282,6 +286,7 @@ pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport
         shards,
         topology_warnings: warnings.list(),
         last_verify: shared.verify.get(),
+        limits: shared.limits.report(),
     }
 }
 

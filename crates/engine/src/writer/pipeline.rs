@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -83,6 +83,8 @@ pub(super) struct Pipeline {
     pub recording: bool,
     /// Admission's output, kept so that its buffer is reused entry after entry.
     admission: Admitted,
+    /// `--max-ops` is in debt: no new entry is taken before this.
+    paused_until: Option<Instant>,
 }
 
 pub(crate) fn spawn(
@@ -126,6 +128,7 @@ pub(crate) fn spawn(
         warned: 0,
         recording: false,
         admission: Admitted::default(),
+        paused_until: None,
     };
     let inbox = Inbox {
         replies: replies_rx,
@@ -152,7 +155,9 @@ impl Pipeline {
             if !input_open && (self.idle() || (self.fatal() && self.nothing_in_flight())) {
                 break;
             }
-            let accept = input_open && self.ready.is_empty();
+            let paused = self.paused_until.filter(|t| Instant::now() < *t);
+            self.paused_until = paused;
+            let accept = input_open && self.ready.is_empty() && paused.is_none();
             let wake = self.order.next_wake();
             tokio::select! {
                 biased;
@@ -170,6 +175,7 @@ impl Pipeline {
                     Some(m) => input_open = self.take_messages(m, &mut rx),
                 },
                 _ = sleep_until(wake), if wake.is_some() => {}
+                _ = sleep_until(paused), if paused.is_some() => {}
             }
         }
         for n in &mut self.nodes {
@@ -182,7 +188,7 @@ impl Pipeline {
     /// Returns whether the input is still open.
     fn take_messages(&mut self, first: Msg, rx: &mut mpsc::Receiver<Msg>) -> bool {
         self.on_msg(first);
-        while self.ready.len() < self.opts.max_inflight {
+        while self.ready.len() < self.opts.max_inflight && self.paused_until.is_none() {
             match rx.try_recv() {
                 Ok(m) => self.on_msg(m),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -283,11 +289,35 @@ impl Pipeline {
                     let mut admitted = std::mem::take(&mut self.admission);
                     self.admitter
                         .admit(e, &now_ms, self.tracks.skipped(), &mut admitted);
+                    self.pace(&admitted);
                     self.admitted(track, &mut admitted);
                     self.admission = admitted;
                 }
                 self.complete(track, true);
             }
+        }
+    }
+
+    /// Count the commands an admitted entry will send against `--max-ops`. Re-sends after
+    /// a redirect or a lost connection are not counted again: they are rare, and the
+    /// limit is about the load the migration puts on the target, not its retries.
+    fn pace(&mut self, a: &Admitted) {
+        let Some(limit) = self.opts.engine.limits.target_ops.as_deref() else {
+            return;
+        };
+        let ops: usize = a
+            .reqs
+            .iter()
+            .map(|p| {
+                let copies = match p.dest {
+                    Dest::Masters => self.masters.len(),
+                    Dest::Slot | Dest::AnyMaster => 1,
+                };
+                p.body.replies() * copies
+            })
+            .sum();
+        if let Some(wait) = limit.take(ops as u64) {
+            self.paused_until = Some(Instant::now() + wait);
         }
     }
 

@@ -21,6 +21,8 @@ pub struct DumpArgs {
     pub password: Option<Credentials>,
     pub tls: Option<Arc<TlsSettings>>,
     pub output: PathBuf,
+    /// `--max-bandwidth` in bytes per second.
+    pub max_bandwidth: Option<u64>,
 }
 
 /// Returns the number of snapshot bytes written.
@@ -57,6 +59,8 @@ pub async fn run(args: DumpArgs) -> Result<u64> {
         spool.clone(),
         counters.clone(),
         Arc::new(AtomicU64::new(0)),
+        args.max_bandwidth
+            .map(|r| Arc::new(rsm_engine::throttle::Throttle::new(r))),
         stop_rx,
     );
 

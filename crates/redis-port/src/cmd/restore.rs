@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_engine::loader::{load_from, open_input, LoadSummary, Loader, LoaderOptions};
 use rsm_engine::writer::{WriteSummary, Writer, WriterOptions};
-use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes};
+use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes, Limits};
 use rsm_rdb::{DecodeOptions, Decoder, RdbError, Trailing};
 
 /// Validated flags of `restore`.
@@ -42,6 +42,8 @@ pub struct RestoreArgs {
     pub conflict: ConflictPolicy,
     /// `--bigkeysize` in bytes.
     pub big_key_size: Option<u64>,
+    /// `--max-ops`.
+    pub limits: Limits,
     /// Print the progress line (on by default; off for tests and pipes if wanted).
     pub progress: bool,
     /// How long a target that stopped answering is retried before giving up.
@@ -71,6 +73,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
         target_db: args.target_db,
         conflict: args.conflict,
         big_key_size: args.big_key_size,
+        limits: args.limits.clone(),
     };
     if args.input != Path::new("-") {
         let path = args.input.clone();

@@ -76,6 +76,7 @@ pub async fn run(args: SyncArgs) -> Result<()> {
             target: args.target.to_string(),
             started_ms: now_ms(),
             verify: Default::default(),
+            limits: args.options.limits.clone(),
         };
         let bound = http::serve(
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
