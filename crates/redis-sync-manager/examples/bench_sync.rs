@@ -22,6 +22,10 @@
 //! Env: `BENCH_KEYS`, `BENCH_LOAD_SECS`, `RSM_MANAGER_BIN` (default
 //! `$CARGO_TARGET_DIR/release/redis-sync-manager`), `BENCH_DISKLESS=1` for a diskless source
 //! (delay 0) instead of the disk-based transfer that matches the BGSAVE baseline.
+//! `BENCH_RATE=N` replaces the calibrated redis-benchmark load by N SET/s paced by the bench
+//! (no maximum burst then); `BENCH_LOAD_KIND=incr` makes them INCRs (exactly-once path).
+//! `BENCH_TIMELINE=FILE` writes every probe and /status sample with its time, for the lag's
+//! shape over time.
 //!
 //! A benchmark program, not a test: it prints figures and stops only when the data did not
 //! land (target key count differs from the source's).
@@ -427,19 +431,78 @@ fn benchmark(seed_port: u16, clients: usize, pipeline: usize, requests: usize) -
         .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"))
 }
 
+/// SETs of 100-byte values at `rate` per second for `secs`, spread evenly over the three
+/// masters: every 2 ms each master's connection gets one pipeline of what is due. Returns
+/// the rate achieved.
+fn paced_load(source: &Cluster, rate: f64, secs: f64) -> f64 {
+    let ranges: Vec<(u16, u16)> = (0..3).map(|i| source.master_slot_range(i)).collect();
+    let mut keys: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for j in 0..300_000 {
+        let k = format!("load:{j}");
+        keys[master_of(&ranges, k.as_bytes())].push(k);
+    }
+    let value = "v".repeat(100);
+    let per_master = rate / 3.0;
+    // INCR is not safe to apply twice: the manager writes each in a transaction with its
+    // slot's marker (exactly-once), the costlier path.
+    let incr = std::env::var("BENCH_LOAD_KIND").is_ok_and(|k| k == "incr");
+    let threads: Vec<_> = keys
+        .into_iter()
+        .enumerate()
+        .map(|(m, keys)| {
+            let mut conn = source.masters()[m].conn();
+            let value = value.clone();
+            thread::spawn(move || {
+                let begin = Instant::now();
+                let mut sent = 0u64;
+                let mut next = 0usize;
+                while begin.elapsed().as_secs_f64() < secs {
+                    let due = (begin.elapsed().as_secs_f64() * per_master) as u64;
+                    let n = due.saturating_sub(sent).min(5000);
+                    if n > 0 {
+                        let mut p = redis::pipe();
+                        for _ in 0..n {
+                            let key = &keys[next % keys.len()];
+                            if incr {
+                                p.cmd("INCR").arg(key).ignore();
+                            } else {
+                                p.cmd("SET").arg(key).arg(&value).ignore();
+                            }
+                            next += 1;
+                        }
+                        p.query::<()>(&mut conn).expect("paced SETs");
+                        sent += n;
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+                (sent, begin.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| {
+            let (n, s) = t.join().expect("load thread");
+            n as f64 / s
+        })
+        .sum()
+}
+
+/// SET and INCR calls on the source masters (the load's commands).
 fn set_calls(source: &Cluster) -> u64 {
+    let calls = |m: &Server, stat: &str| {
+        m.info_field("commandstats", stat)
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|c| c.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
     source
         .masters()
         .iter()
-        .map(|m| {
-            m.info_field("commandstats", "cmdstat_set")
-                .and_then(|v| {
-                    v.split(',')
-                        .find_map(|kv| kv.strip_prefix("calls="))
-                        .and_then(|c| c.parse::<u64>().ok())
-                })
-                .unwrap_or(0)
-        })
+        .map(|m| calls(m, "cmdstat_set") + calls(m, "cmdstat_incr"))
         .sum()
 }
 
@@ -703,53 +766,82 @@ fn main() {
     thread::sleep(Duration::from_secs(1));
 
     let seed_port = source.masters()[0].port();
-    // The source's maximum: pipelined SETs, 50 clients; about 3 s at the first estimate.
-    let est = benchmark(seed_port, 50, 16, 200_000);
-    let w_max = (epoch.elapsed().as_secs_f64(), 0.0);
-    let max_rps = benchmark(seed_port, 50, 16, (est * 3.0) as usize);
-    let w_max = (w_max.0, epoch.elapsed().as_secs_f64());
-    eprintln!("bench: source max SET -P 16 -c 50: {max_rps:.0}/s (first estimate {est:.0}/s)");
-    thread::sleep(Duration::from_secs(2));
-    // About half of it: redis-benchmark has no rate limit, so the load is throttled by its
-    // shape. Short runs of decreasing weight (clients × pipeline depth) until one falls below
-    // half the maximum; the closest of the last two is used for the long run.
-    let shapes = [
-        (50, 8),
-        (50, 4),
-        (25, 4),
-        (50, 2),
-        (25, 2),
-        (50, 1),
-        (25, 1),
-        (10, 1),
-    ];
-    let half = max_rps / 2.0;
-    let mut best = (shapes[0], f64::INFINITY);
-    for &(c, p) in &shapes {
-        let r = benchmark(seed_port, c, p, (half * 1.5) as usize);
-        eprintln!("bench: calibration -c {c} -P {p}: {r:.0}/s");
-        if (r - half).abs() < (best.1 - half).abs() {
-            best = ((c, p), r);
+    let paced_rate = env_usize("BENCH_RATE", 0) as f64;
+    let (w_max, max_rps, load_shape, load_rps, (w0, w1), (calls0, calls1)) = if paced_rate > 0.0 {
+        thread::sleep(Duration::from_secs(1));
+        let calls0 = set_calls(&source);
+        let w0 = epoch.elapsed().as_secs_f64();
+        let got = paced_load(&source, paced_rate, load_secs);
+        let w1 = epoch.elapsed().as_secs_f64();
+        let calls1 = set_calls(&source);
+        eprintln!("bench: paced load {got:.0} SET/s (asked {paced_rate:.0}/s) for {load_secs} s");
+        (
+            (0.0, 0.0),
+            f64::NAN,
+            format!(
+                "paced at {paced_rate:.0}/s by the bench (3 connections, a pipeline every 2 ms)"
+            ),
+            got,
+            (w0, w1),
+            (calls0, calls1),
+        )
+    } else {
+        // The source's maximum: pipelined SETs, 50 clients; about 3 s at the first estimate.
+        let est = benchmark(seed_port, 50, 16, 200_000);
+        let w_max = (epoch.elapsed().as_secs_f64(), 0.0);
+        let max_rps = benchmark(seed_port, 50, 16, (est * 3.0) as usize);
+        let w_max = (w_max.0, epoch.elapsed().as_secs_f64());
+        eprintln!("bench: source max SET -P 16 -c 50: {max_rps:.0}/s (first estimate {est:.0}/s)");
+        thread::sleep(Duration::from_secs(2));
+        // About half of it: redis-benchmark has no rate limit, so the load is throttled by its
+        // shape. Short runs of decreasing weight (clients × pipeline depth) until one falls below
+        // half the maximum; the closest of the last two is used for the long run.
+        let shapes = [
+            (50, 8),
+            (50, 4),
+            (25, 4),
+            (50, 2),
+            (25, 2),
+            (50, 1),
+            (25, 1),
+            (10, 1),
+        ];
+        let half = max_rps / 2.0;
+        let mut best = (shapes[0], f64::INFINITY);
+        for &(c, p) in &shapes {
+            let r = benchmark(seed_port, c, p, (half * 1.5) as usize);
+            eprintln!("bench: calibration -c {c} -P {p}: {r:.0}/s");
+            if (r - half).abs() < (best.1 - half).abs() {
+                best = ((c, p), r);
+            }
+            if r < half {
+                break;
+            }
         }
-        if r < half {
-            break;
-        }
-    }
-    let ((clients, pipeline), calib_rps) = best;
-    eprintln!(
+        let ((clients, pipeline), calib_rps) = best;
+        eprintln!(
         "bench: running -c {clients} -P {pipeline} (calibrated {calib_rps:.0}/s) for ~{load_secs} s"
     );
-    thread::sleep(Duration::from_secs(2));
-    let calls0 = set_calls(&source);
-    let w0 = epoch.elapsed().as_secs_f64();
-    let half_rps = benchmark(
-        seed_port,
-        clients,
-        pipeline,
-        (calib_rps * load_secs) as usize,
-    );
-    let w1 = epoch.elapsed().as_secs_f64();
-    let calls1 = set_calls(&source);
+        thread::sleep(Duration::from_secs(2));
+        let calls0 = set_calls(&source);
+        let w0 = epoch.elapsed().as_secs_f64();
+        let half_rps = benchmark(
+            seed_port,
+            clients,
+            pipeline,
+            (calib_rps * load_secs) as usize,
+        );
+        let w1 = epoch.elapsed().as_secs_f64();
+        let calls1 = set_calls(&source);
+        (
+            w_max,
+            max_rps,
+            format!("`-c {clients} -P {pipeline}` (redis-benchmark's figure)"),
+            half_rps,
+            (w0, w1),
+            (calls0, calls1),
+        )
+    };
     // Let the manager drain, then stop sampling.
     thread::sleep(Duration::from_secs(3));
     stop_all.store(true, Ordering::Relaxed);
@@ -765,6 +857,19 @@ fn main() {
     let history = history.lock().unwrap();
     let statuses = statuses.lock().unwrap();
     let probes = probes.lock().unwrap();
+    // For reading the lag's shape over time (is a tail periodic?): one line per probe and
+    // per /status sample, seconds since the bench began.
+    if let Ok(path) = std::env::var("BENCH_TIMELINE") {
+        let mut out = BufWriter::new(File::create(&path).expect("timeline file"));
+        for (t, lag) in probes.iter() {
+            writeln!(out, "probe {t:.3} {:.1}", lag * 1000.0).unwrap();
+        }
+        for s in statuses.iter() {
+            let lag: u64 = s.shards.values().map(|sh| sh.lag_bytes).sum();
+            writeln!(out, "status {:.3} {lag}", s.t).unwrap();
+        }
+        eprintln!("bench: timeline in {path}");
+    }
     let lag_in = |from: f64, to: f64| {
         let mut bytes = Vec::new();
         let mut status_bytes = Vec::new();
@@ -887,9 +992,9 @@ fn main() {
     println!("|---|---|");
     println!("| source max, `redis-benchmark --cluster -t set -d 100 -P 16 -c 50` | {max_rps:.0} SET/s |");
     println!(
-        "| load, `-c {clients} -P {pipeline}` for {:.1} s (redis-benchmark's figure) | {half_rps:.0} SET/s ({:.0} % of max) |",
+        "| load, {load_shape} for {:.1} s | {load_rps:.0} SET/s ({:.0} % of max) |",
         w1 - w0,
-        100.0 * half_rps / max_rps
+        100.0 * load_rps / max_rps
     );
     println!(
         "| source write rate in the window (cmdstat_set) | {source_rps:.0} cmd/s, {:.2} MB/s of replication stream |",

@@ -75,6 +75,8 @@ struct Session<'a> {
     /// may a checkpoint exist.
     resumable: bool,
     last_checkpoint: Instant,
+    /// The periodic checkpoint being written off the runtime's threads.
+    saving: Option<JoinHandle<std::io::Result<()>>>,
     /// The shard's record in the target, and the connection that keeps its floor.
     marker: Option<Marker>,
     keeper: MarkerKeeper,
@@ -311,6 +313,7 @@ impl<'a> Session<'a> {
             permit,
             resumable: !full,
             last_checkpoint: Instant::now(),
+            saving: None,
             marker,
             keeper,
             floor_saved: None,
@@ -431,10 +434,35 @@ impl<'a> Session<'a> {
         if self.resumable && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             self.last_checkpoint = Instant::now();
             let applied = self.applied.load(Ordering::Acquire);
-            self.save_checkpoint(applied)?;
+            self.save_checkpoint_behind(applied).await?;
             self.save_floor(applied).await;
         }
         Ok(())
+    }
+
+    /// The once-a-second checkpoint, written by a blocking-pool thread: its two fsyncs take
+    /// ~10 ms on an idle disk and far more on a busy one, and on a runtime thread they would
+    /// hold up every task queued there (the writer, the links) with them. One at a time:
+    /// while one is still being written, this second's is skipped. Its error surfaces on
+    /// the next tick.
+    async fn save_checkpoint_behind(&mut self, applied: u64) -> Result<(), ShardError> {
+        if let Some(done) = self.saving.take_if(|s| s.is_finished()) {
+            self.saved(done).await?;
+        }
+        if self.saving.is_some() {
+            return Ok(());
+        }
+        let file = self.cx.checkpoint.clone();
+        let checkpoint = self.checkpoint_at(applied);
+        self.saving = Some(tokio::task::spawn_blocking(move || file.save(&checkpoint)));
+        Ok(())
+    }
+
+    async fn saved(&self, saving: JoinHandle<std::io::Result<()>>) -> Result<(), ShardError> {
+        let result = saving
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        result.map_err(state_err(self.cx.checkpoint.path()))
     }
 
     /// Record in the target that everything up to `applied` is in it (the writer's
@@ -463,16 +491,20 @@ impl<'a> Session<'a> {
         }
     }
 
+    fn checkpoint_at(&self, applied: u64) -> Checkpoint {
+        Checkpoint {
+            source: self.cx.place.source.to_string(),
+            replid: self.replid.clone(),
+            applied,
+            written_at_ms: now_ms(),
+            slots: self.cx.place.slots.clone(),
+        }
+    }
+
     fn save_checkpoint(&self, applied: u64) -> Result<(), ShardError> {
         self.cx
             .checkpoint
-            .save(&Checkpoint {
-                source: self.cx.place.source.to_string(),
-                replid: self.replid.clone(),
-                applied,
-                written_at_ms: now_ms(),
-                slots: self.cx.place.slots.clone(),
-            })
+            .save(&self.checkpoint_at(applied))
             .map_err(state_err(self.cx.checkpoint.path()))
     }
 
@@ -561,6 +593,10 @@ impl<'a> Session<'a> {
         let flushed = drain(&self.writer, self.cx.shutdown.clone()).await;
         self.publisher.abort();
         self.publish_from.publish(&mut true);
+        // Before the last one, so that an older one cannot land after it.
+        if let Some(saving) = self.saving.take() {
+            self.saved(saving).await?;
+        }
         if self.resumable {
             let applied = self.applied.load(Ordering::Acquire);
             self.save_checkpoint(applied)?;
