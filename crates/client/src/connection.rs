@@ -369,6 +369,19 @@ impl FrameWriter {
         self.buf.len()
     }
 
+    /// Write `bytes` now, after anything buffered, without copying them into the buffer.
+    pub async fn write_now(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.flush().await?;
+        self.write
+            .write_all(bytes)
+            .await
+            .map_err(|source| ClientError::Io {
+                side: self.side,
+                endpoint: self.endpoint.clone(),
+                source,
+            })
+    }
+
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if self.buf.is_empty() {
             return Ok(());

@@ -59,6 +59,17 @@ async fn every_type_lands_identical_in_3_and_4_master_clusters() {
             ..Default::default()
         },
     );
+    // RESTORE payloads of MBs go to the socket as their own buffers, not copied (see
+    // `SHARED_ARG` in writer/node.rs): they must arrive byte for byte, between small ones.
+    let big = vec![b'b'; 3 << 20];
+    source.cmd(&[b"SET", b"big:str", &big]);
+    let mut conn = source.conn();
+    let mut h = rsm_testkit::redis::cmd("HSET");
+    h.arg("big:hash");
+    for i in 0..30_000 {
+        h.arg(format!("field:{i}")).arg(format!("value-{i}"));
+    }
+    let _: () = h.query(&mut conn).expect("big hash");
     let rdb = rdb_of(&source);
     let expected = Snapshot::of(&source);
     assert!(

@@ -22,8 +22,12 @@
 //! Env: `BENCH_KEYS`, `BENCH_LOAD_SECS`, `RSM_MANAGER_BIN` (default
 //! `$CARGO_TARGET_DIR/release/redis-sync-manager`), `BENCH_DISKLESS=1` for a diskless source
 //! (delay 0) instead of the disk-based transfer that matches the BGSAVE baseline.
-//! `BENCH_RATE=N` replaces the calibrated redis-benchmark load by N SET/s paced by the bench
-//! (no maximum burst then); `BENCH_LOAD_KIND=incr` makes them INCRs (exactly-once path).
+//! `BENCH_RATE=N` (default 100 000): the incremental load is N SET/s paced by the bench (no
+//! maximum burst then); `BENCH_RATE=0` runs the calibrated redis-benchmark shapes below
+//! instead. `BENCH_LOAD_KIND=incr` makes the paced load INCRs (the exactly-once path).
+//! `BENCH_DATASET=issue13` (+ `BENCH_BIG`): the performance issue's dataset, see
+//! [`issue_dataset`]. `--quick`: 100 000 keys (and big keys of 100 000), 8 s of load.
+//! `BENCH_JSON=FILE`: the main figures as JSON.
 //! `BENCH_TIMELINE=FILE` writes every probe and /status sample with its time, for the lag's
 //! shape over time.
 //!
@@ -67,8 +71,22 @@ enum Kind {
     Zset,
 }
 
+/// `BENCH_DATASET=issue13`: the performance issue's dataset — 70 % strings of 16–512 bytes,
+/// the rest lists/hashes/sets/zsets of 10–50 elements, every 5th key with a TTL (an hour
+/// away, so none expires during the run), plus `big:hash`, `big:list`, `big:set`, `big:zset`
+/// of `BENCH_BIG` elements each (default 1 000 000). Otherwise the writer bench's mix.
+fn issue_dataset() -> bool {
+    std::env::var("BENCH_DATASET").is_ok_and(|d| d == "issue13")
+}
+
+const BIG_KEYS: [&str; 4] = ["big:hash", "big:list", "big:set", "big:zset"];
+
 fn key_of(i: usize, n: usize) -> (String, Kind) {
-    let strings = n * 6 / 10;
+    let strings = if issue_dataset() {
+        n * 7 / 10
+    } else {
+        n * 6 / 10
+    };
     if i < strings {
         return (format!("s:{i}"), Kind::Str);
     }
@@ -82,6 +100,9 @@ fn key_of(i: usize, n: usize) -> (String, Kind) {
 }
 
 fn command_for(key: &str, kind: Kind, i: usize) -> redis::Cmd {
+    if issue_dataset() {
+        return issue_command_for(key, kind, i);
+    }
     match kind {
         Kind::Str => {
             let mut c = redis::cmd("SET");
@@ -123,6 +144,69 @@ fn command_for(key: &str, kind: Kind, i: usize) -> redis::Cmd {
     }
 }
 
+/// Sizes spread by a multiplicative hash of `i`, so every size occurs on every master.
+fn issue_command_for(key: &str, kind: Kind, i: usize) -> redis::Cmd {
+    let spread = i.wrapping_mul(2_654_435_761) >> 7;
+    let elements = 10 + spread % 41;
+    let mut c = match kind {
+        Kind::Str => {
+            let mut c = redis::cmd("SET");
+            c.arg(key).arg(format!("{i:x<0$}", 16 + spread % 497));
+            return c;
+        }
+        Kind::List => redis::cmd("RPUSH"),
+        Kind::Hash => redis::cmd("HSET"),
+        Kind::Set => redis::cmd("SADD"),
+        Kind::Zset => redis::cmd("ZADD"),
+    };
+    c.arg(key);
+    for j in 0..elements {
+        match kind {
+            Kind::Hash => c.arg(format!("field-{j}")).arg(format!("value-{i}-{j}")),
+            Kind::Zset => c.arg(j as f64 * 0.5 + i as f64).arg(format!("member-{j}")),
+            _ => c.arg(format!("element-{j}-{i}")),
+        };
+    }
+    c
+}
+
+/// The four big keys, each on its master, in commands of 1000 elements pipelined by 10.
+fn generate_big(source: &Cluster, elements: usize) {
+    let ranges: Vec<(u16, u16)> = (0..3).map(|m| source.master_slot_range(m)).collect();
+    thread::scope(|s| {
+        for key in BIG_KEYS {
+            let server = &source.masters()[master_of(&ranges, key.as_bytes())];
+            s.spawn(move || {
+                let mut conn = server.conn();
+                let mut p = redis::pipe();
+                for start in (0..elements).step_by(1000) {
+                    let end = (start + 1000).min(elements);
+                    let mut c = redis::cmd(match key {
+                        "big:hash" => "HSET",
+                        "big:list" => "RPUSH",
+                        "big:set" => "SADD",
+                        _ => "ZADD",
+                    });
+                    c.arg(key);
+                    for e in start..end {
+                        match key {
+                            "big:hash" => c.arg(format!("field-{e}")).arg(format!("value-{e}")),
+                            "big:zset" => c.arg(e as f64).arg(format!("member-{e}")),
+                            _ => c.arg(format!("element-{e}")),
+                        };
+                    }
+                    p.add_command(c).ignore();
+                    if (start / 1000) % 10 == 9 {
+                        let _: () = p.query(&mut conn).expect("big key");
+                        p = redis::pipe();
+                    }
+                }
+                let _: () = p.query(&mut conn).expect("big key");
+            });
+        }
+    });
+}
+
 fn master_of(ranges: &[(u16, u16)], key: &[u8]) -> usize {
     let slot = key_slot(key);
     ranges
@@ -147,6 +231,9 @@ fn generate(source: &Cluster, n: usize) {
                         continue;
                     }
                     p.add_command(command_for(&key, kind, i)).ignore();
+                    if issue_dataset() && i % 5 == 0 {
+                        p.cmd("PEXPIRE").arg(&key).arg(3_600_000 + i).ignore();
+                    }
                     queued += 1;
                     if queued == 1000 {
                         let _: () = p.query(&mut conn).expect("generate");
@@ -252,13 +339,18 @@ fn restore_streams(source: &Cluster, target: &Cluster, n: usize, dir: &Path) -> 
                         let mut p = redis::pipe();
                         for k in batch.iter() {
                             p.cmd("DUMP").arg(k);
+                            p.cmd("PTTL").arg(k);
                         }
-                        let dumps: Vec<Vec<u8>> = p.query(&mut conn).expect("DUMP");
-                        for (k, d) in batch.iter().zip(dumps) {
+                        let replies: Vec<Value> = p.query(&mut conn).expect("DUMP");
+                        for (k, pair) in batch.iter().zip(replies.chunks(2)) {
+                            let Value::BulkString(d) = &pair[0] else {
+                                panic!("no DUMP of {k}")
+                            };
+                            let ttl = int(&pair[1]).max(0).to_string();
                             out.write_all(b"*4\r\n$7\r\nRESTORE\r\n").unwrap();
                             bulk(&mut out, k.as_bytes()).unwrap();
-                            out.write_all(b"$1\r\n0\r\n").unwrap();
-                            bulk(&mut out, &d).unwrap();
+                            bulk(&mut out, ttl.as_bytes()).unwrap();
+                            bulk(&mut out, d).unwrap();
                         }
                         batch.clear();
                     };
@@ -274,6 +366,12 @@ fn restore_streams(source: &Cluster, target: &Cluster, n: usize, dir: &Path) -> 
                     }
                     if !batch.is_empty() {
                         flush_batch(&mut batch);
+                    }
+                    for key in BIG_KEYS.iter().filter(|_| issue_dataset()) {
+                        if master_of(ranges, key.as_bytes()) == m {
+                            batch.push(key.to_string());
+                            flush_batch(&mut batch);
+                        }
                     }
                     out.flush().unwrap();
                     path
@@ -316,6 +414,18 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 fn status(port: u16) -> Option<serde_json::Value> {
     serde_json::from_str(&http_get(port, "/status")?).ok()
+}
+
+/// User + system CPU seconds of a process so far (`/proc/PID/stat`, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name in parentheses: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
 }
 
 fn proc_kib(pid: u32, field: &str) -> u64 {
@@ -515,8 +625,16 @@ fn stop(child: &mut Child) {
 }
 
 fn main() {
-    let n = env_usize("BENCH_KEYS", 1_000_000);
-    let load_secs = env_usize("BENCH_LOAD_SECS", 20) as f64;
+    // `--quick`: the same phases at a tenth of the size (under 3 minutes here).
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = env_usize("BENCH_KEYS", if quick { 100_000 } else { 1_000_000 });
+    let big = if issue_dataset() {
+        env_usize("BENCH_BIG", if quick { 100_000 } else { 1_000_000 })
+    } else {
+        0
+    };
+    let total = n + if big > 0 { BIG_KEYS.len() } else { 0 };
+    let load_secs = env_usize("BENCH_LOAD_SECS", if quick { 8 } else { 20 }) as f64;
     let diskless = std::env::var("BENCH_DISKLESS").is_ok_and(|v| v == "1");
     let manager = std::env::var("RSM_MANAGER_BIN").unwrap_or_else(|_| {
         let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -542,8 +660,11 @@ fn main() {
     let target = Cluster::start(ClusterOptions::default());
     let t = Instant::now();
     generate(&source, n);
+    if big > 0 {
+        generate_big(&source, big);
+    }
     let keys = dbsize(&source);
-    assert_eq!(keys as usize, n, "source holds the dataset");
+    assert_eq!(keys as usize, total, "source holds the dataset");
     let used: u64 = source
         .masters()
         .iter()
@@ -580,7 +701,11 @@ fn main() {
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum();
     let t_pipe = pipe_all(&files, &target);
-    assert_eq!(dbsize(&target) as usize, n, "redis-cli --pipe loaded all");
+    assert_eq!(
+        dbsize(&target) as usize,
+        total,
+        "redis-cli --pipe loaded all"
+    );
     for f in &files {
         let _ = std::fs::remove_file(f);
     }
@@ -640,6 +765,7 @@ fn main() {
         thread::sleep(Duration::from_millis(20));
     }
     let rss_full_kib = proc_kib(pid, "VmHWM:");
+    let cpu_full = cpu_seconds(pid);
     // Caught up = the latest shard's start of zero lag (ready comes 3 s after that).
     let caught_up_ms = final_status["shards"]
         .as_array()
@@ -651,10 +777,25 @@ fn main() {
     let t_caught = caught_up_ms.saturating_sub(spawned_ms) as f64 / 1000.0;
     let target_keys = data_keys(&target);
     assert_eq!(
-        target_keys as usize, n,
+        target_keys as usize, total,
         "target holds every key after the sync"
     );
+    for key in BIG_KEYS.iter().filter(|_| big > 0) {
+        let len = |c: &Cluster| {
+            let cmd: &[u8] = match *key {
+                "big:hash" => b"HLEN",
+                "big:list" => b"LLEN",
+                "big:set" => b"SCARD",
+                _ => b"ZCARD",
+            };
+            int(&c.cmd_on_key(key.as_bytes(), &[cmd, key.as_bytes()]))
+        };
+        assert_eq!(len(&source), len(&target), "{key} whole on the target");
+    }
     let baseline = t_bgsave.as_secs_f64() + t_pipe.as_secs_f64();
+    // The two limits run in parallel in a real migration (the source saves while the target
+    // loads), so the tool is measured against the slower of them, not their sum.
+    let limit = t_bgsave.as_secs_f64().max(t_pipe.as_secs_f64());
     eprintln!(
         "bench: full sync ready after {t_ready:.2} s (all streaming at {:.2} s, caught up at {t_caught:.2} s); target has {target_keys} keys",
         all_streaming.unwrap_or(f64::NAN)
@@ -766,7 +907,7 @@ fn main() {
     thread::sleep(Duration::from_secs(1));
 
     let seed_port = source.masters()[0].port();
-    let paced_rate = env_usize("BENCH_RATE", 0) as f64;
+    let paced_rate = env_usize("BENCH_RATE", 100_000) as f64;
     let (w_max, max_rps, load_shape, load_rps, (w0, w1), (calls0, calls1)) = if paced_rate > 0.0 {
         thread::sleep(Duration::from_secs(1));
         let calls0 = set_calls(&source);
@@ -924,6 +1065,7 @@ fn main() {
                 pct(&mut fresh_bytes, 0.99),
                 fresh_secs.len(),
             ),
+            pct(&mut e2e, 1.0),
         )
     };
     let load = lag_in(w0, w1);
@@ -954,7 +1096,19 @@ fn main() {
 
     let ms = |s: f64| s * 1000.0;
     println!();
-    println!("## bench_sync — {n} mixed keys (60 % 100-byte strings, 10 % each 8-member list/hash/set/zset), 3-master source → 3-master target, {} source", if diskless { "diskless (delay 0)" } else { "disk-based" });
+    let dataset = if big > 0 {
+        format!("{n} keys (70 % strings of 16–512 B, lists/hashes/sets/zsets of 10–50 elements, 20 % with TTLs) + big:hash/list/set/zset of {big} elements each")
+    } else {
+        format!("{n} mixed keys (60 % 100-byte strings, 10 % each 8-member list/hash/set/zset)")
+    };
+    println!(
+        "## bench_sync — {dataset}, 3-master source → 3-master target, {} source",
+        if diskless {
+            "diskless (delay 0)"
+        } else {
+            "disk-based"
+        }
+    );
     println!("| full sync | value |");
     println!("|---|---|");
     println!(
@@ -968,6 +1122,7 @@ fn main() {
         stream_bytes as f64 / 1e6,
         n as f64 / t_pipe.as_secs_f64()
     );
+    println!("| limit max((a), (b)) | {limit:.2} s |");
     println!("| baseline (a)+(b) | {baseline:.2} s |");
     println!(
         "| manager until `ready_for_cutover` | {t_ready:.2} s ({:.0} keys/s) — ratio **{:.2}** |",
@@ -975,10 +1130,12 @@ fn main() {
         t_ready / baseline
     );
     println!(
-        "| manager until every shard caught up (ready minus the 3 s zero-lag hold) | {t_caught:.2} s ({:.0} keys/s) — ratio **{:.2}** |",
+        "| manager until every shard caught up (ready minus the 3 s zero-lag hold) | {t_caught:.2} s ({:.0} keys/s) — **{:.2} × max((a),(b))**, {:.2} × ((a)+(b)) |",
         n as f64 / t_caught,
+        t_caught / limit,
         t_caught / baseline
     );
+    println!("| manager CPU (user + system) until ready | {cpu_full:.2} s |");
     println!(
         "| all shards in `streaming` (snapshot loaded) | {:.2} s |",
         all_streaming.unwrap_or(f64::NAN)
@@ -1026,10 +1183,11 @@ fn main() {
         load.4 .3
     );
     println!(
-        "| end-to-end probe, SET on source → visible on target (p50 / p99, {} probes) | {:.1} / {:.1} ms |",
+        "| end-to-end probe, SET on source → visible on target (p50 / p99 / max, {} probes) | {:.1} / {:.1} / {:.1} ms |",
         load.3 .2,
         ms(load.3 .0),
-        ms(load.3 .1)
+        ms(load.3 .1),
+        ms(load.5)
     );
     println!(
         "| during the max burst: time lag just after publishes p50/p99; probe p50/p99 ({} probes) | {:.0} / {:.0} ms; {:.1} / {:.1} ms |",
@@ -1050,5 +1208,27 @@ fn main() {
         statuses.len(),
         history.values().map(Vec::len).sum::<usize>()
     );
+    if let Ok(path) = std::env::var("BENCH_JSON") {
+        let json = serde_json::json!({
+            "dataset": dataset,
+            "keys": total,
+            "big_elements": big,
+            "bgsave_s": t_bgsave.as_secs_f64(),
+            "ingest_s": t_pipe.as_secs_f64(),
+            "limit_s": limit,
+            "caught_up_s": t_caught,
+            "ready_s": t_ready,
+            "caught_up_over_limit": t_caught / limit,
+            "cpu_s_until_ready": cpu_full,
+            "rss_mib_full_sync": rss_full_kib / 1024,
+            "rss_mib_peak": rss_kib / 1024,
+            "load": load_shape,
+            "load_rps": load_rps,
+            "applied_rps": applied_rps,
+            "probe_ms": {"p50": ms(load.3 .0), "p99": ms(load.3 .1), "max": ms(load.5), "n": load.3 .2},
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).expect("BENCH_JSON");
+        eprintln!("bench: figures in {path}");
+    }
     let _ = std::io::stdout().flush();
 }

@@ -13,6 +13,33 @@ pub fn encode_command<A: AsRef<[u8]>>(args: &[A], out: &mut BytesMut) {
     }
 }
 
+/// [`encode_command`] for arguments that may be big (a RESTORE payload of many MB): an
+/// argument of `shared_from` bytes or more is not copied into `out` but handed to `emit`
+/// as it is (the same allocation), after `emit` got what `out` held before it. Joined in
+/// the order `emit` received them, followed by what is left in `out`, the pieces are the
+/// command's exact encoding.
+pub fn encode_command_sharing(
+    args: &[bytes::Bytes],
+    shared_from: usize,
+    out: &mut BytesMut,
+    emit: &mut dyn FnMut(bytes::Bytes),
+) {
+    if args.iter().all(|a| a.len() < shared_from) {
+        return encode_command(args, out);
+    }
+    header(b'*', args.len() as u64, out);
+    for arg in args {
+        if arg.len() < shared_from {
+            bulk(arg, out);
+            continue;
+        }
+        header(b'$', arg.len() as u64, out);
+        emit(out.split().freeze());
+        emit(arg.clone());
+        out.put_slice(b"\r\n");
+    }
+}
+
 /// Exact encoded size of a command, for in-flight byte accounting.
 pub fn command_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
     let mut n = 1 + digits(args.len() as u64) + 2;

@@ -10,6 +10,6 @@ mod frame;
 mod printable;
 
 pub use decode::{decode, decode_at, skip_newlines, RespError, MAX_BULK_LEN, MAX_DEPTH};
-pub use encode::{command_len, encode_command, encode_frame};
+pub use encode::{command_len, encode_command, encode_command_sharing, encode_frame};
 pub use frame::Frame;
 pub use printable::escape_controls;

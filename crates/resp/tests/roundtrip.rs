@@ -167,3 +167,36 @@ fn bulk_strings_are_slices_of_the_read_buffer() {
     assert_eq!(&b[..], b"hello");
     assert_eq!(b.as_ptr() as usize, base + 4, "bulk data was copied");
 }
+
+#[test]
+fn a_command_with_shared_arguments_encodes_to_the_same_bytes() {
+    let big = Bytes::from(vec![7u8; 300]);
+    let args = [
+        Bytes::from_static(b"RESTORE"),
+        Bytes::from_static(b"key"),
+        Bytes::from_static(b"0"),
+        big.clone(),
+        Bytes::from_static(b"REPLACE"),
+        big.clone(),
+    ];
+    let mut whole = BytesMut::new();
+    rsm_resp::encode_command(&args, &mut whole);
+
+    let mut out = BytesMut::new();
+    let mut pieces: Vec<Bytes> = Vec::new();
+    rsm_resp::encode_command_sharing(&args, 100, &mut out, &mut |p| pieces.push(p));
+    // The big arguments are handed over as they are, not copied.
+    let shared: Vec<&Bytes> = pieces.iter().filter(|p| p.len() == 300).collect();
+    assert_eq!(shared.len(), 2);
+    assert!(shared.iter().all(|p| p.as_ptr() == big.as_ptr()));
+    let mut joined: Vec<u8> = pieces.concat();
+    joined.extend_from_slice(&out);
+    assert_eq!(joined, whole.to_vec());
+
+    // Nothing big: everything stays in `out`.
+    let mut out = BytesMut::new();
+    rsm_resp::encode_command_sharing(&args[..3], 100, &mut out, &mut |_| panic!("emitted"));
+    let mut small = BytesMut::new();
+    rsm_resp::encode_command(&args[..3], &mut small);
+    assert_eq!(out, small);
+}
