@@ -15,11 +15,20 @@ pub enum RdbError {
     #[error("bad RDB magic {found:?} at offset {offset} (expected REDISnnnn or VALKEYnnn)")]
     BadMagic { offset: u64, found: String },
     /// A well-formed magic naming a version this decoder does not read.
-    #[error("unsupported RDB version {version} ({flavor}) at offset {offset}")]
+    #[error("unsupported RDB version {version} ({flavor}) at offset {offset}: this version reads REDIS0001..REDIS0014 (up to Redis 8.8) and VALKEY080 (Valkey 9.0/9.1); sync from a server that writes one of those")]
     UnsupportedVersion {
         offset: u64,
         flavor: &'static str,
         version: u16,
+    },
+    /// A type a newer server writes that this version can neither decode nor re-encode:
+    /// named, with the server that writes it and what the operator can do.
+    #[error("RDB type {rdb_type} ({name}, written by {writer}) at offset {offset} cannot be migrated by this version: no type an older target loads can hold it; delete or convert these keys on the source (or copy them with a tool that knows the type) and start again")]
+    UnsupportedType {
+        offset: u64,
+        rdb_type: u8,
+        name: &'static str,
+        writer: &'static str,
     },
     /// An opcode byte at record level that this decoder does not know.
     #[error("unknown opcode {opcode} at offset {offset}")]
@@ -56,6 +65,7 @@ impl RdbError {
             | RdbError::UnsupportedVersion { offset, .. }
             | RdbError::UnknownOpcode { offset, .. }
             | RdbError::UnknownType { offset, .. }
+            | RdbError::UnsupportedType { offset, .. }
             | RdbError::Invalid { offset, .. }
             | RdbError::Checksum { offset, .. }
             | RdbError::Truncated { offset, .. }
