@@ -574,3 +574,96 @@ fn types_no_target_can_hold_are_refused_in_one_line() {
         assert_eq!(dump::min_version(t, false), None);
     }
 }
+
+/// Real servers judge the re-encoding of a Redis 8.8 stream: RESTOREd into each older
+/// server (the default `redis-server` alone unless `$RSM_TEST_SERVERS` names the matrix),
+/// the stream reads back with its own commands, and the pending entries that are left all
+/// have an owner, so `XPENDING` with consumer details and `XCLAIM` are safe on them.
+#[test]
+fn a_redis_88_stream_restores_on_older_servers() {
+    use rsm_testkit::redis::Value;
+    use rsm_testkit::{test_server_bin, Server, ServerOptions};
+
+    let nack = [len(2), raw_id(7, 1), raw_id(9, 0)].concat();
+    let value = [
+        stream_node(),
+        stream_meta(),
+        len(1),
+        group(&[(7, 0), (9, 0)]),
+        nack,
+        idmp(),
+    ]
+    .concat();
+    let payload = dump::build_payload(RDB_TYPE_STREAM_LISTPACKS_5, &value, 14);
+    let (_, els) = dump::decode_payload(&payload).unwrap();
+
+    let matrix = std::env::var_os("RSM_TEST_SERVERS").is_some_and(|v| !v.is_empty());
+    let labels: Vec<Option<&str>> = if matrix {
+        [
+            "redis-5.0.10",
+            "redis-6.2.14",
+            "redis-7.0.15",
+            "redis-7.2.4",
+            "redis-8.2.3",
+        ]
+        .into_iter()
+        .chain(["valkey-8.1.8", "valkey-9.0.0", "valkey-9.1.2"])
+        .map(Some)
+        .collect()
+    } else {
+        vec![None]
+    };
+    let bulk = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Int(i) => i.to_string(),
+        other => panic!("not a string: {other:?}"),
+    };
+    for label in labels {
+        let srv = Server::start(ServerOptions {
+            bin: label.map(test_server_bin),
+            ..Default::default()
+        });
+        let cmd = |args: &[&str]| {
+            let a: Vec<&[u8]> = args.iter().map(|x| x.as_bytes()).collect();
+            srv.cmd(&a)
+        };
+        // the server's own RDB version, from the trailer of its DUMP
+        cmd(&["SET", "v", "x"]);
+        let Value::BulkString(own) = cmd(&["DUMP", "v"]) else {
+            panic!("DUMP")
+        };
+        let target = dump::parse_payload(&Bytes::from(own)).unwrap().version();
+        let enc = encode_for(target, RDB_TYPE_STREAM_LISTPACKS_5, &els, 0).unwrap();
+        assert_eq!(
+            (
+                enc.losses.pending_unowned,
+                enc.losses.nack_marks,
+                enc.losses.stream_idmp
+            ),
+            (1, 1, 1),
+            "{label:?}"
+        );
+        let p = enc.payload.unwrap();
+        let r = srv.try_cmd(&[b"RESTORE", b"st", b"0", &p]);
+        assert!(r.is_ok(), "{:?}: RESTORE refused: {r:?}", srv.version());
+        assert_eq!(cmd(&["XLEN", "st"]), Value::Int(2));
+        let Value::Array(pel) = cmd(&["XPENDING", "st", "g", "-", "+", "10"]) else {
+            panic!("XPENDING")
+        };
+        let got: Vec<(String, String, String)> = pel
+            .iter()
+            .map(|e| match e {
+                Value::Array(f) => (bulk(&f[0]), bulk(&f[1]), bulk(&f[3])),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want =
+            [("7-0", "c", "1"), ("9-0", "c", "3")].map(|(a, b, c)| (a.into(), b.into(), c.into()));
+        assert_eq!(got, want, "{:?}", srv.version());
+        if srv.version().at_least(6, 2) {
+            cmd(&["XPENDING", "st", "g", "IDLE", "0", "-", "+", "10"]);
+        }
+        cmd(&["XCLAIM", "st", "g", "other", "0", "9-0", "JUSTID"]);
+        assert_eq!(cmd(&["PING"]), Value::SimpleString("PONG".into()));
+    }
+}
