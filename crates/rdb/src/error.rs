@@ -15,7 +15,7 @@ pub enum RdbError {
     #[error("bad RDB magic {found:?} at offset {offset} (expected REDISnnnn or VALKEYnnn)")]
     BadMagic { offset: u64, found: String },
     /// A well-formed magic naming a version this decoder does not read.
-    #[error("unsupported RDB version {version} ({flavor}) at offset {offset}: this version reads REDIS0001..REDIS0014 (up to Redis 8.8) and VALKEY080 (Valkey 9.0/9.1); sync from a server that writes one of those")]
+    #[error("unsupported RDB version {version} ({flavor}{}) at offset {offset}: this version reads REDIS0001..REDIS0014 (up to Redis 8.8) and VALKEY080 (Valkey 9.0/9.1); sync from a server that writes one of those", written_by(flavor, *version))]
     UnsupportedVersion {
         offset: u64,
         flavor: &'static str,
@@ -30,6 +30,9 @@ pub enum RdbError {
         name: &'static str,
         writer: &'static str,
     },
+    /// Valkey 9.2's streaming-compression envelope (`VKCS`) around the RDB.
+    #[error("a compressed RDB (Valkey 9.2 VKCS envelope, codec {codec}) at offset {offset}: this version reads plain RDB only; have the source send or save it uncompressed")]
+    CompressedEnvelope { offset: u64, codec: u8 },
     /// An opcode byte at record level that this decoder does not know.
     #[error("unknown opcode {opcode} at offset {offset}")]
     UnknownOpcode { offset: u64, opcode: u8 },
@@ -57,6 +60,15 @@ pub enum RdbError {
     TrailingData { offset: u64 },
 }
 
+/// Which server writes a version this decoder refuses, where the sources say so.
+fn written_by(flavor: &str, version: u16) -> &'static str {
+    match (flavor, version) {
+        ("valkey", 81) => ", written by Valkey 9.2",
+        ("redis", 15) => ", written by Redis development builds after 8.8",
+        _ => "",
+    }
+}
+
 impl RdbError {
     /// The absolute byte offset at which the error was detected.
     pub fn offset(&self) -> u64 {
@@ -66,6 +78,7 @@ impl RdbError {
             | RdbError::UnknownOpcode { offset, .. }
             | RdbError::UnknownType { offset, .. }
             | RdbError::UnsupportedType { offset, .. }
+            | RdbError::CompressedEnvelope { offset, .. }
             | RdbError::Invalid { offset, .. }
             | RdbError::Checksum { offset, .. }
             | RdbError::Truncated { offset, .. }

@@ -77,6 +77,13 @@ impl RdbVersion {
         if magic.len() != 9 {
             return Err(bad());
         }
+        // `VKCS`, envelope version, codec id, flags, stream kind: a wrapped, compressed RDB
+        if magic.starts_with(b"VKCS") {
+            return Err(RdbError::CompressedEnvelope {
+                offset: 0,
+                codec: magic[5],
+            });
+        }
         let (flavor, v) = if let Some(rest) = magic.strip_prefix(b"REDIS") {
             ("redis", digits(rest).ok_or_else(bad)?)
         } else if let Some(rest) = magic.strip_prefix(b"VALKEY") {

@@ -685,3 +685,44 @@ fn newest_streams_restore_on_older_servers() {
         }
     }
 }
+
+/// The versions after the newest this reads, and Valkey 9.2's compressed envelope
+/// (`VKCS`, envelope version 1, codec 1 = LZ4, flags, stream kind 0 = RDB), each stop
+/// with one line that says who writes them.
+#[test]
+fn newer_versions_and_the_compressed_envelope_are_refused_by_name() {
+    let first_error = |f: &[u8]| {
+        Decoder::new(DecodeOptions::elements())
+            .feed(Bytes::copy_from_slice(f), &mut Vec::new())
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        first_error(b"VALKEY081"),
+        "unsupported RDB version 81 (valkey, written by Valkey 9.2) at offset 5: this version \
+         reads REDIS0001..REDIS0014 (up to Redis 8.8) and VALKEY080 (Valkey 9.0/9.1); sync \
+         from a server that writes one of those"
+    );
+    assert!(first_error(b"REDIS0015").starts_with(
+        "unsupported RDB version 15 (redis, written by Redis development builds after 8.8)"
+    ));
+    let vkcs = [&b"VKCS"[..], &[1, 1, 0, 0], b"\x04\x22\x4d\x18"].concat();
+    assert_eq!(
+        first_error(&vkcs),
+        "a compressed RDB (Valkey 9.2 VKCS envelope, codec 1) at offset 0: this version reads \
+         plain RDB only; have the source send or save it uncompressed"
+    );
+    for v in [13, 14] {
+        let f = file(format!("REDIS00{v}").as_bytes(), &[]);
+        let ev = decode_both_ways(&f, DecodeOptions::elements());
+        assert_eq!(
+            ev,
+            vec![
+                Event::Header {
+                    version: RdbVersion::Redis(v)
+                },
+                Event::Eof
+            ]
+        );
+    }
+}
