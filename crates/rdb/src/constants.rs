@@ -131,20 +131,43 @@ pub fn type_name(rdb_type: u8, valkey: bool) -> &'static str {
     }
 }
 
-/// A type id that a newer server writes but this decoder cannot carry anywhere: its name
-/// and which server writes it, for a one-line refusal instead of "unknown type".
-pub fn refused_type(rdb_type: u8, valkey: bool) -> Option<(&'static str, &'static str)> {
-    Some(match rdb_type {
-        RDB_TYPE_PATH_HASH if valkey => ("path hash (PATH_HASH)", "Valkey 9.2, RDB 81"),
-        RDB_TYPE_ARRAY if !valkey => ("array (sparse array)", "Redis 8.8, RDB 14"),
+/// A type id that a newer server writes and this decoder cannot carry anywhere, for a
+/// one-line refusal instead of "unknown type": its name, which server writes it, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedType {
+    pub name: &'static str,
+    pub writer: &'static str,
+    pub reason: &'static str,
+}
+
+pub fn refused_type(rdb_type: u8, valkey: bool) -> Option<RefusedType> {
+    const LATER: &str = "Redis development builds after 8.8, RDB 15";
+    let (name, writer, reason) = match rdb_type {
+        RDB_TYPE_PATH_HASH if valkey => (
+            "path hash (PATH_HASH)",
+            "Valkey 9.2, RDB 81",
+            "this version does not decode Valkey 9.2 path hashes",
+        ),
+        RDB_TYPE_ARRAY if !valkey => (
+            "array (sparse array)",
+            "Redis 8.8, RDB 14",
+            "no type an older target loads can hold a sparse array",
+        ),
         RDB_TYPE_HASH_TMPL_LP..=RDB_TYPE_HASH_TMPL_ARRAY_REF if !valkey => (
             "hash template (HASH_TMPL_*)",
-            "Redis development builds after 8.8, RDB 15",
+            LATER,
+            "this version does not decode hash templates (an unreleased format)",
         ),
         RDB_TYPE_GCRA if !valkey => (
             "GCRA rate limiter",
-            "Redis development builds after 8.8, RDB 15",
+            LATER,
+            "no type an older target loads can hold a GCRA limiter",
         ),
         _ => return None,
+    };
+    Some(RefusedType {
+        name,
+        writer,
+        reason,
     })
 }

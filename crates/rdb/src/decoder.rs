@@ -533,11 +533,12 @@ impl Parser {
 
     /// The one-line refusal for a type a newer server writes and nothing here can carry.
     fn refusal(&self, offset: u64, t: u8) -> Option<RdbError> {
-        refused_type(t, self.version.is_valkey()).map(|(name, writer)| RdbError::UnsupportedType {
+        refused_type(t, self.version.is_valkey()).map(|r| RdbError::UnsupportedType {
             offset,
             rdb_type: t,
-            name,
-            writer,
+            name: r.name,
+            writer: r.writer,
+            reason: r.reason,
         })
     }
 

@@ -23,12 +23,13 @@ pub enum RdbError {
     },
     /// A type a newer server writes that this version can neither decode nor re-encode:
     /// named, with the server that writes it and what the operator can do.
-    #[error("RDB type {rdb_type} ({name}, written by {writer}) at offset {offset} cannot be migrated by this version: no type an older target loads can hold it; delete or convert these keys on the source (or copy them with a tool that knows the type) and start again")]
+    #[error("RDB type {rdb_type} ({name}, written by {writer}) at offset {offset} cannot be migrated by this version: {reason}; delete or convert these keys on the source (or copy them with a tool that knows the type) and start again")]
     UnsupportedType {
         offset: u64,
         rdb_type: u8,
         name: &'static str,
         writer: &'static str,
+        reason: &'static str,
     },
     /// Valkey 9.2's streaming-compression envelope (`VKCS`) around the RDB.
     #[error("a compressed RDB (Valkey 9.2 VKCS envelope, codec {codec}) at offset {offset}: this version reads plain RDB only; have the source send or save it uncompressed")]

@@ -8,7 +8,8 @@
 //! - the payload loads on the target (it uses only types the target's loader knows, and the
 //!   target's version number in the trailer);
 //! - what the target's format cannot hold is dropped and counted in [`Losses`], never
-//!   silently: field TTLs, expired fields, stream counters, consumer active times;
+//!   silently: field TTLs, expired fields, stream counters, consumer active times, and a
+//!   Redis 8.6/8.8 stream's IDMP state, NACK marks and pending entries without an owner;
 //! - strings and streams that never lost an entry come out byte-identical to the server's
 //!   own `DUMP` (`rdbcompression no`), so nothing depends on this crate's reading of the
 //!   format alone (see `tests/encode_servers.rs`).
