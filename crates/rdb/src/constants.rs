@@ -69,6 +69,10 @@ pub const RDB_OPCODE_EXPIRETIME: u8 = 253;
 pub const RDB_OPCODE_SELECTDB: u8 = 254;
 pub const RDB_OPCODE_EOF: u8 = 255;
 
+/// `KEY_META` class flag (bit 0 of the class spec): a server without the class's module
+/// may drop the class on load.
+pub const KEY_META_FLAG_ALLOW_IGNORE: u8 = 1 << 0;
+
 // ---- module value opcodes (inside type 7 and MODULE_AUX) ---------------------------------
 pub const RDB_MODULE_OPCODE_EOF: u64 = 0;
 pub const RDB_MODULE_OPCODE_SINT: u64 = 1;

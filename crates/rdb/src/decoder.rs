@@ -212,9 +212,10 @@ impl Decoder {
         self.trailing
     }
 
-    /// How many module key-metadata classes (`RDB_OPCODE_KEY_META`, Redis 8.6+) the keys
-    /// so far carried. Each is in its key's [`KeyMeta::meta_classes`]; no target gets them
-    /// (only the module could write them), so a caller warns when this is not zero.
+    /// How many droppable module key-metadata classes (`RDB_OPCODE_KEY_META`, Redis 8.6+,
+    /// flagged `ALLOW_IGNORE`) the keys so far carried. Each is in its key's
+    /// [`KeyMeta::meta_classes`]; no target gets them (only the module could write them),
+    /// so a caller warns when this is not zero.
     pub fn key_meta_classes(&self) -> u64 {
         self.p.key_meta_seen
     }
@@ -1649,7 +1650,8 @@ fn stream_id(c: &mut Cursor<'_>, what: &str) -> P<StreamId> {
 }
 
 /// `RDB_OPCODE_KEY_META`'s body (after the opcode): a class count, then per class the
-/// 32-bit class spec and the module's tagged values up to the module EOF marker.
+/// 32-bit class spec and the module's tagged values up to the module EOF marker. Only
+/// classes flagged `ALLOW_IGNORE` come back; any other is an error.
 pub(crate) fn key_meta_block(c: &mut Cursor<'_>) -> P<Vec<KeyMetaClass>> {
     // Redis registers at most 7 classes (ids 1..=7; 0 is the key's expiry, never written).
     const MAX_CLASSES: u64 = 7;
@@ -1661,6 +1663,7 @@ pub(crate) fn key_meta_block(c: &mut Cursor<'_>) -> P<Vec<KeyMetaClass>> {
     }
     let mut classes = Vec::new();
     for _ in 0..n {
+        let spec_at = c.pos;
         // written as raw host-order (little-endian) bytes
         let spec = u32::from_le_bytes(c.array()?);
         let values_at = c.pos;
@@ -1669,10 +1672,20 @@ pub(crate) fn key_meta_block(c: &mut Cursor<'_>) -> P<Vec<KeyMetaClass>> {
             .rev()
             .map(|i| char::from(CHARSET[((spec >> (8 + 6 * i)) & 63) as usize]))
             .collect();
+        let version = ((spec >> 3) & 31) as u8;
+        let flags = (spec & 7) as u8;
+        // As a server without the module does: drop what the module allows, refuse the rest.
+        if flags & KEY_META_FLAG_ALLOW_IGNORE == 0 {
+            return Err(PErr::Fail(RdbError::RequiredKeyMeta {
+                offset: c.offset_at(spec_at),
+                class: name,
+                version,
+            }));
+        }
         classes.push(KeyMetaClass {
             name,
-            version: ((spec >> 3) & 31) as u8,
-            flags: (spec & 7) as u8,
+            version,
+            flags,
             raw: Bytes::copy_from_slice(c.slice(values_at, c.pos)),
         });
     }

@@ -31,6 +31,14 @@ pub enum RdbError {
         writer: &'static str,
         reason: &'static str,
     },
+    /// A module key-metadata class (`KEY_META`, Redis 8.6+) its module requires: a server
+    /// without the module refuses it too, and nothing here can write it into a target.
+    #[error("key metadata class {class:?} (version {version}) of the key at offset {offset} cannot be migrated by this version: only its module can write it, and the module did not allow servers without it to drop it (flag ALLOW_IGNORE unset); remove the module's metadata from these keys on the source, or migrate with the module's own tools")]
+    RequiredKeyMeta {
+        offset: u64,
+        class: String,
+        version: u8,
+    },
     /// Valkey 9.2's streaming-compression envelope (`VKCS`) around the RDB.
     #[error("a compressed RDB (Valkey 9.2 VKCS envelope, codec {codec}) at offset {offset}: this version reads plain RDB only; have the source send or save it uncompressed")]
     CompressedEnvelope { offset: u64, codec: u8 },
@@ -80,6 +88,7 @@ impl RdbError {
             | RdbError::UnknownType { offset, .. }
             | RdbError::UnsupportedType { offset, .. }
             | RdbError::CompressedEnvelope { offset, .. }
+            | RdbError::RequiredKeyMeta { offset, .. }
             | RdbError::Invalid { offset, .. }
             | RdbError::Checksum { offset, .. }
             | RdbError::Truncated { offset, .. }

@@ -32,9 +32,11 @@ pub struct KeyMeta {
     pub idle: Option<u64>,
     /// LFU counter (`RDB_OPCODE_FREQ`), written under an LFU maxmemory policy.
     pub freq: Option<u8>,
-    /// Module key-metadata classes (`RDB_OPCODE_KEY_META`, Redis 8.6+ / RDB 13+). Only a
-    /// module can interpret or write them, so they are carried opaque; the key's expiry
-    /// never travels here (Redis still writes it with `EXPIRETIME_MS`).
+    /// Module key-metadata classes (`RDB_OPCODE_KEY_META`, Redis 8.6+ / RDB 13+) whose
+    /// module lets servers without it drop them (`ALLOW_IGNORE`); a class without that
+    /// flag stops the decoder with [`crate::RdbError::RequiredKeyMeta`]. Only the module
+    /// can interpret or write them, so they are carried opaque and no target gets them.
+    /// The key's expiry never travels here (Redis still writes it with `EXPIRETIME_MS`).
     pub meta_classes: Vec<KeyMetaClass>,
 }
 

@@ -517,6 +517,37 @@ fn redis_86_key_meta_rides_with_the_key_and_its_expire() {
             .unwrap_err();
         assert_eq!(e.to_string(), "unknown opcode 243 at offset 9");
     }
+    // A class its module requires (ALLOW_IGNORE unset): a server without the module refuses
+    // it, and so does this decoder, naming it; never dropped without a word.
+    let required = [
+        vec![RDB_OPCODE_KEY_META],
+        len(1),
+        class_spec("Bl_m", 7, 0).to_vec(),
+        len(RDB_MODULE_OPCODE_EOF),
+    ]
+    .concat();
+    let f = file(
+        b"REDIS0013",
+        &[required.clone(), vec![0], s(b"k"), s(b"v")].concat(),
+    );
+    let e = Decoder::new(DecodeOptions::raw())
+        .feed(Bytes::from(f), &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "key metadata class \"Bl_m\" (version 7) of the key at offset 11 cannot be migrated by \
+         this version: only its module can write it, and the module did not allow servers \
+         without it to drop it (flag ALLOW_IGNORE unset); remove the module's metadata from \
+         these keys on the source, or migrate with the module's own tools"
+    );
+    let mut p = [required, vec![RDB_TYPE_STRING], s(b"v")].concat();
+    p.extend(13u16.to_le_bytes());
+    let crc = rsm_rdb::crc::crc64(&p);
+    p.extend(crc.to_le_bytes());
+    assert!(matches!(
+        dump::parse_payload(&Bytes::from(p)),
+        Err(RdbError::RequiredKeyMeta { offset: 2, .. })
+    ));
     // a class count Redis never writes
     for n in [0u64, 8] {
         let f = file(b"REDIS0013", &[vec![RDB_OPCODE_KEY_META], len(n)].concat());
