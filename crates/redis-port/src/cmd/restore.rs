@@ -96,6 +96,16 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
             Err(CheckError::Io(e)) => {
                 anyhow::bail!("cannot read --input={}: {e}", args.input.display())
             }
+            // A well-formed file of a format this version refuses is not "invalid".
+            Err(CheckError::Rdb(
+                e @ (RdbError::UnsupportedVersion { .. }
+                | RdbError::UnsupportedType { .. }
+                | RdbError::RequiredKeyMeta { .. }
+                | RdbError::CompressedEnvelope { .. }),
+            )) => anyhow::bail!(
+                "--input={} cannot be restored: {e}; nothing was written",
+                args.input.display()
+            ),
             Err(CheckError::Rdb(e)) => anyhow::bail!(
                 "--input={} is not a valid RDB: {e}; nothing was written",
                 args.input.display()
