@@ -35,8 +35,25 @@ pub const RDB_TYPE_HASH_METADATA: u8 = 24;
 pub const RDB_TYPE_HASH_LISTPACK_EX: u8 = 25;
 /// Valkey 9 (`VALKEY080` files): hash whose fields may carry an absolute expiry.
 pub const RDB_TYPE_HASH_2: u8 = 22;
+/// Valkey 9.2 (`VALKEY081`): not decoded, see [`refused_type`].
+pub const RDB_TYPE_PATH_HASH: u8 = 23;
+/// Redis 8.6 (RDB 13): type 21 plus the idempotent-producer (IDMP) state after the groups.
+pub const RDB_TYPE_STREAM_LISTPACKS_4: u8 = 26;
+/// Redis 8.8 (RDB 14): type 26 plus a per-group NACK zone after each group's consumers.
+pub const RDB_TYPE_STREAM_LISTPACKS_5: u8 = 27;
+/// Redis 8.8 (RDB 14): the sparse array data type. Not decoded, see [`refused_type`].
+pub const RDB_TYPE_ARRAY: u8 = 28;
+/// Redis development builds after 8.8 (RDB 15): hash templates and the GCRA limiter.
+pub const RDB_TYPE_HASH_TMPL_LP: u8 = 29;
+pub const RDB_TYPE_HASH_TMPL_LP_REF: u8 = 30;
+pub const RDB_TYPE_HASH_TMPL_ARRAY: u8 = 31;
+pub const RDB_TYPE_HASH_TMPL_ARRAY_REF: u8 = 32;
+pub const RDB_TYPE_GCRA: u8 = 33;
 
 // ---- opcodes -----------------------------------------------------------------------------
+/// Redis RDB 13+ files only: a key's module metadata classes, before its type byte (also at
+/// the start of a DUMP payload). In Valkey files the same number is [`RDB_OPCODE_SLOT_IMPORT`].
+pub const RDB_OPCODE_KEY_META: u8 = 243;
 /// Valkey 9.x atomic slot migration state (format unverified; rejected by this decoder).
 pub const RDB_OPCODE_SLOT_IMPORT: u8 = 243;
 pub const RDB_OPCODE_SLOT_INFO: u8 = 244;
@@ -51,6 +68,10 @@ pub const RDB_OPCODE_EXPIRETIME_MS: u8 = 252;
 pub const RDB_OPCODE_EXPIRETIME: u8 = 253;
 pub const RDB_OPCODE_SELECTDB: u8 = 254;
 pub const RDB_OPCODE_EOF: u8 = 255;
+
+/// `KEY_META` class flag (bit 0 of the class spec): a server without the class's module
+/// may drop the class on load.
+pub const KEY_META_FLAG_ALLOW_IGNORE: u8 = 1 << 0;
 
 // ---- module value opcodes (inside type 7 and MODULE_AUX) ---------------------------------
 pub const RDB_MODULE_OPCODE_EOF: u64 = 0;
@@ -79,8 +100,10 @@ pub const QUICKLIST_NODE_CONTAINER_PACKED: u64 = 2;
 pub const STREAM_ITEM_FLAG_DELETED: i64 = 1;
 pub const STREAM_ITEM_FLAG_SAMEFIELDS: i64 = 2;
 
-/// Highest `REDIS00NN` version this decoder reads.
-pub const RDB_VERSION_MAX_REDIS: u16 = 12;
+/// Highest `REDIS00NN` version this decoder reads (14 = Redis 8.8).
+pub const RDB_VERSION_MAX_REDIS: u16 = 14;
+/// The first Redis RDB version with `RDB_OPCODE_KEY_META` and stream type 26 (Redis 8.6).
+pub const RDB_VERSION_KEY_META: u16 = 13;
 /// The Valkey versions (`VALKEY0NN`) this decoder reads.
 pub const RDB_VERSION_VALKEY_9: u16 = 80;
 
@@ -103,9 +126,52 @@ pub fn type_name(rdb_type: u8, valkey: bool) -> &'static str {
         22 | 23 if !valkey => "hash",
         RDB_TYPE_HASH_2 if valkey => "hash",
         RDB_TYPE_MODULE_2 | RDB_TYPE_MODULE_PRE_GA => "module",
-        RDB_TYPE_STREAM_LISTPACKS | RDB_TYPE_STREAM_LISTPACKS_2 | RDB_TYPE_STREAM_LISTPACKS_3 => {
-            "stream"
-        }
+        RDB_TYPE_STREAM_LISTPACKS
+        | RDB_TYPE_STREAM_LISTPACKS_2
+        | RDB_TYPE_STREAM_LISTPACKS_3
+        | RDB_TYPE_STREAM_LISTPACKS_4
+        | RDB_TYPE_STREAM_LISTPACKS_5 => "stream",
         _ => "unknown",
     }
+}
+
+/// A type id that a newer server writes and this decoder cannot carry anywhere, for a
+/// one-line refusal instead of "unknown type": its name, which server writes it, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedType {
+    pub name: &'static str,
+    pub writer: &'static str,
+    pub reason: &'static str,
+}
+
+pub fn refused_type(rdb_type: u8, valkey: bool) -> Option<RefusedType> {
+    const LATER: &str = "Redis development builds after 8.8, RDB 15";
+    let (name, writer, reason) = match rdb_type {
+        RDB_TYPE_PATH_HASH if valkey => (
+            "path hash (PATH_HASH)",
+            "Valkey 9.2, RDB 81",
+            "this version does not decode Valkey 9.2 path hashes",
+        ),
+        RDB_TYPE_ARRAY if !valkey => (
+            "array (sparse array)",
+            "Redis 8.8, RDB 14",
+            "no type an older target loads can hold a sparse array",
+        ),
+        RDB_TYPE_HASH_TMPL_LP..=RDB_TYPE_HASH_TMPL_ARRAY_REF if !valkey => (
+            "hash template (HASH_TMPL_*)",
+            LATER,
+            "this version does not decode hash templates (an unreleased format)",
+        ),
+        RDB_TYPE_GCRA if !valkey => (
+            "GCRA rate limiter",
+            LATER,
+            "no type an older target loads can hold a GCRA limiter",
+        ),
+        _ => return None,
+    };
+    Some(RefusedType {
+        name,
+        writer,
+        reason,
+    })
 }

@@ -140,10 +140,10 @@ impl Decoder {
         d.p.version = version;
         d.p.value_only = true;
         if !d.p.known_type(rdb_type) {
-            return Err(RdbError::UnknownType {
+            return Err(d.p.refusal(0, rdb_type).unwrap_or(RdbError::UnknownType {
                 offset: 0,
                 rdb_type,
-            });
+            }));
         }
         d.p.begin_value(rdb_type);
         d.p.top = Top::Value;
@@ -210,6 +210,14 @@ impl Decoder {
     /// caller decides whether to warn. The checksum before them was verified as usual.
     pub fn trailing(&self) -> Option<Trailing> {
         self.trailing
+    }
+
+    /// How many droppable module key-metadata classes (`RDB_OPCODE_KEY_META`, Redis 8.6+,
+    /// flagged `ALLOW_IGNORE`) the keys so far carried. Each is in its key's
+    /// [`KeyMeta::meta_classes`]; no target gets them (only the module could write them),
+    /// so a caller warns when this is not zero.
+    pub fn key_meta_classes(&self) -> u64 {
+        self.p.key_meta_seen
     }
 
     fn note_trailing(&mut self, len: usize) {
@@ -405,6 +413,14 @@ enum VState {
     ConsumersHdr(u64),
     Consumer(u64, u64),
     ConsumerPel(u64, u64, u64),
+    /// Type 27: the group's NACK zone size, then its ids (groups left, ids left).
+    NackHdr(u64),
+    Nack(u64, u64),
+    /// Types 26/27, after the last group: IDMP config, producers, records, counters.
+    IdmpHdr,
+    IdmpProducer(u64),
+    IdmpEntry(u64, u64),
+    IdmpStats,
     ModuleOps,
 }
 
@@ -413,6 +429,15 @@ struct PelSlot {
     delivery_time_ms: i64,
     delivery_count: u64,
     owner: Option<usize>,
+    nacked: bool,
+}
+
+/// IDMP state of the current stream, gathered into bounded chunks.
+struct IdmpAcc {
+    duration: u64,
+    max_entries: u64,
+    producers: Vec<IdmpProducer>,
+    records: usize,
 }
 
 struct GroupCtx {
@@ -432,6 +457,11 @@ struct Parser {
     expire: Option<i64>,
     idle: Option<u64>,
     freq: Option<u8>,
+    /// `KEY_META` classes read for the next key.
+    key_meta: Vec<KeyMetaClass>,
+    /// Module key-metadata classes seen so far (carried opaque in `KeyMeta`, never loaded).
+    key_meta_seen: u64,
+    idmp: Option<IdmpAcc>,
     rdb_type: u8,
     /// The current value is decoded into elements (otherwise only walked).
     elements: bool,
@@ -477,6 +507,9 @@ impl Parser {
             expire: None,
             idle: None,
             freq: None,
+            key_meta: Vec::new(),
+            key_meta_seen: 0,
+            idmp: None,
             rdb_type: 0,
             elements: false,
             vs: VState::Start,
@@ -493,7 +526,21 @@ impl Parser {
 
     fn known_type(&self, t: u8) -> bool {
         let valkey = self.version.is_valkey();
-        matches!(t, 0..=5 | 7 | 9..=21 | 24 | 25) || t == 22 || (t == 23 && !valkey)
+        matches!(t, 0..=5 | 7 | 9..=21 | 24 | 25)
+            || t == 22
+            || (t == 23 && !valkey)
+            || (matches!(t, RDB_TYPE_STREAM_LISTPACKS_4 | RDB_TYPE_STREAM_LISTPACKS_5) && !valkey)
+    }
+
+    /// The one-line refusal for a type a newer server writes and nothing here can carry.
+    fn refusal(&self, offset: u64, t: u8) -> Option<RdbError> {
+        refused_type(t, self.version.is_valkey()).map(|r| RdbError::UnsupportedType {
+            offset,
+            rdb_type: t,
+            name: r.name,
+            writer: r.writer,
+            reason: r.reason,
+        })
     }
 
     fn begin_value(&mut self, t: u8) {
@@ -508,6 +555,7 @@ impl Parser {
         self.acc_items = 0;
         self.acc_bytes = 0;
         self.group = None;
+        self.idmp = None;
         self.module_id = 0;
     }
 
@@ -624,6 +672,11 @@ impl Parser {
             RDB_OPCODE_EXPIRETIME => self.expire = Some(i64::from(c.i32_le()?) * 1000),
             RDB_OPCODE_IDLE => self.idle = Some(c.length("IDLE seconds")?),
             RDB_OPCODE_FREQ => self.freq = Some(c.u8()?),
+            RDB_OPCODE_KEY_META if self.version.has_key_meta() => {
+                let classes = key_meta_block(c)?;
+                self.key_meta_seen += classes.len() as u64;
+                self.key_meta = classes;
+            }
             RDB_OPCODE_SLOT_INFO => {
                 let slot = c.length("SLOT_INFO slot")?;
                 let keys = c.length("SLOT_INFO key count")?;
@@ -691,10 +744,19 @@ impl Parser {
                     expire_at_ms: self.expire.take(),
                     idle: self.idle.take(),
                     freq: self.freq.take(),
+                    meta_classes: std::mem::take(&mut self.key_meta),
                 }));
                 self.begin_value(t);
                 self.top = Top::Value;
                 return Ok(Action::BeginValue);
+            }
+            t if self.refusal(0, t).is_some() => {
+                return Err(PErr::Fail(self.refusal(c.offset_at(at), t).unwrap_or(
+                    RdbError::UnknownOpcode {
+                        offset: c.offset_at(at),
+                        opcode: t,
+                    },
+                )))
             }
             t if t < RDB_OPCODE_SLOT_IMPORT => {
                 return Err(PErr::Fail(RdbError::UnknownType {
@@ -770,7 +832,7 @@ impl Parser {
                     })));
                 }
                 self.vs = VState::GroupHdr(groups);
-                Ok(groups == 0)
+                Ok(groups == 0 && self.after_groups())
             }
             VState::GroupHdr(groups) => {
                 let name = if el {
@@ -816,6 +878,7 @@ impl Parser {
                         delivery_time_ms,
                         delivery_count,
                         owner: None,
+                        nacked: false,
                     });
                 }
                 let left = left - 1;
@@ -829,7 +892,7 @@ impl Parser {
             VState::ConsumersHdr(groups) => {
                 let n = c.length("consumer count")?;
                 if n == 0 {
-                    return Ok(self.group_done(out, groups));
+                    return Ok(self.consumers_done(out, groups));
                 }
                 self.vs = VState::Consumer(groups, n);
                 Ok(false)
@@ -861,7 +924,7 @@ impl Parser {
                     self.vs = VState::ConsumerPel(groups, left, npel);
                     Ok(false)
                 } else if left == 0 {
-                    Ok(self.group_done(out, groups))
+                    Ok(self.consumers_done(out, groups))
                 } else {
                     self.vs = VState::Consumer(groups, left);
                     Ok(false)
@@ -888,13 +951,161 @@ impl Parser {
                     self.vs = VState::ConsumerPel(groups, consumers_left, left);
                     Ok(false)
                 } else if consumers_left == 0 {
-                    Ok(self.group_done(out, groups))
+                    Ok(self.consumers_done(out, groups))
                 } else {
                     self.vs = VState::Consumer(groups, consumers_left);
                     Ok(false)
                 }
             }
+            VState::NackHdr(groups) => {
+                let n = c.length("NACK zone size")?;
+                if n == 0 {
+                    return Ok(self.group_done(out, groups));
+                }
+                self.vs = VState::Nack(groups, n);
+                Ok(false)
+            }
+            VState::Nack(groups, left) => {
+                let at = c.pos;
+                let id = c.stream_id_raw()?;
+                if let Some(g) = &mut self.group {
+                    // The zone lists ids of the group PEL (their delivery data is there).
+                    match g.pel.binary_search_by(|p| p.id.cmp(&id)) {
+                        Ok(i) => {
+                            if let Some(slot) = g.pel.get_mut(i) {
+                                slot.nacked = true;
+                            }
+                        }
+                        Err(_) => return c.fail(at, format!("NACK zone id {id} in the group PEL")),
+                    }
+                }
+                let left = left - 1;
+                if left == 0 {
+                    return Ok(self.group_done(out, groups));
+                }
+                self.vs = VState::Nack(groups, left);
+                Ok(false)
+            }
+            VState::IdmpHdr => {
+                let duration = c.length("IDMP duration")?;
+                let max_entries = c.length("IDMP max entries")?;
+                let producers = c.length("IDMP producer count")?;
+                if el {
+                    self.flush(out);
+                    self.idmp = Some(IdmpAcc {
+                        duration,
+                        max_entries,
+                        producers: Vec::new(),
+                        records: 0,
+                    });
+                }
+                self.vs = if producers == 0 {
+                    VState::IdmpStats
+                } else {
+                    VState::IdmpProducer(producers)
+                };
+                Ok(false)
+            }
+            VState::IdmpProducer(left) => {
+                let pid = if el {
+                    c.string_bytes()?
+                } else {
+                    c.skip_string()?;
+                    Bytes::new()
+                };
+                let n = c.length("IDMP producer record count")?;
+                if let Some(a) = &mut self.idmp {
+                    a.producers.push(IdmpProducer {
+                        pid,
+                        entries: Vec::new(),
+                    });
+                }
+                self.vs = match (n, left - 1) {
+                    (0, 0) => VState::IdmpStats,
+                    (0, rest) => VState::IdmpProducer(rest),
+                    (n, _) => VState::IdmpEntry(left, n),
+                };
+                Ok(false)
+            }
+            VState::IdmpEntry(producers, left) => {
+                let iid = if el {
+                    c.string_bytes()?
+                } else {
+                    c.skip_string()?;
+                    Bytes::new()
+                };
+                let id = stream_id(c, "IDMP record stream id")?;
+                let left = left - 1;
+                if let Some(a) = &mut self.idmp {
+                    if let Some(p) = a.producers.last_mut() {
+                        p.entries.push(IdmpEntry { iid, id });
+                    }
+                    a.records += 1;
+                    if a.records >= MAX_CHUNK_ITEMS {
+                        let continued = a
+                            .producers
+                            .last()
+                            .filter(|_| left > 0)
+                            .map(|p| p.pid.clone());
+                        let chunk = StreamIdmp {
+                            duration: a.duration,
+                            max_entries: a.max_entries,
+                            producers: std::mem::take(&mut a.producers),
+                            iids_added: None,
+                            iids_duplicates: None,
+                        };
+                        a.records = 0;
+                        if let Some(pid) = continued {
+                            a.producers.push(IdmpProducer {
+                                pid,
+                                entries: Vec::new(),
+                            });
+                        }
+                        out.push(Event::Elements(Elements::StreamIdmp(chunk)));
+                    }
+                }
+                self.vs = match (left, producers - 1) {
+                    (0, 0) => VState::IdmpStats,
+                    (0, rest) => VState::IdmpProducer(rest),
+                    (left, _) => VState::IdmpEntry(producers, left),
+                };
+                Ok(false)
+            }
+            VState::IdmpStats => {
+                let added = c.length("IDMP iids added")?;
+                let duplicates = c.length("IDMP iids duplicates")?;
+                if let Some(a) = self.idmp.take() {
+                    out.push(Event::Elements(Elements::StreamIdmp(StreamIdmp {
+                        duration: a.duration,
+                        max_entries: a.max_entries,
+                        producers: a.producers,
+                        iids_added: Some(added),
+                        iids_duplicates: Some(duplicates),
+                    })));
+                }
+                Ok(true)
+            }
             VState::ModuleOps => module_op(c),
+        }
+    }
+
+    /// The last group is done: a type 26/27 stream still has its IDMP state to come.
+    fn after_groups(&mut self) -> bool {
+        if self.stream_v >= 4 {
+            self.vs = VState::IdmpHdr;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// A group's consumers are read: type 27 has the NACK zone next, older types end here.
+    fn consumers_done(&mut self, out: &mut Vec<Event>, groups: u64) -> bool {
+        if self.stream_v >= 5 {
+            self.vs = VState::NackHdr(groups);
+            false
+        } else {
+            self.group_done(out, groups)
         }
     }
 
@@ -912,6 +1123,7 @@ impl Parser {
                     .owner
                     .and_then(|i| names.get(i).cloned())
                     .unwrap_or_default(),
+                nacked: p.nacked,
             });
             let first: Vec<PendingEntry> = entries.by_ref().take(MAX_CHUNK_ITEMS).collect();
             out.push(Event::Elements(Elements::StreamGroup(StreamGroup {
@@ -935,7 +1147,7 @@ impl Parser {
         }
         let left = groups.saturating_sub(1);
         self.vs = VState::GroupHdr(left);
-        left == 0
+        left == 0 && self.after_groups()
     }
 
     /// The first unit of a value: its header, or the whole value for single-blob types.
@@ -1020,12 +1232,16 @@ impl Parser {
             )),
             RDB_TYPE_STREAM_LISTPACKS
             | RDB_TYPE_STREAM_LISTPACKS_2
-            | RDB_TYPE_STREAM_LISTPACKS_3 => {
+            | RDB_TYPE_STREAM_LISTPACKS_3
+            | RDB_TYPE_STREAM_LISTPACKS_4
+            | RDB_TYPE_STREAM_LISTPACKS_5 => {
                 self.hint = 64;
                 self.stream_v = match t {
                     RDB_TYPE_STREAM_LISTPACKS => 1,
                     RDB_TYPE_STREAM_LISTPACKS_2 => 2,
-                    _ => 3,
+                    RDB_TYPE_STREAM_LISTPACKS_3 => 3,
+                    RDB_TYPE_STREAM_LISTPACKS_4 => 4,
+                    _ => 5,
                 };
                 let n = c.length("stream listpack count")?;
                 self.vs = if n == 0 {
@@ -1431,6 +1647,49 @@ fn stream_id(c: &mut Cursor<'_>, what: &str) -> P<StreamId> {
     let ms = c.length(what)?;
     let seq = c.length(what)?;
     Ok(StreamId { ms, seq })
+}
+
+/// `RDB_OPCODE_KEY_META`'s body (after the opcode): a class count, then per class the
+/// 32-bit class spec and the module's tagged values up to the module EOF marker. Only
+/// classes flagged `ALLOW_IGNORE` come back; any other is an error.
+pub(crate) fn key_meta_block(c: &mut Cursor<'_>) -> P<Vec<KeyMetaClass>> {
+    // Redis registers at most 7 classes (ids 1..=7; 0 is the key's expiry, never written).
+    const MAX_CLASSES: u64 = 7;
+    const CHARSET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let at = c.pos;
+    let n = c.length("KEY_META class count")?;
+    if n == 0 || n > MAX_CLASSES {
+        return c.fail(at, format!("a KEY_META class count of 1..=7 (got {n})"));
+    }
+    let mut classes = Vec::new();
+    for _ in 0..n {
+        let spec_at = c.pos;
+        // written as raw host-order (little-endian) bytes
+        let spec = u32::from_le_bytes(c.array()?);
+        let values_at = c.pos;
+        while !module_op(c)? {}
+        let name: String = (0..4)
+            .rev()
+            .map(|i| char::from(CHARSET[((spec >> (8 + 6 * i)) & 63) as usize]))
+            .collect();
+        let version = ((spec >> 3) & 31) as u8;
+        let flags = (spec & 7) as u8;
+        // As a server without the module does: drop what the module allows, refuse the rest.
+        if flags & KEY_META_FLAG_ALLOW_IGNORE == 0 {
+            return Err(PErr::Fail(RdbError::RequiredKeyMeta {
+                offset: c.offset_at(spec_at),
+                class: name,
+                version,
+            }));
+        }
+        classes.push(KeyMetaClass {
+            name,
+            version,
+            flags,
+            raw: Bytes::copy_from_slice(c.slice(values_at, c.pos)),
+        });
+    }
+    Ok(classes)
 }
 
 /// One tagged module value; `Ok(true)` at the module EOF marker.

@@ -5,10 +5,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::constants::RDB_OPCODE_KEY_META;
 use crate::crc::crc64;
-use crate::decoder::Decoder;
+use crate::cursor::{Cursor, PErr};
+use crate::decoder::{key_meta_block, Decoder};
 use crate::error::RdbError;
-use crate::event::{Elements, Event};
+use crate::event::{Elements, Event, KeyMetaClass};
 use crate::version::RdbVersion;
 
 /// A checked DUMP payload, split into its parts.
@@ -19,6 +21,10 @@ pub struct Payload {
     pub value: Bytes,
     /// The 2-byte version trailer.
     pub trailer: u16,
+    /// Module key-metadata classes a Redis 8.6+ `DUMP` puts before the type byte
+    /// (`RDB_OPCODE_KEY_META`); not part of `value`, so a payload rebuilt from the parts
+    /// (e.g. by [`rewrite_trailer`]) leaves them out.
+    pub key_meta: Vec<KeyMetaClass>,
 }
 
 impl Payload {
@@ -59,10 +65,31 @@ pub fn parse_payload(payload: &Bytes) -> Result<Payload, RdbError> {
         });
     }
     let trailer = u16::from_le_bytes([payload[n - 10], payload[n - 9]]);
+    let body = payload.slice(..n - 10);
+    let mut start = 0;
+    let mut key_meta = Vec::new();
+    if payload[0] == RDB_OPCODE_KEY_META && RdbVersion::from_dump_trailer(trailer).has_key_meta() {
+        let mut c = Cursor::new(&body, 1, 0, usize::MAX);
+        key_meta = key_meta_block(&mut c).map_err(|e| match e {
+            PErr::Fail(e) => e,
+            _ => RdbError::Truncated {
+                offset: c.pos as u64,
+                expected: "the rest of the payload's KEY_META block and a type byte".into(),
+            },
+        })?;
+        start = c.pos;
+    }
+    let Some(&rdb_type) = body.get(start) else {
+        return Err(RdbError::Truncated {
+            offset: start as u64,
+            expected: "the type byte after the payload's KEY_META block".into(),
+        });
+    };
     Ok(Payload {
-        rdb_type: payload[0],
-        value: payload.slice(1..n - 10),
+        rdb_type,
+        value: body.slice(start + 1..),
         trailer,
+        key_meta,
     })
 }
 
@@ -118,6 +145,8 @@ pub fn min_version(rdb_type: u8, valkey: bool) -> Option<RdbVersion> {
         20 | 21 => 11,
         RDB_TYPE_HASH_2 if valkey => return Some(RdbVersion::Valkey(80)),
         24 | 25 if !valkey => return Some(RdbVersion::Redis(12)),
+        RDB_TYPE_STREAM_LISTPACKS_4 if !valkey => return Some(RdbVersion::Redis(13)),
+        RDB_TYPE_STREAM_LISTPACKS_5 if !valkey => return Some(RdbVersion::Redis(14)),
         _ => return None,
     };
     Some(RdbVersion::Redis(v))

@@ -32,6 +32,25 @@ pub struct KeyMeta {
     pub idle: Option<u64>,
     /// LFU counter (`RDB_OPCODE_FREQ`), written under an LFU maxmemory policy.
     pub freq: Option<u8>,
+    /// Module key-metadata classes (`RDB_OPCODE_KEY_META`, Redis 8.6+ / RDB 13+) whose
+    /// module lets servers without it drop them (`ALLOW_IGNORE`); a class without that
+    /// flag stops the decoder with [`crate::RdbError::RequiredKeyMeta`]. Only the module
+    /// can interpret or write them, so they are carried opaque and no target gets them.
+    /// The key's expiry never travels here (Redis still writes it with `EXPIRETIME_MS`).
+    pub meta_classes: Vec<KeyMetaClass>,
+}
+
+/// One class of a key's module metadata: the 32-bit class spec (4-character name, 5-bit
+/// version, 3-bit flags) and the module's tagged values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMetaClass {
+    /// The 4-character class name (the module registered `META-<name>`).
+    pub name: String,
+    pub version: u8,
+    /// Flag bit 0 is `ALLOW_IGNORE`: a server without the class may drop it on load.
+    pub flags: u8,
+    /// The class's module-style tagged values, up to and including the EOF marker.
+    pub raw: Bytes,
 }
 
 /// A stream entry id `ms-seq`.
@@ -83,9 +102,11 @@ pub struct PendingEntry {
     pub id: StreamId,
     pub delivery_time_ms: i64,
     pub delivery_count: u64,
-    /// The consumer owning the entry; empty if no consumer lists it (not written by any
-    /// known server, kept rather than dropped).
+    /// The consumer owning the entry; empty if no consumer lists it (a NACKed entry in
+    /// Redis 8.8+, otherwise not written by any known server; kept rather than dropped).
     pub consumer: Bytes,
+    /// Listed in the group's NACK zone (stream type 27, Redis 8.8+): released by `XNACK`.
+    pub nacked: bool,
 }
 
 /// A consumer of a group.
@@ -113,6 +134,35 @@ pub struct StreamGroup {
     pub consumers: Vec<Consumer>,
 }
 
+/// One idempotency record of a producer: the producer's idempotent id and the entry it made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdmpEntry {
+    pub iid: Bytes,
+    pub id: StreamId,
+}
+
+/// A producer and (some of) its idempotency records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdmpProducer {
+    pub pid: Bytes,
+    pub entries: Vec<IdmpEntry>,
+}
+
+/// Idempotent-producer (IDMP) state of a Redis 8.6+ stream (types 26/27), written after
+/// the last group. Comes in one or more chunks of at most [`MAX_CHUNK_ITEMS`] records: a
+/// producer whose records span chunks is named again at the start of the next one, and
+/// the two counters are set on the last chunk only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamIdmp {
+    /// How long ids are remembered, as stored (seconds).
+    pub duration: u64,
+    /// The most records kept per producer.
+    pub max_entries: u64,
+    pub producers: Vec<IdmpProducer>,
+    pub iids_added: Option<u64>,
+    pub iids_duplicates: Option<u64>,
+}
+
 /// A bounded chunk of a value's decoded content.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Elements {
@@ -135,6 +185,8 @@ pub enum Elements {
         group: Bytes,
         entries: Vec<PendingEntry>,
     },
+    /// After the last group of a type 26/27 stream.
+    StreamIdmp(StreamIdmp),
     /// A module value (type 7), kept opaque: the exact serialization after the type byte,
     /// starting with the 64-bit module id, usable as a DUMP payload body.
     Module {

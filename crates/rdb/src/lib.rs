@@ -16,7 +16,9 @@
 //! - never panics on any input; errors carry the byte offset and what was expected;
 //! - bytes after the end of the RDB (EOF opcode and checksum) are ignored, as `redis-server`
 //!   ignores them, and reported by [`Decoder::trailing`] for the caller to warn about;
-//! - RDB versions 1–12 (`REDIS0001`…`REDIS0012`) and Valkey 9 (`VALKEY080`).
+//! - RDB versions 1–14 (`REDIS0001`…`REDIS0014`, up to Redis 8.8) and Valkey 9
+//!   (`VALKEY080`); types no older target can hold (Redis 8.8's array, later hash
+//!   templates) are refused with one error naming them, never skipped.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -48,7 +50,8 @@ mod version;
 pub use decoder::{DecodeMode, DecodeOptions, Decoder, Trailing};
 pub use error::RdbError;
 pub use event::{
-    Consumer, Elements, Event, HashField, KeyMeta, PendingEntry, StreamEntry, StreamGroup,
-    StreamId, StreamMeta, MAX_CHUNK_BYTES, MAX_CHUNK_ITEMS,
+    Consumer, Elements, Event, HashField, IdmpEntry, IdmpProducer, KeyMeta, KeyMetaClass,
+    PendingEntry, StreamEntry, StreamGroup, StreamId, StreamIdmp, StreamMeta, MAX_CHUNK_BYTES,
+    MAX_CHUNK_ITEMS,
 };
 pub use version::RdbVersion;

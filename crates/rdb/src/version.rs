@@ -9,7 +9,7 @@ use crate::error::RdbError;
 /// ambiguous type ids are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RdbVersion {
-    /// `REDIS` + 4 digits (1..=12). Also what Valkey ≤ 8.1 writes (11).
+    /// `REDIS` + 4 digits (1..=14). Also what Valkey ≤ 8.1 writes (11).
     Redis(u16),
     /// `VALKEY` + 3 digits (80 for Valkey 9.0/9.1).
     Valkey(u16),
@@ -26,6 +26,12 @@ impl RdbVersion {
     /// The 2-byte little-endian trailer a server of this version writes in `DUMP` output.
     pub fn dump_trailer(self) -> u16 {
         self.number()
+    }
+
+    /// True where opcode 243 is Redis's `KEY_META` (Redis RDB 13+), not Valkey's
+    /// `SLOT_IMPORT`: the two share the number, only the magic tells them apart.
+    pub fn has_key_meta(self) -> bool {
+        matches!(self, RdbVersion::Redis(v) if v >= crate::constants::RDB_VERSION_KEY_META)
     }
 
     /// True for `VALKEY`-magic files (Valkey 9+ type ids apply).
@@ -70,6 +76,13 @@ impl RdbVersion {
         };
         if magic.len() != 9 {
             return Err(bad());
+        }
+        // `VKCS`, envelope version, codec id, flags, stream kind: a wrapped, compressed RDB
+        if magic.starts_with(b"VKCS") {
+            return Err(RdbError::CompressedEnvelope {
+                offset: 0,
+                codec: magic[5],
+            });
         }
         let (flavor, v) = if let Some(rest) = magic.strip_prefix(b"REDIS") {
             ("redis", digits(rest).ok_or_else(bad)?)

@@ -123,20 +123,26 @@ fn corruption_without_checksum_never_panics() {
 
 #[test]
 fn errors_name_the_offset() {
-    // unknown value type 27 right after the header
-    let mut f = b"REDIS0012".to_vec();
-    f.extend_from_slice(&[27, 1, b'k']);
+    // unknown value type 34 (past every type any server writes) right after the header
+    let mut f = b"REDIS0014".to_vec();
+    f.extend_from_slice(&[34, 1, b'k']);
     let e = run(&f, DecodeOptions::elements(), 100).unwrap_err();
-    assert_eq!(e.to_string(), "unknown value type 27 at offset 9");
+    assert_eq!(e.to_string(), "unknown value type 34 at offset 9");
     let e = run(b"RUBBISH01", DecodeOptions::elements(), 100).unwrap_err();
     assert!(matches!(e, RdbError::BadMagic { .. }), "{e}");
-    let e = run(b"REDIS0013", DecodeOptions::elements(), 100).unwrap_err();
-    assert!(e.to_string().contains("unsupported RDB version 13"), "{e}");
-    // Valkey type 23 (PATH_HASH) is not a released type
+    let e = run(b"REDIS0015", DecodeOptions::elements(), 100).unwrap_err();
+    assert!(e.to_string().contains("unsupported RDB version 15"), "{e}");
+    let e = run(b"VALKEY081", DecodeOptions::elements(), 100).unwrap_err();
+    assert!(e.to_string().contains("unsupported RDB version 81"), "{e}");
+    // Valkey type 23 (PATH_HASH, Valkey 9.2) is named, not "unknown"
     let mut f = b"VALKEY080".to_vec();
     f.extend_from_slice(&[23, 1, b'k']);
     let e = run(&f, DecodeOptions::elements(), 100).unwrap_err();
-    assert_eq!(e.to_string(), "unknown value type 23 at offset 9");
+    assert!(
+        e.to_string()
+            .starts_with("RDB type 23 (path hash (PATH_HASH), written by Valkey 9.2, RDB 81) at offset 9 cannot be migrated"),
+        "{e}"
+    );
 }
 
 /// Bytes after the checksum are ignored, as redis-server ignores them, and reported with

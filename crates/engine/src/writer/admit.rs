@@ -382,8 +382,10 @@ impl Admitter {
         st.expired_fields = l.expired_fields;
         st.lost = Losses {
             field_ttls: l.field_ttls,
-            stream_counters: l.stream_counters,
+            // the engine's tally has no kinds of its own for Redis 8.6+/8.8 stream state
+            stream_counters: l.stream_counters + l.stream_idmp + l.nack_marks,
             consumer_times: l.consumer_active_times,
+            pending_entries: l.pending_unowned,
             ..Losses::default()
         };
         note_losses(key, &st, tally);

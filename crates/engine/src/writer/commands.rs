@@ -117,6 +117,9 @@ pub fn element_commands(
         Elements::StreamPending { group, entries } => {
             pending_commands(key, &group, &entries, st, &mut out);
         }
+        // No command recreates a producer's idempotency records (Redis 8.6+): counted once
+        // per key, on the chunk that ends them.
+        Elements::StreamIdmp(idmp) if idmp.iids_added.is_some() => st.lost.stream_counters += 1,
         // Module values and empty chunks are handled by the caller / need nothing.
         _ => {}
     }
@@ -280,6 +283,8 @@ fn pending_commands(
             st.lost.pending_entries += 1;
             continue;
         }
+        // XCLAIM gives the entry back its owner, but nothing sets the NACK mark again.
+        st.lost.stream_counters += u64::from(p.nacked);
         out.push(vec![
             b("XCLAIM"),
             key.clone(),
@@ -320,6 +325,15 @@ pub fn elements_size(els: &Elements) -> usize {
         Elements::StreamPending { entries, .. } => entries.len() * 96,
         Elements::StreamGroup(g) => 128 + g.pending.len() * 96 + g.consumers.len() * 64,
         Elements::StreamMeta(_) => 128,
+        Elements::StreamIdmp(i) => {
+            128 + i
+                .producers
+                .iter()
+                .map(|p| {
+                    64 + p.pid.len() + p.entries.iter().map(|e| 64 + e.iid.len()).sum::<usize>()
+                })
+                .sum::<usize>()
+        }
         Elements::Module { raw, .. } => raw.len(),
     }
 }
@@ -432,6 +446,7 @@ mod tests {
                 delivery_time_ms: 7,
                 delivery_count: 2,
                 consumer: b("busy"),
+                nacked: false,
             }],
             consumers: vec![consumer("busy", 1), consumer("idle", 0)],
         };

@@ -14,7 +14,9 @@ pub struct Losses {
     /// Live hash fields written without their TTL (the target has no field TTLs).
     pub field_ttls: u64,
     /// Stream counters the target cannot hold: a group's entries-read, the stream's
-    /// entries-added and max-deleted-entry-id (targets before 7.0).
+    /// entries-added and max-deleted-entry-id (targets before 7.0). Also counted here, for
+    /// want of kinds of their own: a Redis 8.6+ stream's idempotent-producer state (one per
+    /// key) and the NACK mark of a Redis 8.8 pending entry that kept its owner.
     pub stream_counters: u64,
     /// Consumers whose seen-time (and active-time) became the time of the copy: commands
     /// cannot set them, nor can RDB formats before 7.2 hold an active-time.

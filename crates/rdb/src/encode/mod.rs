@@ -8,7 +8,8 @@
 //! - the payload loads on the target (it uses only types the target's loader knows, and the
 //!   target's version number in the trailer);
 //! - what the target's format cannot hold is dropped and counted in [`Losses`], never
-//!   silently: field TTLs, expired fields, stream counters, consumer active times;
+//!   silently: field TTLs, expired fields, stream counters, consumer active times, and a
+//!   Redis 8.6/8.8 stream's IDMP state, NACK marks and pending entries without an owner;
 //! - strings and streams that never lost an entry come out byte-identical to the server's
 //!   own `DUMP` (`rdbcompression no`), so nothing depends on this crate's reading of the
 //!   format alone (see `tests/encode_servers.rs`).
@@ -43,6 +44,16 @@ pub struct Losses {
     pub stream_counters: u64,
     /// Consumers whose active-time the target's format cannot hold (type 21 → 15/19).
     pub consumer_active_times: u64,
+    /// Streams whose idempotent-producer (IDMP) state was dropped: only Redis 8.6+ (types
+    /// 26/27) holds it, and every format written here is older. One per key.
+    pub stream_idmp: u64,
+    /// Pending entries owned by no consumer (NACKed ones from Redis 8.8, type 27): left
+    /// out, because an older server loads such an entry with no consumer and then
+    /// dereferences it (`XPENDING … IDLE`, `XCLAIM`).
+    pub pending_unowned: u64,
+    /// NACKed pending entries that still had an owner: written as that consumer's pending
+    /// entry, without the NACK mark no older format holds.
+    pub nack_marks: u64,
 }
 
 /// The result of [`encode_for`].
@@ -209,7 +220,8 @@ impl Kind {
             Elements::StreamEntries(_)
             | Elements::StreamMeta(_)
             | Elements::StreamGroup(_)
-            | Elements::StreamPending { .. } => Kind::Stream,
+            | Elements::StreamPending { .. }
+            | Elements::StreamIdmp(_) => Kind::Stream,
             Elements::Module { .. } => return None,
         })
     }

@@ -30,6 +30,8 @@ pub(crate) struct Stream {
     entries: Vec<StreamEntry>,
     meta: Option<StreamMeta>,
     groups: Vec<StreamGroup>,
+    /// The source had IDMP state (types 26/27), which no format written here holds.
+    idmp: bool,
 }
 
 impl Stream {
@@ -42,7 +44,8 @@ impl Stream {
                     s.entries.extend(e.iter().cloned())
                 }
                 Elements::StreamMeta(m) if s.meta.is_none() => s.meta = Some(m.clone()),
-                Elements::StreamGroup(g) if s.meta.is_some() => s.groups.push(g.clone()),
+                Elements::StreamGroup(g) if s.meta.is_some() && !s.idmp => s.groups.push(g.clone()),
+                Elements::StreamIdmp(_) if s.meta.is_some() => s.idmp = true,
                 Elements::StreamPending { group, entries } => match s.groups.last_mut() {
                     Some(g) if g.name == group => g.pending.extend(entries.iter().cloned()),
                     _ => {
@@ -110,6 +113,7 @@ impl Stream {
         for g in groups {
             put_group(&mut out, g, v, losses)?;
         }
+        losses.stream_idmp += u64::from(self.idmp);
         let t = match v {
             1 => RDB_TYPE_STREAM_LISTPACKS,
             2 => RDB_TYPE_STREAM_LISTPACKS_2,
@@ -138,7 +142,16 @@ fn put_group(
     } else if g.entries_read.is_some() {
         losses.stream_counters += 1;
     }
-    let mut pel: Vec<&PendingEntry> = g.pending.iter().collect();
+    let mut pel: Vec<&PendingEntry> = g
+        .pending
+        .iter()
+        .filter(|p| {
+            let owned = !p.consumer.is_empty() && g.consumers.iter().any(|c| c.name == p.consumer);
+            losses.pending_unowned += u64::from(!owned);
+            losses.nack_marks += u64::from(owned && p.nacked);
+            owned
+        })
+        .collect();
     pel.sort_by_key(|p| p.id);
     if pel.windows(2).any(|w| w[0].id == w[1].id) {
         return Err(inconsistent("a pending id listed twice in one group"));

@@ -26,6 +26,7 @@ fn pending(i: u64, consumer: &str) -> PendingEntry {
         delivery_time_ms: 1_700_000_000_000 + i as i64,
         delivery_count: i + 1,
         consumer: b(consumer),
+        nacked: false,
     }
 }
 
@@ -654,6 +655,7 @@ mod properties {
                         delivery_time_ms: i as i64 * 7,
                         delivery_count: i % 5,
                         consumer: b(names[owner as usize]),
+                        nacked: false,
                     })
                     .collect();
                 let consumers = names

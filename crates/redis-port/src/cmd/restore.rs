@@ -81,15 +81,34 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
             .await
             .context("the checksum pass stopped")?;
         match checked {
-            Ok(Some(t)) => tracing::warn!(
-                offset = t.offset,
-                bytes = t.len,
-                "trailing bytes after the end of the RDB ignored, as redis-server ignores them"
-            ),
-            Ok(None) => {}
+            Ok((trailing, key_meta)) => {
+                if let Some(t) = trailing {
+                    tracing::warn!(
+                        offset = t.offset,
+                        bytes = t.len,
+                        "trailing bytes after the end of the RDB ignored, as redis-server ignores them"
+                    );
+                }
+                if key_meta > 0 {
+                    tracing::warn!(
+                        classes = key_meta,
+                        "module key metadata (KEY_META, Redis 8.6+) that its modules allow to drop is not written: only the module could write it"
+                    );
+                }
+            }
             Err(CheckError::Io(e)) => {
                 anyhow::bail!("cannot read --input={}: {e}", args.input.display())
             }
+            // A well-formed file of a format this version refuses is not "invalid".
+            Err(CheckError::Rdb(
+                e @ (RdbError::UnsupportedVersion { .. }
+                | RdbError::UnsupportedType { .. }
+                | RdbError::RequiredKeyMeta { .. }
+                | RdbError::CompressedEnvelope { .. }),
+            )) => anyhow::bail!(
+                "--input={} cannot be restored: {e}; nothing was written",
+                args.input.display()
+            ),
             Err(CheckError::Rdb(e)) => anyhow::bail!(
                 "--input={} is not a valid RDB: {e}; nothing was written",
                 args.input.display()
@@ -162,10 +181,11 @@ enum CheckError {
 }
 
 /// The first pass over a file: decode it to the end, which verifies its structure and its
-/// CRC64, and say whether bytes follow the end. Memory stays bounded as in the loader:
+/// CRC64, and say whether bytes follow the end and how many droppable module key-metadata
+/// classes it holds. Memory stays bounded as in the loader:
 /// values are sliced out of the read chunk (up to 1 MiB each, bigger ones are walked as
 /// elements) and dropped with the events after each chunk.
-fn check_file(path: &Path) -> Result<Option<Trailing>, CheckError> {
+fn check_file(path: &Path) -> Result<(Option<Trailing>, u64), CheckError> {
     const CHUNK: usize = 1 << 20;
     let mut file = std::fs::File::open(path).map_err(CheckError::Io)?;
     let mut decoder = Decoder::new(DecodeOptions::raw_with_threshold(CHUNK as u64));
@@ -184,7 +204,7 @@ fn check_file(path: &Path) -> Result<Option<Trailing>, CheckError> {
         events.clear();
     }
     decoder.finish().map_err(CheckError::Rdb)?;
-    Ok(decoder.trailing())
+    Ok((decoder.trailing(), decoder.key_meta_classes()))
 }
 
 /// An error and its causes on one line, leaving out a cause whose text the line already
