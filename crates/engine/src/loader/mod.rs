@@ -121,6 +121,15 @@ impl Loader {
     /// acknowledge everything.
     pub async fn finish(self) -> Result<LoadSummary, LoadError> {
         self.decoder.finish()?;
+        let dropped = self.decoder.key_meta_classes();
+        if dropped > 0 {
+            // Only their module could write them back, and the source marked them as safe
+            // to drop (what a server without the module does on load).
+            tracing::warn!(
+                classes = dropped,
+                "the snapshot carried module metadata on keys (Redis 8.6+ KEY_META, marked droppable): not written to the target"
+            );
+        }
         self.writer.flush().await?;
         Ok(self.summary)
     }
