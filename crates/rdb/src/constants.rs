@@ -107,6 +107,18 @@ pub const RDB_VERSION_KEY_META: u16 = 13;
 /// The Valkey versions (`VALKEY0NN`) this decoder reads.
 pub const RDB_VERSION_VALKEY_9: u16 = 80;
 
+/// A stream of any version (15, 19, 21; Redis 8.6/8.8's 26, 27).
+pub fn is_stream_type(rdb_type: u8) -> bool {
+    matches!(
+        rdb_type,
+        RDB_TYPE_STREAM_LISTPACKS
+            | RDB_TYPE_STREAM_LISTPACKS_2
+            | RDB_TYPE_STREAM_LISTPACKS_3
+            | RDB_TYPE_STREAM_LISTPACKS_4
+            | RDB_TYPE_STREAM_LISTPACKS_5
+    )
+}
+
 /// Human name of a value type id, for errors and `decode` output.
 pub fn type_name(rdb_type: u8, valkey: bool) -> &'static str {
     match rdb_type {

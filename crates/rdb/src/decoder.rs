@@ -25,6 +25,9 @@ use crate::error::RdbError;
 use crate::event::*;
 use crate::version::RdbVersion;
 
+/// A parse buffer with more room than this, four times more than it needs, is given back.
+const RELEASE_ABOVE: usize = 4 << 20;
+
 /// How values are delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeMode {
@@ -43,6 +46,10 @@ pub struct DecodeOptions {
     /// delivered as elements instead (so at most this many bytes are held for it).
     /// `None` = no limit. Module values (type 7) are always delivered whole.
     pub big_value_threshold: Option<u64>,
+    /// Raw mode only: the threshold for streams, when it differs (`None`: the one above).
+    /// Rebuilt from elements a stream loses details a RESTORE keeps (consumers' seen
+    /// times), so a caller may hold bigger streams whole than other values.
+    pub big_stream_threshold: Option<u64>,
     /// Check the CRC64 after the EOF opcode (a stored checksum of 0 is never checked).
     pub verify_checksum: bool,
 }
@@ -52,6 +59,7 @@ impl DecodeOptions {
         DecodeOptions {
             mode: DecodeMode::Raw,
             big_value_threshold: None,
+            big_stream_threshold: None,
             verify_checksum: true,
         }
     }
@@ -59,6 +67,7 @@ impl DecodeOptions {
         DecodeOptions {
             mode: DecodeMode::Elements,
             big_value_threshold: None,
+            big_stream_threshold: None,
             verify_checksum: true,
         }
     }
@@ -110,6 +119,8 @@ pub struct Decoder {
     retaining: bool,
     /// Enforce `big_value_threshold` on the current value.
     limited: bool,
+    /// The threshold of the current value's type (see [`DecodeOptions`]).
+    value_limit: Option<u64>,
     p: Parser,
     failed: Option<RdbError>,
 }
@@ -127,6 +138,7 @@ impl Decoder {
             value_start: 0,
             retaining: false,
             limited: false,
+            value_limit: None,
             p: Parser::new(opts, Top::Magic, RdbVersion::Redis(RDB_VERSION_MAX_REDIS)),
             failed: None,
         }
@@ -259,7 +271,15 @@ impl Decoder {
             return;
         }
         old.advance(keep_from);
+        let needed = old.len() + chunk.len();
         let mut m = match old.try_into_mut() {
+            // Once a big value has passed, a buffer grown for it would stay that big for
+            // as long as anything is pending (nearly always): start a small one instead.
+            Ok(m) if m.capacity() > RELEASE_ABOVE && m.capacity() > 4 * needed => {
+                let mut fresh = BytesMut::with_capacity(needed);
+                fresh.extend_from_slice(&m);
+                fresh
+            }
             // no slice of the old buffer is alive: grow it in place (amortized, so a big
             // raw value spanning many chunks is not copied again and again)
             Ok(m) => m,
@@ -289,7 +309,7 @@ impl Decoder {
                 }
                 return Ok(());
             }
-            let limit = match (self.limited, self.p.opts.big_value_threshold) {
+            let limit = match (self.limited, self.value_limit) {
                 (true, Some(t)) => self
                     .value_start
                     .saturating_add(usize::try_from(t).unwrap_or(usize::MAX)),
@@ -323,7 +343,13 @@ impl Decoder {
                 let module = self.p.rdb_type == RDB_TYPE_MODULE_2;
                 let raw = self.p.opts.mode == DecodeMode::Raw;
                 self.retaining = raw || module;
-                self.limited = raw && !module && self.p.opts.big_value_threshold.is_some();
+                let opts = &self.p.opts;
+                self.value_limit = if crate::constants::is_stream_type(self.p.rdb_type) {
+                    opts.big_stream_threshold.or(opts.big_value_threshold)
+                } else {
+                    opts.big_value_threshold
+                };
+                self.limited = raw && !module && self.value_limit.is_some();
             }
             Action::EndValue => {
                 if self.retaining {

@@ -77,7 +77,11 @@ pub fn render(plan: &Plan, parallel: usize, big_key_size: Option<u64>) -> String
     let fork_worst: u64 = sizes.iter().take(n).sum();
     let tool = n as u64 * SPOOL_MEMORY_PER_SHARD
         + plan.shards.len() as u64 * WRITER_WINDOW_PER_SHARD
-        + big_key_size.unwrap_or(0).min(512 << 20) * n as u64;
+        // One value held whole per shard in full sync (in the decoder, then as a payload).
+        + big_key_size
+            .unwrap_or(rsm_engine::writer::HELD_WHOLE)
+            .min(512 << 20)
+            * n as u64;
     let _ = writeln!(
         out,
         "memory estimate with --sync-parallel={parallel}: source up to {} extra while {n} shard(s) fork for BGSAVE at once \

@@ -25,8 +25,8 @@ use crate::writer::{WriteError, WriteSummary, Writer};
 /// What the loader needs besides the writer.
 #[derive(Debug, Clone, Default)]
 pub struct LoaderOptions {
-    /// Values whose serialization exceeds this go in chunks; `None` = the writer's
-    /// threshold (`--bigkeysize`, else the target's `proto-max-bulk-len`).
+    /// Values whose serialization exceeds this go in chunks, streams included; `None` =
+    /// the writer's thresholds (see [`Writer::big_key_threshold`]).
     pub big_key_threshold: Option<u64>,
     /// The conflict policy, for function libraries (`FUNCTION LOAD [REPLACE]`).
     pub conflict: ConflictPolicy,
@@ -73,11 +73,15 @@ pub struct Loader {
 
 impl Loader {
     pub fn new(opts: LoaderOptions, writer: Writer) -> Loader {
-        let threshold = opts
-            .big_key_threshold
-            .unwrap_or_else(|| writer.big_key_threshold());
+        let decode = match opts.big_key_threshold {
+            Some(t) => DecodeOptions::raw_with_threshold(t),
+            None => DecodeOptions {
+                big_stream_threshold: Some(writer.big_stream_threshold()),
+                ..DecodeOptions::raw_with_threshold(writer.big_key_threshold())
+            },
+        };
         Loader {
-            decoder: Decoder::new(DecodeOptions::raw_with_threshold(threshold)),
+            decoder: Decoder::new(decode),
             writer,
             opts,
             events: Vec::new(),

@@ -36,7 +36,9 @@ use crate::writer::WriteError;
 use session::{sync_once, Context};
 
 /// Memory the spool may use before it spills to disk, unless the spec says otherwise.
-pub const DEFAULT_SPOOL_MEMORY: usize = 64 << 20;
+/// With the writer's 32 MiB this keeps three shards in full sync under 256 MiB; beyond
+/// it the snapshot waits in the page cache (the spill file), not in the process.
+pub const DEFAULT_SPOOL_MEMORY: usize = 32 << 20;
 /// Pause before reconnecting after a failure; doubles up to the maximum.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
