@@ -108,12 +108,9 @@ async fn max_bandwidth_paces_the_snapshot_transfer() {
     run.stop().await.unwrap();
 }
 
-/// The target's count of `cmd` calls, from its own `INFO commandstats`.
-fn calls(server: &Server, cmd: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut server.conn())
-        .unwrap();
+/// The server's count of `cmd` calls, from its own `INFO commandstats` over `c`.
+fn calls(c: &mut redis::Connection, cmd: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
     let prefix = format!("cmdstat_{cmd}:calls=");
     info.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -135,22 +132,12 @@ async fn max_ops_bounds_the_commands_sent_to_the_target() {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (samples, done, addr) = (samples.clone(), done.clone(), target.addr());
+        let (samples, done) = (samples.clone(), done.clone());
+        let mut c = target.conn();
         std::thread::spawn(move || {
-            let target = redis::Client::open(format!("redis://{addr}/")).unwrap();
-            let mut c = target.get_connection().unwrap();
             let begin = Instant::now();
             while !done.load(Ordering::Relaxed) {
-                let info: String = redis::cmd("INFO")
-                    .arg("commandstats")
-                    .query(&mut c)
-                    .unwrap();
-                let n = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("cmdstat_restore:calls="))
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0u64);
+                let n = calls(&mut c, "restore");
                 samples
                     .lock()
                     .unwrap()
@@ -173,7 +160,7 @@ async fn max_ops_bounds_the_commands_sent_to_the_target() {
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     assert_eq!(w.failed(), 0, "{w}");
-    assert_eq!(calls(&target, "restore"), KEYS as u64);
+    assert_eq!(calls(&mut target.conn(), "restore"), KEYS as u64);
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
 
     let samples = samples.lock().unwrap().clone();

@@ -124,6 +124,21 @@ fn group(owned: &[(u64, u64)]) -> Vec<u8> {
 
 /// IDMP state: duration 100, max 50, producer "p1" with two records, "p2" with none,
 /// 5 iids added, 1 duplicate.
+/// A type-27 value: entries 7-0, 7-1 and 9-0 pending in one group, 7-0 and 9-0 owned by a
+/// consumer; the NACK zone lists 7-1 (so it has no owner) and 9-0 (owned and NACKed).
+fn nacked_stream() -> Vec<u8> {
+    let nack = [len(2), raw_id(7, 1), raw_id(9, 0)].concat();
+    [
+        stream_node(),
+        stream_meta(),
+        len(1),
+        group(&[(7, 0), (9, 0)]),
+        nack,
+        idmp(),
+    ]
+    .concat()
+}
+
 fn idmp() -> Vec<u8> {
     [
         len(100),
@@ -294,17 +309,7 @@ fn redis_86_stream_with_idempotent_producers() {
 
 #[test]
 fn redis_88_stream_with_a_nack_zone() {
-    // 7-0 owned, 7-1 NACKed (no owner), 9-0 owned and NACKed
-    let nack = [len(2), raw_id(7, 1), raw_id(9, 0)].concat();
-    let value = [
-        stream_node(),
-        stream_meta(),
-        len(1),
-        group(&[(7, 0), (9, 0)]),
-        nack,
-        idmp(),
-    ]
-    .concat();
+    let value = nacked_stream();
     let f = file(
         b"REDIS0014",
         &[vec![RDB_TYPE_STREAM_LISTPACKS_5], s(b"st"), value.clone()].concat(),
@@ -611,16 +616,7 @@ fn newest_streams_restore_on_older_servers() {
     use rsm_testkit::redis::Value;
     use rsm_testkit::{test_server_bin, Server, ServerOptions};
 
-    let nack = [len(2), raw_id(7, 1), raw_id(9, 0)].concat();
-    let v27 = [
-        stream_node(),
-        stream_meta(),
-        len(1),
-        group(&[(7, 0), (9, 0)]),
-        nack,
-        idmp(),
-    ]
-    .concat();
+    let v27 = nacked_stream();
     // type 26 with 7-1 and 9-0 owned by no one: no server writes that, but none may crash
     let v26 = [
         stream_node(),
