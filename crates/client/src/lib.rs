@@ -9,6 +9,7 @@ mod credentials;
 mod endpoint;
 mod error;
 mod reply;
+mod server_version;
 mod tls;
 
 pub use connection::{
@@ -18,4 +19,5 @@ pub use credentials::{read_secret_file, Credentials, SecretFileError};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::{ClientError, Side};
 pub use reply::{Retry, ServerError};
+pub use server_version::{Family, ServerVersion};
 pub use tls::{TlsFiles, TlsProblem, TlsSettings, TlsSetupError};

@@ -259,14 +259,8 @@ async fn check_target(
         }],
         cluster_node_ids: nodes.iter().map(|n| n.id.as_str().to_string()).collect(),
     };
-    let version = match (
-        info_field(&server, "valkey_version"),
-        info_field(&server, "redis_version"),
-    ) {
-        (Some(v), _) => format!("Valkey {v}"),
-        (None, Some(v)) => format!("Redis {v}"),
-        _ => "unknown".into(),
-    };
+    let version = rsm_client::ServerVersion::from_info(&server)
+        .map_or_else(|| "unknown".to_string(), |v| v.to_string());
     Ok(TargetFacts {
         endpoint: target.clone(),
         cluster: is_cluster,

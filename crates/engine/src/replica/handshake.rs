@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rsm_client::{
-    info_field, ClientError, ConnectOptions, Connection, Endpoint, ServerError, Side,
+    ClientError, ConnectOptions, Connection, Endpoint, ServerError, ServerVersion, Side,
 };
 use rsm_resp::{decode, skip_newlines, Frame};
 
@@ -48,16 +48,15 @@ pub enum RdbFraming {
 /// Facts about the source learnt during the handshake.
 #[derive(Debug, Clone, Default)]
 pub struct SourceInfo {
-    pub redis_version: Option<String>,
-    pub valkey_version: Option<String>,
+    /// `None` when `INFO server` names no version.
+    pub version: Option<ServerVersion>,
 }
 
 impl SourceInfo {
     pub fn describe(&self) -> String {
-        match (&self.valkey_version, &self.redis_version) {
-            (Some(v), _) => format!("Valkey {v}"),
-            (None, Some(v)) => format!("Redis {v}"),
-            (None, None) => "unknown server".into(),
+        match &self.version {
+            Some(v) => v.to_string(),
+            None => "unknown server".into(),
         }
     }
 }
@@ -89,8 +88,7 @@ pub async fn handshake_with(
 
     let info = conn.info("server").await?;
     let source = SourceInfo {
-        redis_version: info_field(&info, "redis_version").map(str::to_string),
-        valkey_version: info_field(&info, "valkey_version").map(str::to_string),
+        version: ServerVersion::from_info(&info),
     };
 
     let port = listening_port.to_string();
@@ -98,7 +96,11 @@ pub async fn handshake_with(
         .await?;
     conn.request_ok(&["REPLCONF", "capa", "eof", "capa", "psync2"])
         .await?;
-    if source.valkey_version.is_some() {
+    if source
+        .version
+        .as_ref()
+        .is_some_and(ServerVersion::is_valkey)
+    {
         // Redis rejects this option; only Valkey negotiates the snapshot format.
         conn.request_ok(&["REPLCONF", "version", VALKEY_VERSION_ANNOUNCED])
             .await?;

@@ -867,9 +867,7 @@ mod tests {
     fn info(cluster: bool, rdb: RdbVersion) -> TargetInfo {
         TargetInfo {
             cluster,
-            version: "7.2.4".into(),
-            valkey: false,
-            major_minor: (7, 2),
+            version: rsm_client::ServerVersion::parse(rsm_client::Family::Redis, "7.2.4"),
             rdb_version: rdb,
             proto_max_bulk_len: 512 << 20,
             databases: if cluster { None } else { Some(16) },

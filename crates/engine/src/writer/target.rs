@@ -5,7 +5,10 @@
 //! Read once at start (and the slot map again on `MOVED`), before any data is written.
 
 use bytes::Bytes;
-use rsm_client::{info_field, ClientError, ConnectOptions, Connection, Endpoint, ServerError};
+use rsm_client::{
+    info_field, ClientError, ConnectOptions, Connection, Endpoint, Family, ServerError,
+    ServerVersion,
+};
 use rsm_rdb::RdbVersion;
 use rsm_resp::Frame;
 
@@ -18,11 +21,8 @@ pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetInfo {
     pub cluster: bool,
-    /// `valkey_version` if present, else `redis_version`.
-    pub version: String,
-    pub valkey: bool,
-    /// (major, minor) of `version`.
-    pub major_minor: (u32, u32),
+    /// Its family and version (Redis 0.0.0 when `INFO` hides it).
+    pub version: ServerVersion,
     /// The DUMP trailer the target writes: the highest RDB version it accepts.
     pub rdb_version: RdbVersion,
     pub proto_max_bulk_len: u64,
@@ -37,20 +37,12 @@ impl TargetInfo {
     /// True if the target understands commands introduced in Redis `major.minor`
     /// (every Valkey descends from Redis 7.2).
     pub fn redis_at_least(&self, major: u32, minor: u32) -> bool {
-        if self.valkey {
-            (7, 2) >= (major, minor)
-        } else {
-            self.major_minor >= (major, minor)
-        }
+        self.version.redis_at_least(major, minor)
     }
 
     /// `HPEXPIREAT` and friends: Redis 7.4+, Valkey 9+.
     pub fn hash_field_ttl(&self) -> bool {
-        if self.valkey {
-            self.major_minor >= (9, 0)
-        } else {
-            self.major_minor >= (7, 4)
-        }
+        self.version.hash_field_ttl()
     }
 }
 
@@ -72,15 +64,11 @@ impl SlotMap {
     }
 }
 
-fn version_of(text: &str) -> (u32, u32) {
-    let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
 /// The RDB version a server of this version writes (reference §A3), used when the DUMP
 /// probe is not possible.
-fn rdb_version_for(valkey: bool, (major, minor): (u32, u32)) -> RdbVersion {
-    if valkey {
+fn rdb_version_for(version: &ServerVersion) -> RdbVersion {
+    let (major, minor) = version.major_minor();
+    if version.is_valkey() {
         return if major >= 9 {
             RdbVersion::Valkey(80)
         } else {
@@ -103,13 +91,8 @@ pub async fn detect(
 ) -> Result<(TargetInfo, SlotMap), WriteError> {
     let mut conn = Connection::connect(seed, opts).await?;
     let info = conn.info("server").await?;
-    let valkey_version = info_field(&info, "valkey_version").map(str::to_string);
-    let redis_version = info_field(&info, "redis_version")
-        .unwrap_or("0.0.0")
-        .to_string();
-    let valkey = valkey_version.is_some();
-    let version = valkey_version.unwrap_or(redis_version);
-    let major_minor = version_of(&version);
+    let version = ServerVersion::from_info(&info)
+        .unwrap_or_else(|| ServerVersion::parse(Family::Redis, "0.0.0"));
     let cluster_info = conn.info("cluster").await?;
     let cluster = info_field(&cluster_info, "cluster_enabled") == Some("1");
 
@@ -143,7 +126,7 @@ pub async fn detect(
 
     let transactions = transactions_work(&mut conn).await?;
     // Probe on a master that owns the scratch key's slot (the seed may be a replica).
-    let mut rdb_version = rdb_version_for(valkey, major_minor);
+    let mut rdb_version = rdb_version_for(&version);
     let probe = probe_key(&slots);
     if let Some((node, key)) = probe {
         let mut pconn;
@@ -161,8 +144,6 @@ pub async fn detect(
         TargetInfo {
             cluster,
             version,
-            valkey,
-            major_minor,
             rdb_version,
             proto_max_bulk_len,
             databases,
@@ -415,12 +396,30 @@ mod tests {
 
     #[test]
     fn rdb_versions_by_server_version() {
-        assert_eq!(rdb_version_for(false, (6, 2)), RdbVersion::Redis(9));
-        assert_eq!(rdb_version_for(false, (7, 0)), RdbVersion::Redis(10));
-        assert_eq!(rdb_version_for(false, (7, 2)), RdbVersion::Redis(11));
-        assert_eq!(rdb_version_for(false, (8, 2)), RdbVersion::Redis(12));
-        assert_eq!(rdb_version_for(true, (8, 1)), RdbVersion::Redis(11));
-        assert_eq!(rdb_version_for(true, (9, 1)), RdbVersion::Valkey(80));
+        assert_eq!(
+            rdb_version_for(&ServerVersion::parse(Family::Redis, "6.2")),
+            RdbVersion::Redis(9)
+        );
+        assert_eq!(
+            rdb_version_for(&ServerVersion::parse(Family::Redis, "7.0")),
+            RdbVersion::Redis(10)
+        );
+        assert_eq!(
+            rdb_version_for(&ServerVersion::parse(Family::Redis, "7.2")),
+            RdbVersion::Redis(11)
+        );
+        assert_eq!(
+            rdb_version_for(&ServerVersion::parse(Family::Redis, "8.2")),
+            RdbVersion::Redis(12)
+        );
+        assert_eq!(
+            rdb_version_for(&ServerVersion::parse(Family::Valkey, "8.1")),
+            RdbVersion::Redis(11)
+        );
+        assert_eq!(
+            rdb_version_for(&ServerVersion::parse(Family::Valkey, "9.1")),
+            RdbVersion::Valkey(80)
+        );
     }
 
     #[test]

@@ -130,14 +130,7 @@ pub async fn probe(
 /// Redis 7.0 added PEXPIRETIME; Valkey has it from its first release.
 async fn supports_pexpiretime(conn: &mut Connection) -> Result<bool, ClientError> {
     let info = conn.info("server").await?;
-    if rsm_client::info_field(&info, "valkey_version").is_some() {
-        return Ok(true);
-    }
-    let major = rsm_client::info_field(&info, "redis_version")
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
-    Ok(major >= 7)
+    Ok(rsm_client::ServerVersion::from_info(&info).is_some_and(|v| v.redis_at_least(7, 0)))
 }
 
 /// `db0:keys=3,...` lines of `INFO keyspace`, as db numbers (db 0 when empty).
