@@ -329,38 +329,112 @@ pub struct SlotOwner {
 }
 
 /// Slot → owner routing table: 16384 small indices into a list of owners.
+///
+/// The owner is whatever the user routes to: `verify` and the plan keep the address and
+/// node id read from `CLUSTER NODES` ([`SlotOwner`]), the writer keeps the endpoint it
+/// dials. One table, so that the slot arithmetic lives in one place.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SlotMap {
-    owners: Vec<SlotOwner>,
+pub struct SlotMap<O = SlotOwner> {
+    owners: Vec<O>,
     slots: Vec<Option<u16>>,
 }
 
-impl fmt::Debug for SlotMap {
+impl<O: fmt::Display> fmt::Debug for SlotMap<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
         for (i, o) in self.owners.iter().enumerate() {
             let ranges = ranges_of(Slot::all().filter(|s| self.slots[s.index()] == Some(i as u16)));
-            m.entry(&o.addr, &display_ranges(&ranges));
+            m.entry(&o.to_string(), &display_ranges(&ranges));
         }
         m.finish()
     }
 }
 
-impl Default for SlotMap {
+impl fmt::Display for SlotOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+impl<O> Default for SlotMap<O> {
     fn default() -> Self {
         SlotMap::empty()
     }
 }
 
-impl SlotMap {
+impl<O> SlotMap<O> {
     /// A map with no slot assigned.
-    pub fn empty() -> SlotMap {
+    pub fn empty() -> SlotMap<O> {
         SlotMap {
             owners: Vec::new(),
             slots: vec![None; usize::from(SLOT_COUNT)],
         }
     }
 
+    /// One owner serves every slot (a standalone server, a proxy).
+    pub fn single(owner: O) -> SlotMap<O> {
+        SlotMap {
+            owners: vec![owner],
+            slots: vec![Some(0); usize::from(SLOT_COUNT)],
+        }
+    }
+
+    /// Every owner; an owner's index is stable for the life of the map.
+    pub fn owners(&self) -> &[O] {
+        &self.owners
+    }
+
+    /// The index (into [`SlotMap::owners`]) of the owner of `slot`.
+    pub fn owner_index_of(&self, slot: Slot) -> Option<usize> {
+        self.slots[slot.index()].map(usize::from)
+    }
+
+    /// The owner of `slot`.
+    pub fn owner(&self, slot: Slot) -> Option<&O> {
+        self.owner_index_of(slot).map(|i| &self.owners[i])
+    }
+
+    /// The owner of `key`'s slot.
+    pub fn owner_for_key(&self, key: &[u8]) -> Option<&O> {
+        self.owner(key_slot(key))
+    }
+
+    /// The owner index of every slot, in slot order.
+    pub fn slot_owners(&self) -> impl Iterator<Item = Option<usize>> + '_ {
+        self.slots.iter().map(|o| o.map(usize::from))
+    }
+
+    /// Slots with no owner, as ranges.
+    pub fn uncovered(&self) -> Vec<SlotRange> {
+        ranges_of(Slot::all().filter(|s| self.slots[s.index()].is_none()))
+    }
+
+    /// True if every slot has an owner.
+    pub fn is_complete(&self) -> bool {
+        self.slots.iter().all(Option::is_some)
+    }
+}
+
+impl<O: PartialEq> SlotMap<O> {
+    /// `range` now belongs to `owner` (added to the owners if new). Returns its index.
+    pub fn assign(&mut self, range: SlotRange, owner: O) -> usize {
+        let idx = match self.owners.iter().position(|o| *o == owner) {
+            Some(i) => i,
+            None => {
+                self.owners.push(owner);
+                self.owners.len() - 1
+            }
+        };
+        // Fewer than 16384 owners ever exist (each owns a slot or was added by a MOVED).
+        let small = idx as u16;
+        for slot in range.iter() {
+            self.slots[slot.index()] = Some(small);
+        }
+        idx
+    }
+}
+
+impl SlotMap<SlotOwner> {
     /// Builds the map from parsed `CLUSTER NODES`: every master (not in handshake) owns the
     /// slots it lists. If two masters claim a slot, the higher config epoch wins, as in the
     /// cluster itself. An empty host (fresh node, or `unknown-endpoint`) becomes `empty_host`,
@@ -414,41 +488,11 @@ impl SlotMap {
         (self.owners.len() - 1) as u16
     }
 
-    /// Every owner; an owner's index is stable for the life of the map.
-    pub fn owners(&self) -> &[SlotOwner] {
-        &self.owners
-    }
-
-    /// The index (into [`SlotMap::owners`]) of the owner of `slot`.
-    pub fn owner_index_of(&self, slot: Slot) -> Option<usize> {
-        self.slots[slot.index()].map(usize::from)
-    }
-
-    /// The owner of `slot`.
-    pub fn owner(&self, slot: Slot) -> Option<&SlotOwner> {
-        self.owner_index_of(slot).map(|i| &self.owners[i])
-    }
-
-    /// The owner of `key`'s slot.
-    pub fn owner_for_key(&self, key: &[u8]) -> Option<&SlotOwner> {
-        self.owner(key_slot(key))
-    }
-
     /// Records a `MOVED slot addr`: `slot` now belongs to `addr`. Returns the owner index.
     pub fn set_owner(&mut self, slot: Slot, addr: &str) -> usize {
         let idx = self.owner_index(addr, None);
         self.slots[slot.index()] = Some(idx);
         usize::from(idx)
-    }
-
-    /// Slots with no owner, as ranges.
-    pub fn uncovered(&self) -> Vec<SlotRange> {
-        ranges_of(Slot::all().filter(|s| self.slots[s.index()].is_none()))
-    }
-
-    /// True if every slot has an owner.
-    pub fn is_complete(&self) -> bool {
-        self.slots.iter().all(Option::is_some)
     }
 }
 
@@ -644,7 +688,7 @@ mod tests {
         assert_eq!(m.owner_index_of(slot(12182)), Some(i));
         assert_eq!(m.owners()[i].id, None);
         assert_eq!(m.owner_for_key(b"foo").unwrap().addr, "127.0.0.1:7009");
-        assert!(SlotMap::empty().uncovered() == vec![SlotRange::full()]);
+        assert!(SlotMap::<SlotOwner>::empty().uncovered() == vec![SlotRange::full()]);
         // Same for the topology path.
         let t = Topology::from_nodes(nodes);
         assert_eq!(
@@ -654,6 +698,26 @@ mod tests {
                 .addr,
             "127.0.0.1:7001"
         );
+    }
+
+    #[test]
+    fn any_owner_type_assigns_ranges_and_reuses_equal_owners() {
+        let mut map: SlotMap<&str> = SlotMap::empty();
+        let lo = SlotRange::new(slot(0), slot(99)).unwrap();
+        let hi = SlotRange::new(slot(100), slot(16383)).unwrap();
+        assert_eq!(map.assign(lo, "a:1"), 0);
+        assert_eq!(map.assign(hi, "b:2"), 1);
+        // A later range for a known owner reuses its index.
+        assert_eq!(map.assign(SlotRange::single(slot(16383)), "a:1"), 0);
+        assert_eq!(map.owners(), &["a:1", "b:2"]);
+        assert_eq!(map.owner(slot(99)), Some(&"a:1"));
+        assert_eq!(map.owner(slot(100)), Some(&"b:2"));
+        assert_eq!(map.owner(slot(16383)), Some(&"a:1"));
+        assert!(map.is_complete());
+        let owners: Vec<Option<usize>> = map.slot_owners().collect();
+        assert_eq!(owners.len(), 16384);
+        assert_eq!(owners[100], Some(1));
+        assert_eq!(SlotMap::single("s").owner(slot(5)), Some(&"s"));
     }
 
     #[test]

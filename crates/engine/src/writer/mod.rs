@@ -428,7 +428,7 @@ impl Writer {
             cluster = info.cluster,
             version = %info.version,
             rdb_version = %info.rdb_version,
-            masters = slots.masters.len(),
+            masters = slots.owners().len(),
             "connected to the target"
         );
         let largest_restore = info.proto_max_bulk_len.saturating_sub(1024);

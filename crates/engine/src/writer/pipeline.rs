@@ -107,7 +107,7 @@ pub(crate) fn spawn(
     let (replies, replies_rx) = mpsc::unbounded_channel();
     let (connects, connects_rx) = mpsc::unbounded_channel();
     let (refreshes, refresh_rx) = mpsc::unbounded_channel();
-    let nodes: Vec<Node> = slots.masters.iter().cloned().map(Node::new).collect();
+    let nodes: Vec<Node> = slots.owners().iter().cloned().map(Node::new).collect();
     let admitter = Admitter::new(
         info.clone(),
         opts.engine.filter.clone(),
@@ -117,7 +117,7 @@ pub(crate) fn spawn(
     let p = Pipeline {
         masters: (0..nodes.len()).collect(),
         nodes,
-        owner: slots.owner,
+        owner: slots.slot_owners().collect(),
         opts,
         info,
         shared,

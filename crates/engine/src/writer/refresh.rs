@@ -40,13 +40,12 @@ impl Pipeline {
             return;
         };
         let idx: Vec<usize> = map
-            .masters
-            .into_iter()
-            .map(|m| self.node_index(m))
+            .owners()
+            .iter()
+            .map(|m| self.node_index(m.clone()))
             .collect();
         self.owner = map
-            .owner
-            .into_iter()
+            .slot_owners()
             .map(|o| o.and_then(|i| idx.get(i).copied()))
             .collect();
         self.masters = idx;

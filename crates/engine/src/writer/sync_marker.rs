@@ -205,13 +205,7 @@ impl MarkerKeeper {
             let mut seed = Connection::connect(&self.target, &self.connect).await?;
             if self.cluster {
                 let map = read_slot_map(&mut seed, &self.target).await?;
-                let slot = rsm_cluster::key_slot(self.key.as_bytes()).index();
-                let owner = map
-                    .owner
-                    .get(slot)
-                    .copied()
-                    .flatten()
-                    .and_then(|i| map.masters.get(i));
+                let owner = map.owner_for_key(self.key.as_bytes());
                 if let Some(ep) = owner.filter(|ep| **ep != self.target) {
                     seed = Connection::connect(ep, &self.connect).await?;
                 }
@@ -295,7 +289,7 @@ impl<'a> TargetKeys<'a> {
         let mut seed = Connection::connect(scope.target, scope.connect).await?;
         let (masters, owner) = if scope.cluster {
             let map = read_slot_map(&mut seed, scope.target).await?;
-            (map.masters, map.owner)
+            (map.owners().to_vec(), map.slot_owners().collect())
         } else {
             (vec![scope.target.clone()], Vec::new())
         };
@@ -579,7 +573,7 @@ pub async fn remove_progress_keys(
 ) -> Result<u64, WriteError> {
     let (info, map) = super::target::detect(target, connect).await?;
     let mut removed = 0;
-    for node in &map.masters {
+    for node in map.owners() {
         let mut c = Connection::connect(node, connect).await?;
         let dbs: Vec<u32> = match info.cluster {
             true => vec![0],

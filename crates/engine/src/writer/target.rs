@@ -9,6 +9,7 @@ use rsm_client::{
     info_field, ClientError, ConnectOptions, Connection, Endpoint, Family, ServerError,
     ServerVersion,
 };
+use rsm_cluster::{Slot, SlotRange};
 use rsm_rdb::RdbVersion;
 use rsm_resp::Frame;
 
@@ -46,23 +47,8 @@ impl TargetInfo {
     }
 }
 
-/// Who owns each slot of a cluster target, by index into `masters`.
-#[derive(Debug, Clone)]
-pub struct SlotMap {
-    pub masters: Vec<Endpoint>,
-    /// `owner[slot]`: index into `masters`, or `None` for an unassigned slot.
-    pub owner: Vec<Option<usize>>,
-}
-
-impl SlotMap {
-    /// A standalone target: one node serves everything.
-    pub fn single(endpoint: Endpoint) -> SlotMap {
-        SlotMap {
-            masters: vec![endpoint],
-            owner: vec![Some(0); usize::from(rsm_cluster::SLOT_COUNT)],
-        }
-    }
-}
+/// Who owns each slot of a cluster target: the endpoints the writer dials.
+pub type SlotMap = rsm_cluster::SlotMap<Endpoint>;
 
 /// The RDB version a server of this version writes (reference §A3), used when the DUMP
 /// probe is not possible.
@@ -130,11 +116,12 @@ pub async fn detect(
     let probe = probe_key(&slots);
     if let Some((node, key)) = probe {
         let mut pconn;
-        let c = if slots.masters.get(node) == Some(seed) {
-            &mut conn
-        } else {
-            pconn = Connection::connect(&slots.masters[node], opts).await?;
-            &mut pconn
+        let c = match slots.owners().get(node) {
+            Some(owner) if owner != seed => {
+                pconn = Connection::connect(owner, opts).await?;
+                &mut pconn
+            }
+            _ => &mut conn,
         };
         if let Some(v) = probe_rdb_version(c, &key).await? {
             rdb_version = v;
@@ -217,11 +204,8 @@ fn config_databases(reply: &Frame) -> Option<u32> {
 fn probe_key(slots: &SlotMap) -> Option<(usize, Bytes)> {
     for i in 0..100_000u32 {
         let key = format!("rsm:writer-probe:{i}");
-        if let Some(Some(node)) = slots
-            .owner
-            .get(rsm_cluster::key_slot(key.as_bytes()).index())
-        {
-            return Some((*node, Bytes::from(key)));
+        if let Some(node) = slots.owner_index_of(rsm_cluster::key_slot(key.as_bytes())) {
+            return Some((node, Bytes::from(key)));
         }
     }
     None
@@ -264,23 +248,18 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
             "cannot read the slot map of target {asked}: unexpected CLUSTER SHARDS/SLOTS reply"
         ))
     })?;
-    let mut map = SlotMap {
-        masters: Vec::new(),
-        owner: vec![None; usize::from(rsm_cluster::SLOT_COUNT)],
-    };
+    let mut map = SlotMap::empty();
     for (start, end, ep) in ranges {
-        let idx = match map.masters.iter().position(|m| *m == ep) {
-            Some(i) => i,
-            None => {
-                map.masters.push(ep);
-                map.masters.len() - 1
-            }
-        };
-        for s in start..=end.min(rsm_cluster::SLOT_COUNT - 1) {
-            map.owner[usize::from(s)] = Some(idx);
+        let last = end.min(rsm_cluster::SLOT_COUNT - 1);
+        let range = Slot::try_from(start)
+            .ok()
+            .zip(Slot::try_from(last).ok())
+            .and_then(|(a, b)| SlotRange::new(a, b));
+        if let Some(range) = range {
+            map.assign(range, ep);
         }
     }
-    if map.masters.is_empty() {
+    if map.owners().is_empty() {
         return Err(WriteError::Topology(format!(
             "target {asked} is a cluster with no slots assigned"
         )));
