@@ -18,7 +18,8 @@ use rsm_engine::replica::follow::{node_endpoint, replication_view};
 #[derive(Debug, Clone)]
 pub struct PlannedShard {
     pub serial: usize,
-    pub slots: String,
+    /// The slots it serves (every slot for a standalone source).
+    pub slots: Vec<rsm_cluster::SlotRange>,
     /// The node we will replicate from.
     pub node: Endpoint,
     pub role: Role,
@@ -144,7 +145,7 @@ pub async fn discover(
         let (used_memory, keys) = node_size(&node, &source_opts).await;
         shards.push(PlannedShard {
             serial,
-            slots: rsm_cluster::display_ranges(&shard.slots),
+            slots: shard.slots.clone(),
             node,
             role: chosen_role,
             used_memory,

@@ -55,7 +55,7 @@ pub fn render(plan: &Plan, parallel: usize, big_key_size: Option<u64>) -> String
             out,
             "shard {:<3} slots {:<24} {:<22} {:<6} used_memory {:>10}  keys {}",
             s.serial,
-            s.slots,
+            rsm_cluster::display_ranges(&s.slots),
             s.node.to_string(),
             role,
             s.used_memory.map(human_bytes).unwrap_or_else(|| "?".into()),

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsm_client::Endpoint;
-use rsm_cluster::{Slot, SlotRange};
 use rsm_engine::replica::follow::FollowOptions;
 use rsm_engine::shard::{run_shard_following, ShardSpec};
 use rsm_engine::status::{now_ms, Phase, ShardStatus};
@@ -49,12 +48,12 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
                 s.serial,
                 s.node.to_string(),
                 role.to_string(),
-                s.slots.clone(),
+                rsm_cluster::display_ranges(&s.slots),
             )
         })
         .collect();
     for s in &plan.shards {
-        tracing::info!(shard = s.serial as u64, source = %s.node, slots = %s.slots, "shard planned");
+        tracing::info!(shard = s.serial as u64, source = %s.node, slots = %rsm_cluster::display_ranges(&s.slots), "shard planned");
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -139,7 +138,8 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         };
         let follow = FollowOptions {
             role: Some(config.sync_role),
-            slots: parse_ranges(&s.slots),
+            // A shard that lists no slots learns them from its node.
+            slots: (!s.slots.is_empty()).then(|| s.slots.clone()),
             seeds: seeds.clone(),
             disabled: !plan.source_is_cluster,
         };
@@ -191,17 +191,6 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The plan's slot ranges (`0-99, 200`) back into ranges; `None` if unreadable.
-fn parse_ranges(text: &str) -> Option<Vec<SlotRange>> {
-    let slot = |s: &str| s.trim().parse::<u16>().ok().and_then(Slot::new);
-    text.split(',')
-        .map(|part| match part.split_once('-') {
-            Some((a, b)) => SlotRange::new(slot(a)?, slot(b)?),
-            None => slot(part).map(SlotRange::single),
-        })
-        .collect()
 }
 
 /// `--verify-on-ready`: wait for every shard to be ready for cut-over, then
@@ -416,17 +405,5 @@ fn print_summary(shared: &http::Shared) {
             snap.source_offset,
             if snap.phase == Phase::Failed { " (FAILED)" } else { "" }
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plan_ranges_parse_back() {
-        let r = parse_ranges("0-99, 200, 300-301").unwrap();
-        assert_eq!(rsm_cluster::display_ranges(&r), "0-99, 200, 300-301");
-        assert!(parse_ranges("0-x").is_none());
     }
 }
