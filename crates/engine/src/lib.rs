@@ -15,6 +15,7 @@ pub mod status;
 pub mod throttle;
 pub mod tls_flags;
 pub mod usage;
+pub mod write_flags;
 pub mod writer;
 
 pub use entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};

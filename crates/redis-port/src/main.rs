@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use rsm_client::{Credentials, Side};
+use clap::{Parser, Subcommand};
+use rsm_client::Side;
 use rsm_engine::tls_flags::{Address, SideTls, TlsArgs};
-use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes, Limits};
+use rsm_engine::write_flags::{SourcePasswordArgs, TargetPasswordArgs, WriteArgs};
 
 mod cmd;
 mod log;
@@ -38,16 +38,12 @@ enum Command {
         target: Address,
         #[command(flatten)]
         tls: TlsArgs,
-        /// Source password; `user:password` selects an ACL user. Also from the
-        /// environment: RSM_SOURCE_PASSWORD (read by `secret`, not clap, so that only
-        /// the two flags conflict).
-        #[arg(long)]
-        password: Option<String>,
-        /// Read the source password (first line) from FILE, mode 0600 or stricter.
-        #[arg(long, value_name = "FILE", conflicts_with = "password")]
-        password_file: Option<PathBuf>,
         #[command(flatten)]
-        write: WriteFlags,
+        password: SourcePasswordArgs,
+        #[command(flatten)]
+        auth: TargetPasswordArgs,
+        #[command(flatten)]
+        write: WriteArgs,
         /// Read the snapshot from the source at most this fast: megabytes (10^6 bytes) per
         /// second, e.g. 50 or 12.5. Off by default.
         #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
@@ -75,7 +71,9 @@ enum Command {
         #[command(flatten)]
         tls: TlsArgs,
         #[command(flatten)]
-        write: WriteFlags,
+        auth: TargetPasswordArgs,
+        #[command(flatten)]
+        write: WriteArgs,
         /// Seconds to keep retrying a target that stopped answering before giving up.
         #[arg(long, value_name = "SECS", default_value = "60")]
         retry_timeout: u64,
@@ -88,14 +86,8 @@ enum Command {
         /// The --source-… TLS flags (and the shared --cacert, --tls-insecure).
         #[command(flatten)]
         tls: TlsArgs,
-        /// Source password; `user:password` selects an ACL user. Also from the
-        /// environment: RSM_SOURCE_PASSWORD (read by `secret`, not clap, so that only
-        /// the two flags conflict).
-        #[arg(long)]
-        password: Option<String>,
-        /// Read the source password (first line) from FILE, mode 0600 or stricter.
-        #[arg(long, value_name = "FILE", conflicts_with = "password")]
-        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        password: SourcePasswordArgs,
         /// The RDB file to write.
         #[arg(long, short = 'o')]
         output: PathBuf,
@@ -112,74 +104,6 @@ enum Command {
         #[arg(long, short = 'o')]
         output: Option<String>,
     },
-}
-
-/// The flags that shape writes into the target, shared by `sync` and `restore`.
-#[derive(Debug, Args)]
-struct WriteFlags {
-    /// Target password; `user:password` selects an ACL user. Also from the
-    /// environment: RSM_TARGET_PASSWORD.
-    #[arg(long)]
-    auth: Option<String>,
-    /// Read the target password (first line) from FILE, mode 0600 or stricter.
-    #[arg(long, value_name = "FILE", conflicts_with = "auth")]
-    auth_file: Option<PathBuf>,
-    /// Only keys starting with one of these prefixes, e.g. "str1|str2|str3".
-    #[arg(long, value_parser = KeyPrefixes::parse)]
-    filterkey: Option<KeyPrefixes>,
-    /// Write every key into this database of a standalone target.
-    #[arg(long, value_parser = rsm_engine::options::parse_db, allow_hyphen_values = true)]
-    targetdb: Option<u32>,
-    /// Overwrite keys that already exist in the target.
-    #[arg(long, conflicts_with = "skip_existing")]
-    rewrite: bool,
-    /// Keep the target's value of keys that already exist, and count them.
-    #[arg(long)]
-    skip_existing: bool,
-    /// Values larger than SIZE are written in chunks of commands (512kb, 64mb, 1gb).
-    #[arg(long, value_parser = rsm_engine::options::parse_size)]
-    bigkeysize: Option<u64>,
-    /// Send at most N commands per second to the target. Off by default.
-    #[arg(long, value_name = "N", value_parser = rsm_engine::options::parse_ops)]
-    max_ops: Option<u64>,
-}
-
-impl WriteFlags {
-    /// `--auth` or `--auth-file`.
-    fn credentials(&self) -> Result<Option<Credentials>, cmd::UsageError> {
-        credentials(
-            rsm_engine::options::TARGET_PASSWORD,
-            self.auth.as_deref(),
-            self.auth_file.as_deref(),
-        )
-    }
-
-    fn options(&self) -> EngineOptions {
-        EngineOptions {
-            filter: self.filterkey.clone().unwrap_or_default(),
-            target_db: self.targetdb,
-            conflict: if self.rewrite {
-                ConflictPolicy::Rewrite
-            } else if self.skip_existing {
-                ConflictPolicy::Skip
-            } else {
-                ConflictPolicy::Fail
-            },
-            big_key_size: self.bigkeysize,
-            limits: Limits::new(None, self.max_ops),
-        }
-    }
-}
-
-/// A password flag or its file flag, as credentials; a bad file is a usage error.
-fn credentials(
-    names: rsm_engine::options::SecretFlags<'_>,
-    value: Option<&str>,
-    file: Option<&std::path::Path>,
-) -> Result<Option<Credentials>, cmd::UsageError> {
-    rsm_engine::options::secret(names, value, file)
-        .map(|s| s.as_deref().map(Credentials::parse))
-        .map_err(cmd::UsageError)
 }
 
 /// The TLS of the one side a command talks to; flags for the other side are refused.
@@ -247,15 +171,10 @@ fn main() -> ExitCode {
             from,
             tls,
             password,
-            password_file,
             output,
             max_bandwidth,
         } => runtime().and_then(|rt| {
-            let password = credentials(
-                rsm_engine::options::SOURCE_PASSWORD,
-                password.as_deref(),
-                password_file.as_deref(),
-            )?;
+            let password = password.credentials().map_err(cmd::UsageError)?;
             let tls = one_side_tls(&tls, Side::Source, from.tls)?;
             rt.block_on(cmd::dump::run(cmd::dump::DumpArgs {
                 from: from.endpoint,
@@ -270,23 +189,20 @@ fn main() -> ExitCode {
             input,
             target,
             tls,
+            auth,
             write,
             retry_timeout,
         } => runtime().and_then(|rt| {
             log::to_stderr();
-            let auth = write.credentials()?;
+            let auth = auth.credentials().map_err(cmd::UsageError)?;
             let tls = one_side_tls(&tls, Side::Target, target.tls)?;
-            let options = write.options();
             rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
                 input,
                 target: target.endpoint,
                 auth,
                 tls: tls.settings,
-                filter: options.filter,
-                target_db: options.target_db,
-                conflict: options.conflict,
-                big_key_size: options.big_key_size,
-                limits: options.limits,
+                // A file restore has no source to spare: no --max-bandwidth.
+                options: write.options(None),
                 // Redrawn in place with `\r`: only a terminal shows that as one line.
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 retry_timeout: std::time::Duration::from_secs(retry_timeout),
@@ -298,36 +214,30 @@ fn main() -> ExitCode {
             target,
             tls,
             password,
-            password_file,
+            auth,
             write,
             max_bandwidth,
             logfile,
             httpport,
-        } => log::to_file(&logfile)
-            .and_then(|()| runtime())
-            .and_then(|rt| {
-                let password = credentials(
-                    rsm_engine::options::SOURCE_PASSWORD,
-                    password.as_deref(),
-                    password_file.as_deref(),
-                )?;
-                let auth = write.credentials()?;
-                let (source_tls, target_tls) = both_tls(&tls, &from, &target)?;
-                rt.block_on(cmd::sync::run(cmd::sync::SyncArgs {
-                    from: from.endpoint,
-                    target: target.endpoint,
-                    password,
-                    auth,
-                    source_tls: source_tls.settings,
-                    target_tls: target_tls.settings,
-                    options: EngineOptions {
-                        limits: Limits::new(max_bandwidth, write.max_ops),
-                        ..write.options()
-                    },
-                    logfile,
-                    httpport,
-                }))
-            }),
+        } => (|| {
+            // Flag mistakes first: a usage error must not leave a log file behind.
+            let password = password.credentials().map_err(cmd::UsageError)?;
+            let auth = auth.credentials().map_err(cmd::UsageError)?;
+            log::to_file(&logfile)?;
+            let rt = runtime()?;
+            let (source_tls, target_tls) = both_tls(&tls, &from, &target)?;
+            rt.block_on(cmd::sync::run(cmd::sync::SyncArgs {
+                from: from.endpoint,
+                target: target.endpoint,
+                password,
+                auth,
+                source_tls: source_tls.settings,
+                target_tls: target_tls.settings,
+                options: write.options(max_bandwidth),
+                logfile,
+                httpport,
+            }))
+        })(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -317,6 +317,40 @@ fn help_says_stdin_is_written_before_its_checksum_is_known() {
     assert!(help.contains("checksum"), "{help}");
 }
 
+/// `redis-port` takes its write flags from the same definition as the manager: an empty
+/// `--auth` (or `--password` for `sync`) is refused as a usage error before any socket
+/// opens, like the manager refuses it, instead of being sent as an empty AUTH.
+#[test]
+fn an_empty_password_is_a_usage_error_for_every_subcommand() {
+    let cases: [&[&str]; 3] = [
+        &[
+            "restore",
+            "--input=x.rdb",
+            "--target=127.0.0.1:1",
+            "--auth=",
+        ],
+        &[
+            "sync",
+            "--from=127.0.0.1:1",
+            "--target=127.0.0.1:1",
+            "--password=",
+        ],
+        &[
+            "dump",
+            "--from=127.0.0.1:1",
+            "--output=x.rdb",
+            "--password=",
+        ],
+    ];
+    for args in cases {
+        let out = redis_port().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is empty"), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
 /// From stdin the checksum is known only at the end, after the writes: the error must then
 /// say how many keys really are in the target (it used to say 0 after writing them all).
 #[test]

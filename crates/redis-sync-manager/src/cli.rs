@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use rsm_client::{Credentials, Side};
 
-use rsm_engine::options::{secret, HTTP_TOKEN, SOURCE_PASSWORD, TARGET_PASSWORD};
+use rsm_engine::options::{secret, HTTP_TOKEN};
 use rsm_engine::status::http::HttpToken;
 use rsm_engine::tls_flags::{Address, TlsArgs};
-use rsm_engine::{ConflictPolicy, KeyPrefixes};
+use rsm_engine::write_flags::{SourcePasswordArgs, TargetPasswordArgs, WriteArgs};
+use rsm_engine::KeyPrefixes;
 
 use rsm_cluster::Role;
 
@@ -102,44 +103,16 @@ fn both_tls(tls: &TlsArgs, from: &Address, target: &Address) -> Result<BothTls, 
 /// each also as a file (`--password-file`, `--auth-file`), which keeps it out of `ps`.
 #[derive(Debug, Args)]
 pub struct PasswordArgs {
-    /// Password of the source database; `user:password` selects an ACL user.
-    /// Also from the environment: RSM_SOURCE_PASSWORD.
-    // The environment variable is read by `secret`, not clap (see there).
-    #[arg(long, value_name = "SRC_PASSWORD")]
-    pub password: Option<String>,
-
-    /// Read the source password (its first line) from FILE, which must be mode 0600 or stricter.
-    #[arg(long, value_name = "FILE", conflicts_with = "password")]
-    pub password_file: Option<PathBuf>,
-
-    /// Password of the target database; `user:password` selects an ACL user.
-    /// Also from the environment: RSM_TARGET_PASSWORD.
-    // The environment variable is read by `secret`, not clap (see there).
-    #[arg(long, value_name = "DST_PASSWORD")]
-    pub auth: Option<String>,
-
-    /// Read the target password (its first line) from FILE, which must be mode 0600 or stricter.
-    #[arg(long, value_name = "FILE", conflicts_with = "auth")]
-    pub auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourcePasswordArgs,
+    #[command(flatten)]
+    pub target: TargetPasswordArgs,
 }
 
 impl PasswordArgs {
     /// Source and target credentials; an empty password is a mistake, not "none".
     pub fn credentials(&self) -> Result<(Option<Credentials>, Option<Credentials>), String> {
-        let source = secret(
-            SOURCE_PASSWORD,
-            self.password.as_deref(),
-            self.password_file.as_deref(),
-        )?;
-        let target = secret(
-            TARGET_PASSWORD,
-            self.auth.as_deref(),
-            self.auth_file.as_deref(),
-        )?;
-        Ok((
-            source.as_deref().map(Credentials::parse),
-            target.as_deref().map(Credentials::parse),
-        ))
+        Ok((self.source.credentials()?, self.target.credentials()?))
     }
 }
 
@@ -254,36 +227,13 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
-    /// Sync only keys starting with one of these prefixes, e.g. "str1|str2|str3".
-    #[arg(long, value_name = "str1|str2|str3", value_parser = parse_prefixes)]
-    pub filterkey: Option<KeyPrefixes>,
-
-    /// The database of the target that every key is written into (standalone targets).
-    #[arg(long, value_name = "DB", value_parser = parse_db, allow_hyphen_values = true)]
-    pub targetdb: Option<u32>,
-
-    /// Overwrite a key that already exists in the target (default: stop that shard with an error).
-    #[arg(long, conflicts_with = "skip_existing")]
-    pub rewrite: bool,
-
-    /// Keep the target's value of a key that already exists there, count it, and go on.
-    #[arg(long)]
-    pub skip_existing: bool,
-
-    /// When a value is larger than SIZE, write it in chunks of ordinary commands
-    /// (big key write mode). Bytes, or with a unit: 64mb, 1gb, 512kb (k/m/g = 1000s, kb/mb/gb = 1024s, as in redis.conf).
-    #[arg(long, value_name = "SIZE", value_parser = rsm_engine::options::parse_size)]
-    pub bigkeysize: Option<u64>,
+    #[command(flatten)]
+    pub write: WriteArgs,
 
     /// Read the snapshots from the source at most this fast, summed over every shard:
     /// megabytes (10^6 bytes) per second, e.g. 50 or 12.5. Off by default.
     #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
     pub max_bandwidth: Option<u64>,
-
-    /// Send at most this many commands per second to the target, summed over every
-    /// shard (snapshot and stream). Off by default.
-    #[arg(long, value_name = "N", value_parser = rsm_engine::options::parse_ops)]
-    pub max_ops: Option<u64>,
 
     /// Log file of the manager; each shard logs beside it with its serial number
     /// added to the name (logs/redis-sync-manager.0.log, …).
@@ -341,11 +291,6 @@ impl SyncArgs {
         let target = self
             .target
             .ok_or("--target is required: give the target as --target=HOST:PORT")?;
-        let conflict = match (self.rewrite, self.skip_existing) {
-            (true, _) => ConflictPolicy::Rewrite,
-            (_, true) => ConflictPolicy::Skip,
-            _ => ConflictPolicy::Fail,
-        };
         let (source_credentials, target_credentials) = self.passwords.credentials()?;
         let tls = both_tls(&self.tls, &from, &target)?;
         let http_token = secret(
@@ -362,11 +307,7 @@ impl SyncArgs {
             source_tls: tls.source,
             target_tls: tls.target,
             tls_warnings: tls.warnings,
-            filter: self.filterkey.unwrap_or_default(),
-            target_db: self.targetdb,
-            conflict,
-            big_key_size: self.bigkeysize,
-            limits: rsm_engine::Limits::new(self.max_bandwidth, self.max_ops),
+            engine: self.write.options(self.max_bandwidth),
             logfile: self.logfile,
             http_port: self.httpport,
             http_bind: self.http_bind,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_cluster::Role;
 use rsm_engine::status::http::HttpToken;
-use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes, Limits};
+use rsm_engine::EngineOptions;
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -21,12 +21,9 @@ pub struct SyncConfig {
     pub target_tls: Option<Arc<TlsSettings>>,
     /// `--tls-insecure` and friends: said loudly at start.
     pub tls_warnings: Vec<String>,
-    pub filter: KeyPrefixes,
-    pub target_db: Option<u32>,
-    pub conflict: ConflictPolicy,
-    pub big_key_size: Option<u64>,
-    /// `--max-bandwidth`, `--max-ops`: one set of buckets for every shard.
-    pub limits: Limits,
+    /// The write flags and `--max-bandwidth`; its limits are one set of buckets for
+    /// every shard.
+    pub engine: EngineOptions,
     pub logfile: PathBuf,
     pub http_port: Option<u16>,
     pub http_bind: IpAddr,
@@ -53,12 +50,6 @@ impl SyncConfig {
 
     /// The options every shard's engine runs with.
     pub fn engine_options(&self) -> EngineOptions {
-        EngineOptions {
-            filter: self.filter.clone(),
-            target_db: self.target_db,
-            conflict: self.conflict,
-            big_key_size: self.big_key_size,
-            limits: self.limits.clone(),
-        }
+        self.engine.clone()
     }
 }

@@ -139,12 +139,12 @@ async fn run(config: SyncConfig) -> anyhow::Result<ExitCode> {
         &config.target,
         &config.target_connect(),
         config.sync_role,
-        config.target_db,
+        config.engine.target_db,
     )
     .await?;
     print!(
         "{}",
-        plan::render(&plan, config.sync_parallel, config.big_key_size)
+        plan::render(&plan, config.sync_parallel, config.engine.big_key_size)
     );
     if config.dry_run {
         return Ok(ExitCode::SUCCESS);

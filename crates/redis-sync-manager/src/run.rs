@@ -70,7 +70,7 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         target: config.target.to_string(),
         started_ms: now_ms(),
         verify: Default::default(),
-        limits: config.limits.clone(),
+        limits: config.engine.limits.clone(),
     };
     let warnings = http::TopologyWarnings::default();
     // Every node of the plan and the seed: enough to find the others.
@@ -217,8 +217,8 @@ async fn verify_when_ready(
         target_credentials: config.target_credentials.clone(),
         source_tls: config.source_tls.clone(),
         target_tls: config.target_tls.clone(),
-        filter: config.filter.clone(),
-        target_db: config.target_db,
+        filter: config.engine.filter.clone(),
+        target_db: config.engine.target_db,
         mode: crate::verify::Mode::Full,
         sample: None,
         ttl_tolerance_ms: 2000,

@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_engine::loader::{load_from, open_input, LoadSummary, Loader, LoaderOptions};
 use rsm_engine::writer::{WriteSummary, Writer, WriterOptions};
-use rsm_engine::{ConflictPolicy, EngineOptions, KeyPrefixes, Limits};
+use rsm_engine::EngineOptions;
 use rsm_rdb::{DecodeOptions, Decoder, RdbError, Trailing};
 
 /// Validated flags of `restore`.
@@ -34,16 +34,9 @@ pub struct RestoreArgs {
     pub auth: Option<Credentials>,
     /// `--target-tls` and friends, or a `rediss://` target.
     pub tls: Option<std::sync::Arc<TlsSettings>>,
-    /// `--filterkey="p1|p2"` (empty = keep everything).
-    pub filter: KeyPrefixes,
-    /// `--targetdb`.
-    pub target_db: Option<u32>,
-    /// `--rewrite` / `--skip-existing` (default: stop on an existing key).
-    pub conflict: ConflictPolicy,
-    /// `--bigkeysize` in bytes.
-    pub big_key_size: Option<u64>,
-    /// `--max-ops`.
-    pub limits: Limits,
+    /// The write flags (`--filterkey`, `--targetdb`, the conflict policy,
+    /// `--bigkeysize`, `--max-ops`), as every engine takes them.
+    pub options: EngineOptions,
     /// Print the progress line (on by default; off for tests and pipes if wanted).
     pub progress: bool,
     /// How long a target that stopped answering is retried before giving up.
@@ -68,13 +61,7 @@ impl std::fmt::Display for ExitSummary {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
-    let engine = EngineOptions {
-        filter: args.filter.clone(),
-        target_db: args.target_db,
-        conflict: args.conflict,
-        big_key_size: args.big_key_size,
-        limits: args.limits.clone(),
-    };
+    let engine = args.options.clone();
     if args.input != Path::new("-") {
         let path = args.input.clone();
         let checked = tokio::task::spawn_blocking(move || check_file(&path))
@@ -130,7 +117,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
     let loader = Loader::new(
         LoaderOptions {
             big_key_threshold: None,
-            conflict: args.conflict,
+            conflict: args.options.conflict,
         },
         writer.clone(),
     );
