@@ -252,13 +252,16 @@ impl CommandTable {
                 })
             }
         };
-        let first = keys[0]; // non-empty: groups is not empty
+        // `per_key_layout` held: the keys are non-empty and every `k..k + step` unit lies
+        // inside the command, so `get` finds each; a miss would be a bug, not data.
+        let first = keys.first().copied().unwrap_or(args.len());
+        let head = args.get(..first).unwrap_or(args);
         Ok(groups
             .into_iter()
             .map(|(g, ks)| {
-                let mut cmd = args[..first].to_vec();
+                let mut cmd = head.to_vec();
                 for k in ks {
-                    cmd.extend_from_slice(&args[k..k + step]);
+                    cmd.extend_from_slice(args.get(k..k + step).unwrap_or_default());
                 }
                 (g, cmd)
             })

@@ -197,6 +197,7 @@ impl CommandTable {
         TABLE.get_or_init(|| {
             // The text is compiled in; the unit test `builtin_table_parses`
             // proves it parses, so this cannot fail at run time.
+            #[allow(clippy::expect_used)] // why: compiled-in text, proven by a unit test
             parse::parse_builtin(BUILTIN).expect("builtin.txt parses (unit-tested)")
         })
     }
@@ -376,10 +377,14 @@ fn spec_keys(
             // Like the server: the end index itself is not examined (a keyword
             // in last place has no key after it).
             while i != end {
-                if i >= argc || i < 1 {
+                let Some(arg) = usize::try_from(i)
+                    .ok()
+                    .filter(|_| i >= 1)
+                    .and_then(|i| args.get(i))
+                else {
                     break;
-                }
-                if args[i as usize].eq_ignore_ascii_case(keyword) {
+                };
+                if arg.eq_ignore_ascii_case(keyword) {
                     found = Some(i + 1);
                     break;
                 }
@@ -419,10 +424,11 @@ fn spec_keys(
             keystep,
         } => {
             let idx = first + *keynumidx as i64;
-            if idx >= argc || idx < 0 {
-                return Err(out_of_range());
-            }
-            let numkeys: i64 = std::str::from_utf8(&args[idx as usize])
+            let arg = usize::try_from(idx)
+                .ok()
+                .and_then(|i| args.get(i))
+                .ok_or_else(out_of_range)?;
+            let numkeys: i64 = std::str::from_utf8(arg)
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .filter(|n: &i64| *n >= 0)
@@ -474,8 +480,7 @@ fn special_keys(base: &str, args: &[Bytes]) -> Option<Vec<usize>> {
             let mut keys = vec![1];
             let mut store = None;
             let mut i = 2;
-            while i < args.len() {
-                let a = &args[i];
+            while let Some(a) = args.get(i) {
                 if eq(a, "limit") {
                     i += 2;
                 } else if eq(a, "get") || eq(a, "by") {
@@ -492,8 +497,7 @@ fn special_keys(base: &str, args: &[Bytes]) -> Option<Vec<usize>> {
         // migrateGetKeys: key 3, or with an empty key 3 the keys after `KEYS`.
         "migrate" => {
             let mut i = 6;
-            while i < args.len() {
-                let a = &args[i];
+            while let Some(a) = args.get(i) {
                 if eq(a, "keys") {
                     if args.get(3).is_some_and(|k| !k.is_empty()) {
                         return Some(Vec::new());

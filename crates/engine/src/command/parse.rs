@@ -64,35 +64,35 @@ fn parse_entry(entry: &Frame, table: &mut CommandTable) -> Result<(), CommandTab
             entry.describe()
         ))
     })?;
-    if items.len() < 6 {
+    let [name, arity, flag_list, first, last, step, rest @ ..] = items else {
         return Err(bad(format!(
             "command entry has {} fields, expected at least 6",
             items.len()
         )));
-    }
-    let name = text(&items[0])
-        .ok_or_else(|| bad(format!("command name is {}", items[0].describe())))?
+    };
+    let name = text(name)
+        .ok_or_else(|| bad(format!("command name is {}", name.describe())))?
         .to_ascii_lowercase();
-    let arity = int(&items[1], &name, "arity")?;
+    let arity = int(arity, &name, "arity")?;
     let mut flags = CommandFlags::default();
-    for f in items[2].as_array().unwrap_or(&[]) {
+    for f in flag_list.as_array().unwrap_or(&[]) {
         if let Some(flag) = f.as_bytes().and_then(|b| CommandFlags::from_name(b)) {
             flags.insert(flag);
         }
     }
     let legacy = LegacyKeys {
-        first: int(&items[3], &name, "first key")?,
-        last: int(&items[4], &name, "last key")?,
-        step: int(&items[5], &name, "step")?,
+        first: int(first, &name, "first key")?,
+        last: int(last, &name, "last key")?,
+        step: int(step, &name, "step")?,
     };
-    // [6] ACL categories (6.0+), [7] tips, [8] key specs, [9] subcommands (7.0+).
+    // Then ACL categories (6.0+), tips, key specs and subcommands (7.0+).
     let mut key_specs = Vec::new();
-    if let Some(specs) = items.get(8).and_then(Frame::as_array) {
+    if let Some(specs) = rest.get(2).and_then(Frame::as_array) {
         for s in specs {
             key_specs.push(parse_key_spec(s, &name)?);
         }
     }
-    if let Some(subs) = items.get(9).and_then(Frame::as_array) {
+    if let Some(subs) = rest.get(3).and_then(Frame::as_array) {
         for sub in subs {
             parse_entry(sub, table)?;
         }
@@ -118,7 +118,10 @@ fn pairs(f: &Frame) -> Vec<(String, &Frame)> {
             .as_array()
             .unwrap_or(&[])
             .chunks_exact(2)
-            .filter_map(|kv| Some((text(&kv[0])?.to_ascii_lowercase(), &kv[1])))
+            .filter_map(|kv| match kv {
+                [k, v] => Some((text(k)?.to_ascii_lowercase(), v)),
+                _ => None,
+            })
             .collect(),
     }
 }
@@ -186,32 +189,32 @@ pub(super) fn parse_builtin(text: &str) -> Result<CommandTable, CommandTableErro
             what: what.to_string(),
         };
         let cols: Vec<&str> = line.split('\t').collect();
-        if cols.len() < 6 {
+        let [name, arity, flag_list, first, last, step, specs @ ..] = cols.as_slice() else {
             return Err(err("fewer than 6 columns"));
-        }
+        };
         let num = |s: &str| {
             s.parse::<i32>()
                 .map_err(|_| err(&format!("{s:?} is not a number")))
         };
         let mut flags = CommandFlags::default();
-        for f in cols[2].split(',') {
+        for f in flag_list.split(',') {
             if let Some(flag) = CommandFlags::from_name(f.as_bytes()) {
                 flags.insert(flag);
             }
         }
         let mut key_specs = Vec::new();
-        for s in &cols[6..] {
+        for s in specs {
             key_specs
                 .push(parse_builtin_spec(s).ok_or_else(|| err(&format!("bad key spec {s:?}")))?);
         }
         table.insert(CommandSpec {
-            name: cols[0].to_string(),
-            arity: num(cols[1])?,
+            name: name.to_string(),
+            arity: num(arity)?,
             flags,
             legacy: LegacyKeys {
-                first: num(cols[3])?,
-                last: num(cols[4])?,
-                step: num(cols[5])?,
+                first: num(first)?,
+                last: num(last)?,
+                step: num(step)?,
             },
             key_specs,
         });

@@ -45,23 +45,24 @@ pub fn absolutize_ttl(args: &[Bytes], received_at_unix_ms: i64) -> Vec<Bytes> {
     if eq(name, "set") || eq(name, "getex") {
         // SET k v [opts], GETEX k [opts]: options start after the value / key.
         let mut i = if eq(name, "set") { 3 } else { 2 };
-        while i + 1 < out.len() {
-            let unit = if eq(&out[i], "ex") {
+        while let (Some(opt), Some(value)) = (out.get(i), out.get(i + 1)) {
+            let unit = if eq(opt, "ex") {
                 Some(1000)
-            } else if eq(&out[i], "px") {
+            } else if eq(opt, "px") {
                 Some(1)
             } else {
                 None
             };
             if let Some(unit) = unit {
-                if let Some(at) = positive(&out[i + 1]).and_then(|n| absolute(now, n, unit)) {
-                    out[i] = Bytes::from_static(b"PXAT");
-                    out[i + 1] = at;
+                let at = positive(value).and_then(|n| absolute(now, n, unit));
+                if let (Some(at), Some([opt, value])) = (at, out.get_mut(i..i + 2)) {
+                    *opt = Bytes::from_static(b"PXAT");
+                    *value = at;
                 }
                 i += 2;
             } else if ["exat", "pxat", "ifeq", "ifne", "ifdeq", "ifdne"]
                 .iter()
-                .any(|w| eq(&out[i], w))
+                .any(|w| eq(opt, w))
             {
                 // Options with a value: skip it, so a value spelled "EX" is not an option.
                 i += 2;
@@ -71,34 +72,43 @@ pub fn absolutize_ttl(args: &[Bytes], received_at_unix_ms: i64) -> Vec<Bytes> {
         }
         return out;
     }
-    if (eq(name, "setex") || eq(name, "psetex")) && args.len() == 4 {
+    if eq(name, "setex") || eq(name, "psetex") {
         let unit = if eq(name, "setex") { 1000 } else { 1 };
-        if let Some(at) = positive(&args[2]).and_then(|n| absolute(now, n, unit)) {
-            return vec![
-                Bytes::from_static(b"SET"),
-                args[1].clone(),
-                args[3].clone(),
-                Bytes::from_static(b"PXAT"),
-                at,
-            ];
-        }
-        return out;
-    }
-    if (eq(name, "expire") || eq(name, "pexpire")) && args.len() >= 3 {
-        let unit = if eq(name, "expire") { 1000 } else { 1 };
-        if let Some(at) = positive(&args[2]).and_then(|n| absolute(now, n, unit)) {
-            out[0] = Bytes::from_static(b"PEXPIREAT");
-            out[2] = at;
-        }
-        return out;
-    }
-    if (eq(name, "restore") || eq(name, "restore-asking")) && args.len() >= 4 {
-        let has_abs = args[4..].iter().any(|a| eq(a, "absttl"));
-        if !has_abs {
-            if let Some(at) = positive(&args[2]).and_then(|n| absolute(now, n, 1)) {
-                out[2] = at;
-                out.push(Bytes::from_static(b"ABSTTL"));
+        if let [_, key, ttl, value] = args {
+            if let Some(at) = positive(ttl).and_then(|n| absolute(now, n, unit)) {
+                return vec![
+                    Bytes::from_static(b"SET"),
+                    key.clone(),
+                    value.clone(),
+                    Bytes::from_static(b"PXAT"),
+                    at,
+                ];
             }
+        }
+        return out;
+    }
+    if eq(name, "expire") || eq(name, "pexpire") {
+        let unit = if eq(name, "expire") { 1000 } else { 1 };
+        let at = match args {
+            [_, _, ttl, ..] => positive(ttl).and_then(|n| absolute(now, n, unit)),
+            _ => None,
+        };
+        if let (Some(at), [name, _, ttl, ..]) = (at, out.as_mut_slice()) {
+            *name = Bytes::from_static(b"PEXPIREAT");
+            *ttl = at;
+        }
+        return out;
+    }
+    if eq(name, "restore") || eq(name, "restore-asking") {
+        let at = match args {
+            [_, _, ttl, _, options @ ..] if !options.iter().any(|a| eq(a, "absttl")) => {
+                positive(ttl).and_then(|n| absolute(now, n, 1))
+            }
+            _ => None,
+        };
+        if let (Some(at), [_, _, ttl, ..]) = (at, out.as_mut_slice()) {
+            *ttl = at;
+            out.push(Bytes::from_static(b"ABSTTL"));
         }
         return out;
     }
@@ -109,8 +119,8 @@ pub fn absolutize_ttl(args: &[Bytes], received_at_unix_ms: i64) -> Vec<Bytes> {
 /// stream while a slot moves into it) is a plain `RESTORE` for the target,
 /// which is not importing that slot.
 pub fn restore_asking_to_restore(mut args: Vec<Bytes>) -> Vec<Bytes> {
-    if args.first().is_some_and(|n| eq(n, "restore-asking")) {
-        args[0] = Bytes::from_static(b"RESTORE");
+    if let Some(name) = args.first_mut().filter(|n| eq(n, "restore-asking")) {
+        *name = Bytes::from_static(b"RESTORE");
     }
     args
 }

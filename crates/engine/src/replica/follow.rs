@@ -203,7 +203,7 @@ impl Follow {
             }
         }
         self.remember(learnt);
-        if views.is_empty() {
+        let Some(asked) = views.first().map(|(ep, _)| ep.clone()) else {
             return Err(FollowError::NoView {
                 asked: candidates
                     .iter()
@@ -212,8 +212,7 @@ impl Follow {
                     .collect::<Vec<_>>()
                     .join(", "),
             });
-        }
-        let asked = views[0].0.clone();
+        };
         let topology = Topology::from_views(views.into_iter().map(|(_, v)| v).collect());
         self.place(&topology, &asked).await
     }

@@ -224,7 +224,7 @@ pub async fn read_rdb_framing(conn: &mut Connection) -> Result<RdbFraming, Repli
             let Some(rest) = line.strip_prefix(b"$") else {
                 return Err(ReplicaError::Protocol(format!(
                     "expected the snapshot header, got '{}'",
-                    rsm_resp::escape_controls(&line[..line.len().min(80)])
+                    rsm_resp::escape_controls(line.get(..80).unwrap_or(line))
                 )));
             };
             if let Some(mark) = rest.strip_prefix(b"EOF:") {

@@ -97,13 +97,12 @@ impl StreamReader {
                     what,
                 });
             };
-            if args.is_empty() {
+            let Some(name) = args.first().map(|a| a.to_ascii_lowercase()) else {
                 return Err(StreamError::NotACommand {
                     offset: start,
                     what,
                 });
-            }
-            let name = args[0].to_ascii_lowercase();
+            };
             match name.as_slice() {
                 b"select" => {
                     self.db = args

@@ -104,10 +104,10 @@ fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
+    while let Some(&c) = b.get(i) {
         let hex = |c: u8| (c as char).to_digit(16);
         match (
-            b[i],
+            c,
             b.get(i + 1).copied().and_then(hex),
             b.get(i + 2).copied().and_then(hex),
         ) {

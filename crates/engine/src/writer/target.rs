@@ -226,9 +226,11 @@ async fn probe_rdb_version(
     }
     let dump = conn.request(&[b"DUMP".as_slice(), key]).await?;
     let _ = conn.request(&[b"DEL".as_slice(), key]).await?;
+    // The payload ends with the 2-byte RDB version and the 8-byte CRC.
     Ok(dump.as_bytes().and_then(|p| {
-        let n = p.len();
-        (n >= 10).then(|| RdbVersion::from_dump_trailer(u16::from_le_bytes([p[n - 10], p[n - 9]])))
+        let trailer = p.len().checked_sub(10).and_then(|at| p.get(at..at + 2))?;
+        let version: [u8; 2] = trailer.try_into().ok()?;
+        Some(RdbVersion::from_dump_trailer(u16::from_le_bytes(version)))
     }))
 }
 
