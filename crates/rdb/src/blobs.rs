@@ -237,8 +237,10 @@ impl<'a> Ziplist<'a> {
                 (Item::Str(get(p + 2, n)?), 2 + n)
             }
             2 => {
-                let b = get(p + 1, 4)?;
-                let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                // 32-bit big-endian length
+                let n = get(p + 1, 4)?
+                    .iter()
+                    .fold(0usize, |n, &b| (n << 8) | usize::from(b));
                 (Item::Str(get(p + 5, n)?), 5 + n)
             }
             _ => match enc {

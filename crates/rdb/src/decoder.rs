@@ -1694,6 +1694,8 @@ pub(crate) fn key_meta_block(c: &mut Cursor<'_>) -> P<Vec<KeyMetaClass>> {
         let spec = u32::from_le_bytes(c.array()?);
         let values_at = c.pos;
         while !module_op(c)? {}
+        // why: a 6-bit masked index into a 64-entry array is always in range.
+        #[allow(clippy::indexing_slicing)]
         let name: String = (0..4)
             .rev()
             .map(|i| char::from(CHARSET[((spec >> (8 + 6 * i)) & 63) as usize]))

@@ -48,11 +48,12 @@ pub fn build_payload(rdb_type: u8, value: &[u8], trailer: u16) -> Bytes {
 /// Split a payload and verify its checksum.
 pub fn parse_payload(payload: &Bytes) -> Result<Payload, RdbError> {
     let n = payload.len();
+    let too_short = || RdbError::Truncated {
+        offset: n as u64,
+        expected: "a DUMP payload of at least 11 bytes (type, trailer, CRC64)".into(),
+    };
     if n < 11 {
-        return Err(RdbError::Truncated {
-            offset: n as u64,
-            expected: "a DUMP payload of at least 11 bytes (type, trailer, CRC64)".into(),
-        });
+        return Err(too_short());
     }
     let (body, crc_bytes) = payload.split_at(n - 8);
     let stored = u64::from_le_bytes(crc_bytes.try_into().unwrap_or_default());
@@ -64,11 +65,16 @@ pub fn parse_payload(payload: &Bytes) -> Result<Payload, RdbError> {
             computed,
         });
     }
-    let trailer = u16::from_le_bytes([payload[n - 10], payload[n - 9]]);
+    let Some(&[t0, t1]) = payload.get(n - 10..n - 8) else {
+        return Err(too_short());
+    };
+    let trailer = u16::from_le_bytes([t0, t1]);
     let body = payload.slice(..n - 10);
     let mut start = 0;
     let mut key_meta = Vec::new();
-    if payload[0] == RDB_OPCODE_KEY_META && RdbVersion::from_dump_trailer(trailer).has_key_meta() {
+    if payload.first() == Some(&RDB_OPCODE_KEY_META)
+        && RdbVersion::from_dump_trailer(trailer).has_key_meta()
+    {
         let mut c = Cursor::new(&body, 1, 0, usize::MAX);
         key_meta = key_meta_block(&mut c).map_err(|e| match e {
             PErr::Fail(e) => e,

@@ -77,6 +77,8 @@ pub fn decompress(input: &[u8], ulen: usize) -> Result<Vec<u8>, LzfError> {
                 out.copy_within(start..start + len, op);
             } else {
                 // short or overlapping (a repeated pattern): byte by byte, as liblzf does
+                // why: hot loop; start + k < op + k < op + len <= ulen == out.len() (checked above).
+                #[allow(clippy::indexing_slicing)]
                 for k in 0..len {
                     out[op + k] = out[start + k];
                 }

@@ -56,7 +56,10 @@ impl RdbVersion {
             RdbVersion::Redis(v) => format!("REDIS{:04}", v % 10000),
             RdbVersion::Valkey(v) => format!("VALKEY{:03}", v % 1000),
         };
-        m.copy_from_slice(&text.as_bytes()[..9]);
+        // The text is always 9 bytes (5 + 4 or 6 + 3).
+        for (dst, src) in m.iter_mut().zip(text.bytes()) {
+            *dst = src;
+        }
         m
     }
 
@@ -78,11 +81,8 @@ impl RdbVersion {
             return Err(bad());
         }
         // `VKCS`, envelope version, codec id, flags, stream kind: a wrapped, compressed RDB
-        if magic.starts_with(b"VKCS") {
-            return Err(RdbError::CompressedEnvelope {
-                offset: 0,
-                codec: magic[5],
-            });
+        if let [b'V', b'K', b'C', b'S', _, codec, ..] = *magic {
+            return Err(RdbError::CompressedEnvelope { offset: 0, codec });
         }
         let (flavor, v) = if let Some(rest) = magic.strip_prefix(b"REDIS") {
             ("redis", digits(rest).ok_or_else(bad)?)

@@ -9,6 +9,14 @@
 //! `crates/engine/tests/command_keys.rs` does); with it set, against the version matrix
 //! (a missing label panics with the way to install it).
 
+// A test (or bench) may unwrap, panic and index; the workspace denies it in library code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 

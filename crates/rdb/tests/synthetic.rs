@@ -3,6 +3,14 @@
 //! and sizes too big for committed fixtures (chunking of big strings, lists and PELs),
 //! built here byte by byte with a tiny RDB writer.
 
+// A test (or bench) may unwrap, panic and index; the workspace denies it in library code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use bytes::Bytes;

@@ -65,7 +65,7 @@ fn line_end(buf: &[u8], pos: usize) -> Option<usize> {
     loop {
         let rel = memchr(b'\n', buf.get(from..)?)?;
         let nl = from + rel;
-        if nl > pos && buf[nl - 1] == b'\r' {
+        if nl > pos && buf.get(nl - 1) == Some(&b'\r') {
             return Some(nl - 1);
         }
         // A bare '\n' inside a simple line: keep looking (servers never send it,
@@ -95,13 +95,13 @@ fn parse_i64(text: &[u8]) -> Option<i64> {
 
 /// A length header: `-1` means null, otherwise 0..=limit.
 fn parse_len(buf: &[u8], start: usize, end: usize, limit: u64) -> Result<Option<u64>, RespError> {
-    let text = &buf[start..end];
+    let text = buf.get(start..end).unwrap_or_default();
     match parse_i64(text) {
         Some(-1) => Ok(None),
         Some(n) if n >= 0 && (n as u64) <= limit => Ok(Some(n as u64)),
         _ => Err(RespError::BadLength {
             offset: start,
-            text: String::from_utf8_lossy(&text[..text.len().min(32)]).into_owned(),
+            text: String::from_utf8_lossy(text.get(..32).unwrap_or(text)).into_owned(),
         }),
     }
 }
@@ -122,9 +122,10 @@ fn check(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, RespErro
         b'+' | b'-' | b'(' => Ok(Some(after_line)),
         b',' | b'#' | b'_' => Ok(Some(after_line)),
         b':' => {
-            parse_i64(&buf[pos + 1..eol]).ok_or_else(|| RespError::BadInteger {
+            let text = buf.get(pos + 1..eol).unwrap_or_default();
+            parse_i64(text).ok_or_else(|| RespError::BadInteger {
                 offset: pos + 1,
-                text: String::from_utf8_lossy(&buf[pos + 1..eol.min(pos + 33)]).into_owned(),
+                text: String::from_utf8_lossy(text.get(..32).unwrap_or(text)).into_owned(),
             })?;
             Ok(Some(after_line))
         }
@@ -136,7 +137,7 @@ fn check(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, RespErro
                     return Ok(None);
                 }
                 let end = end as usize;
-                if &buf[end - 2..end] != b"\r\n" {
+                if buf.get(end - 2..end) != Some(b"\r\n".as_slice()) {
                     return Err(RespError::MissingCrlf { offset: end - 2 });
                 }
                 Ok(Some(end))
@@ -174,8 +175,9 @@ fn check(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, RespErro
 /// Build the frame at `pos` from a buffer `check` has accepted.
 fn parse(bytes: &Bytes, pos: usize) -> Result<(Frame, usize), RespError> {
     let buf: &[u8] = bytes;
-    let kind = buf[pos];
-    // `check` guarantees the line end exists; recompute rather than thread it through.
+    // `check` guarantees the type byte and the line end exist; recompute rather than
+    // thread them through.
+    let kind = *buf.get(pos).ok_or(RespError::MissingCrlf { offset: pos })?;
     let eol = line_end(buf, pos + 1).ok_or(RespError::MissingCrlf { offset: pos })?;
     let after_line = eol + 2;
     let line = || bytes.slice(pos + 1..eol);
@@ -187,7 +189,8 @@ fn parse(bytes: &Bytes, pos: usize) -> Result<(Frame, usize), RespError> {
         b'#' => (Frame::Boolean(buf.get(pos + 1) == Some(&b't')), after_line),
         b'_' => (Frame::Null, after_line),
         b':' => {
-            let n = parse_i64(&buf[pos + 1..eol]).ok_or(RespError::BadInteger {
+            let text = buf.get(pos + 1..eol).unwrap_or_default();
+            let n = parse_i64(text).ok_or(RespError::BadInteger {
                 offset: pos + 1,
                 text: String::new(),
             })?;

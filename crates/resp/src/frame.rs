@@ -102,7 +102,7 @@ impl Frame {
     pub fn describe(&self) -> String {
         fn clip(b: &[u8]) -> String {
             // Bytes from the network, bound for a log line: escaped.
-            let s = crate::escape_controls(&b[..b.len().min(120)]);
+            let s = crate::escape_controls(b.get(..120).unwrap_or(b));
             if b.len() > 120 {
                 format!("{s}…")
             } else {

@@ -60,7 +60,7 @@ impl Stream {
         if s.meta.is_none() {
             return Err(inconsistent("no stream metadata chunk"));
         }
-        if s.entries.windows(2).any(|w| w[0].id >= w[1].id) {
+        if !s.entries.is_sorted_by(|a, b| a.id < b.id) {
             return Err(inconsistent("entries not in ascending id order"));
         }
         Ok(s)
@@ -106,7 +106,10 @@ impl Stream {
         // rax order: groups and consumers by name bytes, PELs by id.
         let mut groups: Vec<&StreamGroup> = self.groups.iter().collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
-        if groups.windows(2).any(|w| w[0].name == w[1].name) {
+        if groups
+            .windows(2)
+            .any(|w| matches!(w, [a, b] if a.name == b.name))
+        {
             return Err(inconsistent("two groups with the same name"));
         }
         put_len(&mut out, groups.len() as u64);
@@ -153,7 +156,7 @@ fn put_group(
         })
         .collect();
     pel.sort_by_key(|p| p.id);
-    if pel.windows(2).any(|w| w[0].id == w[1].id) {
+    if pel.windows(2).any(|w| matches!(w, [a, b] if a.id == b.id)) {
         return Err(inconsistent("a pending id listed twice in one group"));
     }
     put_len(out, pel.len() as u64);
@@ -164,7 +167,10 @@ fn put_group(
     }
     let mut consumers: Vec<&Consumer> = g.consumers.iter().collect();
     consumers.sort_by(|a, b| a.name.cmp(&b.name));
-    if consumers.windows(2).any(|w| w[0].name == w[1].name) {
+    if consumers
+        .windows(2)
+        .any(|w| matches!(w, [a, b] if a.name == b.name))
+    {
         return Err(inconsistent("two consumers with the same name"));
     }
     put_len(out, consumers.len() as u64);
