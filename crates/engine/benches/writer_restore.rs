@@ -11,6 +11,14 @@
 //! 1_000_000; `BENCH_BIG`, default 1_000_000 elements). Prints figures; asserts nothing
 //! beyond the data landing.
 
+// A test (or bench) may unwrap, panic and index; the workspace denies it in library code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::io::Write as _;
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};

@@ -5,6 +5,14 @@
 //! sync where the history allows, and the target must equal the source
 //! (independent compare).
 
+// A test (or bench) may unwrap, panic and index; the workspace denies it in library code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

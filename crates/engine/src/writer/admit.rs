@@ -334,7 +334,9 @@ impl Admitter {
         usage: KeyUsage,
     ) -> Body {
         let ttl = expire.map_or(b("0"), |at| Bytes::from(at.to_string()));
-        let mut args = vec![b("RESTORE"), key.clone(), ttl, payload.clone(), b("ABSTTL")];
+        // RESTORE key ttl payload ABSTTL [REPLACE] [IDLETIME n | FREQ n], sized once.
+        let mut args = Vec::with_capacity(8);
+        args.extend([b("RESTORE"), key, ttl, payload, b("ABSTTL")]);
         if self.conflict == ConflictPolicy::Rewrite {
             args.push(b("REPLACE"));
         }
@@ -344,12 +346,7 @@ impl Admitter {
         } else if let Some(freq) = usage.freq {
             args.extend([b("FREQ"), Bytes::from(freq.to_string())]);
         }
-        Body::Restore {
-            args,
-            key,
-            payload,
-            expire,
-        }
+        Body::Restore { args, expire }
     }
 
     /// A payload of a type this target cannot RESTORE, written again in a type it reads:
@@ -490,14 +487,12 @@ impl Admitter {
                 b("RESTORE"),
                 big.key.clone(),
                 ttl,
-                payload.clone(),
+                payload,
                 b("ABSTTL"),
                 b("REPLACE"),
             ];
             let body = Body::Restore {
                 args,
-                key: big.key.clone(),
-                payload,
                 expire: big.expire,
             };
             out.push(big.slot, big.db, body, Some(big.group));
@@ -842,8 +837,10 @@ fn note_losses(key: &[u8], st: &ValueState, tally: &mut Tally) {
 
 /// The RDB version of a DUMP payload's trailer.
 fn trailer_of(payload: &[u8]) -> Option<u16> {
-    let n = payload.len();
-    (n >= 11).then(|| u16::from_le_bytes([payload[n - 10], payload[n - 9]]))
+    // At least a type byte, then the 2-byte version and the 8-byte CRC.
+    let at = payload.len().checked_sub(10).filter(|at| *at >= 1)?;
+    let version: [u8; 2] = payload.get(at..at + 2)?.try_into().ok()?;
+    Some(u16::from_le_bytes(version))
 }
 
 /// Does a payload with this trailer need a new one before the target accepts it? Older

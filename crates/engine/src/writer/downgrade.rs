@@ -63,8 +63,7 @@ fn set_then_expire(args: Vec<Bytes>) -> Vec<Vec<Bytes>> {
     let mut set = Vec::with_capacity(args.len());
     let mut at = None;
     let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
+    while let Some(a) = args.get(i) {
         let unit = if i >= 3 && a.eq_ignore_ascii_case(b"PXAT") {
             Some(1)
         } else if i >= 3 && a.eq_ignore_ascii_case(b"EXAT") {
@@ -123,7 +122,7 @@ fn hsetex_as_hset(args: Vec<Bytes>, lost: &mut Losses) -> Vec<Vec<Bytes>> {
     }
     let mut hset = Vec::with_capacity(fields.len() + 2);
     hset.push(Bytes::from_static(b"HSET"));
-    hset.push(args[1].clone());
+    hset.extend(args.get(1).cloned());
     hset.extend_from_slice(fields);
     vec![hset]
 }

@@ -47,14 +47,23 @@ impl SlotOrder {
     }
 
     pub(super) fn sent(&mut self, slot: usize) {
-        self.in_flight[slot] += 1;
+        if let Some(n) = self.in_flight.get_mut(slot) {
+            *n += 1;
+        }
     }
 
     pub(super) fn answered(&mut self, slot: usize) {
-        self.in_flight[slot] = self.in_flight[slot].saturating_sub(1);
+        if let Some(n) = self.in_flight.get_mut(slot) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Queue `req` behind its slot's block; gives it back when the slot is not blocked.
+    /// `slot` is blocked: its requests wait in its queue.
+    pub(super) fn is_blocked(&self, slot: usize) -> bool {
+        !self.blocked.is_empty() && self.blocked.contains_key(&slot)
+    }
+
     pub(super) fn queue(&mut self, req: Req) -> Option<Req> {
         match self.blocked.get_mut(&req.slot) {
             Some(bl) => {
@@ -137,8 +146,13 @@ impl SlotOrder {
         dropped
     }
 
+    /// No request of `slot` is in flight.
+    fn idle(&self, slot: usize) -> bool {
+        self.in_flight.get(slot).is_none_or(|n| *n == 0)
+    }
+
     fn due(&self, slot: usize, bl: &Blocked, now: Instant) -> bool {
-        !bl.gate && bl.not_before <= now && self.in_flight[slot] == 0
+        !bl.gate && bl.not_before <= now && self.idle(slot)
     }
 
     /// The earliest time a blocked slot may go (ignoring slots with requests in flight or
@@ -146,7 +160,7 @@ impl SlotOrder {
     pub(super) fn next_wake(&self) -> Option<Instant> {
         self.blocked
             .iter()
-            .filter(|(s, b)| !b.gate && self.in_flight[**s] == 0)
+            .filter(|(s, b)| !b.gate && self.idle(**s))
             .map(|(_, b)| b.not_before)
             .min()
     }

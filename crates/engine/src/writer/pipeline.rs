@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::admit::{Admitted, Admitter, Dest, Planned, Tally};
+use super::dispatch::node_at_mut;
 use super::node::{Connected, Node, Reply};
 use super::order::SlotOrder;
 use super::request::Req;
@@ -241,7 +242,7 @@ impl Pipeline {
             self.set_fatal(WriteError::Abandoned);
         }
         for node in 0..self.nodes.len() {
-            for req in self.nodes[node].take_in_flight() {
+            for req in node_at_mut(&mut self.nodes, node).take_in_flight() {
                 self.order.answered(req.slot);
                 self.complete(req.track, false);
             }

@@ -35,8 +35,8 @@ fn slot_tags() -> &'static [String] {
         while left > 0 {
             let t = n.to_string();
             let slot = rsm_cluster::key_slot(t.as_bytes()).index();
-            if tags[slot].is_empty() {
-                tags[slot] = t;
+            if let Some(tag) = tags.get_mut(slot).filter(|tag| tag.is_empty()) {
+                *tag = t;
                 left -= 1;
             }
             n += 1;
@@ -111,7 +111,7 @@ pub fn idempotent(args: &[Bytes]) -> bool {
     for (d, s) in upper.iter_mut().zip(name.iter()) {
         *d = s.to_ascii_uppercase();
     }
-    let name = &upper[..name.len()];
+    let name = upper.get(..name.len()).unwrap_or_default();
     match name {
         b"SET" | b"SETNX" | b"SETEX" | b"PSETEX" | b"MSET" | b"GETDEL" | b"GETEX" => true,
         b"DEL" | b"UNLINK" | b"PEXPIREAT" | b"EXPIREAT" | b"PERSIST" => true,

@@ -9,11 +9,12 @@ use bytes::Bytes;
 use rsm_client::{ClientError, ServerError};
 use rsm_resp::Frame;
 
+use super::dispatch::{node_at, node_at_mut};
 use super::node::Answer;
 use super::order::backoff;
 use super::pipeline::Pipeline;
 use super::progress::{failed_key, marker_value, parse_marker};
-use super::request::{judge, Body, Req, Verdict};
+use super::request::{judge, restore_parts, Body, Req, Verdict};
 use super::{show_key, WriteError};
 use crate::options::ConflictPolicy;
 
@@ -87,7 +88,7 @@ impl Pipeline {
             }
             Verdict::Ask(se) => {
                 stats.ask.fetch_add(1, Ordering::Relaxed);
-                let asked = self.nodes[node].endpoint.clone();
+                let asked = node_at(&self.nodes, node).endpoint.clone();
                 req.ask = se.redirect_target(&asked).map(|ep| self.node_index(ep));
                 tracing::debug!(slot = req.slot, node = %asked, "ASK: re-sending with ASKING");
                 self.retry(req, Cause::Redirect);
@@ -148,14 +149,14 @@ impl Pipeline {
         self.tracks.add(req.track, 1);
         self.order.sent(req.slot);
         self.recording = true;
-        self.nodes[node].encode(record, !self.info.cluster);
+        node_at_mut(&mut self.nodes, node).encode(record, !self.info.cluster);
     }
 
     /// The slot lives elsewhere now: re-send there, and re-read the map before the next
     /// retry. A redirect for another slot than the request's would be our routing bug: it
     /// is logged and not believed.
     fn moved(&mut self, node: usize, mut req: Req, se: ServerError) {
-        let asked = self.nodes[node].endpoint.clone();
+        let asked = node_at(&self.nodes, node).endpoint.clone();
         let redirected = match &se {
             ServerError::Moved { slot, .. } => usize::from(*slot),
             _ => req.slot,
@@ -177,7 +178,10 @@ impl Pipeline {
     /// RESTORE met an existing key: kept under `--skip-existing`, otherwise the writer
     /// stops naming it.
     fn busy_key(&mut self, req: Req) {
-        let Body::Restore { key, .. } = &req.body else {
+        let Some((key, _)) = (match &req.body {
+            Body::Restore { args, .. } => restore_parts(args),
+            _ => None,
+        }) else {
             return self.complete(req.track, false);
         };
         if self.admitter.conflict == ConflictPolicy::Skip {
@@ -261,13 +265,10 @@ impl Pipeline {
     /// The target refused a RESTORE payload: write the value as commands at the same place
     /// in the slot's order.
     fn fall_back(&mut self, req: Req) {
-        let Body::Restore {
-            key,
-            payload,
-            expire,
-            ..
-        } = &req.body
-        else {
+        let Body::Restore { args, expire } = &req.body else {
+            return;
+        };
+        let Some((key, payload)) = restore_parts(args) else {
             return;
         };
         let rdb_type = payload.first().copied().unwrap_or(0);
@@ -388,7 +389,7 @@ impl Pipeline {
     /// A connection ended: what was in flight is re-sent in order (its fate is unknown),
     /// and the slot map is re-read, since the node may have been replaced.
     fn node_lost(&mut self, node: usize, cause: String) {
-        let n = &mut self.nodes[node];
+        let n = node_at_mut(&mut self.nodes, node);
         tracing::warn!(node = %n.endpoint, error = %cause, in_flight = n.in_flight(), "lost the connection to a target node; re-sending in order");
         for mut req in n.take_in_flight() {
             self.order.answered(req.slot);

@@ -23,10 +23,10 @@ pub(super) enum Body {
     Cmd(Vec<Bytes>),
     /// `RESTORE …`; BUSYKEY follows the conflict policy, a refused payload is rebuilt with
     /// commands.
+    /// The key and payload are read from `args` (see [`restore_parts`]): one copy of each
+    /// handle per request, which matters at a million keys.
     Restore {
         args: Vec<Bytes>,
-        key: Bytes,
-        payload: Bytes,
         expire: Option<i64>,
     },
     /// `EXISTS key` before a value written in pieces (fail/skip policies).
@@ -38,6 +38,11 @@ pub(super) enum Body {
     /// `XCLAIM … FORCE JUSTID` recreating a pending entry: it claims nothing (an empty
     /// reply) when the entry's message was deleted, and that loss is counted.
     Claim(Vec<Bytes>),
+}
+
+/// `RESTORE key ttl payload …`: the key and the payload.
+pub(super) fn restore_parts(args: &[Bytes]) -> Option<(&Bytes, &Bytes)> {
+    Some((args.get(1)?, args.get(3)?))
 }
 
 impl Body {
@@ -248,8 +253,6 @@ mod tests {
     fn restore() -> Body {
         Body::Restore {
             args: vec![],
-            key: Bytes::from_static(b"k"),
-            payload: Bytes::new(),
             expire: None,
         }
     }
