@@ -26,6 +26,7 @@ use crate::replica::link::{Link, LinkCounters};
 use crate::replica::spool::{Segment, Spool};
 use crate::replica::stream::{StreamItem, StreamReader};
 use crate::status::{now_ms, Phase, ShardStatus};
+use crate::writer::durable::Durability;
 use crate::writer::progress::Progress;
 use crate::writer::sync_marker::{
     begin_copy, read_progress, CopyScope, CopyStart, Marker, MarkerKeeper,
@@ -34,8 +35,13 @@ use crate::writer::{WriteError, Writer, WriterOptions};
 
 /// How often the checkpoint file is rewritten.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the target is asked whether what it acknowledged is on its replicas.
+const CONFIRM_EVERY: Duration = Duration::from_millis(200);
 /// How long a stop waits for the target to acknowledge what is in flight.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
+
+/// A finished check: the checker back, the watermark it was about, and its answer.
+type Confirmation = (Durability, u64, Result<(), String>);
 
 /// What a session needs from the shard's loop.
 pub(super) struct Context<'a> {
@@ -60,7 +66,17 @@ struct Accepted {
 struct Session<'a> {
     cx: Context<'a>,
     writer: Writer,
+    /// The writer's watermark: acknowledged by the target's masters.
     applied: Arc<AtomicU64>,
+    /// What of `applied` is durable (see [`Durability`]): the only offset reported as
+    /// applied, saved as the floor or checkpointed. `None` until the snapshot is.
+    durable: Arc<AtomicU64>,
+    durable_at: Option<u64>,
+    durability: Option<Durability>,
+    /// A check of `durability` under way, for the watermark it was started at.
+    confirming: Option<JoinHandle<Confirmation>>,
+    last_confirm: Instant,
+    confirm_failures: u64,
     spool: Arc<Spool>,
     link: Link,
     publisher: JoinHandle<()>,
@@ -180,6 +196,7 @@ async fn connect_writer(spec: &ShardSpec) -> Result<(Writer, ConnectOptions), Sh
     );
     options.retry_forever = true;
     options.stop_on_failure = true;
+    options.end_on_lost_master = true;
     let connect = options.connect.clone();
     Ok((Writer::connect(options).await?, connect))
 }
@@ -255,12 +272,15 @@ impl<'a> Session<'a> {
         let link_counters = Arc::new(LinkCounters::default());
         // The writer owns the applied-offset watermark; the ACKs report it.
         let applied = writer.applied_offset();
+        let durable = Arc::new(AtomicU64::new(0));
         let (replid, stream_start, framing) = match start {
             SyncStart::Full { replid, offset } => {
                 (replid, offset, Some(begin_full_sync(&cx, &mut conn).await?))
             }
             SyncStart::Continue { replid, offset } => {
                 applied.store(offset, Ordering::Release);
+                // The floor (or a checkpoint at most that far): confirmed when saved.
+                durable.store(offset, Ordering::Release);
                 (replid, offset, None)
             }
         };
@@ -282,11 +302,16 @@ impl<'a> Session<'a> {
             spool: spool.clone(),
             stream_start,
             writer: writer.clone(),
-            applied: applied.clone(),
+            applied: durable.clone(),
             base,
         };
         let publisher = publish_from.clone().spawn();
         let keeper = keep_marker(&cx, &writer, connect);
+        let durability = Durability::new(
+            cx.spec.target.clone(),
+            connect.clone(),
+            writer.target().cluster,
+        );
         let marker = match (full, recorded) {
             (false, Some((m, progress))) => {
                 // Continuing: what the slot markers show applied is not sent again.
@@ -301,6 +326,12 @@ impl<'a> Session<'a> {
             cx,
             writer,
             applied,
+            durable_at: (!full).then_some(stream_start),
+            durable,
+            durability: Some(durability),
+            confirming: None,
+            last_confirm: Instant::now(),
+            confirm_failures: 0,
             spool,
             link,
             publisher,
@@ -431,13 +462,79 @@ impl<'a> Session<'a> {
     }
 
     async fn tick(&mut self) -> Result<(), ShardError> {
-        if self.resumable && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+        if !self.resumable {
+            return Ok(());
+        }
+        if let Some(done) = self.confirming.take_if(|c| c.is_finished()) {
+            if let Ok((durability, at, result)) = done.await {
+                self.durability = Some(durability);
+                self.confirmed(at, result);
+            }
+        }
+        if self.confirming.is_none() && self.last_confirm.elapsed() >= CONFIRM_EVERY {
+            if let Some(mut durability) = self.durability.take() {
+                self.last_confirm = Instant::now();
+                // Read before asking: only what was acknowledged by now is covered.
+                let at = self.applied.load(Ordering::Acquire);
+                let answered = self.writer.answered_by();
+                self.confirming = Some(tokio::spawn(async move {
+                    let result = durability.confirm(&answered).await;
+                    (durability, at, result)
+                }));
+            }
+        }
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             self.last_checkpoint = Instant::now();
-            let applied = self.applied.load(Ordering::Acquire);
-            self.save_checkpoint_behind(applied).await?;
-            self.save_floor(applied).await;
+            if let Some(durable) = self.durable_at {
+                self.save_checkpoint_behind(durable).await?;
+                self.save_floor(durable).await;
+            }
         }
         Ok(())
+    }
+
+    /// A check of the target's replicas came back for the watermark `at`.
+    fn confirmed(&mut self, at: u64, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.confirm_failures = 0;
+                if self.durable_at.is_none_or(|d| at > d) {
+                    self.durable_at = Some(at);
+                    self.durable.store(at, Ordering::Release);
+                }
+            }
+            Err(why) => {
+                self.confirm_failures += 1;
+                if self.confirm_failures.is_power_of_two() {
+                    tracing::warn!(shard = self.cx.spec.serial, reason = %why, failures = self.confirm_failures, "writes acknowledged by the target are not confirmed on its replicas yet: the floor and the applied offset wait");
+                }
+            }
+        }
+    }
+
+    /// Wait for a check of everything acknowledged so far (the end of the snapshot, a
+    /// close), at most a few tries.
+    async fn confirm_now(&mut self) {
+        if let Some(running) = self.confirming.take() {
+            if let Ok((durability, at, result)) = running.await {
+                self.durability = Some(durability);
+                self.confirmed(at, result);
+            }
+        }
+        let Some(mut durability) = self.durability.take() else {
+            return;
+        };
+        let at = self.applied.load(Ordering::Acquire);
+        let answered = self.writer.answered_by();
+        for _ in 0..3 {
+            let result = durability.confirm(&answered).await;
+            let ok = result.is_ok();
+            self.confirmed(at, result);
+            if ok {
+                break;
+            }
+        }
+        self.durability = Some(durability);
     }
 
     /// The once-a-second checkpoint, written by a blocking-pool thread: its two fsyncs take
@@ -546,8 +643,13 @@ impl<'a> Session<'a> {
         }
         tracing::info!(shard = self.cx.spec.serial, summary = ?summary, copy = ?self.copy, "snapshot loaded");
         self.resumable = true;
-        self.save_checkpoint(self.stream_start)?;
-        self.save_floor(self.stream_start).await;
+        // The snapshot is the floor only once a replica has it too; otherwise the next
+        // tick's check takes over and, until then, a restart copies again.
+        self.confirm_now().await;
+        if self.durable_at.is_some() {
+            self.save_checkpoint(self.stream_start)?;
+            self.save_floor(self.stream_start).await;
+        }
         drop(self.permit.take());
         self.cx.status.set_phase(Phase::Streaming);
         Ok(())
@@ -598,9 +700,15 @@ impl<'a> Session<'a> {
             self.saved(saving).await?;
         }
         if self.resumable {
-            let applied = self.applied.load(Ordering::Acquire);
-            self.save_checkpoint(applied)?;
-            self.save_floor(applied).await;
+            if flushed.is_ok() {
+                self.confirm_now().await;
+            } else if let Some(running) = self.confirming.take() {
+                running.abort();
+            }
+            if let Some(durable) = self.durable_at {
+                self.save_checkpoint(durable)?;
+                self.save_floor(durable).await;
+            }
         }
         let result = match (result, self.copy) {
             (

@@ -22,6 +22,7 @@ mod admit;
 mod commands;
 mod dispatch;
 mod downgrade;
+pub mod durable;
 mod losses;
 mod node;
 mod order;
@@ -71,6 +72,11 @@ pub struct WriterOptions {
     /// Stop at the first entry that will not be applied ([`WriteError::NotApplied`]) instead
     /// of counting it and going on: a sync must not apply what follows a lost write.
     pub stop_on_failure: bool,
+    /// Stop with [`WriteError::MasterLost`] once a target master the writer wrote to is
+    /// replaced (a failover): writes it acknowledged may be missing on its successor, and
+    /// only a restart from the target's markers (the session's floor, the slot markers of
+    /// the new masters) finds out which.
+    pub end_on_lost_master: bool,
 }
 
 /// Bytes buffered between `write` and the target's acknowledgement, by default: the
@@ -99,6 +105,7 @@ impl WriterOptions {
             retry_timeout: Duration::from_secs(60),
             retry_forever: false,
             stop_on_failure: false,
+            end_on_lost_master: false,
         }
     }
 }
@@ -116,6 +123,8 @@ pub enum WriteError {
         secs: u64,
         cause: String,
     },
+    #[error("target master {endpoint} was replaced by a failover; what it acknowledged may be lost, so the sync continues from the markers in the target")]
+    MasterLost { endpoint: String },
     #[error("{0}")]
     Topology(String),
     #[error("--targetdb={0} needs a standalone target: a cluster has only db 0")]
@@ -155,7 +164,10 @@ impl WriteError {
     pub fn is_retryable(&self) -> bool {
         match self {
             WriteError::Client { transient, .. } => *transient,
-            WriteError::TargetLost { .. } | WriteError::Stopped | WriteError::Abandoned => true,
+            WriteError::TargetLost { .. }
+            | WriteError::MasterLost { .. }
+            | WriteError::Stopped
+            | WriteError::Abandoned => true,
             WriteError::NotApplied { .. }
             | WriteError::KeyExists { .. }
             | WriteError::Topology(_)
@@ -343,6 +355,9 @@ pub(crate) struct Shared {
     /// Set while writes wait to be retried: the target's last error.
     stalled: AtomicBool,
     stall: Mutex<Option<String>>,
+    /// Every node that has answered a write: the masters whose replicas must hold what
+    /// the watermark covers.
+    pub answered_by: Mutex<Vec<Endpoint>>,
 }
 
 impl Shared {
@@ -451,6 +466,17 @@ impl Writer {
             big_key_threshold,
             big_stream_threshold,
         })
+    }
+
+    /// The target nodes that have answered a write of this writer, in the order they
+    /// first did. Read after the watermark, it names every node that acknowledged a write
+    /// the watermark covers.
+    pub fn answered_by(&self) -> Vec<Endpoint> {
+        self.shared
+            .answered_by
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     pub fn target(&self) -> &TargetInfo {

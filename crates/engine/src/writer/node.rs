@@ -75,6 +75,8 @@ pub(super) struct Node {
     /// Requests for this node that wait for its connection or for room in its window, in
     /// order. Waiting here, not in a shared queue, keeps one slow node from stalling all.
     pub waiting: VecDeque<Req>,
+    /// It has answered a write of this writer (see `Shared::answered_by`).
+    pub answered: bool,
 }
 
 impl Node {
@@ -93,6 +95,7 @@ impl Node {
             connect_failures: 0,
             connecting: false,
             waiting: VecDeque::new(),
+            answered: false,
         }
     }
 

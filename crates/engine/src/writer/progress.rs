@@ -45,6 +45,11 @@ fn slot_tags() -> &'static [String] {
     })
 }
 
+/// The hash tag that puts a key in `slot` (`slot` < 16384).
+pub fn slot_tag(slot: usize) -> &'static str {
+    slot_tags().get(slot).map_or("", |t| t.as_str())
+}
+
 /// The marker key of `slot` (`slot` < 16384).
 pub fn slot_marker_key(slot: usize) -> Bytes {
     let tag = slot_tags().get(slot).map_or("", |t| t.as_str());

@@ -39,6 +39,20 @@ impl Pipeline {
             self.refresh_needed = true;
             return;
         };
+        if self.opts.end_on_lost_master && !self.fatal() {
+            // A reshard keeps its masters; a failover replaces one. The successor may lack
+            // what the old one acknowledged, and nothing here can tell which writes.
+            let lost = self
+                .masters
+                .iter()
+                .filter_map(|&i| self.nodes.get(i))
+                .find(|n| !map.owners().contains(&n.endpoint))
+                .map(|n| n.endpoint.to_string());
+            if let Some(endpoint) = lost {
+                self.set_fatal(super::WriteError::MasterLost { endpoint });
+                return;
+            }
+        }
         let idx: Vec<usize> = map
             .owners()
             .iter()

@@ -38,6 +38,13 @@ impl Pipeline {
             Ok(f) => f,
             Err(e) => return self.node_lost(node, e.to_string()),
         };
+        if !n.answered {
+            // Before the watermark can move over this reply's write.
+            n.answered = true;
+            if let Ok(mut a) = self.shared.answered_by.lock() {
+                a.push(n.endpoint.clone());
+            }
+        }
         match n.on_frame(frame) {
             Answer::Nothing => {}
             Answer::SelectRefused { db, message } => {
