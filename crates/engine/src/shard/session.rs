@@ -273,17 +273,8 @@ impl<'a> Session<'a> {
         // The writer owns the applied-offset watermark; the ACKs report it.
         let applied = writer.applied_offset();
         let durable = Arc::new(AtomicU64::new(0));
-        let (replid, stream_start, framing) = match start {
-            SyncStart::Full { replid, offset } => {
-                (replid, offset, Some(begin_full_sync(&cx, &mut conn).await?))
-            }
-            SyncStart::Continue { replid, offset } => {
-                applied.store(offset, Ordering::Release);
-                // The floor (or a checkpoint at most that far): confirmed when saved.
-                durable.store(offset, Ordering::Release);
-                (replid, offset, None)
-            }
-        };
+        let (replid, stream_start, framing) =
+            open_replication(&cx, &mut conn, start, &applied, &durable).await?;
         status.set_replid(&replid);
         status.set_error(None);
         let full = framing.is_some();
@@ -313,13 +304,7 @@ impl<'a> Session<'a> {
             writer.target().cluster,
         );
         let marker = match (full, recorded) {
-            (false, Some((m, progress))) => {
-                // Continuing: what the slot markers show applied is not sent again.
-                if exactly_once(&cx, &writer) {
-                    writer.set_progress(progress).await?;
-                }
-                Some(m)
-            }
+            (false, Some(recorded)) => Some(resume_from_markers(&cx, &writer, recorded).await?),
             _ => None,
         };
         let session = Session {
@@ -734,6 +719,40 @@ impl<'a> Session<'a> {
 /// A full sync was accepted: count it, drop the old resume point (from the first write of
 /// this snapshot on it describes a target that no longer exists; only a loaded snapshot
 /// makes a new one) and read how the snapshot is framed.
+/// The replication the source accepted: a full sync reads the snapshot's framing; a
+/// continue starts every offset at the resume point.
+async fn open_replication(
+    cx: &Context<'_>,
+    conn: &mut Connection,
+    start: SyncStart,
+    applied: &AtomicU64,
+    durable: &AtomicU64,
+) -> Result<(String, u64, Option<crate::replica::handshake::RdbFraming>), ShardError> {
+    Ok(match start {
+        SyncStart::Full { replid, offset } => {
+            (replid, offset, Some(begin_full_sync(cx, conn).await?))
+        }
+        SyncStart::Continue { replid, offset } => {
+            applied.store(offset, Ordering::Release);
+            // The floor (or a checkpoint at most that far): confirmed when saved.
+            durable.store(offset, Ordering::Release);
+            (replid, offset, None)
+        }
+    })
+}
+
+/// Continuing: what the slot markers show applied is not sent again.
+async fn resume_from_markers(
+    cx: &Context<'_>,
+    writer: &Writer,
+    (marker, progress): (Marker, Progress),
+) -> Result<Marker, ShardError> {
+    if exactly_once(cx, writer) {
+        writer.set_progress(progress).await?;
+    }
+    Ok(marker)
+}
+
 async fn begin_full_sync(
     cx: &Context<'_>,
     conn: &mut Connection,
