@@ -174,6 +174,12 @@ fn progress_keys(cluster: &Cluster) -> usize {
 #[test]
 fn a_target_failover_under_a_non_idempotent_load_applies_every_write_once() {
     let source = cluster(3);
+    // A replaced target master ends the shard's session, which continues from the floor
+    // (up to ~1 s behind): the backlog must hold what the load writes meanwhile, or a full
+    // sync is the right answer and the test could not tell a continue from it.
+    for m in source.masters() {
+        m.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
+    }
     let target = Cluster::start(ClusterOptions {
         masters: 3,
         replicas_per_master: 1,
