@@ -30,6 +30,23 @@ fn cluster(masters: usize) -> Cluster {
     })
 }
 
+/// A 3-master source whose backlog holds what the load writes while a shard's session
+/// restarts (a replaced target master ends it; the next one continues from the floor, up
+/// to ~1 s behind: without the writes since then a full sync is the right answer, and a
+/// test could not tell a continue from it), and a 3-master target with a replica each.
+fn source_and_replicated_target() -> (Cluster, Cluster) {
+    let source = cluster(3);
+    for m in source.masters() {
+        m.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
+    }
+    let target = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 1,
+        ..Default::default()
+    });
+    (source, target)
+}
+
 fn total(v: &Value, field: &str) -> u64 {
     v["shards"]
         .as_array()
@@ -173,18 +190,7 @@ fn progress_keys(cluster: &Cluster) -> usize {
 
 #[test]
 fn a_target_failover_under_a_non_idempotent_load_applies_every_write_once() {
-    let source = cluster(3);
-    // A replaced target master ends the shard's session, which continues from the floor
-    // (up to ~1 s behind): the backlog must hold what the load writes meanwhile, or a full
-    // sync is the right answer and the test could not tell a continue from it.
-    for m in source.masters() {
-        m.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
-    }
-    let target = Cluster::start(ClusterOptions {
-        masters: 3,
-        replicas_per_master: 1,
-        ..Default::default()
-    });
+    let (source, target) = source_and_replicated_target();
     fill_strings(&source, 3_000, "base:");
     let logs = tempfile::tempdir().unwrap();
     let port = PortLease::acquire();
@@ -227,17 +233,7 @@ fn repl_offset(node: &rsm_testkit::Server) -> u64 {
 
 #[test]
 fn a_target_master_sigkilled_with_its_replica_promoted_applies_every_write_once() {
-    let source = cluster(3);
-    // The failover ends the session; the next one continues from the floor, which needs
-    // the writes since it in the source's backlog.
-    for m in source.masters() {
-        m.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
-    }
-    let target = Cluster::start(ClusterOptions {
-        masters: 3,
-        replicas_per_master: 1,
-        ..Default::default()
-    });
+    let (source, target) = source_and_replicated_target();
     fill_strings(&source, 3_000, "base:");
     let logs = tempfile::tempdir().unwrap();
     let port = PortLease::acquire();
