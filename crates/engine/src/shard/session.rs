@@ -421,13 +421,30 @@ impl<'a> Session<'a> {
 
     /// Take segments from the spool until the link ends or a stop is asked for.
     async fn run(&mut self) -> Result<(), ShardError> {
-        let mut checkpoint_tick = tokio::time::interval(CHECKPOINT_EVERY);
-        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // At the confirm cadence, not the checkpoint's: on an idle source the only thing
+        // that moves the reported offset is the source's PING every 10 s, and a second
+        // between its write and its confirmation kept a caught-up shard "lagging" for it.
+        let mut tick = tokio::time::interval(CONFIRM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let segment = tokio::select! {
                 seg = self.spool.pop() => seg.map_err(state_err(self.cx.checkpoint.path()))?,
-                _ = checkpoint_tick.tick() => {
+                _ = tick.tick() => {
                     self.tick().await?;
+                    continue;
+                }
+                // A confirmation is taken in when it comes back, not at the next tick.
+                done = async {
+                    match self.confirming.as_mut() {
+                        Some(running) => running.await,
+                        None => std::future::pending().await,
+                    }
+                }, if self.confirming.is_some() => {
+                    self.confirming = None;
+                    if let Ok((durability, at, result)) = done {
+                        self.durability = Some(durability);
+                        self.confirmed(at, result);
+                    }
                     continue;
                 }
             };
@@ -456,11 +473,14 @@ impl<'a> Session<'a> {
                 self.confirmed(at, result);
             }
         }
-        if self.confirming.is_none() && self.last_confirm.elapsed() >= CONFIRM_EVERY {
+        // Read before asking: only what was acknowledged by now is covered.
+        let at = self.applied.load(Ordering::Acquire);
+        if self.confirming.is_none()
+            && self.last_confirm.elapsed() >= CONFIRM_EVERY
+            && self.durable_at != Some(at)
+        {
             if let Some(mut durability) = self.durability.take() {
                 self.last_confirm = Instant::now();
-                // Read before asking: only what was acknowledged by now is covered.
-                let at = self.applied.load(Ordering::Acquire);
                 let answered = self.writer.answered_by();
                 self.confirming = Some(tokio::spawn(async move {
                     let result = durability.confirm(&answered).await;
