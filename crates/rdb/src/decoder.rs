@@ -123,6 +123,10 @@ pub struct Decoder {
     value_limit: Option<u64>,
     p: Parser,
     failed: Option<RdbError>,
+    /// At most this many [`Event::Elements`] per call (see [`Decoder::set_chunk_budget`]).
+    chunk_budget: Option<usize>,
+    /// The last call stopped at the budget with input left to parse.
+    paused: bool,
 }
 
 impl Decoder {
@@ -141,7 +145,37 @@ impl Decoder {
             value_limit: None,
             p: Parser::new(opts, Top::Magic, RdbVersion::Redis(RDB_VERSION_MAX_REDIS)),
             failed: None,
+            chunk_budget: None,
+            paused: false,
         }
+    }
+
+    /// Stop a call after it emitted `max` element chunks, so a caller can write them before
+    /// the rest of the input is parsed: one chunk of input can hold tens of megabytes of
+    /// members (above all when a value outgrew the raw threshold and its buffered bytes are
+    /// parsed again as elements), and all of them would be in memory at once. A caller that
+    /// sets a budget calls [`Decoder::resume`] while [`Decoder::paused`] says so, before
+    /// the next [`Decoder::feed`] and before [`Decoder::finish`].
+    pub fn set_chunk_budget(&mut self, max: Option<usize>) {
+        self.chunk_budget = max.map(|m| m.max(1));
+    }
+
+    /// The last call stopped at the chunk budget: input is left to parse.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Parse on from where the chunk budget stopped the last call.
+    pub fn resume(&mut self, out: &mut Vec<Event>) -> Result<(), RdbError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.paused = false;
+        let r = self.run(out);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
     }
 
     /// A decoder for a single value (a DUMP payload body): expects exactly one value of
@@ -289,11 +323,40 @@ impl Decoder {
                 m
             }
         };
+        if m.capacity() - m.len() < chunk.len() {
+            m = self.grown(m, needed);
+        }
         m.extend_from_slice(&chunk);
         self.buf = m.freeze();
     }
 
+    /// A buffer with room for `needed` bytes, `m`'s bytes in it. Doubling keeps a value
+    /// that spans many chunks from being copied again and again; but a raw value is only
+    /// held up to its threshold (past it, it is parsed as elements and the buffer drains),
+    /// so room beyond the threshold and one more chunk would never be used: at a 32 MiB
+    /// threshold, doubling alone would reserve 64 MiB per decoder.
+    fn grown(&self, m: BytesMut, needed: usize) -> BytesMut {
+        let doubled = m.capacity().saturating_mul(2).max(needed);
+        let most = match self.value_limit {
+            Some(limit) if self.retaining && self.limited => {
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                limit
+                    .saturating_add(needed.saturating_sub(m.len()))
+                    .max(needed)
+            }
+            _ => usize::MAX,
+        };
+        if doubled <= most {
+            return m; // the append grows it in place, as far as the allocator can
+        }
+        let mut fresh = BytesMut::with_capacity(most);
+        fresh.extend_from_slice(&m);
+        fresh
+    }
+
     fn run(&mut self, out: &mut Vec<Event>) -> Result<(), RdbError> {
+        self.paused = false;
+        let mut chunks = 0usize;
         loop {
             if self.p.top == Top::Done {
                 if self.pos < self.buf.len() {
@@ -316,10 +379,22 @@ impl Decoder {
                 _ => usize::MAX,
             };
             let mut c = Cursor::new(&self.buf, self.pos, self.base, limit);
+            let before = out.len();
             match self.p.step(&mut c, out) {
                 Ok(action) => {
                     self.pos = c.pos;
                     self.apply(action, out)?;
+                    if let Some(max) = self.chunk_budget {
+                        chunks += out.get(before..).map_or(0, |new| {
+                            new.iter()
+                                .filter(|e| matches!(e, Event::Elements(_)))
+                                .count()
+                        });
+                        if chunks >= max && self.pos < self.buf.len() {
+                            self.paused = true;
+                            return Ok(());
+                        }
+                    }
                 }
                 Err(PErr::More) => return Ok(()),
                 Err(PErr::Switch) => {

@@ -548,3 +548,65 @@ fn checksum_zero_is_skipped_and_mismatch_is_reported() {
         "{e}"
     );
 }
+
+/// A value that outgrew the raw-mode threshold is parsed again from the bytes it had
+/// buffered; with a chunk budget those come out a few chunks per call, not all at once
+/// (tens of megabytes of members per shard with the engine's threshold), and nothing is
+/// lost between the calls.
+#[test]
+fn a_chunk_budget_spreads_a_switched_value_over_calls_and_loses_nothing() {
+    let n = 60_000u64;
+    let member = |i: u64| format!("{i:0>100}");
+    let mut set = len(n);
+    for i in 0..n {
+        set.extend(s(member(i).as_bytes()));
+    }
+    let mut body = key(RDB_TYPE_SET, b"big:set", set);
+    body.extend(key(RDB_TYPE_STRING, b"after", s(b"small")));
+    let f = file(b"REDIS0009", &body);
+    let mut d = rsm_rdb::Decoder::new(DecodeOptions::raw_with_threshold(1 << 20));
+    d.set_chunk_budget(Some(2));
+    let mut events = Vec::new();
+    let mut calls = 0;
+    let mut most_in_a_call = 0;
+    let mut take = |batch: &mut Vec<Event>, events: &mut Vec<Event>| {
+        let chunks = batch
+            .iter()
+            .filter(|e| matches!(e, Event::Elements(_)))
+            .count();
+        most_in_a_call = most_in_a_call.max(chunks);
+        events.append(batch);
+    };
+    let mut batch = Vec::new();
+    // Two feeds: the first ends inside the value, past the threshold.
+    let (a, b) = f.split_at(f.len() / 2);
+    for part in [a, b] {
+        d.feed(Bytes::copy_from_slice(part), &mut batch).unwrap();
+        calls += 1;
+        take(&mut batch, &mut events);
+        while d.paused() {
+            d.resume(&mut batch).unwrap();
+            calls += 1;
+            take(&mut batch, &mut events);
+        }
+    }
+    d.finish().unwrap();
+    assert!(most_in_a_call <= 2, "{most_in_a_call} chunks in one call");
+    // 6 MB of members in chunks of at most 1024: about 60 chunks, two per call.
+    assert!(calls > 20, "only {calls} calls");
+    let chunks = &elements_of(&events)[0];
+    let mut got = Vec::new();
+    for c in chunks {
+        let Elements::SetMembers(v) = c else {
+            panic!("{c:?}")
+        };
+        got.extend(v.iter().cloned());
+    }
+    assert_eq!(
+        got,
+        (0..n).map(|i| Bytes::from(member(i))).collect::<Vec<_>>()
+    );
+    let last = keys(&events).pop().unwrap();
+    assert_eq!(&last.meta.key[..], b"after");
+    assert_eq!(last.raw.as_deref(), Some(&s(b"small")[..]));
+}

@@ -59,6 +59,11 @@ pub struct LoadSummary {
     pub functions: u64,
 }
 
+/// Element chunks (each at most 1024 members or 1 MiB) decoded before they go to the
+/// writer, whose bound then holds back the parse: without it, the megabytes a value had
+/// buffered before it proved too big to send whole came out as one burst of chunks.
+const CHUNKS_PER_DECODE: usize = 4;
+
 /// Feeds one RDB into a writer. See the module docs.
 pub struct Loader {
     decoder: Decoder,
@@ -80,8 +85,10 @@ impl Loader {
                 ..DecodeOptions::raw_with_threshold(writer.big_key_threshold())
             },
         };
+        let mut decoder = Decoder::new(decode);
+        decoder.set_chunk_budget(Some(CHUNKS_PER_DECODE));
         Loader {
-            decoder: Decoder::new(decode),
+            decoder,
             writer,
             opts,
             events: Vec::new(),
@@ -110,11 +117,17 @@ impl Loader {
     pub async fn feed(&mut self, chunk: Bytes) -> Result<(), LoadError> {
         self.summary.bytes += chunk.len() as u64;
         let mut events = std::mem::take(&mut self.events);
-        let decoded = self.decoder.feed(chunk, &mut events);
-        // Write what was decoded before reporting a decode error, so a truncated file
-        // still delivers every complete key before it.
-        for ev in events.drain(..) {
-            self.on_event(ev).await?;
+        let mut decoded = self.decoder.feed(chunk, &mut events);
+        loop {
+            // Write what was decoded before reporting a decode error, so a truncated file
+            // still delivers every complete key before it.
+            for ev in events.drain(..) {
+                self.on_event(ev).await?;
+            }
+            if decoded.is_err() || !self.decoder.paused() {
+                break;
+            }
+            decoded = self.decoder.resume(&mut events);
         }
         self.events = events;
         decoded?;
