@@ -520,6 +520,28 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
 }
 
+/// CPU seconds the whole machine spent busy so far (every process: the servers, their
+/// forks, the tool), from /proc/stat; and how many CPUs it has.
+fn machine_busy() -> (f64, usize) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut lines = stat.lines();
+    let total = lines.next().map_or(0.0, |l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal: all but idle and iowait
+        [0, 1, 2, 5, 6, 7]
+            .iter()
+            .map(|&i| f.get(i).copied().unwrap_or(0))
+            .sum::<u64>() as f64
+            / 100.0
+    });
+    let cpus = lines.filter(|l| l.starts_with("cpu")).count().max(1);
+    (total, cpus)
+}
+
 fn proc_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -774,7 +796,9 @@ fn main() {
     );
 
     // Baseline (a).
+    let busy0 = machine_busy().0;
     let t_bgsave = bgsave_all(&source);
+    let busy_bgsave = machine_busy().0 - busy0;
     let rdb_bytes: u64 = source
         .masters()
         .iter()
@@ -797,7 +821,9 @@ fn main() {
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum();
+    let busy0 = machine_busy().0;
     let t_pipe = pipe_all(&files, &target);
+    let busy_pipe = machine_busy().0 - busy0;
     assert_eq!(
         dbsize(&target) as usize,
         total,
@@ -816,7 +842,9 @@ fn main() {
     );
 
     // Baseline (c).
+    let busy0 = machine_busy().0;
     let migrator = scan_migrate(&source, &target);
+    let busy_migrator = machine_busy().0 - busy0;
     match &migrator {
         Ok(t) => {
             assert_eq!(dbsize(&target) as usize, total, "the migrator copied all");
@@ -838,6 +866,7 @@ fn main() {
     let http = PortLease::acquire();
     let port = http.port();
     let logdir = tmp.path().join("logs");
+    let busy_sync0 = machine_busy().0;
     let t0 = Instant::now();
     let mut child = Command::new(&manager)
         .arg(format!("--from={}", source.seed_addr()))
@@ -891,6 +920,7 @@ fn main() {
     }
     let rss_full_kib = proc_kib(pid, "VmHWM:");
     let cpu_full = cpu_seconds(pid);
+    let busy_sync = machine_busy().0 - busy_sync0;
     // Not the shards' `caught_up_since` at ready: the source's PING every 10 s restarts
     // that, so it reads up to 10 s after the data was in.
     let t_caught = all_caught.unwrap_or(t_ready);
@@ -1249,6 +1279,13 @@ fn main() {
         }
     );
     println!("| limit max((a), (b)) | {limit:.2} s |");
+    // On a machine with few cores the source's save, the target's load and the tool
+    // share the same CPUs: the work of (a) and (b) together cannot take less than this.
+    let cpus = machine_busy().1;
+    let cpu_floor = (busy_bgsave + busy_pipe) / cpus as f64;
+    println!(
+        "| machine CPU busy: (a) {busy_bgsave:.1} s, (b) {busy_pipe:.1} s, (c) {busy_migrator:.1} s, the manager's sync until ready {busy_sync:.1} s ({cpus} CPUs) | ((a)+(b)) ÷ {cpus} = {cpu_floor:.2} s: the floor when (a) and (b) share these CPUs |"
+    );
     println!("| baseline (a)+(b) | {baseline:.2} s |");
     println!(
         "| manager until `ready_for_cutover` | {t_ready:.2} s ({:.0} keys/s) — ratio **{:.2}** |",
@@ -1267,6 +1304,10 @@ fn main() {
             t.as_secs_f64() / t_caught
         );
     }
+    println!(
+        "| manager until caught up ÷ the CPU floor | **{:.2} ×** |",
+        t_caught / cpu_floor
+    );
     println!("| manager CPU (user + system) until ready | {cpu_full:.2} s |");
     println!(
         "| all shards in `streaming` (snapshot loaded) | {:.2} s |",
@@ -1348,6 +1389,8 @@ fn main() {
             "bgsave_s": t_bgsave.as_secs_f64(),
             "ingest_s": t_pipe.as_secs_f64(),
             "limit_s": limit,
+            "machine_busy_s": {"bgsave": busy_bgsave, "ingest": busy_pipe, "migrator": busy_migrator, "sync_until_ready": busy_sync},
+            "cpu_floor_s": cpu_floor,
             "migrator_s": migrator.as_ref().ok().map(Duration::as_secs_f64),
             "migrator_over_manager": migrator.as_ref().ok().map(|t| t.as_secs_f64() / t_caught),
             "migrator_error": migrator.as_ref().err(),
