@@ -125,7 +125,16 @@ fn run_migration(parallel: usize) {
     wait_ready(&mut child, port.port(), logs.path());
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
 
-    let metrics = http_get(port.port(), "/metrics").unwrap();
+    // Ready blinks off while a write (or the source's PING every 10 s) is being applied:
+    // read until it shows, a few seconds at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let m = http_get(port.port(), "/metrics").unwrap();
+        if m.contains("rsm_ready_for_cutover 1") || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         metrics.contains("# TYPE rsm_keys_applied_total counter"),
         "{metrics}"

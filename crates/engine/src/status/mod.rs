@@ -114,7 +114,17 @@ struct Slow {
     /// every status refresh: the lag in time is how long ago the source was
     /// where the target is now.
     offset_history: std::collections::VecDeque<(u64, u64)>,
+    /// Since when the applied offset has been behind the source's while the shard counted
+    /// as caught up (0: it is not behind).
+    behind_since_ms: u64,
 }
+
+/// A caught-up shard that falls behind for less than this stays caught up (though not
+/// ready while behind: see `ready` in `http`). Every write the source sends puts the
+/// applied offset behind for the time it takes to apply and confirm it, and so does the
+/// source's PING every 10 s on an idle source: without this, each PING would hold a shard
+/// back from "ready" for 3 s.
+const BEHIND_GRACE_MS: u64 = 1000;
 
 /// Samples kept for the time lag: a minute at the 100 ms refresh.
 const OFFSET_HISTORY: usize = 600;
@@ -187,6 +197,7 @@ impl ShardStatus {
                 source_now: source.clone(),
                 source_moves: Vec::new(),
                 offset_history: std::collections::VecDeque::new(),
+                behind_since_ms: 0,
             }),
         })
     }
@@ -276,10 +287,13 @@ impl ShardStatus {
 
     /// Record progress of the applied offset; keeps `caught_up_since_ms`.
     pub fn update_caught_up(&self) {
+        self.update_caught_up_at(now_ms())
+    }
+
+    fn update_caught_up_at(&self, now: u64) {
         let source = self.counters.source_offset.load(Ordering::Relaxed);
         let applied = self.counters.applied_offset.load(Ordering::Relaxed);
         let mut slow = self.slow();
-        let now = now_ms();
         if slow
             .offset_history
             .back()
@@ -290,12 +304,23 @@ impl ShardStatus {
             }
             slow.offset_history.push_back((now, source));
         }
-        if slow.phase == Phase::Streaming && applied >= source {
+        let streaming = slow.phase == Phase::Streaming;
+        if streaming && applied >= source {
+            slow.behind_since_ms = 0;
             if slow.timeline.caught_up_since_ms == 0 {
-                slow.timeline.caught_up_since_ms = now_ms();
+                slow.timeline.caught_up_since_ms = now;
+            }
+        } else if streaming && slow.timeline.caught_up_since_ms != 0 {
+            if slow.behind_since_ms == 0 {
+                slow.behind_since_ms = now;
+            }
+            if now.saturating_sub(slow.behind_since_ms) >= BEHIND_GRACE_MS {
+                slow.timeline.caught_up_since_ms = 0;
+                slow.behind_since_ms = 0;
             }
         } else {
             slow.timeline.caught_up_since_ms = 0;
+            slow.behind_since_ms = 0;
         }
     }
 
@@ -406,5 +431,34 @@ mod tests {
         assert_eq!(time_lag_ms(&h, 41, 1250), Some(150));
         assert_eq!(time_lag_ms(&h, 91, 1250), None);
         assert_eq!(time_lag_ms(&h, 5, 1250), Some(250));
+    }
+
+    #[test]
+    fn a_shard_behind_for_less_than_the_grace_stays_caught_up_and_longer_does_not() {
+        let st = ShardStatus::new(0, "s:1".into(), "master".into(), "0-16383".into());
+        st.set_phase(Phase::Streaming);
+        let at = |source: u64, applied: u64, now: u64| {
+            st.counters.source_offset.store(source, Ordering::Relaxed);
+            st.counters.applied_offset.store(applied, Ordering::Relaxed);
+            st.update_caught_up_at(now);
+            st.slow().timeline.caught_up_since_ms
+        };
+        assert_eq!(at(100, 100, 10_000), 10_000);
+        // A PING arrives and is applied and confirmed 300 ms later.
+        assert_eq!(at(114, 100, 20_000), 10_000);
+        assert_eq!(at(114, 100, 20_300), 10_000);
+        assert_eq!(at(114, 114, 20_400), 10_000);
+        // Writes that keep it behind for a second and more.
+        assert_eq!(at(200, 114, 30_000), 10_000);
+        assert_eq!(at(300, 200, 30_600), 10_000);
+        assert_eq!(at(400, 300, 31_000), 0);
+        assert_eq!(at(400, 400, 31_100), 31_100);
+        // Behind for a while but under the grace each time: the grace counts from the
+        // first sample behind, not from the last.
+        assert_eq!(at(500, 400, 40_000), 31_100);
+        assert_eq!(at(500, 500, 40_100), 31_100);
+        assert_eq!(at(600, 500, 50_000), 31_100);
+        assert_eq!(at(600, 500, 50_999), 31_100);
+        assert_eq!(at(600, 500, 51_000), 0);
     }
 }

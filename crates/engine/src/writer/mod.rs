@@ -186,6 +186,10 @@ pub fn show_key(key: &[u8]) -> String {
 /// Counters, each owned by the writer task; readers take cheap snapshots.
 #[derive(Debug, Default)]
 pub struct WriterStats {
+    /// Every reply a target node sent to a request, whatever it said. Counted before the
+    /// watermark moves over the reply's write: when it has not changed since a replica
+    /// check began, nothing the watermark gained since was written after that check.
+    pub answers: AtomicU64,
     /// Snapshot keys acknowledged by the target.
     pub keys_written: AtomicU64,
     /// Replicated commands acknowledged by the target.
@@ -471,6 +475,11 @@ impl Writer {
     /// The target nodes that have answered a write of this writer, in the order they
     /// first did. Read after the watermark, it names every node that acknowledged a write
     /// the watermark covers.
+    /// [`WriterStats::answers`]; read it after the watermark.
+    pub fn answers(&self) -> u64 {
+        self.shared.stats.answers.load(Ordering::Relaxed)
+    }
+
     pub fn answered_by(&self) -> Vec<Endpoint> {
         self.shared
             .answered_by

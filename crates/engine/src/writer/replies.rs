@@ -38,6 +38,7 @@ impl Pipeline {
             Ok(f) => f,
             Err(e) => return self.node_lost(node, e.to_string()),
         };
+        self.shared.stats.answers.fetch_add(1, Ordering::Relaxed);
         if !n.answered {
             // Before the watermark can move over this reply's write.
             n.answered = true;
