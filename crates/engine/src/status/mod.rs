@@ -437,28 +437,35 @@ mod tests {
     fn a_shard_behind_for_less_than_the_grace_stays_caught_up_and_longer_does_not() {
         let st = ShardStatus::new(0, "s:1".into(), "master".into(), "0-16383".into());
         st.set_phase(Phase::Streaming);
-        let at = |source: u64, applied: u64, now: u64| {
+        // (source offset, applied offset, now) → caught_up_since_ms after the sample.
+        let samples: [(u64, u64, u64, u64); 13] = [
+            (100, 100, 10_000, 10_000),
+            // A PING arrives, and is applied and confirmed 300 ms later.
+            (114, 100, 20_000, 10_000),
+            (114, 100, 20_300, 10_000),
+            (114, 114, 20_400, 10_000),
+            // Writes that keep it behind for a second and more.
+            (200, 114, 30_000, 10_000),
+            (300, 200, 30_600, 10_000),
+            (400, 300, 31_000, 0),
+            (400, 400, 31_100, 31_100),
+            // Behind twice, under the grace each time: the grace counts from the first
+            // sample behind, not from the last.
+            (500, 400, 40_000, 31_100),
+            (500, 500, 40_100, 31_100),
+            (600, 500, 50_000, 31_100),
+            (600, 500, 50_999, 31_100),
+            (600, 500, 51_000, 0),
+        ];
+        for (source, applied, now, expected) in samples {
             st.counters.source_offset.store(source, Ordering::Relaxed);
             st.counters.applied_offset.store(applied, Ordering::Relaxed);
             st.update_caught_up_at(now);
-            st.slow().timeline.caught_up_since_ms
-        };
-        assert_eq!(at(100, 100, 10_000), 10_000);
-        // A PING arrives and is applied and confirmed 300 ms later.
-        assert_eq!(at(114, 100, 20_000), 10_000);
-        assert_eq!(at(114, 100, 20_300), 10_000);
-        assert_eq!(at(114, 114, 20_400), 10_000);
-        // Writes that keep it behind for a second and more.
-        assert_eq!(at(200, 114, 30_000), 10_000);
-        assert_eq!(at(300, 200, 30_600), 10_000);
-        assert_eq!(at(400, 300, 31_000), 0);
-        assert_eq!(at(400, 400, 31_100), 31_100);
-        // Behind for a while but under the grace each time: the grace counts from the
-        // first sample behind, not from the last.
-        assert_eq!(at(500, 400, 40_000), 31_100);
-        assert_eq!(at(500, 500, 40_100), 31_100);
-        assert_eq!(at(600, 500, 50_000), 31_100);
-        assert_eq!(at(600, 500, 50_999), 31_100);
-        assert_eq!(at(600, 500, 51_000), 0);
+            let since = st.slow().timeline.caught_up_since_ms;
+            assert_eq!(
+                since, expected,
+                "source {source}, applied {applied} at {now}"
+            );
+        }
     }
 }

@@ -472,14 +472,14 @@ impl Writer {
         })
     }
 
-    /// The target nodes that have answered a write of this writer, in the order they
-    /// first did. Read after the watermark, it names every node that acknowledged a write
-    /// the watermark covers.
     /// [`WriterStats::answers`]; read it after the watermark.
     pub fn answers(&self) -> u64 {
         self.shared.stats.answers.load(Ordering::Relaxed)
     }
 
+    /// The target nodes that have answered a write of this writer, in the order they
+    /// first did. Read after the watermark, it names every node that acknowledged a write
+    /// the watermark covers.
     pub fn answered_by(&self) -> Vec<Endpoint> {
         self.shared
             .answered_by
