@@ -358,7 +358,13 @@ fn corrupt_stdin_reports_the_true_count_written() {
     use std::io::Write as _;
     let (_source, rdb) = mixed_rdb(200);
     let mut bytes = std::fs::read(&rdb).unwrap();
-    bytes[2000] ^= 0x01;
+    // A bit of the stored checksum itself: every key before it is well formed, so all of
+    // them are written before the mismatch shows. (A bit at a fixed offset such as 2000
+    // lands wherever the server's hash order put it, sometimes in a length: then the
+    // restore stops early on a parse error, and this test's write to its stdin failed
+    // with a broken pipe.)
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
     let target = Server::start(ServerOptions::default());
     let mut child = redis_port()
         .args([
