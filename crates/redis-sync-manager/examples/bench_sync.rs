@@ -30,6 +30,10 @@
 //! `BENCH_DATASET=issue13` (+ `BENCH_BIG`): the performance issue's dataset, see
 //! [`issue_dataset`]. `--quick`: 100 000 keys (and big keys of 100 000), 8 s of load.
 //! `BENCH_JSON=FILE`: the main figures as JSON.
+//! `BENCH_PORT_RESTORE=1` adds (d): `redis-port restore` of the BGSAVE files into the
+//! target, three at once (needs `redis-port` built next to the manager), the engine's load
+//! path without replication. Every phase also reports the servers' own CPU (`INFO cpu`,
+//! forks included) besides the machine's busy time: the floor no tool can go under here.
 //! `BENCH_TIMELINE=FILE` writes every probe and /status sample with its time, for the lag's
 //! shape over time.
 //!
@@ -542,6 +546,102 @@ fn machine_busy() -> (f64, usize) {
     (total, cpus)
 }
 
+/// CPU seconds the masters of these clusters spent so far, their forks (BGSAVE, a replica's
+/// snapshot) included: `INFO cpu`. The part of the machine's work that is the servers' own,
+/// with no client's share in it.
+fn servers_cpu(clusters: &[&Cluster]) -> f64 {
+    cpu_fields(
+        clusters,
+        &[
+            "used_cpu_user",
+            "used_cpu_sys",
+            "used_cpu_user_children",
+            "used_cpu_sys_children",
+        ],
+    )
+}
+
+/// The same without the forks: the server process that serves the clients. What a sync
+/// costs the source's clients is this part.
+fn servers_own_process_cpu(cluster: &Cluster) -> f64 {
+    cpu_fields(&[cluster], &["used_cpu_user", "used_cpu_sys"])
+}
+
+fn cpu_fields(clusters: &[&Cluster], fields: &[&str]) -> f64 {
+    let field = |m: &Server, f: &str| {
+        m.info_field("cpu", f)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    clusters
+        .iter()
+        .flat_map(|c| c.masters())
+        .map(|m| fields.iter().map(|f| field(m, f)).sum::<f64>())
+        .sum()
+}
+
+/// What the masters of a cluster have done so far, summed: calls and microseconds per
+/// command (`INFO commandstats`), and the reads and writes of client sockets
+/// (`total_reads_processed`, `total_writes_processed`). Diffed between two points, it shows
+/// how differently two clients made the servers work for the same data.
+fn server_work(cluster: &Cluster) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for m in cluster.masters() {
+        let text = match m.cmd(&[b"INFO", b"commandstats"]) {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => String::new(),
+        };
+        for line in text.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |f: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(f))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let e = out.entry(name.to_string()).or_default();
+            e.0 += field("calls=");
+            e.1 += field("usec=");
+        }
+        for f in ["total_reads_processed", "total_writes_processed"] {
+            out.entry(f.to_string()).or_default().0 += info_u64(m, "stats", f);
+        }
+    }
+    out
+}
+
+/// `after − before`, the busiest first, as one line.
+fn work_delta(
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+) -> String {
+    let mut rows: Vec<(String, u64, u64)> = after
+        .iter()
+        .map(|(k, &(c, u))| {
+            let (c0, u0) = before.get(k).copied().unwrap_or_default();
+            (k.clone(), c - c0, u - u0)
+        })
+        .filter(|r| r.1 > 0)
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse((r.2, r.1)));
+    rows.iter()
+        .map(|(k, c, u)| {
+            if u > &0 {
+                format!("{k} {c} calls {:.2} s", *u as f64 / 1e6)
+            } else {
+                format!("{k} {c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn proc_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -797,8 +897,10 @@ fn main() {
 
     // Baseline (a).
     let busy0 = machine_busy().0;
+    let servers0 = servers_cpu(&[&source]);
     let t_bgsave = bgsave_all(&source);
     let busy_bgsave = machine_busy().0 - busy0;
+    let servers_bgsave = servers_cpu(&[&source]) - servers0;
     let rdb_bytes: u64 = source
         .masters()
         .iter()
@@ -822,8 +924,15 @@ fn main() {
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum();
     let busy0 = machine_busy().0;
+    let servers0 = servers_cpu(&[&target]);
+    let work0 = server_work(&target);
     let t_pipe = pipe_all(&files, &target);
+    eprintln!(
+        "bench: the target masters' work in (b): {}",
+        work_delta(&work0, &server_work(&target))
+    );
     let busy_pipe = machine_busy().0 - busy0;
+    let servers_pipe = servers_cpu(&[&target]) - servers0;
     assert_eq!(
         dbsize(&target) as usize,
         total,
@@ -841,10 +950,62 @@ fn main() {
         stream_bytes as f64 / 1e6
     );
 
+    // (d), on request: the engine's own load path (decoder, loader, writer) from the BGSAVE
+    // files, with no replication around it: the tool's ingest against (b)'s.
+    let mut port_restore: Option<(f64, f64, f64)> = None;
+    if std::env::var("BENCH_PORT_RESTORE").is_ok_and(|v| v == "1") {
+        let port_bin = Path::new(&manager).with_file_name("redis-port");
+        assert!(
+            port_bin.exists(),
+            "{port_bin:?} missing: cargo build --release -p redis-port"
+        );
+        for m in target.masters() {
+            m.cmd(&[b"FLUSHALL"]);
+        }
+        let busy0 = machine_busy().0;
+        let servers0 = servers_cpu(&[&target]);
+        let work0 = server_work(&target);
+        let start = Instant::now();
+        let children: Vec<_> = source
+            .masters()
+            .iter()
+            .map(|m| {
+                Command::new(&port_bin)
+                    .arg("restore")
+                    .arg(format!("--input={}", m.dir().join("dump.rdb").display()))
+                    .arg(format!("--target={}", target.seed_addr()))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-port restore")
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "redis-port restore failed");
+        }
+        let took = start.elapsed().as_secs_f64();
+        let busy = machine_busy().0 - busy0;
+        let servers = servers_cpu(&[&target]) - servers0;
+        assert_eq!(dbsize(&target) as usize, total, "redis-port restored all");
+        eprintln!(
+            "bench: (d) redis-port restore x3 of the BGSAVE files {took:.2} s ({:.2} x (b)); machine busy {busy:.1} s, the target masters {servers:.1} s; their work: {}",
+            took / t_pipe.as_secs_f64(),
+            work_delta(&work0, &server_work(&target))
+        );
+        port_restore = Some((took, busy, servers));
+        for m in target.masters() {
+            m.cmd(&[b"FLUSHALL"]);
+        }
+    }
+
     // Baseline (c).
     let busy0 = machine_busy().0;
+    let servers0 = servers_cpu(&[&source, &target]);
+    let source_main0 = servers_own_process_cpu(&source);
     let migrator = scan_migrate(&source, &target);
+    let source_main_migrator = servers_own_process_cpu(&source) - source_main0;
     let busy_migrator = machine_busy().0 - busy0;
+    let servers_migrator = servers_cpu(&[&source, &target]) - servers0;
     match &migrator {
         Ok(t) => {
             assert_eq!(dbsize(&target) as usize, total, "the migrator copied all");
@@ -867,6 +1028,9 @@ fn main() {
     let port = http.port();
     let logdir = tmp.path().join("logs");
     let busy_sync0 = machine_busy().0;
+    let (source_sync0, target_sync0) = (servers_cpu(&[&source]), servers_cpu(&[&target]));
+    let source_main_sync0 = servers_own_process_cpu(&source);
+    let work_sync0 = server_work(&target);
     let t0 = Instant::now();
     let mut child = Command::new(&manager)
         .arg(format!("--from={}", source.seed_addr()))
@@ -921,6 +1085,14 @@ fn main() {
     let rss_full_kib = proc_kib(pid, "VmHWM:");
     let cpu_full = cpu_seconds(pid);
     let busy_sync = machine_busy().0 - busy_sync0;
+    let source_sync = servers_cpu(&[&source]) - source_sync0;
+    let source_main_sync = servers_own_process_cpu(&source) - source_main_sync0;
+    let target_sync = servers_cpu(&[&target]) - target_sync0;
+    eprintln!(
+        "bench: the target masters' work in the manager's sync: {}",
+        work_delta(&work_sync0, &server_work(&target))
+    );
+    let servers_sync = source_sync + target_sync;
     // Not the shards' `caught_up_since` at ready: the source's PING every 10 s restarts
     // that, so it reads up to 10 s after the data was in.
     let t_caught = all_caught.unwrap_or(t_ready);
@@ -1278,6 +1450,12 @@ fn main() {
             Err(e) => format!("failed: {e}"),
         }
     );
+    if let Some((took, busy, servers)) = port_restore {
+        println!(
+            "| (d) `redis-port restore` ×3 of the BGSAVE files (the engine's decoder, loader and writer, no replication) | {took:.2} s = {:.2} × (b); machine busy {busy:.1} s, the target masters {servers:.1} s of it |",
+            took / t_pipe.as_secs_f64()
+        );
+    }
     println!("| limit max((a), (b)) | {limit:.2} s |");
     // On a machine with few cores the source's save, the target's load and the tool
     // share the same CPUs: the work of (a) and (b) together cannot take less than this.
@@ -1285,6 +1463,14 @@ fn main() {
     let cpu_floor = (busy_bgsave + busy_pipe) / cpus as f64;
     println!(
         "| machine CPU busy: (a) {busy_bgsave:.1} s, (b) {busy_pipe:.1} s, (c) {busy_migrator:.1} s, the manager's sync until ready {busy_sync:.1} s ({cpus} CPUs) | ((a)+(b)) ÷ {cpus} = {cpu_floor:.2} s: the floor when (a) and (b) share these CPUs |"
+    );
+    // The servers' own share: what any tool must leave them to do, without redis-cli's.
+    let server_floor = (servers_bgsave + servers_pipe) / cpus as f64;
+    println!(
+        "| the servers' own CPU (`INFO cpu`, forks included): (a) {servers_bgsave:.1} s, (b) {servers_pipe:.1} s, (c) {servers_migrator:.1} s, the manager's sync {servers_sync:.1} s (source {source_sync:.1}, target {target_sync:.1}) | their (a)+(b) ÷ {cpus} = {server_floor:.2} s: no tool copies this data faster on this machine |"
+    );
+    println!(
+        "| the source masters' own processes (not their forks), the CPU taken from serving their clients: (c) {source_main_migrator:.1} s, the manager's sync until ready {source_main_sync:.1} s | |"
     );
     println!("| baseline (a)+(b) | {baseline:.2} s |");
     println!(
@@ -1309,6 +1495,10 @@ fn main() {
         t_caught / cpu_floor
     );
     println!("| manager CPU (user + system) until ready | {cpu_full:.2} s |");
+    println!(
+        "| manager until caught up ÷ (the servers' own floor + the manager's CPU ÷ {cpus}) | **{:.2} ×** |",
+        t_caught / (server_floor + cpu_full / cpus as f64)
+    );
     println!(
         "| all shards in `streaming` (snapshot loaded) | {:.2} s |",
         all_streaming.unwrap_or(f64::NAN)
@@ -1391,7 +1581,10 @@ fn main() {
             "limit_s": limit,
             "machine_busy_s": {"bgsave": busy_bgsave, "ingest": busy_pipe, "migrator": busy_migrator, "sync_until_ready": busy_sync},
             "cpu_floor_s": cpu_floor,
+            "servers_cpu_s": {"bgsave": servers_bgsave, "ingest": servers_pipe, "migrator": servers_migrator, "sync_until_ready": servers_sync, "sync_source": source_sync, "sync_target": target_sync, "source_process_migrator": source_main_migrator, "source_process_sync": source_main_sync},
+            "server_floor_s": server_floor,
             "migrator_s": migrator.as_ref().ok().map(Duration::as_secs_f64),
+            "port_restore": port_restore.map(|(s, busy, servers)| serde_json::json!({"s": s, "machine_busy_s": busy, "target_cpu_s": servers})),
             "migrator_over_manager": migrator.as_ref().ok().map(|t| t.as_secs_f64() / t_caught),
             "migrator_error": migrator.as_ref().err(),
             "caught_up_s": t_caught,
