@@ -33,6 +33,8 @@ pub struct ConnectOptions {
     pub io_timeout: Duration,
     /// TLS for every connection of this side; plain TCP when `None`.
     pub tls: Option<Arc<TlsSettings>>,
+    /// Other nodes of the same deployment, for [`Connection::connect_seed`].
+    pub seeds: Option<crate::Seeds>,
 }
 
 impl ConnectOptions {
@@ -43,7 +45,14 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             tls: None,
+            seeds: None,
         }
+    }
+
+    /// The same options, reaching the deployment through these nodes too.
+    pub fn with_seeds(mut self, seeds: crate::Seeds) -> Self {
+        self.seeds = Some(seeds);
+        self
     }
 
     /// The same options with this side's TLS settings.

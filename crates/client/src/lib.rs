@@ -20,6 +20,7 @@ mod credentials;
 mod endpoint;
 mod error;
 mod reply;
+mod seeds;
 mod server_version;
 mod tls;
 
@@ -30,5 +31,6 @@ pub use credentials::{read_secret_file, Credentials, SecretFileError};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::{ClientError, Side};
 pub use reply::{Retry, ServerError};
+pub use seeds::Seeds;
 pub use server_version::{Family, ServerVersion};
 pub use tls::{TlsFiles, TlsProblem, TlsSettings, TlsSetupError};

@@ -52,6 +52,46 @@ impl Address {
     }
 }
 
+/// `--target=HOST:PORT[,HOST:PORT…]`: the node the operator names first, and more nodes of
+/// the same deployment to reach it through when that one is down for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedAddresses {
+    pub first: Address,
+    pub more: Vec<Endpoint>,
+}
+
+impl SeedAddresses {
+    pub fn parse(s: &str) -> Result<SeedAddresses, String> {
+        let mut parts = s.split(',').map(str::trim);
+        let first = Address::parse(parts.next().unwrap_or_default())?;
+        let mut more = Vec::new();
+        for part in parts {
+            if part.is_empty() {
+                return Err(format!(
+                    "an empty address in {s:?}: separate the nodes with commas, as in a:7000,b:7000"
+                ));
+            }
+            let a = Address::parse(part)?;
+            if a.tls != first.tls {
+                return Err(format!(
+                    "every node in {s:?} must be written the same way (all rediss:// or none)"
+                ));
+            }
+            if a.endpoint != first.endpoint && !more.contains(&a.endpoint) {
+                more.push(a.endpoint);
+            }
+        }
+        Ok(SeedAddresses { first, more })
+    }
+
+    /// Every node named, the first first.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        std::iter::once(self.first.endpoint.clone())
+            .chain(self.more.iter().cloned())
+            .collect()
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.tls {
@@ -233,5 +273,20 @@ mod tests {
         let side = args.resolve(Side::Target, true).unwrap();
         assert!(side.settings.unwrap().insecure());
         assert!(side.warning.unwrap().contains("NOT checked"));
+    }
+
+    #[test]
+    fn several_target_nodes_are_one_flag() {
+        let seeds = SeedAddresses::parse("127.0.0.1:7000, 127.0.0.1:7001,127.0.0.1:7000").unwrap();
+        assert_eq!(seeds.first.endpoint, Endpoint::new("127.0.0.1", 7000));
+        assert_eq!(seeds.more, vec![Endpoint::new("127.0.0.1", 7001)]);
+        assert_eq!(seeds.endpoints().len(), 2);
+        assert!(SeedAddresses::parse("a:1,,b:2")
+            .unwrap_err()
+            .contains("empty address"));
+        assert!(SeedAddresses::parse("rediss://a:1,b:2")
+            .unwrap_err()
+            .contains("same way"));
+        assert!(SeedAddresses::parse("a:1,b").is_err());
     }
 }

@@ -37,6 +37,7 @@ fn start(source: &str, target: &str, state: &std::path::Path) -> Running {
         source: source.parse::<Endpoint>().unwrap(),
         source_credentials: None,
         target: target.parse::<Endpoint>().unwrap(),
+        target_seeds: Default::default(),
         target_credentials: None,
         source_tls: None,
         target_tls: None,

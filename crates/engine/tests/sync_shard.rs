@@ -52,6 +52,7 @@ fn start_with_spool(
         source: source.parse::<Endpoint>().unwrap(),
         source_credentials: None,
         target: target.parse::<Endpoint>().unwrap(),
+        target_seeds: Default::default(),
         target_credentials: None,
         source_tls: None,
         target_tls: None,

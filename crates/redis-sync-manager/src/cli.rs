@@ -13,7 +13,7 @@ use rsm_client::{Credentials, Side};
 
 use rsm_engine::options::{secret, HTTP_TOKEN};
 use rsm_engine::status::http::HttpToken;
-use rsm_engine::tls_flags::{Address, TlsArgs};
+use rsm_engine::tls_flags::{Address, SeedAddresses, TlsArgs};
 use rsm_engine::write_flags::{SourcePasswordArgs, TargetPasswordArgs, WriteArgs};
 use rsm_engine::KeyPrefixes;
 
@@ -217,9 +217,10 @@ pub struct SyncArgs {
     pub from: Option<Address>,
 
     /// IP:PORT of the target: a node of a Redis cluster, a cluster proxy or a standalone
-    /// server; rediss://IP:PORT for TLS.
-    #[arg(long, value_name = "DST_HOST:DST_PORT", value_parser = parse_address, required = true)]
-    pub target: Option<Address>,
+    /// server; rediss://IP:PORT for TLS. More nodes of a target cluster after commas
+    /// (a:7000,b:7000) are tried when the first is down.
+    #[arg(long, value_name = "DST_HOST:DST_PORT[,…]", value_parser = parse_seed_addresses, required = true)]
+    pub target: Option<SeedAddresses>,
 
     #[command(flatten)]
     pub passwords: PasswordArgs,
@@ -292,7 +293,7 @@ impl SyncArgs {
             .target
             .ok_or("--target is required: give the target as --target=HOST:PORT")?;
         let (source_credentials, target_credentials) = self.passwords.credentials()?;
-        let tls = both_tls(&self.tls, &from, &target)?;
+        let tls = both_tls(&self.tls, &from, &target.first)?;
         let http_token = secret(
             HTTP_TOKEN,
             self.http_token.as_deref(),
@@ -301,7 +302,8 @@ impl SyncArgs {
         .map(HttpToken::new);
         Ok(SyncConfig {
             from: from.endpoint,
-            target: target.endpoint,
+            target_seeds: rsm_client::Seeds::new(target.endpoints()),
+            target: target.first.endpoint,
             source_credentials,
             target_credentials,
             source_tls: tls.source,
@@ -322,6 +324,10 @@ impl SyncArgs {
 
 fn parse_address(s: &str) -> Result<Address, String> {
     Address::parse(s)
+}
+
+fn parse_seed_addresses(s: &str) -> Result<SeedAddresses, String> {
+    SeedAddresses::parse(s)
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

@@ -13,7 +13,11 @@ use rsm_engine::EngineOptions;
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub from: Endpoint,
+    /// The first node `--target` names.
     pub target: Endpoint,
+    /// Every node `--target` names, and every target node learnt since: what a connection
+    /// to the target as a whole tries when a node is gone (see [`rsm_client::Seeds`]).
+    pub target_seeds: rsm_client::Seeds,
     pub source_credentials: Option<Credentials>,
     pub target_credentials: Option<Credentials>,
     /// TLS of each side (`--source-tls`, `rediss://`, …); plain TCP when `None`.
@@ -46,6 +50,7 @@ impl SyncConfig {
     pub fn target_connect(&self) -> ConnectOptions {
         ConnectOptions::new(Side::Target, self.target_credentials.clone())
             .with_tls(self.target_tls.clone())
+            .with_seeds(self.target_seeds.clone())
     }
 
     /// The options every shard's engine runs with.

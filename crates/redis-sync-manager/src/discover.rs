@@ -12,7 +12,10 @@ use rsm_cluster::{
     parse_cluster_nodes, same_servers, select_node, Deployment, Node, PreflightError, Role,
     SameServers, SelectWarning, ServerIdentity, Topology, STANDALONE_NODE_ID,
 };
+use rsm_engine::filter::KeyPrefixes;
 use rsm_engine::replica::follow::{node_endpoint, replication_view};
+
+use crate::preflight;
 
 /// One shard of the plan: where to sync from, and what it holds.
 #[derive(Debug, Clone)]
@@ -36,6 +39,9 @@ pub struct TargetFacts {
     pub version: String,
     /// What the target says about itself, to tell it from the source.
     pub identity: Deployment,
+    /// The nodes that take writes: a cluster's masters (from `CLUSTER NODES`), else the
+    /// target itself.
+    pub masters: Vec<Endpoint>,
 }
 
 #[derive(Debug)]
@@ -63,6 +69,22 @@ pub enum DiscoverError {
         "--from and --target are the same servers: {0}; a source synced into itself gets its own writes again"
     )]
     SameServers(SameServers),
+    #[error("target {endpoint} cannot take writes: {why}; nothing was started")]
+    TargetReadOnly { endpoint: Endpoint, why: String },
+    #[error(
+        "the source holds {total} key(s) under the tool's reserved prefix __rsm: ({named}); the sync keeps its progress records under that name in the target, so these keys would overwrite them or be overwritten. Rename them on the source (or leave them out with --filterkey), then start again; nothing was written"
+    )]
+    ReservedKeys { total: usize, named: String },
+    #[error(
+        "the source holds keys in db {dbs} ({nodes}), but {what}; nothing was written. Ways out: --targetdb=N (every source db merged into db N: a key name found in two dbs is then a conflict, settled by --rewrite or --skip-existing), --filterkey with prefixes that only the target's dbs hold, or a standalone target with enough databases"
+    )]
+    DbsTargetLacks {
+        dbs: String,
+        nodes: String,
+        what: String,
+    },
+    #[error("pre-flight check of the source: {0}")]
+    Unexpected(String),
 }
 
 impl DiscoverError {
@@ -87,6 +109,7 @@ pub async fn discover(
     target_connect: &ConnectOptions,
     role: Role,
     target_db: Option<u32>,
+    filter: &KeyPrefixes,
 ) -> Result<Plan, DiscoverError> {
     let source_opts = opts(source);
     let mut seed = Connection::connect(from, &source_opts).await?;
@@ -159,6 +182,20 @@ pub async fn discover(
             return Err(DiscoverError::TargetDbOnCluster(db, target.endpoint));
         }
     }
+    // Before any PSYNC: each of these used to be found after a fork or after writing.
+    let target_opts = preflight::opts(target_connect);
+    preflight::target_accepts_writes(&target.masters, target.cluster, &target_opts).await?;
+    let databases = match target.cluster {
+        true => None,
+        false => preflight::target_databases(&target.endpoint, &target_opts).await?,
+    };
+    let nodes: Vec<Endpoint> = shards.iter().map(|s| s.node.clone()).collect();
+    let dbs = preflight::TargetDbs {
+        cluster: target.cluster,
+        databases,
+        target_db,
+    };
+    preflight::source_keyspace(&nodes, &source_opts, filter, dbs).await?;
     Ok(Plan {
         source_is_cluster,
         shards,
@@ -239,7 +276,9 @@ async fn check_target(
     target: &Endpoint,
     connect: &ConnectOptions,
 ) -> Result<TargetFacts, DiscoverError> {
-    let mut conn = Connection::connect(target, &opts(connect)).await?;
+    // Through another node named in --target when the first is down.
+    let mut conn = Connection::connect_seed(target, &opts(connect)).await?;
+    let reached = conn.endpoint().clone();
     let server = conn.info("server").await?;
     let cluster = conn.info("cluster").await.unwrap_or_default();
     let is_cluster = info_field(&cluster, "cluster_enabled") == Some("1");
@@ -249,9 +288,13 @@ async fn check_target(
     } else {
         Vec::new()
     };
+    // Every node of the target serves as a way in later, when the named ones are gone.
+    if let Some(seeds) = &connect.seeds {
+        seeds.learn(nodes.iter().map(|n| node_endpoint(n, &reached)));
+    }
     let identity = Deployment {
         servers: vec![ServerIdentity {
-            addr: target.to_string(),
+            addr: reached.to_string(),
             run_id: info_field(&server, "run_id").map(str::to_string),
             node_id: nodes
                 .iter()
@@ -262,10 +305,21 @@ async fn check_target(
     };
     let version = rsm_client::ServerVersion::from_info(&server)
         .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    let masters: Vec<Endpoint> = nodes
+        .iter()
+        .filter(|n| n.is_master() && !n.flags.failing() && !n.slots.is_empty())
+        .map(|n| node_endpoint(n, &reached))
+        .collect();
     Ok(TargetFacts {
         endpoint: target.clone(),
         cluster: is_cluster,
         version,
         identity,
+        // A proxy that refuses CLUSTER NODES is asked as itself.
+        masters: if masters.is_empty() {
+            vec![reached.clone()]
+        } else {
+            masters
+        },
     })
 }

@@ -12,6 +12,7 @@ mod config;
 mod discover;
 mod logs;
 mod plan;
+mod preflight;
 mod run;
 mod verify;
 mod watch;
@@ -140,6 +141,7 @@ async fn run(config: SyncConfig) -> anyhow::Result<ExitCode> {
         &config.target_connect(),
         config.sync_role,
         config.engine.target_db,
+        &config.engine.filter,
     )
     .await?;
     print!(

@@ -128,6 +128,7 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             source: s.node.clone(),
             source_credentials: config.source_credentials.clone(),
             target: config.target.clone(),
+            target_seeds: config.target_seeds.clone(),
             target_credentials: config.target_credentials.clone(),
             source_tls: config.source_tls.clone(),
             target_tls: config.target_tls.clone(),

@@ -153,8 +153,9 @@ impl Snapshot {
                 break;
             }
         }
-        // The migration tool's own markers (`__rsm:`, documented) are not the data compared.
-        keys.retain(|k| !k.starts_with(b"__rsm:"));
+        // The migration tool's own markers (documented forms) are not the data compared;
+        // a user's key that merely starts with `__rsm:` is.
+        keys.retain(|k| !tool_key(k));
         // SCAN may return a key twice.
         keys.sort();
         keys.dedup();
@@ -490,6 +491,34 @@ fn read_stream(conn: &mut Connection, key: &[u8]) -> StreamState {
         last_generated_id,
         groups,
     }
+}
+
+/// The forms of the migration tool's own keys, as its README documents them:
+/// `__rsm:sync:{<slot ranges>}`, and `__rsm:{at,failed,durable}:{<decimal tag>}`,
+/// `__rsm:probe:<n>`. Written here from the documentation, not taken from the tool.
+fn tool_key(key: &[u8]) -> bool {
+    let Some(rest) = key.strip_prefix(b"__rsm:") else {
+        return false;
+    };
+    let inner = |name: &[u8]| -> Option<Vec<u8>> {
+        Some(
+            rest.strip_prefix(name)?
+                .strip_prefix(b"{")?
+                .strip_suffix(b"}")?
+                .to_vec(),
+        )
+    };
+    let all = |v: &[u8], ok: fn(&u8) -> bool| !v.is_empty() && v.iter().all(ok);
+    if let Some(r) = inner(b"sync:") {
+        return all(&r, |b| b.is_ascii_digit() || *b == b'-' || *b == b',');
+    }
+    if let Some(n) = rest.strip_prefix(b"probe:") {
+        return all(n, u8::is_ascii_digit);
+    }
+    [&b"at:"[..], b"failed:", b"durable:"]
+        .iter()
+        .filter_map(|name| inner(name))
+        .any(|tag| all(&tag, u8::is_ascii_digit))
 }
 
 #[cfg(test)]

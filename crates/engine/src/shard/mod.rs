@@ -52,6 +52,9 @@ pub struct ShardSpec {
     pub source: Endpoint,
     pub source_credentials: Option<Credentials>,
     pub target: Endpoint,
+    /// Other nodes of the target to reach it through when `target` is gone for good;
+    /// shared by every shard, and grown by what their writers learn.
+    pub target_seeds: rsm_client::Seeds,
     pub target_credentials: Option<Credentials>,
     /// TLS for the source side's connections (every node learnt too); plain when `None`.
     pub source_tls: Option<Arc<TlsSettings>>,
@@ -77,6 +80,7 @@ impl ShardSpec {
     pub fn target_connect(&self) -> ConnectOptions {
         ConnectOptions::new(Side::Target, self.target_credentials.clone())
             .with_tls(self.target_tls.clone())
+            .with_seeds(self.target_seeds.clone())
     }
 }
 

@@ -29,7 +29,7 @@ use crate::status::{now_ms, Phase, ShardStatus};
 use crate::writer::durable::Durability;
 use crate::writer::progress::Progress;
 use crate::writer::sync_marker::{
-    begin_copy, read_progress, CopyScope, CopyStart, Marker, MarkerKeeper,
+    begin_copy, home_db, read_progress, CopyScope, CopyStart, Marker, MarkerKeeper,
 };
 use crate::writer::{WriteError, Writer, WriterOptions};
 
@@ -301,10 +301,12 @@ impl<'a> Session<'a> {
         };
         let publisher = publish_from.clone().spawn();
         let keeper = keep_marker(&cx, &writer, connect);
+        let cluster = writer.target().cluster;
         let durability = Durability::new(
             cx.spec.target.clone(),
             connect.clone(),
-            writer.target().cluster,
+            cluster,
+            home_db(cluster, cx.spec.options.target_db),
         );
         let marker = match (full, recorded) {
             (false, Some(recorded)) => Some(resume_from_markers(&cx, &writer, recorded).await?),

@@ -19,6 +19,7 @@ use super::order::KEYLESS;
 use super::progress::{failed_key, idempotent, marker_value, slot_marker_key, Progress};
 use super::request::Body;
 use super::show_key;
+use super::sync_marker::MARKER_PREFIX;
 use super::target::TargetInfo;
 use crate::command::CommandTable;
 use crate::entry::{Command, DbIndex, Entry, KeyUsage, Route};
@@ -135,7 +136,13 @@ pub(super) struct Admitter {
     lossy_writes: std::cell::Cell<u64>,
     filter: KeyPrefixes,
     target_db: Option<DbIndex>,
+    /// The policy for the keys admitted now. A copy into slots only this sync has written
+    /// runs with `Rewrite` (see `Writer::set_conflict_policy`), until keys of a second
+    /// source db meet the first one's in the `--targetdb` db: from then on `user_conflict`.
     pub conflict: ConflictPolicy,
+    user_conflict: ConflictPolicy,
+    /// Under `--targetdb`: the source dbs whose snapshot keys were admitted, in order.
+    merged_dbs: Vec<DbIndex>,
     /// Payload types this target refused: later keys of these types go straight to commands.
     refused_types: HashSet<u8>,
     big: Option<Big>,
@@ -176,6 +183,8 @@ impl Admitter {
             filter,
             target_db,
             conflict,
+            user_conflict: conflict,
+            merged_dbs: Vec::new(),
             refused_types: HashSet::new(),
             big: None,
             next_group: 0,
@@ -191,6 +200,31 @@ impl Admitter {
 
     pub(super) fn progress(&self) -> Option<&Progress> {
         self.progress.as_ref()
+    }
+
+    /// A snapshot key of source `db`. Under `--targetdb`, every source db lands in one
+    /// target db: a key name in two of them is a conflict, whatever the slots held before
+    /// the copy, so the copy's `Rewrite` gives way to the operator's policy once a second
+    /// db begins (a snapshot lists its dbs one after the other).
+    fn snapshot_db(&mut self, db: DbIndex) {
+        if self.target_db.is_none() || self.merged_dbs.contains(&db) {
+            return;
+        }
+        self.merged_dbs.push(db);
+        if self.merged_dbs.len() == 2 {
+            tracing::info!(
+                source_dbs = ?self.merged_dbs,
+                target_db = self.target_db,
+                conflict = ?self.user_conflict,
+                "a second source db is merged into the --targetdb db: a key name already written from another db is a conflict"
+            );
+            self.conflict = self.user_conflict;
+        }
+    }
+
+    /// The source dbs merged into one target db so far, when more than one.
+    pub(super) fn merged_dbs(&self) -> Option<&[DbIndex]> {
+        (self.merged_dbs.len() > 1).then_some(self.merged_dbs.as_slice())
     }
 
     /// What to send for `e`, into `out` (emptied first; kept by the caller so its buffer
@@ -259,6 +293,9 @@ impl Admitter {
             out.tally.filtered += 1;
             return None;
         }
+        if reserved(key, out) {
+            return None;
+        }
         if expire.is_some_and(|at| at <= now_ms()) {
             out.tally.expired += 1;
             return None;
@@ -285,6 +322,7 @@ impl Admitter {
         now_ms: &dyn Fn() -> i64,
         out: &mut Admitted,
     ) {
+        self.snapshot_db(db);
         let Some(db) = self.key_target(db, &key, expire, now_ms, out) else {
             return;
         };
@@ -411,6 +449,7 @@ impl Admitter {
         now_ms: &dyn Fn() -> i64,
         out: &mut Admitted,
     ) {
+        self.snapshot_db(db);
         let group = self.new_group();
         let slot = slot_of(&key);
         let tdb = self.key_target(db, &key, expire, now_ms, out);
@@ -658,6 +697,13 @@ impl Admitter {
             Route::Broadcast => return self.keyless(Dest::Masters, db, c.args, out),
             _ => return self.keyless(Dest::AnyMaster, db, c.args, out),
         };
+        if at
+            .iter()
+            .filter_map(|&i| c.args.get(i))
+            .any(|k| reserved(k, out))
+        {
+            return;
+        }
         let first = at
             .first()
             .and_then(|&i| c.args.get(i))
@@ -854,6 +900,22 @@ fn needs_rewrite(trailer: u16, target: RdbVersion) -> bool {
         (RdbVersion::Valkey(p), RdbVersion::Valkey(t)) => p > t,
         (RdbVersion::Valkey(_), RdbVersion::Redis(_)) => true,
     }
+}
+
+/// A source key under the tool's own prefix: refused for good (the shard stops), counted.
+/// The target's progress records live under that name, so writing it could overwrite a
+/// record or forge one (a slot marker that skips commands never applied). Pre-flight
+/// refuses a source that holds such keys; this catches one written during the sync.
+fn reserved(key: &[u8], out: &mut Admitted) -> bool {
+    if !key.starts_with(MARKER_PREFIX) {
+        return false;
+    }
+    out.tally.failed_rejected += 1;
+    out.fail(format!(
+        "source key {} is under the tool's reserved prefix __rsm:, where the target keeps this sync's progress records: rename it on the source (or leave it out with --filterkey), then start again",
+        show_key(key)
+    ));
+    true
 }
 
 #[cfg(test)]

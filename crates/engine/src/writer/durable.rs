@@ -42,17 +42,21 @@ pub struct Durability {
     target: Endpoint,
     connect: ConnectOptions,
     cluster: bool,
+    /// The db of a standalone target where the scratch key goes (`--targetdb`: the
+    /// target's other dbs are not ours to write).
+    db: u32,
     /// The masters seen last, to ask for the slot map first.
     known: Vec<Endpoint>,
     conns: HashMap<Endpoint, Connection>,
 }
 
 impl Durability {
-    pub fn new(target: Endpoint, connect: ConnectOptions, cluster: bool) -> Durability {
+    pub fn new(target: Endpoint, connect: ConnectOptions, cluster: bool, db: u32) -> Durability {
         Durability {
             target,
             connect,
             cluster,
+            db,
             known: Vec::new(),
             conns: HashMap::new(),
         }
@@ -80,9 +84,10 @@ impl Durability {
             let conn = self.conns.remove(&ep);
             let connect = self.connect.clone();
             let cluster = self.cluster;
+            let db = self.db;
             checks.spawn(async move {
                 // A stalled master holds up only its own check, and not for long.
-                let one = confirm_one(conn, &ep, &connect, cluster, slot);
+                let one = confirm_one(conn, &ep, &connect, cluster, db, slot);
                 let r = tokio::time::timeout(WAIT_TIMEOUT * 3, one)
                     .await
                     .unwrap_or_else(|_| Err("did not answer in time".into()));
@@ -111,6 +116,13 @@ impl Durability {
         }
         let mut seeds = self.known.clone();
         seeds.push(self.target.clone());
+        // Every other node of the target known, for when the masters and the node named
+        // are all gone (the named one dead for good, its replica promoted).
+        for other in self.connect.seeds.iter().flat_map(|s| s.list()) {
+            if !seeds.contains(&other) {
+                seeds.push(other);
+            }
+        }
         let mut last = String::from("no node to ask");
         for seed in seeds {
             let read = async {
@@ -146,13 +158,22 @@ async fn confirm_one(
     ep: &Endpoint,
     connect: &ConnectOptions,
     cluster: bool,
+    db: u32,
     slot: usize,
 ) -> Result<Connection, String> {
     let mut c = match conn {
         Some(c) => c,
-        None => Connection::connect(ep, connect)
-            .await
-            .map_err(|e| e.to_string())?,
+        None => {
+            let mut c = Connection::connect(ep, connect)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !cluster && db != 0 {
+                c.request_ok(&["SELECT", &db.to_string()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            c
+        }
     };
     let replicas = if cluster {
         let nodes = c

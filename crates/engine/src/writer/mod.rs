@@ -117,6 +117,12 @@ pub enum WriteError {
     Client { message: String, transient: bool },
     #[error("key {key} already exists in the target (db {db}): use --rewrite to replace it, or --skip-existing to keep the target's value")]
     KeyExists { key: String, db: u32 },
+    #[error("key {key} is in more than one of the source dbs {sources} that --targetdb merges into target db {db} (or the target held it before): keys of two source dbs meeting in one target db are a conflict. --rewrite keeps the value of the later db, --skip-existing the earlier one's; to keep both, sync into a standalone target without --targetdb (each source db into its own db)")]
+    KeyMerged {
+        key: String,
+        db: u32,
+        sources: String,
+    },
     #[error("lost target {endpoint} and could not write to it again within {secs}s: {cause}")]
     TargetLost {
         endpoint: String,
@@ -170,6 +176,7 @@ impl WriteError {
             | WriteError::Abandoned => true,
             WriteError::NotApplied { .. }
             | WriteError::KeyExists { .. }
+            | WriteError::KeyMerged { .. }
             | WriteError::Topology(_)
             | WriteError::TargetDbInCluster(_)
             | WriteError::TargetDbOutOfRange { .. }
@@ -433,7 +440,8 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     /// Detect the target, validate the options against it, and start the writer task.
     pub async fn connect(opts: WriterOptions) -> Result<Writer, WriteError> {
-        let (info, slots) = target::detect(&opts.target, &opts.connect).await?;
+        let home = opts.engine.target_db.unwrap_or(0);
+        let (info, slots) = target::detect(&opts.target, &opts.connect, home).await?;
         if info.cluster {
             if let Some(db) = opts.engine.target_db.filter(|db| *db != 0) {
                 return Err(WriteError::TargetDbInCluster(db));

@@ -27,6 +27,13 @@ impl Pipeline {
         if !candidates.contains(&self.opts.target) {
             candidates.push(self.opts.target.clone());
         }
+        // And every other node of the target known: those named after `--target`, and
+        // those any writer of this process learnt.
+        for other in self.opts.connect.seeds.iter().flat_map(|s| s.list()) {
+            if !candidates.contains(&other) {
+                candidates.push(other);
+            }
+        }
         let opts = self.opts.connect.clone();
         tokio::spawn(ask_all(candidates, opts, self.reports.refreshes.clone()));
     }
@@ -52,6 +59,9 @@ impl Pipeline {
                 self.set_fatal(super::WriteError::MasterLost { endpoint });
                 return;
             }
+        }
+        if let Some(seeds) = &self.opts.connect.seeds {
+            seeds.learn(map.owners().iter().cloned());
         }
         let idx: Vec<usize> = map
             .owners()

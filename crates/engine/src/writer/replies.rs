@@ -202,13 +202,29 @@ impl Pipeline {
             }
             return self.complete(req.track, true);
         }
-        let e = WriteError::KeyExists {
-            key: show_key(key),
-            db: req.db,
-        };
+        let e = self.key_conflict(key, req.db);
         // The reason first: completing a failed entry stops the writer too.
         self.set_fatal(e);
         self.complete(req.track, false);
+    }
+
+    /// The error for an existing key that the policy does not let us replace or keep.
+    fn key_conflict(&self, key: &[u8], db: u32) -> WriteError {
+        match self.admitter.merged_dbs() {
+            Some(dbs) => WriteError::KeyMerged {
+                key: show_key(key),
+                db,
+                sources: dbs
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            None => WriteError::KeyExists {
+                key: show_key(key),
+                db,
+            },
+        }
     }
 
     /// The slot's marker, read before re-sending writes whose fate was unknown: those it
@@ -252,10 +268,8 @@ impl Pipeline {
         }
         if self.admitter.conflict != ConflictPolicy::Skip {
             self.fail_track(req.track, format!("key {} already exists", show_key(&key)));
-            return self.set_fatal(WriteError::KeyExists {
-                key: show_key(&key),
-                db: req.db,
-            });
+            let e = self.key_conflict(&key, req.db);
+            return self.set_fatal(e);
         }
         self.shared
             .stats

@@ -103,6 +103,23 @@ pub struct CopyScope<'a> {
     pub source: &'a str,
 }
 
+impl CopyScope<'_> {
+    /// The db the tool's own keys go to: see [`home_db`].
+    fn home_db(&self) -> u32 {
+        home_db(self.cluster, self.target_db)
+    }
+}
+
+/// The db of a standalone target that holds the tool's own keys: the one `--targetdb`
+/// names, since the target's other dbs may belong to other applications; db 0 otherwise
+/// (and always on a cluster, which has no other).
+pub fn home_db(cluster: bool, target_db: Option<u32>) -> u32 {
+    match cluster {
+        true => 0,
+        false => target_db.unwrap_or(0),
+    }
+}
+
 /// The marker's key for a shard: the hash tag keeps it in one slot of the target.
 pub fn marker_key(slots: &[SlotRange]) -> String {
     format!("__rsm:sync:{{{}}}", rsm_cluster::display_ranges(slots))
@@ -176,6 +193,8 @@ pub struct MarkerKeeper {
     target: Endpoint,
     connect: ConnectOptions,
     cluster: bool,
+    /// See [`home_db`].
+    db: u32,
     key: String,
     conn: Option<Connection>,
 }
@@ -186,6 +205,7 @@ impl MarkerKeeper {
             target: scope.target.clone(),
             connect: scope.connect.clone(),
             cluster: scope.cluster,
+            db: scope.home_db(),
             key: marker_key(scope.slots),
             conn: None,
         }
@@ -202,13 +222,16 @@ impl MarkerKeeper {
 
     async fn try_save(&mut self, value: &[u8]) -> Result<(), WriteError> {
         if self.conn.is_none() {
-            let mut seed = Connection::connect(&self.target, &self.connect).await?;
+            let mut seed = Connection::connect_seed(&self.target, &self.connect).await?;
             if self.cluster {
-                let map = read_slot_map(&mut seed, &self.target).await?;
+                let asked = seed.endpoint().clone();
+                let map = read_slot_map(&mut seed, &asked).await?;
                 let owner = map.owner_for_key(self.key.as_bytes());
-                if let Some(ep) = owner.filter(|ep| **ep != self.target) {
+                if let Some(ep) = owner.filter(|ep| **ep != asked) {
                     seed = Connection::connect(ep, &self.connect).await?;
                 }
+            } else if self.db != 0 {
+                seed.request_ok(&["SELECT", &self.db.to_string()]).await?;
             }
             self.conn = Some(seed);
         }
@@ -265,7 +288,42 @@ async fn read_marks(
 }
 
 fn is_marker(key: &[u8]) -> bool {
-    key.starts_with(MARKER_PREFIX)
+    is_tool_key(key)
+}
+
+/// Is `key` one the tool writes, by its exact shape? Pre-flight refuses a source with keys
+/// under [`MARKER_PREFIX`], but the target may hold such keys of its own, which are the
+/// operator's: `cleanup` removes, and `verify` and the copy's "are these slots empty?"
+/// pass over, only keys of these forms:
+/// - `__rsm:sync:{<slot ranges>}` (a shard's sync marker, [`marker_key`]);
+/// - `__rsm:at:{T}`, `__rsm:failed:{T}`, `__rsm:durable:{T}` where `T` is the very tag
+///   the tool picks for the key's slot (slot markers, failed sets, durability checks);
+/// - `__rsm:probe:<n>` (the writer's scratch key, removed at once).
+pub fn is_tool_key(key: &[u8]) -> bool {
+    let Some(rest) = key.strip_prefix(MARKER_PREFIX) else {
+        return false;
+    };
+    let tagged = |name: &[u8]| -> Option<&[u8]> {
+        rest.strip_prefix(name)?
+            .strip_prefix(b"{")?
+            .strip_suffix(b"}")
+    };
+    if let Some(ranges) = tagged(b"sync:") {
+        return !ranges.is_empty()
+            && ranges
+                .iter()
+                .all(|b| b.is_ascii_digit() || *b == b'-' || *b == b',');
+    }
+    if let Some(n) = rest.strip_prefix(b"probe:") {
+        return !n.is_empty() && n.iter().all(u8::is_ascii_digit);
+    }
+    [&b"at:"[..], b"failed:", b"durable:"]
+        .into_iter()
+        .filter_map(tagged)
+        .any(|tag| {
+            let slot = rsm_cluster::key_slot(key).index();
+            super::progress::slot_tag(slot).as_bytes() == tag
+        })
 }
 
 fn in_slots(slots: &[SlotRange], key: &[u8]) -> bool {
@@ -286,9 +344,10 @@ struct TargetKeys<'a> {
 
 impl<'a> TargetKeys<'a> {
     async fn connect(scope: &'a CopyScope<'a>) -> Result<TargetKeys<'a>, WriteError> {
-        let mut seed = Connection::connect(scope.target, scope.connect).await?;
+        let mut seed = Connection::connect_seed(scope.target, scope.connect).await?;
         let (masters, owner) = if scope.cluster {
-            let map = read_slot_map(&mut seed, scope.target).await?;
+            let asked = seed.endpoint().clone();
+            let map = read_slot_map(&mut seed, &asked).await?;
             (map.owners().to_vec(), map.slot_owners().collect())
         } else {
             (vec![scope.target.clone()], Vec::new())
@@ -346,7 +405,7 @@ impl<'a> TargetKeys<'a> {
         let c = if self.scope.cluster {
             self.conn(node).await?
         } else {
-            self.db_conn(0).await?
+            self.db_conn(self.scope.home_db()).await?
         };
         let reply = c.request_ok(&["GET", key]).await?;
         let Some(bytes) = reply.as_bytes() else {
@@ -364,7 +423,7 @@ impl<'a> TargetKeys<'a> {
         let c = if self.scope.cluster {
             self.conn(node).await?
         } else {
-            self.db_conn(0).await?
+            self.db_conn(self.scope.home_db()).await?
         };
         let value = serde_json::to_vec(marker).map_err(|e| WriteError::Topology(e.to_string()))?;
         c.request_ok(&[b"SET".as_slice(), key.as_bytes(), &value])
@@ -571,7 +630,7 @@ pub async fn remove_progress_keys(
     target: &Endpoint,
     connect: &ConnectOptions,
 ) -> Result<u64, WriteError> {
-    let (info, map) = super::target::detect(target, connect).await?;
+    let (info, map) = super::target::detect(target, connect, 0).await?;
     let mut removed = 0;
     for node in map.owners() {
         let mut c = Connection::connect(node, connect).await?;
@@ -692,6 +751,34 @@ mod tests {
             rsm_cluster::key_slot(b"0-5460")
         );
         assert!(!is_marker(b"user:__rsm:x"));
+    }
+
+    #[test]
+    fn only_keys_of_the_tools_own_shapes_are_its_own() {
+        use super::super::progress::{failed_key, slot_marker_key, slot_tag};
+        for slot in [0usize, 1, 5460, 16383] {
+            assert!(is_tool_key(&slot_marker_key(slot)));
+            assert!(is_tool_key(&failed_key(slot)));
+            let durable = format!("__rsm:durable:{{{}}}", slot_tag(slot));
+            assert!(is_tool_key(durable.as_bytes()));
+        }
+        assert!(is_tool_key(
+            marker_key(&[range(0, 5460), range(6000, 6001)]).as_bytes()
+        ));
+        assert!(is_tool_key(b"__rsm:probe:12"));
+        // A user's keys under the prefix, of other shapes: never the tool's.
+        for user in [
+            &b"__rsm:foo"[..],
+            b"__rsm:at:{x}",
+            b"__rsm:durable:{a}",
+            b"__rsm:at:{0}x",
+            b"__rsm:sync:{}",
+            b"__rsm:sync:{abc}",
+            b"__rsm:probe:",
+            b"rsm:writer-probe:0",
+        ] {
+            assert!(!is_tool_key(user), "{}", user.escape_ascii());
+        }
     }
 
     #[test]

@@ -70,12 +70,16 @@ fn rdb_version_for(version: &ServerVersion) -> RdbVersion {
 }
 
 /// Connect to the seed, read INFO, CONFIG and (for a cluster) the slot map, and probe the
-/// RDB version with DUMP on a scratch key that is removed again.
+/// RDB version with DUMP on a scratch key that is removed again. `home_db`: the db of a
+/// standalone target where the scratch key may go (see `sync_marker::home_db`).
 pub async fn detect(
     seed: &Endpoint,
     opts: &ConnectOptions,
+    home_db: u32,
 ) -> Result<(TargetInfo, SlotMap), WriteError> {
-    let mut conn = Connection::connect(seed, opts).await?;
+    // Any node of the target will do when the one named is gone for good.
+    let mut conn = Connection::connect_seed(seed, opts).await?;
+    let seed = &conn.endpoint().clone();
     let info = conn.info("server").await?;
     let version = ServerVersion::from_info(&info)
         .unwrap_or_else(|| ServerVersion::parse(Family::Redis, "0.0.0"));
@@ -100,7 +104,11 @@ pub async fn detect(
     };
 
     let slots = if cluster {
-        read_slot_map(&mut conn, seed).await?
+        let map = read_slot_map(&mut conn, seed).await?;
+        if let Some(seeds) = &opts.seeds {
+            seeds.learn(map.owners().iter().cloned());
+        }
+        map
     } else {
         SlotMap::single(seed.clone())
     };
@@ -123,6 +131,11 @@ pub async fn detect(
             }
             _ => &mut conn,
         };
+        // A db the target lacks is refused later with its own message; probe in db 0
+        // then, which the DEL leaves as it was.
+        if !cluster && home_db != 0 && databases.is_none_or(|n| home_db < n) {
+            c.request_ok(&["SELECT", &home_db.to_string()]).await?;
+        }
         if let Some(v) = probe_rdb_version(c, &key).await? {
             rdb_version = v;
         }
@@ -167,7 +180,7 @@ pub async fn check_target_db(
     opts: &ConnectOptions,
     db: u32,
 ) -> Result<(), WriteError> {
-    let mut conn = Connection::connect(seed, opts).await?;
+    let mut conn = Connection::connect_seed(seed, opts).await?;
     let reply = conn.request(&["CONFIG", "GET", "databases"]).await?;
     if let Some(n) = config_databases(&reply) {
         if db >= n {
@@ -200,10 +213,11 @@ fn config_databases(reply: &Frame) -> Option<u32> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// A scratch key in a slot the first master owns.
+/// A scratch key in a slot the first master owns, under the tool's own prefix (which no
+/// source key may use), so that it can never be a user's key.
 fn probe_key(slots: &SlotMap) -> Option<(usize, Bytes)> {
     for i in 0..100_000u32 {
-        let key = format!("rsm:writer-probe:{i}");
+        let key = format!("__rsm:probe:{i}");
         if let Some(node) = slots.owner_index_of(rsm_cluster::key_slot(key.as_bytes())) {
             return Some((node, Bytes::from(key)));
         }
@@ -211,17 +225,18 @@ fn probe_key(slots: &SlotMap) -> Option<(usize, Bytes)> {
     None
 }
 
-/// `SET key x PX 60000`, `DUMP key`, `DEL key`: the DUMP trailer is exactly the RDB version the
-/// server writes and accepts. The short TTL removes the key even if the DEL is lost.
-/// `None` when the server refuses (ACLs, a read-only proxy): fall back to the version table.
+/// `SET key x NX PX 60000`, `DUMP key`, `DEL key`: the DUMP trailer is exactly the RDB
+/// version the server writes and accepts. The short TTL removes the key even if the DEL is
+/// lost; `NX` leaves a key of that name alone, should one exist. `None` when the server
+/// refuses (ACLs, a read-only proxy) or the key existed: fall back to the version table.
 async fn probe_rdb_version(
     conn: &mut Connection,
     key: &[u8],
 ) -> Result<Option<RdbVersion>, ClientError> {
     let set = conn
-        .request(&[b"SET".as_slice(), key, b"x", b"PX", b"60000"])
+        .request(&[b"SET".as_slice(), key, b"x", b"NX", b"PX", b"60000"])
         .await?;
-    if set.is_error() {
+    if set.is_error() || matches!(set, Frame::Null) {
         return Ok(None);
     }
     let dump = conn.request(&[b"DUMP".as_slice(), key]).await?;

@@ -34,6 +34,7 @@ pub fn start(
         source: source.parse::<Endpoint>().unwrap(),
         source_credentials: None,
         target: target.parse::<Endpoint>().unwrap(),
+        target_seeds: Default::default(),
         target_credentials: None,
         source_tls: None,
         target_tls: None,

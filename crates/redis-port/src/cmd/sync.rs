@@ -89,6 +89,7 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         serial: 0,
         source: args.from,
         source_credentials: args.password,
+        target_seeds: rsm_client::Seeds::new(vec![args.target.clone()]),
         target: args.target,
         target_credentials: args.auth,
         source_tls: args.source_tls,

@@ -383,7 +383,7 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
 }
 
 /// Walk one node's keyspace (each listed db) and queue batches for the workers.
-use rsm_engine::writer::sync_marker::MARKER_PREFIX;
+use rsm_engine::writer::sync_marker::is_tool_key;
 
 async fn scan_node(
     job: ScanJob,
@@ -418,8 +418,9 @@ async fn scan_node(
             let mut batch: Vec<Bytes> = keys
                 .into_iter()
                 .filter_map(|f| f.as_bytes().cloned())
-                // The tool's own markers in the target are not data.
-                .filter(|k| filter.keeps(k) && !k.starts_with(MARKER_PREFIX))
+                // The tool's own markers in the target are not data; a user's key that
+                // merely starts like them is.
+                .filter(|k| filter.keeps(k) && !is_tool_key(k))
                 .collect();
             if let Some(limit) = job.limit {
                 batch.truncate(limit.saturating_sub(taken) as usize);

@@ -1,0 +1,326 @@
+//! Pre-flight: what would stop the sync later, asked before anything forks or writes.
+//!
+//! Where it sits: [`crate::discover`] calls it once the plan's nodes and the target are
+//! known, before any `PSYNC`. Why: every check here used to be found out later, after a
+//! source fork per shard (a read-only target stopped every shard on `READONLY` once its
+//! snapshot was made) or after writing (a db the target lacks stopped the shard after its
+//! db-0 keys were in). Each refusal is one line naming what is wrong and the ways out.
+//!
+//! It reads only: `INFO`, `CONFIG GET` (optional: managed services refuse it) and `SCAN`
+//! of the source nodes the plan syncs from (a replica with `--sync-role=slave`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rsm_client::{info_field, ConnectOptions, Connection, Endpoint};
+use rsm_engine::filter::KeyPrefixes;
+use rsm_engine::writer::sync_marker::MARKER_PREFIX;
+use rsm_resp::Frame;
+
+use crate::discover::DiscoverError;
+
+/// How many keys a refusal names.
+const NAMED: usize = 5;
+/// `COUNT` of each `SCAN` step: large enough that a million keys take a second or so.
+const SCAN_COUNT: &str = "1000";
+
+/// A target that cannot take writes, found before any source forks.
+///
+/// `nodes`: the masters to ask (a cluster's, from `CLUSTER NODES`), or the target itself.
+pub async fn target_accepts_writes(
+    nodes: &[Endpoint],
+    cluster: bool,
+    connect: &ConnectOptions,
+) -> Result<(), DiscoverError> {
+    for node in nodes {
+        let mut conn = Connection::connect(node, connect).await?;
+        if let Some(why) = refuses_writes(&mut conn, cluster).await? {
+            return Err(DiscoverError::TargetReadOnly {
+                endpoint: node.clone(),
+                why,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why this node would refuse our writes, if it would.
+async fn refuses_writes(
+    conn: &mut Connection,
+    cluster: bool,
+) -> Result<Option<String>, DiscoverError> {
+    let repl = conn.info("replication").await?;
+    // A cluster's replica redirects writes to its master: only a standalone one is a dead end.
+    if !cluster && info_field(&repl, "role") == Some("slave") {
+        let master = match (
+            info_field(&repl, "master_host"),
+            info_field(&repl, "master_port"),
+        ) {
+            (Some(h), Some(p)) => format!(" of {h}:{p}"),
+            _ => String::new(),
+        };
+        return Ok(Some(format!(
+            "it is a read-only replica{master} (role:slave); point --target at the master, or run REPLICAOF NO ONE on it first"
+        )));
+    }
+    // `min_slaves_good_slaves` is in INFO only while min-replicas-to-write is on.
+    if let Some(good) = info_field(&repl, "min_slaves_good_slaves").and_then(|v| v.parse().ok()) {
+        let needed = config_u64(conn, "min-replicas-to-write").await?;
+        if let Some(needed) = needed.filter(|n| *n > good) {
+            return Ok(Some(format!(
+                "it refuses writes with NOREPLICAS: min-replicas-to-write is {needed} and {good} replica(s) are in reach; connect its replicas or lower the setting"
+            )));
+        }
+    }
+    let memory = conn.info("memory").await?;
+    let num = |k: &str| info_field(&memory, k).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(max), Some(used)) = (num("maxmemory"), num("used_memory")) {
+        let policy = info_field(&memory, "maxmemory_policy").unwrap_or("");
+        if max > 0 && used >= max && policy == "noeviction" {
+            return Ok(Some(format!(
+                "it is full: used_memory {used} of maxmemory {max} with maxmemory-policy noeviction, so every write gets OOM; raise maxmemory or free memory first"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+async fn config_u64(conn: &mut Connection, name: &str) -> Result<Option<u64>, DiscoverError> {
+    let reply = conn.request(&["CONFIG", "GET", name]).await?;
+    let value = match &reply {
+        Frame::Array(items) => items.get(1).and_then(Frame::as_bytes),
+        Frame::Map(pairs) => pairs.first().and_then(|(_, v)| v.as_bytes()),
+        _ => None,
+    };
+    Ok(value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok()))
+}
+
+/// What the target can hold, for [`source_keyspace`].
+#[derive(Debug, Clone, Copy)]
+pub struct TargetDbs {
+    pub cluster: bool,
+    /// `databases` of a standalone target, when `CONFIG GET` answers.
+    pub databases: Option<u32>,
+    /// `--targetdb`.
+    pub target_db: Option<u32>,
+}
+
+impl TargetDbs {
+    /// Can a key of source db `db` be written?
+    fn holds(&self, db: u32) -> bool {
+        let to = self.target_db.unwrap_or(db);
+        match (self.cluster, self.databases) {
+            (true, _) => to == 0,
+            (false, Some(n)) => to < n,
+            (false, None) => true,
+        }
+    }
+}
+
+/// `databases` of a standalone target (`None` where `CONFIG GET` is refused).
+pub async fn target_databases(
+    target: &Endpoint,
+    connect: &ConnectOptions,
+) -> Result<Option<u32>, DiscoverError> {
+    let mut conn = Connection::connect(target, connect).await?;
+    Ok(config_u64(&mut conn, "databases")
+        .await?
+        .and_then(|n| u32::try_from(n).ok()))
+}
+
+/// The source's keyspace against what the sync can do with it, per node synced from:
+/// keys under the tool's prefix (they would be overwritten by, or forge, its progress
+/// records), and keys in dbs the target cannot hold.
+pub async fn source_keyspace(
+    nodes: &[Endpoint],
+    connect: &ConnectOptions,
+    filter: &KeyPrefixes,
+    dbs: TargetDbs,
+) -> Result<(), DiscoverError> {
+    let mut reserved = 0usize;
+    let mut named: Vec<String> = Vec::new();
+    let mut lacking: BTreeSet<u32> = BTreeSet::new();
+    let mut holders: BTreeSet<String> = BTreeSet::new();
+    for node in nodes {
+        let mut conn = Connection::connect(node, connect).await?;
+        for db in dbs_with_keys(&mut conn).await? {
+            select(&mut conn, db).await?;
+            for key in scan_matching(&mut conn, &glob_prefix(MARKER_PREFIX), None).await? {
+                if !filter.keeps(&key) {
+                    continue;
+                }
+                reserved += 1;
+                if named.len() < NAMED {
+                    named.push(format!(
+                        "{} (db {db}, {node})",
+                        rsm_engine::writer::show_key(&key)
+                    ));
+                }
+            }
+            if !dbs.holds(db) && has_filtered_key(&mut conn, filter).await? {
+                lacking.insert(db);
+                holders.insert(node.to_string());
+            }
+        }
+    }
+    if reserved > 0 {
+        return Err(DiscoverError::ReservedKeys {
+            total: reserved,
+            named: named.join(", "),
+        });
+    }
+    if !lacking.is_empty() {
+        return Err(DiscoverError::DbsTargetLacks {
+            dbs: lacking
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            nodes: holders.into_iter().collect::<Vec<_>>().join(", "),
+            what: match (dbs.cluster, dbs.databases) {
+                (true, _) => "a cluster target has only db 0".to_string(),
+                (false, Some(n)) => {
+                    format!("the target has {n} databases (0-{})", n.saturating_sub(1))
+                }
+                (false, None) => "the target lacks them".to_string(),
+            },
+        });
+    }
+    Ok(())
+}
+
+/// The dbs `INFO keyspace` lists with keys.
+async fn dbs_with_keys(conn: &mut Connection) -> Result<Vec<u32>, DiscoverError> {
+    Ok(conn
+        .info("keyspace")
+        .await?
+        .iter()
+        .filter_map(|(k, v)| {
+            let keys: u64 = v.split(',').next()?.strip_prefix("keys=")?.parse().ok()?;
+            (keys > 0).then_some(k.strip_prefix("db")?.parse().ok()?)
+        })
+        .collect())
+}
+
+async fn select(conn: &mut Connection, db: u32) -> Result<(), DiscoverError> {
+    conn.request_ok(&["SELECT", &db.to_string()]).await?;
+    Ok(())
+}
+
+/// Does the current db hold a key the filter keeps? Without a filter, yes (`INFO` said so).
+async fn has_filtered_key(
+    conn: &mut Connection,
+    filter: &KeyPrefixes,
+) -> Result<bool, DiscoverError> {
+    if filter.is_empty() {
+        return Ok(true);
+    }
+    for prefix in filter.prefixes() {
+        if !scan_matching(conn, &glob_prefix(prefix), Some(1))
+            .await?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `SCAN … MATCH pattern` over the whole db; stops once `limit` keys are found.
+async fn scan_matching(
+    conn: &mut Connection,
+    pattern: &[u8],
+    limit: Option<usize>,
+) -> Result<Vec<Bytes>, DiscoverError> {
+    let mut found = Vec::new();
+    let mut cursor = Bytes::from_static(b"0");
+    loop {
+        let reply = conn
+            .request_ok(&[
+                b"SCAN".as_slice(),
+                &cursor,
+                b"MATCH",
+                pattern,
+                b"COUNT",
+                SCAN_COUNT.as_bytes(),
+            ])
+            .await?;
+        let Some([next, keys]) = reply.as_array() else {
+            return Err(DiscoverError::Unexpected(format!(
+                "SCAN answered {}",
+                reply.describe()
+            )));
+        };
+        found.extend(
+            keys.as_array()
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|k| k.as_bytes().cloned()),
+        );
+        if limit.is_some_and(|n| found.len() >= n) {
+            return Ok(found);
+        }
+        match next.as_bytes() {
+            Some(n) if n.as_ref() != b"0" && !n.is_empty() => cursor = n.clone(),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// A `MATCH` pattern for keys starting with `prefix`: glob characters escaped.
+fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 2);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'*');
+    out
+}
+
+/// The connect options pre-flight uses: short timeouts, it only asks.
+pub fn opts(base: &ConnectOptions) -> ConnectOptions {
+    let mut o = base.clone();
+    o.connect_timeout = Duration::from_secs(5);
+    o.io_timeout = Duration::from_secs(10);
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_matched_literally() {
+        assert_eq!(glob_prefix(b"user:"), b"user:*".to_vec());
+        assert_eq!(glob_prefix(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*".to_vec());
+    }
+
+    #[test]
+    fn a_db_fits_the_target_it_is_mapped_to() {
+        let cluster = TargetDbs {
+            cluster: true,
+            databases: None,
+            target_db: None,
+        };
+        assert!(cluster.holds(0));
+        assert!(!cluster.holds(1));
+        let merged = TargetDbs {
+            target_db: Some(0),
+            ..cluster
+        };
+        assert!(merged.holds(5), "--targetdb=0 merges db 5 into db 0");
+        let standalone = TargetDbs {
+            cluster: false,
+            databases: Some(4),
+            target_db: None,
+        };
+        assert!(standalone.holds(3));
+        assert!(!standalone.holds(4));
+    }
+}
