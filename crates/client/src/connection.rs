@@ -49,6 +49,14 @@ impl ConnectOptions {
         }
     }
 
+    /// The other nodes known of this side's deployment (none without [`Self::with_seeds`]).
+    pub fn seed_list(&self) -> Vec<Endpoint> {
+        self.seeds
+            .as_ref()
+            .map(crate::Seeds::list)
+            .unwrap_or_default()
+    }
+
     /// The same options, reaching the deployment through these nodes too.
     pub fn with_seeds(mut self, seeds: crate::Seeds) -> Self {
         self.seeds = Some(seeds);

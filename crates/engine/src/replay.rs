@@ -10,6 +10,7 @@ use crate::command::{rewrite_for_replay, CommandTable};
 use crate::entry::{Command, Entry, ReplOffset};
 use crate::filter::commands::{route_command, DropReason};
 use crate::filter::KeyPrefixes;
+use crate::writer::sync_marker::FlushScope;
 
 /// What to do with one stream entry.
 #[derive(Debug)]
@@ -45,6 +46,25 @@ impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.command, self.reason)
     }
+}
+
+/// A source `FLUSHALL`/`FLUSHDB` given on its own (not inside a transaction): the shard
+/// applies it to what it owns in the target, as a barrier in its stream, instead of
+/// sending it on (see `writer::sync_marker::flush_shard_keys`). With the offset just
+/// after it.
+pub fn flush_of(entry: &Entry) -> Option<(FlushScope, ReplOffset)> {
+    let Entry::Command(c) = entry else {
+        return None;
+    };
+    let name = c.args.first()?;
+    let which = if name.eq_ignore_ascii_case(b"FLUSHALL") {
+        FlushScope::All
+    } else if name.eq_ignore_ascii_case(b"FLUSHDB") {
+        FlushScope::Db(c.db)
+    } else {
+        return None;
+    };
+    Some((which, c.offset))
 }
 
 /// Decide what happens to a stream entry. `now_ms` is when it was received.

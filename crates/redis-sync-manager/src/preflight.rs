@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rsm_client::{info_field, ConnectOptions, Connection, Endpoint};
 use rsm_engine::filter::KeyPrefixes;
-use rsm_engine::writer::sync_marker::MARKER_PREFIX;
+use rsm_engine::writer::sync_marker::{glob_prefix, MARKER_PREFIX};
 use rsm_resp::Frame;
 
 use crate::discover::DiscoverError;
@@ -270,19 +270,6 @@ async fn scan_matching(
     }
 }
 
-/// A `MATCH` pattern for keys starting with `prefix`: glob characters escaped.
-fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + 2);
-    for &b in prefix {
-        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out.push(b'*');
-    out
-}
-
 /// The connect options pre-flight uses: short timeouts, it only asks.
 pub fn opts(base: &ConnectOptions) -> ConnectOptions {
     let mut o = base.clone();
@@ -294,12 +281,6 @@ pub fn opts(base: &ConnectOptions) -> ConnectOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_characters_in_a_prefix_are_matched_literally() {
-        assert_eq!(glob_prefix(b"user:"), b"user:*".to_vec());
-        assert_eq!(glob_prefix(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*".to_vec());
-    }
 
     #[test]
     fn a_db_fits_the_target_it_is_mapped_to() {

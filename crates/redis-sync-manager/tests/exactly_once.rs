@@ -13,10 +13,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::{sigterm, wait_ready, wait_status};
+use common::{sigterm, streaming, total, wait_ready, wait_status};
 use rand::{Rng, SeedableRng};
 use rsm_testkit::{fill_strings, Cluster, ClusterOptions, MixedLoad, PortLease, Snapshot};
-use serde_json::Value;
 
 fn start_manager(source: &Cluster, target: &Cluster, logs: &Path, port: u16) -> Child {
     common::start_manager(&source.seed_addr(), &target.seed_addr(), logs, port, 3)
@@ -45,18 +44,6 @@ fn source_and_replicated_target() -> (Cluster, Cluster) {
         ..Default::default()
     });
     (source, target)
-}
-
-fn total(v: &Value, field: &str) -> u64 {
-    v["shards"]
-        .as_array()
-        .map_or(0, |s| s.iter().filter_map(|s| s[field].as_u64()).sum())
-}
-
-fn streaming(v: &Value) -> bool {
-    v["shards"]
-        .as_array()
-        .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["phase"] == "streaming"))
 }
 
 #[test]
@@ -288,5 +275,111 @@ fn a_target_master_sigkilled_with_its_replica_promoted_applies_every_write_once(
         "a shard synced in full again: {v:#}"
     );
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(10));
+    sigterm(&mut child);
+}
+
+/// Issue 27, item 1: `--target` names one master, which is SIGKILLed for good under the
+/// load and replaced by its replica. Every later session must reach the target through
+/// the other nodes it knows, not dial the dead one for ever.
+fn a_dead_target_seed(sync_role: &str) {
+    let source = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: usize::from(sync_role == "slave"),
+        ..Default::default()
+    });
+    // The replicas too: with --sync-role=slave the sync continues from their backlog.
+    for n in source.nodes() {
+        n.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
+    }
+    let target = Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 1,
+        ..Default::default()
+    });
+    fill_strings(&source, 3_000, "base:");
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let seed = &target.masters()[0];
+    let port_arg = format!("--httpport={}", port.port());
+    let role = format!("--sync-role={sync_role}");
+    let mut child = common::spawn_with(
+        &source.seed_addr(),
+        &seed.addr(),
+        logs.path(),
+        &[&port_arg, "--sync-parallel=3", &role],
+    );
+    wait_status(&mut child, port.port(), logs.path(), "streaming", streaming);
+    let load = MixedLoad::on_cluster(&source, 300);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let replica = &target.replicas_of(0)[0];
+    seed.kill();
+    replica.cmd(&[b"CLUSTER", b"FAILOVER", b"FORCE"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while replica.info_field("replication", "role").as_deref() != Some("master") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica was not promoted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(3000));
+    let rounds = load.stop();
+    assert!(rounds > 300, "too little load: {rounds} rounds");
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    assert_eq!(total(&v, "commands_failed"), 0, "{v:#}");
+    assert_eq!(
+        total(&v, "full_syncs"),
+        3,
+        "a shard synced in full again: {v:#}"
+    );
+    Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(10));
+    sigterm(&mut child);
+}
+
+#[test]
+fn the_target_seed_sigkilled_for_good_under_a_non_idempotent_load_applies_every_write_once() {
+    a_dead_target_seed("master");
+}
+
+#[test]
+fn the_target_seed_sigkilled_for_good_with_sync_role_slave_applies_every_write_once() {
+    a_dead_target_seed("slave");
+}
+
+/// The same for a standalone target: `--target` names the master and its replica; the
+/// master is SIGKILLed for good and the replica promoted (`REPLICAOF NO ONE`, as an
+/// operator or Sentinel would). The sync finds the new master among the nodes named.
+#[test]
+fn a_standalone_target_replaced_by_its_replica_applies_every_write_once() {
+    use rsm_testkit::{Server, ServerOptions};
+    let source = Server::start(ServerOptions::default());
+    source.cmd(&[b"CONFIG", b"SET", b"repl-backlog-size", b"256mb"]);
+    let master = Server::start(ServerOptions::default());
+    let replica = Server::start(ServerOptions {
+        extra_config: vec![("replicaof".into(), format!("127.0.0.1 {}", master.port()))],
+        ..Default::default()
+    });
+    fill_strings(&source, 2_000, "base:");
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let mut child = common::start_manager(
+        &source.addr(),
+        &format!("{},{}", master.addr(), replica.addr()),
+        logs.path(),
+        port.port(),
+        1,
+    );
+    wait_ready(&mut child, port.port(), logs.path());
+    let load = MixedLoad::on_server(&source, 50);
+    std::thread::sleep(Duration::from_millis(1500));
+    master.kill();
+    replica.cmd(&[b"REPLICAOF", b"NO", b"ONE"]);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(load.stop() > 300, "too little load");
+    let v = wait_ready(&mut child, port.port(), logs.path());
+    assert_eq!(total(&v, "commands_failed"), 0, "{v:#}");
+    assert_eq!(total(&v, "full_syncs"), 1, "synced in full again: {v:#}");
+    Snapshot::of(&source).assert_same(&Snapshot::of(&replica), Duration::from_secs(10));
     sigterm(&mut child);
 }

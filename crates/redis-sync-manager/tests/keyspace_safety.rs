@@ -11,33 +11,14 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{sigterm, wait_ready};
+use common::{set_in, sigterm, spawn_with as spawn, wait_ready};
 use rsm_testkit::{
     fill_strings, key_slot, Cluster, ClusterOptions, MixedLoad, PortLease, Server, ServerOptions,
     Snapshot,
 };
-
-/// The manager with these arguments after `--from`/`--target`, logging under `logs`.
-fn spawn(from: &str, target: &str, logs: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
-        .arg(format!("--from={from}"))
-        .arg(format!("--target={target}"))
-        .arg(format!(
-            "--logfile={}",
-            logs.join("redis-sync-manager.log").display()
-        ))
-        .args(extra)
-        .env_remove("RSM_SOURCE_PASSWORD")
-        .env_remove("RSM_TARGET_PASSWORD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 /// Wait for the manager to end by itself (60 s at most): its exit code and stderr.
 fn wait_exit(mut child: Child) -> (Option<i32>, String) {
@@ -406,18 +387,6 @@ fn targetdb_keeps_everything_the_tool_writes_in_that_db() {
 }
 
 /// `SET key value` in `db` of `node`.
-fn set_in(node: &Server, db: u32, key: &str, value: &str) {
-    let mut conn = node.conn();
-    rsm_testkit::redis::cmd("SELECT")
-        .arg(db)
-        .query::<()>(&mut conn)
-        .unwrap();
-    rsm_testkit::redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .query::<()>(&mut conn)
-        .unwrap();
-}
 
 #[test]
 fn source_dbs_merged_by_targetdb_are_a_conflict_not_a_silent_overwrite() {

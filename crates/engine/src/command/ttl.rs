@@ -125,9 +125,24 @@ pub fn restore_asking_to_restore(mut args: Vec<Bytes>) -> Vec<Bytes> {
     args
 }
 
-/// Both rewrites, in the order the stream reader needs them.
+/// `FUNCTION LOAD` from the stream gets `REPLACE`: applied twice (a restart that continues
+/// from before it, since a keyless command carries no slot marker) it would fail with
+/// "Library already exists" and stop the shard. The source ran it, so the library as it
+/// loads it is the source's now, whatever the target held under that name.
+pub fn function_load_replaces(mut args: Vec<Bytes>) -> Vec<Bytes> {
+    let load = matches!(args.as_slice(), [f, l, ..] if eq(f, "function") && eq(l, "load"));
+    if load && !args.iter().skip(2).any(|a| eq(a, "replace")) {
+        args.insert(2, Bytes::from_static(b"REPLACE"));
+    }
+    args
+}
+
+/// The rewrites, in the order the stream reader needs them.
 pub fn rewrite_for_replay(args: Vec<Bytes>, received_at_unix_ms: i64) -> Vec<Bytes> {
-    restore_asking_to_restore(absolutize_ttl(&args, received_at_unix_ms))
+    function_load_replaces(restore_asking_to_restore(absolutize_ttl(
+        &args,
+        received_at_unix_ms,
+    )))
 }
 
 #[cfg(test)]
@@ -153,6 +168,18 @@ mod tests {
             absolutize_ttl(&a(&["set", "k", "v", "nx", "px", "1500", "GET"]), NOW),
             a(&["set", "k", "v", "nx", "PXAT", "1700000001500", "GET"])
         );
+    }
+
+    #[test]
+    fn function_load_from_the_stream_replaces() {
+        assert_eq!(
+            function_load_replaces(a(&["FUNCTION", "LOAD", "#!lua name=x\n"])),
+            a(&["FUNCTION", "LOAD", "REPLACE", "#!lua name=x\n"])
+        );
+        let already = a(&["function", "load", "replace", "#!lua name=x\n"]);
+        assert_eq!(function_load_replaces(already.clone()), already);
+        let other = a(&["FUNCTION", "DELETE", "x"]);
+        assert_eq!(function_load_replaces(other.clone()), other);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::command::CommandTable;
 use crate::entry::ReplOffset;
 use crate::loader::{LoadError, Loader, LoaderOptions};
 use crate::options::ConflictPolicy;
-use crate::replay::{prepare, Replay};
+use crate::replay::{flush_of, prepare, Replay};
 use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
 use crate::replica::handshake::{handshake_with, read_rdb_framing, ResumePoint, SyncStart};
 use crate::replica::link::{Link, LinkCounters};
@@ -29,7 +29,8 @@ use crate::status::{now_ms, Phase, ShardStatus};
 use crate::writer::durable::Durability;
 use crate::writer::progress::Progress;
 use crate::writer::sync_marker::{
-    begin_copy, home_db, read_progress, CopyScope, CopyStart, Marker, MarkerKeeper,
+    begin_copy, flush_shard_keys, home_db, read_progress, CopyScope, CopyStart, FlushScope, Marker,
+    MarkerKeeper,
 };
 use crate::writer::{WriteError, Writer, WriterOptions};
 
@@ -695,7 +696,10 @@ impl<'a> Session<'a> {
                         }
                     }
                     match replay {
-                        Replay::Write(entry) => self.writer.write(entry).await?,
+                        Replay::Write(entry) => match flush_of(&entry) {
+                            Some((which, offset)) => self.apply_flush(which, offset).await?,
+                            None => self.writer.write(entry).await?,
+                        },
                         Replay::Dropped { offset, .. } => self.writer.mark_applied(offset).await?,
                     }
                 }
@@ -705,6 +709,60 @@ impl<'a> Session<'a> {
                     self.link.ack_now.notify_one();
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A source `FLUSHALL`/`FLUSHDB` at `offset` (just after it): a barrier in the stream.
+    ///
+    /// Everything before it is in the target first; then exactly what this shard owns
+    /// there is removed ([`flush_shard_keys`]: its slots, its db, what the filter keeps;
+    /// never the tool's own keys, never another shard's slots); then, before any later
+    /// write goes out, the floor moves to `offset` once a replica holds it. So a restart
+    /// never applies the flush again after writes that followed it (their slot markers
+    /// would skip them, and they would be lost), and a kill before the floor moved finds
+    /// nothing after the flush in the target: running it again is harmless.
+    async fn apply_flush(
+        &mut self,
+        which: FlushScope,
+        offset: ReplOffset,
+    ) -> Result<(), ShardError> {
+        self.writer.flush().await?;
+        let spec = self.cx.spec;
+        let source = self.cx.place.source.to_string();
+        let connect = spec.target_connect();
+        let scope = copy_scope(&self.cx, &connect, self.writer.target().cluster, &source);
+        let removed = flush_shard_keys(&scope, which, &spec.options.filter).await?;
+        tracing::info!(shard = spec.serial, removed, offset = offset.0, scope = ?which, "a source flush: removed this shard's keys from the target");
+        self.writer.mark_applied(offset).await?;
+        self.writer.flush().await?;
+        if !self.resumable {
+            return Ok(());
+        }
+        let applied = self.applied.load(Ordering::Acquire);
+        if applied != offset.0 {
+            return Err(ShardError::Snapshot(format!(
+                "a source flush at offset {} but the target acknowledged only up to {applied}",
+                offset.0
+            )));
+        }
+        // Held here, not left to the next tick: the floor must pass the flush before the
+        // first write after it goes out.
+        while self.durable_at.is_none_or(|d| d < offset.0) || self.floor_saved != Some(offset.0) {
+            if *self.cx.shutdown.borrow() {
+                return Err(ShardError::LinkLost(
+                    "stopped at a source flush; the next run applies it again".into(),
+                ));
+            }
+            self.confirm_now().await;
+            if self.durable_at.is_some_and(|d| d >= offset.0) {
+                self.save_floor(offset.0).await;
+                if self.floor_saved == Some(offset.0) {
+                    self.save_checkpoint(offset.0)?;
+                    break;
+                }
+            }
+            tokio::time::sleep(CONFIRM_EVERY).await;
         }
         Ok(())
     }

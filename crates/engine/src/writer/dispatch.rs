@@ -178,7 +178,7 @@ impl Pipeline {
         if !self.order.any_due(now) {
             return;
         }
-        if self.refresh_needed && self.info.cluster {
+        if self.refresh_needed && (self.info.cluster || self.has_other_nodes()) {
             self.start_refresh();
         }
         if self.refreshing {
@@ -217,6 +217,8 @@ impl Pipeline {
     }
 
     pub(super) fn on_connected(&mut self, node: usize, r: Result<Connection, ClientError>) {
+        // A standalone target named with other nodes may have had its replica promoted.
+        let may_move = self.info.cluster || self.has_other_nodes();
         let Some(n) = self.nodes.get_mut(node) else {
             return;
         };
@@ -230,8 +232,9 @@ impl Pipeline {
             }
             Err(e) => {
                 // A master that refuses connections may have been replaced by its replica:
-                // only a fresh slot map finds the new owner (the writer retries forever).
-                self.refresh_needed |= self.info.cluster;
+                // only a fresh slot map (of a standalone target: the node that is master
+                // now) finds the new owner (the writer retries forever).
+                self.refresh_needed |= may_move;
                 n.connect_failures += 1;
                 let why = e.to_string();
                 n.down = Some((Instant::now() + backoff(n.connect_failures), why.clone()));

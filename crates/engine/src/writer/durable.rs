@@ -66,7 +66,12 @@ impl Durability {
     /// [`super::Writer::answered_by`]) acknowledged before this call is on a replica of
     /// the node, or the node has none. `Err` says why not (yet).
     pub async fn confirm(&mut self, answered: &[Endpoint]) -> Result<(), String> {
-        let owned = self.owned_slots().await?;
+        let owned = match (self.cluster, answered.first()) {
+            // A standalone target's master is the node the writer wrote to: after a
+            // failover, not the node named.
+            (false, Some(master)) => HashMap::from([(master.clone(), 0)]),
+            _ => self.owned_slots().await?,
+        };
         self.known = owned.keys().cloned().collect();
         let lost: Vec<String> = answered
             .iter()
@@ -118,7 +123,7 @@ impl Durability {
         seeds.push(self.target.clone());
         // Every other node of the target known, for when the masters and the node named
         // are all gone (the named one dead for good, its replica promoted).
-        for other in self.connect.seeds.iter().flat_map(|s| s.list()) {
+        for other in self.connect.seed_list() {
             if !seeds.contains(&other) {
                 seeds.push(other);
             }

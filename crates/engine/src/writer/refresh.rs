@@ -29,13 +29,32 @@ impl Pipeline {
         }
         // And every other node of the target known: those named after `--target`, and
         // those any writer of this process learnt.
-        for other in self.opts.connect.seeds.iter().flat_map(|s| s.list()) {
+        for other in self.opts.connect.seed_list() {
             if !candidates.contains(&other) {
                 candidates.push(other);
             }
         }
         let opts = self.opts.connect.clone();
-        tokio::spawn(ask_all(candidates, opts, self.reports.refreshes.clone()));
+        let tx = self.reports.refreshes.clone();
+        if self.info.cluster {
+            tokio::spawn(ask_all(candidates, opts, tx));
+        } else {
+            // A standalone target has no slot map: its "map" is the node that is master
+            // now, which after a failover is the promoted replica, not the node named.
+            tokio::spawn(async move {
+                let master = super::target::standalone_master(candidates, &opts).await;
+                let _ = tx.send(master.map(|c| SlotMap::single(c.endpoint().clone())));
+            });
+        }
+    }
+
+    /// Other nodes of a standalone target to ask which one is master now.
+    pub(super) fn has_other_nodes(&self) -> bool {
+        self.opts
+            .connect
+            .seeds
+            .as_ref()
+            .is_some_and(|s| s.list().iter().any(|n| *n != self.opts.target))
     }
 
     pub(super) fn on_refreshed(&mut self, map: Option<SlotMap>) {

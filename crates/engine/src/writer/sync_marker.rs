@@ -222,7 +222,7 @@ impl MarkerKeeper {
 
     async fn try_save(&mut self, value: &[u8]) -> Result<(), WriteError> {
         if self.conn.is_none() {
-            let mut seed = Connection::connect_seed(&self.target, &self.connect).await?;
+            let mut seed = super::target::connect_target(&self.target, &self.connect).await?;
             if self.cluster {
                 let asked = seed.endpoint().clone();
                 let map = read_slot_map(&mut seed, &asked).await?;
@@ -344,13 +344,14 @@ struct TargetKeys<'a> {
 
 impl<'a> TargetKeys<'a> {
     async fn connect(scope: &'a CopyScope<'a>) -> Result<TargetKeys<'a>, WriteError> {
-        let mut seed = Connection::connect_seed(scope.target, scope.connect).await?;
+        let mut seed = super::target::connect_target(scope.target, scope.connect).await?;
+        let asked = seed.endpoint().clone();
         let (masters, owner) = if scope.cluster {
-            let asked = seed.endpoint().clone();
             let map = read_slot_map(&mut seed, &asked).await?;
             (map.owners().to_vec(), map.slot_owners().collect())
         } else {
-            (vec![scope.target.clone()], Vec::new())
+            // The master reached, which after a failover is not the node named.
+            (vec![asked], Vec::new())
         };
         let mut conns = BTreeMap::new();
         if !scope.cluster {
@@ -623,6 +624,93 @@ impl<'a> TargetKeys<'a> {
     }
 }
 
+/// Which dbs a source flush empties in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushScope {
+    /// `FLUSHALL`: every db the shard writes into.
+    All,
+    /// `FLUSHDB` in this source db.
+    Db(u32),
+}
+
+/// A source shard's `FLUSHALL`/`FLUSHDB`, as it applies to the target: remove exactly what
+/// this shard owns there (the keys of its slots, in the db the command maps to, and under
+/// `--filterkey` only keys the filter keeps), never the tool's own keys, never another
+/// shard's slots. Returns how many keys it removed. Safe to run twice: the second run
+/// finds nothing of what the first removed.
+///
+/// Why not send the flush on: a `FLUSHALL` sent to every target master erases the other
+/// shards' newer writes (their streams run independently of this one), keys the filter
+/// never synced, the target's other data and the tool's progress records.
+pub async fn flush_shard_keys(
+    scope: &CopyScope<'_>,
+    which: FlushScope,
+    filter: &crate::filter::KeyPrefixes,
+) -> Result<u64, WriteError> {
+    let mut target = TargetKeys::connect(scope).await?;
+    let mut removed = 0;
+    if scope.cluster {
+        let mut nodes: Vec<usize> = Vec::new();
+        for r in scope.slots {
+            for s in r.start().get()..=r.end().get() {
+                let n = target.node_of_slot(s)?;
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
+        for node in nodes {
+            let c = target.conn(node).await?;
+            removed += remove_scanned(c, scope.slots, filter).await?;
+        }
+        return Ok(removed);
+    }
+    let dbs = match (which, scope.target_db) {
+        (_, Some(db)) => vec![db],
+        (FlushScope::Db(db), None) => vec![db],
+        (FlushScope::All, None) => target.dbs().await?,
+    };
+    for db in dbs {
+        let c = target.db_conn(db).await?;
+        removed += remove_scanned(c, scope.slots, filter).await?;
+    }
+    Ok(removed)
+}
+
+/// `SCAN` the connection's current db (with `MATCH` per prefix under a filter) and unlink
+/// the keys that lie in `slots` and are not the tool's own.
+async fn remove_scanned(
+    c: &mut Connection,
+    slots: &[SlotRange],
+    filter: &crate::filter::KeyPrefixes,
+) -> Result<u64, WriteError> {
+    let all =
+        slots.iter().map(SlotRange::len).sum::<usize>() == usize::from(rsm_cluster::SLOT_COUNT);
+    let patterns: Vec<Vec<u8>> = match filter.is_empty() {
+        true => vec![b"*".to_vec()],
+        false => filter.prefixes().iter().map(|p| glob_prefix(p)).collect(),
+    };
+    let mut removed = 0;
+    for pattern in patterns {
+        let ours = |k: &[u8]| !is_marker(k) && filter.keeps(k) && (all || in_slots(slots, k));
+        removed += scan_unlink(c, &pattern, ours).await?;
+    }
+    Ok(removed)
+}
+
+/// A `MATCH` pattern for keys starting with `prefix`, its glob characters escaped.
+pub fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 2);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'*');
+    out
+}
+
 /// After cut-over: remove every key the tool wrote for itself (`__rsm:*`: sync markers
 /// and slot markers) from the target's masters, every db of a standalone target. Returns
 /// how many were removed. Run it only once no sync writes into the target any more.
@@ -655,9 +743,19 @@ pub async fn remove_progress_keys(
 
 /// SCAN … MATCH __rsm:* on one connection, unlinking each batch.
 async fn remove_matching(c: &mut Connection) -> Result<u64, WriteError> {
+    scan_unlink(c, &glob_prefix(MARKER_PREFIX), |k| is_marker(k)).await
+}
+
+/// `SCAN … MATCH pattern` over the connection's current db, unlinking each batch's keys
+/// that `remove` picks. Removing keys during a `SCAN` is allowed: every key present
+/// throughout is still returned, and one batch at a time keeps memory bounded.
+async fn scan_unlink(
+    c: &mut Connection,
+    pattern: &[u8],
+    remove: impl Fn(&[u8]) -> bool,
+) -> Result<u64, WriteError> {
     let mut removed = 0;
     let mut cursor = Bytes::from_static(b"0");
-    let pattern = [MARKER_PREFIX, b"*"].concat();
     loop {
         let count = BATCH.to_string();
         let reply = c
@@ -665,7 +763,7 @@ async fn remove_matching(c: &mut Connection) -> Result<u64, WriteError> {
                 b"SCAN".as_slice(),
                 &cursor,
                 b"MATCH",
-                &pattern,
+                pattern,
                 b"COUNT",
                 count.as_bytes(),
             ])
@@ -676,10 +774,7 @@ async fn remove_matching(c: &mut Connection) -> Result<u64, WriteError> {
                 reply.describe()
             )));
         };
-        let keys: Vec<Bytes> = bulk_list(keys)
-            .into_iter()
-            .filter(|k| is_marker(k))
-            .collect();
+        let keys: Vec<Bytes> = bulk_list(keys).into_iter().filter(|k| remove(k)).collect();
         if !keys.is_empty() {
             removed += unlink_each(c, &keys).await?;
         }
@@ -751,6 +846,12 @@ mod tests {
             rsm_cluster::key_slot(b"0-5460")
         );
         assert!(!is_marker(b"user:__rsm:x"));
+    }
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_matched_literally() {
+        assert_eq!(glob_prefix(b"user:"), b"user:*".to_vec());
+        assert_eq!(glob_prefix(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*".to_vec());
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub async fn detect(
     home_db: u32,
 ) -> Result<(TargetInfo, SlotMap), WriteError> {
     // Any node of the target will do when the one named is gone for good.
-    let mut conn = Connection::connect_seed(seed, opts).await?;
+    let mut conn = connect_target(seed, opts).await?;
     let seed = &conn.endpoint().clone();
     let info = conn.info("server").await?;
     let version = ServerVersion::from_info(&info)
@@ -153,6 +153,52 @@ pub async fn detect(
     ))
 }
 
+/// A connection to the target as a whole, through any node known when `seed` is gone
+/// (see [`rsm_client::Seeds`]): for a cluster any node (each knows the slot map); for a
+/// standalone target the master among them, since a replica refuses writes, and after its
+/// master died for good and it was promoted, it is the master the named node was.
+pub async fn connect_target(
+    seed: &Endpoint,
+    opts: &ConnectOptions,
+) -> Result<Connection, ClientError> {
+    let mut conn = Connection::connect_seed(seed, opts).await?;
+    if !standalone_replica(&mut conn).await? {
+        return Ok(conn);
+    }
+    match standalone_master(opts.seed_list(), opts).await {
+        Some(master) => Ok(master),
+        // No master in reach: the replica says why writes fail (READONLY), and a retry
+        // asks again.
+        None => Ok(conn),
+    }
+}
+
+/// Is this a replica of a standalone (not cluster) deployment?
+async fn standalone_replica(conn: &mut Connection) -> Result<bool, ClientError> {
+    let cluster = conn.info("cluster").await.unwrap_or_default();
+    if info_field(&cluster, "cluster_enabled") == Some("1") {
+        return Ok(false);
+    }
+    let repl = conn.info("replication").await?;
+    Ok(info_field(&repl, "role") == Some("slave"))
+}
+
+/// The first of `candidates` that answers as a master.
+pub(super) async fn standalone_master(
+    candidates: impl IntoIterator<Item = Endpoint>,
+    opts: &ConnectOptions,
+) -> Option<Connection> {
+    for ep in candidates {
+        let Ok(mut conn) = Connection::connect(&ep, opts).await else {
+            continue;
+        };
+        if let Ok(false) = standalone_replica(&mut conn).await {
+            return Some(conn);
+        }
+    }
+    None
+}
+
 /// `MULTI` then `DISCARD`: does the target take transactions at all?
 async fn transactions_work(conn: &mut Connection) -> Result<bool, WriteError> {
     let reply = conn.request(&["MULTI"]).await?;
@@ -180,7 +226,7 @@ pub async fn check_target_db(
     opts: &ConnectOptions,
     db: u32,
 ) -> Result<(), WriteError> {
-    let mut conn = Connection::connect_seed(seed, opts).await?;
+    let mut conn = connect_target(seed, opts).await?;
     let reply = conn.request(&["CONFIG", "GET", "databases"]).await?;
     if let Some(n) = config_databases(&reply) {
         if db >= n {

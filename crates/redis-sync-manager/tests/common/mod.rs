@@ -102,3 +102,50 @@ pub fn start_manager(from: &str, target: &str, logs: &Path, port: u16, parallel:
         .spawn()
         .unwrap()
 }
+
+/// A counter of `/status` summed over the shards.
+pub fn total(v: &Value, field: &str) -> u64 {
+    v["shards"]
+        .as_array()
+        .map_or(0, |s| s.iter().filter_map(|s| s[field].as_u64()).sum())
+}
+
+/// Every shard streams.
+pub fn streaming(v: &Value) -> bool {
+    v["shards"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["phase"] == "streaming"))
+}
+
+/// The manager from `from` into `target` with the flags in `extra` (no `--httpport`
+/// unless given there), logging under `logs`; stderr kept for the test to read.
+pub fn spawn_with(from: &str, target: &str, logs: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .arg(format!("--from={from}"))
+        .arg(format!("--target={target}"))
+        .arg(format!(
+            "--logfile={}",
+            logs.join("redis-sync-manager.log").display()
+        ))
+        .args(extra)
+        .env_remove("RSM_SOURCE_PASSWORD")
+        .env_remove("RSM_TARGET_PASSWORD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `SET key value` in `db` of a standalone server.
+pub fn set_in(node: &rsm_testkit::Server, db: u32, key: &str, value: &str) {
+    let mut conn = node.conn();
+    rsm_testkit::redis::cmd("SELECT")
+        .arg(db)
+        .query::<()>(&mut conn)
+        .unwrap();
+    rsm_testkit::redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query::<()>(&mut conn)
+        .unwrap();
+}
