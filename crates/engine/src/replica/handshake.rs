@@ -214,6 +214,10 @@ fn refusal_hint(kind: &ServerError) -> &'static str {
         }
         ServerError::Loading => "the source is loading its dataset; it will be retried",
         ServerError::Auth => "check --password (or --password-file)",
+        // Managed services rename or disable PSYNC and SYNC: no replica can attach there.
+        ServerError::UnknownCommand => {
+            "replication is disabled on this source (PSYNC and SYNC renamed or turned off, as managed services do): enable it there, or copy a backup with `redis-port restore`"
+        }
         _ => "see the source's log",
     }
 }
@@ -300,6 +304,10 @@ mod tests {
         let err = parse_psync_reply(&Frame::Error(Bytes::from_static(b"NOPERM no")), &ep, None)
             .unwrap_err();
         assert!(err.to_string().contains("+psync"), "{err}");
+        let unknown = b"ERR unknown command 'PSYNC', with args beginning with: '?' '-1' ";
+        let err =
+            parse_psync_reply(&Frame::Error(Bytes::from_static(unknown)), &ep, None).unwrap_err();
+        assert!(err.to_string().contains("replication is disabled"), "{err}");
         assert!(parse_psync_reply(&simple("FULLRESYNC x"), &ep, None).is_err());
     }
 }
