@@ -132,7 +132,7 @@ fn http_token_scheme_is_case_insensitive() {
     }
     for header in [
         format!("Authorization: bearer{TOKEN}\r\n"),
-        format!("Authorization: bearer wrong-token\r\n"),
+        "Authorization: bearer wrong-token\r\n".to_string(),
         format!("Authorization: basic {TOKEN}\r\n"),
     ] {
         let (code, response) = get(addr, "/status", &header);
