@@ -47,6 +47,9 @@ pub enum ServerError {
     /// `ERR Bad data format` / `ERR DUMP payload version or checksum are wrong`: a RESTORE
     /// payload this server cannot read (a newer or foreign RDB version, a type it lacks).
     BadPayload,
+    /// `ERR unknown command …`: the server does not know the command, or it was renamed
+    /// or disabled (`rename-command PSYNC ""`, as managed services do).
+    UnknownCommand,
     /// Anything else: the command itself was refused.
     Other(String),
 }
@@ -103,6 +106,8 @@ impl ServerError {
             "ERR" if text.contains("Bad data format") || text.contains("payload version") => {
                 ServerError::BadPayload
             }
+            // Redis 5.0 to Valkey 9.1 all start so ("'PSYNC'" or "`PSYNC`" after it).
+            "ERR" if text.starts_with("ERR unknown command") => ServerError::UnknownCommand,
             _ => ServerError::Other(text),
         }
     }
@@ -124,6 +129,7 @@ impl ServerError {
             | ServerError::NoPerm
             | ServerError::WrongType
             | ServerError::BadPayload
+            | ServerError::UnknownCommand
             | ServerError::Other(_) => Retry::Fail,
         }
     }
@@ -199,8 +205,17 @@ mod tests {
             .retry(),
             Retry::Fail
         );
+        for text in [
+            &b"ERR unknown command 'HSETEX'"[..],
+            b"ERR unknown command 'PSYNC', with args beginning with: '?' '-1' ",
+            b"ERR unknown command `PSYNC`, with args beginning with: `?`, `-1`, ",
+        ] {
+            let kind = ServerError::classify(text);
+            assert_eq!(kind, ServerError::UnknownCommand);
+            assert_eq!(kind.retry(), Retry::Fail);
+        }
         assert!(matches!(
-            ServerError::classify(b"ERR unknown command 'HSETEX'"),
+            ServerError::classify(b"ERR unknown subcommand 'x'"),
             ServerError::Other(_)
         ));
     }

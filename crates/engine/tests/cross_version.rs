@@ -509,3 +509,182 @@ async fn replicated_writes_into_older_targets() {
         shard.stop().await.unwrap();
     }
 }
+
+/// The stream issue 27 item 11 is about: entries deleted with `XDEL` (entries-added ahead
+/// of the length, a max-deleted id), a group that has read 155 entries (150 of them
+/// without acknowledgement, 5 pending), a group created at `$` after the deletions, one
+/// created at a given id (whose entries-read the source itself does not know: null), and
+/// one at `0` that has read nothing; and a stream emptied by `XDEL` after its group read
+/// it all.
+fn fill_counters(source: &Server) {
+    for i in 1..=200 {
+        run(
+            source,
+            &["XADD", "st:counters", &format!("{i}-1"), "f", "v"],
+        );
+    }
+    run(source, &["XGROUP", "CREATE", "st:counters", "g-read", "0"]);
+    for (count, noack) in [("150", true), ("5", false)] {
+        let mut words = vec!["XREADGROUP", "GROUP", "g-read", "c", "COUNT", count];
+        if noack {
+            words.push("NOACK");
+        }
+        words.extend(["STREAMS", "st:counters", ">"]);
+        run(source, &words);
+    }
+    run(source, &["XDEL", "st:counters", "20-1", "180-1"]);
+    run(source, &["XGROUP", "CREATE", "st:counters", "g-new", "$"]);
+    run(
+        source,
+        &["XGROUP", "CREATE", "st:counters", "g-mid", "100-1"],
+    );
+    run(source, &["XGROUP", "CREATE", "st:counters", "g-zero", "0"]);
+    for i in 1..=3 {
+        run(source, &["XADD", "st:drained", &format!("{i}-1"), "f", "v"]);
+    }
+    run(source, &["XGROUP", "CREATE", "st:drained", "g", "$"]);
+    run(source, &["XDEL", "st:drained", "1-1", "2-1", "3-1"]);
+}
+
+const COUNTER_STREAMS: [&str; 2] = ["st:counters", "st:drained"];
+
+/// `XINFO GROUPS`: each group's name with its entries-read and lag as the server says
+/// them (`None`: null, or not reported before 7.0).
+fn groups_said(server: &Server, key: &str) -> Vec<(String, Option<i64>, Option<i64>)> {
+    use rsm_testkit::redis::Value;
+    let Value::Array(groups) = server.cmd(&[b"XINFO", b"GROUPS", key.as_bytes()]) else {
+        panic!("XINFO GROUPS reply")
+    };
+    let mut out: Vec<_> = groups
+        .into_iter()
+        .map(|g| {
+            let fields: Vec<Value> = match g {
+                Value::Array(f) => f,
+                Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                other => panic!("group {other:?}"),
+            };
+            let (mut name, mut read, mut lag) = (String::new(), None, None);
+            for pair in fields.chunks(2) {
+                let word = match &pair[0] {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    Value::SimpleString(s) => s.clone(),
+                    _ => continue,
+                };
+                match (word.as_str(), &pair[1]) {
+                    ("name", Value::BulkString(b)) => name = String::from_utf8_lossy(b).into(),
+                    ("entries-read", Value::Int(n)) => read = Some(*n),
+                    ("lag", Value::Int(n)) => lag = Some(*n),
+                    _ => {}
+                }
+            }
+            (name, read, lag)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Issue 27 item 11: a stream written as commands (every value above `--bigkeysize=1`)
+/// lost its groups' entries-read (null where the source said 150) and its entries-added,
+/// exit 0, nothing counted. A 7.0+ target takes both (`XGROUP CREATE … ENTRIESREAD`,
+/// `XSETID … ENTRIESADDED … MAXDELETEDID`): there the stream must read, in
+/// `XINFO STREAM FULL` and `XINFO GROUPS` (lag included), exactly as the same snapshot
+/// loaded by the target itself (`RESTORE`): the source's own counters from a 7.0+ source,
+/// those the target derives from an older one (RDB type 15, no counters). An older target
+/// holds none of them, and exactly those the source had are counted as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_counters_through_commands_are_set_or_counted_as_lost() {
+    for (src_bin, dst_bin, label) in pairs(&[
+        ("redis-7.0.15", "redis-7.0.15"),
+        ("redis-7.4.1", "redis-7.4.1"),
+        ("redis-8.2.3", "redis-8.2.3"),
+        ("valkey-9.1.2", "valkey-9.1.2"),
+        ("redis-6.2.14", "redis-7.0.15"),
+        ("redis-5.0.10", "redis-8.2.3"),
+        ("redis-6.2.14", "valkey-9.1.2"),
+        ("redis-8.2.3", "redis-6.2.14"),
+    ]) {
+        let source = start(src_bin.clone());
+        fill_counters(&source);
+        let rdb = rdb_of(&source);
+        let from_source: Vec<StreamDetail> = COUNTER_STREAMS
+            .iter()
+            .map(|k| StreamDetail::of(&source, k.as_bytes()))
+            .collect();
+        let target = start(dst_bin.clone());
+        let (load, w) = restore_chunked(
+            &rdb,
+            writer_options(&target.addr(), EngineOptions::default()),
+            Some(1),
+        )
+        .await;
+        load.unwrap_or_else(|e| panic!("{label}: restore failed: {e}; {w}"));
+        eprintln!("{label}: {w}");
+        assert_eq!(w.failed(), 0, "{label}: {w}");
+        assert_eq!(
+            w.lost.pending_entries, 0,
+            "{label}: nothing pending was deleted"
+        );
+        let got: Vec<StreamDetail> = COUNTER_STREAMS
+            .iter()
+            .map(|k| StreamDetail::of(&target, k.as_bytes()))
+            .collect();
+        for (g, s) in got.iter().zip(&from_source) {
+            assert_eq!(g.ids, s.ids, "{label}: entries");
+        }
+        if !target.version().redis_compatible_at_least(7, 0) {
+            // entries-added, the max-deleted id, and each group's entries-read that the
+            // source knows (g-mid's is null there: nothing to lose).
+            let had: u64 = from_source.iter().map(counters_of).sum();
+            assert!(had >= 3, "{label}: {from_source:?}");
+            assert_eq!(w.lost.stream_counters, had, "{label}: {w}");
+            continue;
+        }
+        assert_eq!(w.lost.stream_counters, 0, "{label}: {w}");
+        // The target's own reading of the same snapshot.
+        let loaded = start(dst_bin);
+        restore(&rdb, &loaded.addr(), EngineOptions::default()).await;
+        for ((key, got), from_source) in COUNTER_STREAMS.iter().zip(&got).zip(&from_source) {
+            let label = format!("{label} {key}");
+            let want = StreamDetail::of(&loaded, key.as_bytes());
+            if source.version() == target.version() {
+                assert_eq!(
+                    &want, from_source,
+                    "{label}: RESTORE keeps the stream whole"
+                );
+            }
+            assert_eq!(got.length, want.length, "{label}: length");
+            assert_eq!(
+                got.last_generated_id, want.last_generated_id,
+                "{label}: last id"
+            );
+            assert_eq!(
+                got.entries_added, want.entries_added,
+                "{label}: entries-added"
+            );
+            assert_eq!(
+                got.max_deleted_entry_id, want.max_deleted_entry_id,
+                "{label}: max-deleted-entry-id"
+            );
+            let read = |d: &StreamDetail| {
+                d.groups
+                    .iter()
+                    .map(|g| {
+                        let name = String::from_utf8_lossy(&g.name).into_owned();
+                        (name, g.last_delivered_id.clone(), g.entries_read)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                read(got),
+                read(&want),
+                "{label}: entries-read (XINFO STREAM FULL)"
+            );
+            assert_eq!(
+                groups_said(&target, key),
+                groups_said(&loaded, key),
+                "{label}: entries-read and lag (XINFO GROUPS)"
+            );
+        }
+    }
+}

@@ -43,7 +43,6 @@ fn start(source: &str, target: &str, state: &std::path::Path) -> Running {
         target_tls: None,
         options: EngineOptions::default(),
         state_dir: state.to_path_buf(),
-        listening_port: 0,
         spool_memory: rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
     };
     let status = ShardStatus::new(0, source.to_string(), "master".into(), "0-16383".into());

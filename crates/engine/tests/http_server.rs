@@ -118,6 +118,28 @@ fn http_token_required_on_every_endpoint() {
     assert!(page.contains("Authorization"), "{page}");
 }
 
+/// Issue 27 item 10: `Authorization: bearer TOKEN` got 401. The scheme is
+/// case-insensitive (RFC 7235 §2.1), and one or more spaces may follow it.
+#[test]
+fn http_token_scheme_is_case_insensitive() {
+    let addr = start(HttpOptions {
+        token: Some(HttpToken::new(TOKEN.into())),
+    });
+    for scheme in ["bearer", "BEARER", "BeArEr", "Bearer "] {
+        let header = format!("Authorization: {scheme} {TOKEN}\r\n");
+        let (code, response) = get(addr, "/status", &header);
+        assert_eq!(code, 200, "{header:?}: {response}");
+    }
+    for header in [
+        format!("Authorization: bearer{TOKEN}\r\n"),
+        "Authorization: bearer wrong-token\r\n".to_string(),
+        format!("Authorization: basic {TOKEN}\r\n"),
+    ] {
+        let (code, response) = get(addr, "/status", &header);
+        assert_eq!(code, 401, "{header:?}: {response}");
+    }
+}
+
 #[test]
 fn http_without_token_is_open() {
     let addr = start(HttpOptions::default());

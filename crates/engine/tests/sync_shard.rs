@@ -58,7 +58,6 @@ fn start_with_spool(
         target_tls: None,
         options,
         state_dir: state.to_path_buf(),
-        listening_port: 0,
         spool_memory,
     };
     let status = ShardStatus::new(0, source.to_string(), "master".into(), "0-16383".into());
@@ -481,4 +480,39 @@ async fn slow_target_spills_to_disk_and_drains() {
     assert!(!spill_path.exists(), "a drained spill file must be removed");
     Snapshot::of(&source).assert_same(&Snapshot::of(&target), Duration::from_secs(5));
     run.stop().await;
+}
+
+/// Issue 27 item 10: a source that refuses `PSYNC` and `SYNC` (managed services rename
+/// them) stopped the shard with the server's "unknown command" and no word that
+/// replication is disabled there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_without_psync_says_replication_is_disabled_there() {
+    let source = Server::start(ServerOptions {
+        extra_config: vec![
+            ("rename-command".into(), "PSYNC \"\"".into()),
+            ("rename-command".into(), "SYNC \"\"".into()),
+        ],
+        ..Default::default()
+    });
+    let target = Server::start(ServerOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let run = start(
+        &source.addr(),
+        &target.addr(),
+        state.path(),
+        EngineOptions::default(),
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(30), run.task)
+        .await
+        .expect("the shard stops by itself")
+        .unwrap();
+    let err = exit
+        .expect_err("a source without PSYNC cannot be synced")
+        .to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("PSYNC"), "the server's refusal: {err}");
+    assert!(
+        err.contains("replication is disabled"),
+        "a hint that the source does not allow replication: {err}"
+    );
 }

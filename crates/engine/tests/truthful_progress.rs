@@ -263,6 +263,45 @@ async fn a_write_refused_for_good_stops_the_shard_and_resumes_without_loss() {
     run.stop().await.unwrap();
 }
 
+/// Issue 27 item 10: a stream command the target refuses was counted as a failed key
+/// (the summary's "keys … 1 failed"); it is a failed command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_command_counts_as_a_failed_command_not_a_key() {
+    let source = Server::start(ServerOptions::default());
+    let target = Server::start(ServerOptions::default());
+    bulk_strings(&source, "k:", 10, 10);
+    let state = tempfile::tempdir().unwrap();
+    let run = start(
+        &source.addr(),
+        &target.addr(),
+        state.path(),
+        EngineOptions::default(),
+        64 << 20,
+    );
+    run.wait_caught_up(&source).await;
+    let _: () = redis::cmd("SET")
+        .arg("queue")
+        .arg("not a list")
+        .query(&mut target.conn())
+        .unwrap();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("queue")
+        .arg("a")
+        .query(&mut source.conn())
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), run.task)
+        .await
+        .expect("the shard stops by itself")
+        .unwrap();
+    assert!(exit.is_err(), "a refused write stops the shard");
+    let snap = run.status.snapshot();
+    assert_eq!(
+        (snap.keys_applied, snap.keys_failed, snap.commands_failed),
+        (10, 0, 1),
+        "keys written, keys failed, commands failed: {snap:?}"
+    );
+}
+
 /// Defect 5: `--targetdb` beyond the target's databases is refused before anything is
 /// written, instead of landing in db 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

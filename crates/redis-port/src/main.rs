@@ -161,7 +161,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            eprintln!("{}", rsm_engine::usage::one_line(&e.render().to_string()));
+            eprintln!("{}", rsm_engine::usage::clap_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -242,7 +242,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", rsm_engine::usage::error_line(e.as_ref()));
             let usage = e.downcast_ref::<cmd::UsageError>().is_some();
             ExitCode::from(if usage { 2 } else { 1 })
         }

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", rsm_engine::usage::error_line(e.as_ref()));
             let usage = e
                 .downcast_ref::<discover::DiscoverError>()
                 .is_some_and(discover::DiscoverError::is_usage);
@@ -166,7 +166,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("{}", rsm_engine::usage::one_line(&e.render().to_string()));
+            eprintln!("{}", rsm_engine::usage::clap_line(&e));
             ExitCode::from(2)
         }
     }

@@ -134,7 +134,6 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             target_tls: config.target_tls.clone(),
             options: config.engine_options(),
             state_dir: state.clone(),
-            listening_port: config.http_port.unwrap_or(0),
             spool_memory: rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
         };
         let follow = FollowOptions {

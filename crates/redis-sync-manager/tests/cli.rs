@@ -104,6 +104,16 @@ fn unknown_flag() {
     assert_usage_error(&[OK_FROM, OK_TARGET, "--no-such-flag"], &["--no-such-flag"]);
 }
 
+/// Issue 27 item 10: a misspelled flag gets clap's suggestion, still on one line.
+#[test]
+fn misspelled_flag_suggests_the_right_one() {
+    assert_usage_error(
+        &["--form=127.0.0.1:1", OK_TARGET],
+        &["--form", "did you mean", "--from"],
+    );
+    assert_usage_error(&[OK_FROM, "--taget=127.0.0.1:2"], &["--taget", "--target"]);
+}
+
 #[test]
 fn missing_required_flags() {
     assert_usage_error(&[OK_TARGET], &["--from"]);
@@ -169,4 +179,26 @@ fn both_flag_forms_are_accepted() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("source 127.0.0.1:1"), "{stderr}");
+}
+
+/// Issue 27 item 10: an unresolvable `--from` host printed the resolver's error twice in
+/// one line (once in the message, once as its cause).
+#[test]
+fn unresolvable_source_host_says_the_resolver_error_once() {
+    use std::net::ToSocketAddrs;
+    let host = "no-such-host.invalid:6379";
+    // What the resolver says here, found the same way the tool looks the name up.
+    let resolver = match host.to_socket_addrs() {
+        Err(e) => e.to_string(),
+        Ok(_) => return eprintln!("{host} resolves on this machine: nothing to test"),
+    };
+    let out = manager(&[&format!("--from={host}"), OK_TARGET, "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such-host.invalid"), "{stderr}");
+    assert_eq!(
+        stderr.matches(resolver.as_str()).count(),
+        1,
+        "the resolver's {resolver:?} once: {stderr}"
+    );
 }

@@ -366,3 +366,29 @@ fn flags_reach_every_shard_and_links_sit_on_replicas() {
     assert!(report["source_keys"].as_u64().unwrap() >= 600, "{report:#}");
     sigterm(&mut child);
 }
+
+/// Issue 27 item 10: the tool announced its HTTP port to the source as the port its
+/// replica listens on (`REPLCONF listening-port`), so the source's `INFO replication`
+/// (and anything that reads it, like Sentinel) named a port that serves no Redis. It
+/// announces 0: this replica serves no port at all.
+#[test]
+fn the_source_is_not_told_the_http_port_as_a_replica_port() {
+    use rsm_testkit::{Server, ServerOptions};
+    let source = Server::start(ServerOptions::default());
+    let target = Server::start(ServerOptions::default());
+    source.cmd(&[b"SET", b"k", b"v"]);
+    let logs = tempfile::tempdir().unwrap();
+    let port = PortLease::acquire();
+    let mut child =
+        common::start_manager(&source.addr(), &target.addr(), logs.path(), port.port(), 1);
+    wait_ready(&mut child, port.port(), logs.path());
+    let slave0 = source
+        .info_field("replication", "slave0")
+        .unwrap_or_default();
+    sigterm(&mut child);
+    let announced = slave0
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("port="))
+        .unwrap_or_else(|| panic!("no replica in the source's INFO: {slave0:?}"));
+    assert_eq!(announced, "0", "http port {}: {slave0}", port.port());
+}

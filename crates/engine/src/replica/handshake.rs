@@ -19,6 +19,14 @@ use super::ReplicaError;
 /// drops the sync for keys RDB 11 cannot hold, so we announce this one.
 pub const VALKEY_VERSION_ANNOUNCED: &str = "9.1.2";
 
+/// Announced to the source as `REPLCONF listening-port`. The source shows it as the
+/// replica's port in `INFO replication` and `ROLE`, and Sentinel and operators dial it
+/// as a Redis server. We serve none (the HTTP port is no Redis, and the connection's
+/// own local port is no listening one): 0 says so, is what every source from Redis 5.0
+/// to Valkey 9.1 accepts, and our connection is still found through `CLIENT LIST`
+/// (`flags=S`).
+pub const LISTENING_PORT_ANNOUNCED: u16 = 0;
+
 /// Where the replication continues from, when we have a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
@@ -65,10 +73,9 @@ impl SourceInfo {
 pub async fn handshake(
     endpoint: &Endpoint,
     source: &ConnectOptions,
-    listening_port: u16,
     resume: Option<&ResumePoint>,
 ) -> Result<(Connection, SourceInfo, SyncStart), ReplicaError> {
-    handshake_with(endpoint, source, listening_port, resume, || {}).await
+    handshake_with(endpoint, source, resume, || {}).await
 }
 
 /// As [`handshake`], calling `psync_sent` once PSYNC is on its way: a diskless
@@ -77,7 +84,6 @@ pub async fn handshake(
 pub async fn handshake_with(
     endpoint: &Endpoint,
     source: &ConnectOptions,
-    listening_port: u16,
     resume: Option<&ResumePoint>,
     psync_sent: impl FnOnce(),
 ) -> Result<(Connection, SourceInfo, SyncStart), ReplicaError> {
@@ -91,7 +97,7 @@ pub async fn handshake_with(
         version: ServerVersion::from_info(&info),
     };
 
-    let port = listening_port.to_string();
+    let port = LISTENING_PORT_ANNOUNCED.to_string();
     conn.request_ok(&["REPLCONF", "listening-port", &port])
         .await?;
     conn.request_ok(&["REPLCONF", "capa", "eof", "capa", "psync2"])
@@ -208,6 +214,10 @@ fn refusal_hint(kind: &ServerError) -> &'static str {
         }
         ServerError::Loading => "the source is loading its dataset; it will be retried",
         ServerError::Auth => "check --password (or --password-file)",
+        // Managed services rename or disable PSYNC and SYNC: no replica can attach there.
+        ServerError::UnknownCommand => {
+            "replication is disabled on this source (PSYNC and SYNC renamed or turned off, as managed services do): enable it there, or copy a backup with `redis-port restore`"
+        }
         _ => "see the source's log",
     }
 }
@@ -294,6 +304,10 @@ mod tests {
         let err = parse_psync_reply(&Frame::Error(Bytes::from_static(b"NOPERM no")), &ep, None)
             .unwrap_err();
         assert!(err.to_string().contains("+psync"), "{err}");
+        let unknown = b"ERR unknown command 'PSYNC', with args beginning with: '?' '-1' ";
+        let err =
+            parse_psync_reply(&Frame::Error(Bytes::from_static(unknown)), &ep, None).unwrap_err();
+        assert!(err.to_string().contains("replication is disabled"), "{err}");
         assert!(parse_psync_reply(&simple("FULLRESYNC x"), &ep, None).is_err());
     }
 }

@@ -63,8 +63,6 @@ pub struct ShardSpec {
     pub options: EngineOptions,
     /// Where the checkpoint and any spill file live.
     pub state_dir: PathBuf,
-    /// Announced to the source as `REPLCONF listening-port` (informational).
-    pub listening_port: u16,
     /// Bytes the spool keeps in memory before it spills to a file in `state_dir`.
     pub spool_memory: usize,
 }

@@ -76,7 +76,9 @@ impl Publisher {
         c.keys_filtered
             .store(base.keys_filtered + w.filtered, Ordering::Relaxed);
         c.keys_failed
-            .store(base.keys_failed + w.failed(), Ordering::Relaxed);
+            .store(base.keys_failed + w.keys_failed(), Ordering::Relaxed);
+        c.commands_failed
+            .store(base.commands_failed + w.commands_failed, Ordering::Relaxed);
         c.commands_applied.store(
             base.commands_applied + w.commands_written,
             Ordering::Relaxed,
@@ -125,6 +127,7 @@ pub(super) struct WriterTotals {
     keys_filtered: u64,
     keys_failed: u64,
     commands_applied: u64,
+    commands_failed: u64,
     commands_already_applied: u64,
     translated: Translated,
 }
@@ -139,6 +142,7 @@ impl WriterTotals {
             keys_filtered: g(&c.keys_filtered),
             keys_failed: g(&c.keys_failed),
             commands_applied: g(&c.commands_applied),
+            commands_failed: g(&c.commands_failed),
             commands_already_applied: g(&c.commands_already_applied),
             translated: c.translated.lock().map(|t| *t).unwrap_or_default(),
         }

@@ -229,7 +229,6 @@ async fn handshake_in_turn(
         let (conn, info, start) = handshake_with(
             cx.place.source,
             &spec.source_connect(),
-            spec.listening_port,
             resume.as_ref(),
             || {
                 if asks_full_sync {

@@ -81,17 +81,23 @@ pub fn exposure_warning(bind: IpAddr, token: bool) -> Option<String> {
 }
 
 /// The token a request carries: `Authorization: Bearer TOKEN`, else `?token=TOKEN`
-/// (percent-decoded), the form a browser can open.
+/// (percent-decoded), the form a browser can open. The scheme is case-insensitive and
+/// followed by one or more spaces (RFC 7235 §2.1): `bearer TOKEN` is as good. Another
+/// scheme carries no token (an empty one, which never matches).
 fn request_token(req: &Request) -> Option<Vec<u8>> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.as_bytes();
-        return Some(
-            value
-                .strip_prefix(b"Bearer ")
-                .unwrap_or(b"")
-                .trim_ascii()
-                .to_vec(),
-        );
+        let value = value.as_bytes().trim_ascii();
+        let token = match value.iter().position(|&c| c == b' ') {
+            Some(sp)
+                if value
+                    .get(..sp)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(b"Bearer")) =>
+            {
+                value.get(sp..).unwrap_or_default().trim_ascii()
+            }
+            _ => b"",
+        };
+        return Some(token.to_vec());
     }
     req.uri()
         .query()?
@@ -586,6 +592,14 @@ mod tests {
             Some(b"abc".to_vec())
         );
         assert_eq!(request_token(&req("/", Some("Basic abc"))), Some(vec![]));
+        for scheme in ["bearer abc", "BEARER  abc", " Bearer abc "] {
+            assert_eq!(
+                request_token(&req("/", Some(scheme))),
+                Some(b"abc".to_vec())
+            );
+        }
+        assert_eq!(request_token(&req("/", Some("Bearerabc"))), Some(vec![]));
+        assert_eq!(request_token(&req("/", Some("Bearer"))), Some(vec![]));
         assert_eq!(
             request_token(&req("/?x=1&token=a%2Bb%3D", None)),
             Some(b"a+b=".to_vec())

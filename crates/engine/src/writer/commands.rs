@@ -32,6 +32,11 @@ pub struct ValueState {
     now_ms: i64,
     string_started: bool,
     stream_entries: u64,
+    /// The stream's first entry id, once its entries have been seen.
+    stream_first: Option<StreamId>,
+    /// A stream from a format without the 7.0 counters (RDB type 15): the length and last
+    /// id a 7.0+ server derives them from when it loads one (see [`v1_entries_read`]).
+    stream_v1: Option<(u64, StreamId)>,
     /// Hash fields written (0 when every field had expired: the key does not exist).
     hash_fields: u64,
     /// What the target could not be given (see [`Losses`]).
@@ -106,6 +111,7 @@ pub fn element_commands(
                     c.push(v);
                 }
                 st.stream_entries += 1;
+                st.stream_first.get_or_insert(e.id);
                 out.push(c);
             }
         }
@@ -212,10 +218,19 @@ fn stream_meta_commands(
         }
     }
     let mut c = vec![b("XSETID"), k(), num(meta.last_id)];
+    if meta.entries_added.is_none() {
+        st.stream_v1 = Some((meta.length, meta.last_id));
+    }
     if caps.stream_v2 {
-        if let Some(n) = meta.entries_added {
-            c.extend([b("ENTRIESADDED"), num(n)]);
-        }
+        // A stream without the counters gets what a 7.0+ server gives it when it loads
+        // one: entries-added = its length (not the entries written, should the snapshot
+        // disagree with itself), and no max-deleted id. Never below the entries written,
+        // which XSETID refuses.
+        let added = meta
+            .entries_added
+            .unwrap_or(meta.length)
+            .max(st.stream_entries);
+        c.extend([b("ENTRIESADDED"), num(added)]);
         if let Some(id) = meta.max_deleted_id {
             c.extend([b("MAXDELETEDID"), num(id)]);
         }
@@ -245,9 +260,19 @@ fn group_commands(
         g.name.clone(),
         num(g.last_id),
     ];
+    // Without ENTRIESREAD the target leaves it unknown (null), where loading the same
+    // value would have derived it: a stream without the counters gets the derived one.
+    let derived = st
+        .stream_v1
+        .and_then(|(length, last)| v1_entries_read(length, st.stream_first, last, g.last_id));
     match g.entries_read {
         Some(n) if caps.stream_v2 => c.extend([b("ENTRIESREAD"), num(n)]),
         Some(_) => st.lost.stream_counters += 1,
+        None if caps.stream_v2 => {
+            if let Some(n) = derived {
+                c.extend([b("ENTRIESREAD"), num(n)]);
+            }
+        }
         None => {}
     }
     out.push(c);
@@ -265,6 +290,35 @@ fn group_commands(
                 cons.name.clone(),
             ]);
         }
+    }
+}
+
+/// A group's entries-read as a 7.0+ server derives it when it loads a stream without the
+/// counters (RDB type 15: Redis 5.0 to 6.2): with entries-added = `length` and nothing
+/// deleted, `streamEstimateDistanceFromFirstEverEntry` (t_stream.c) knows it only at the
+/// edges. `None`: unknown there too (`SCG_INVALID_ENTRIES_READ`, shown as null).
+fn v1_entries_read(
+    length: u64,
+    first: Option<StreamId>,
+    last: StreamId,
+    group: StreamId,
+) -> Option<u64> {
+    let added = length;
+    if added == 0 {
+        // A stream nothing was ever added to.
+        return Some(0);
+    }
+    match group.cmp(&last) {
+        std::cmp::Ordering::Equal => return Some(added),
+        std::cmp::Ordering::Greater => return None,
+        std::cmp::Ordering::Less => {}
+    }
+    // Nothing deleted: before the first entry is what was ever removed (added - length,
+    // 0 here), the first entry is the one after it; between, the server cannot tell.
+    match group.cmp(&first?) {
+        std::cmp::Ordering::Less => Some(0),
+        std::cmp::Ordering::Equal => Some(1),
+        std::cmp::Ordering::Greater => None,
     }
 }
 
@@ -488,6 +542,112 @@ mod tests {
         );
         let cmds = element_commands(&key, Elements::StreamGroup(group), &mut st, ALL);
         assert_eq!(words(&cmds[0]), "XGROUP CREATE s g 9-0 ENTRIESREAD 3");
+        assert_eq!(st.lost.stream_counters, 0);
+    }
+
+    /// A stream from a format without the 7.0 counters (Redis 5.0–6.2) gets, on a 7.0+
+    /// target, what the target derives when it loads one: entries-added = the length
+    /// (which the snapshot may state above the entries it holds), and entries-read where
+    /// the server can tell it (a group at the last entry, before or at the first one).
+    #[test]
+    fn counters_of_a_stream_without_them_are_derived_as_the_target_would() {
+        use rsm_rdb::StreamEntry;
+        let key = Bytes::from_static(b"s");
+        let id = |ms| StreamId { ms, seq: 0 };
+        let entry = |ms| StreamEntry {
+            id: id(ms),
+            fields: vec![(b("f"), b("v"))],
+        };
+        let group = |name: &'static str, at| StreamGroup {
+            name: b(name),
+            last_id: id(at),
+            entries_read: None,
+            pending_total: 0,
+            pending: vec![],
+            consumers: vec![],
+        };
+        let meta = |length, last| StreamMeta {
+            length,
+            last_id: id(last),
+            first_id: None,
+            max_deleted_id: None,
+            entries_added: None,
+        };
+        let mut st = ValueState::new(0);
+        let mut cmds = element_commands(
+            &key,
+            Elements::StreamEntries(vec![entry(2), entry(3), entry(5)]),
+            &mut st,
+            ALL,
+        );
+        // The snapshot says 4 entries; it holds 3.
+        cmds.extend(element_commands(
+            &key,
+            Elements::StreamMeta(meta(4, 5)),
+            &mut st,
+            ALL,
+        ));
+        for (name, at) in [
+            ("last", 5),
+            ("zero", 0),
+            ("first", 2),
+            ("mid", 3),
+            ("ahead", 9),
+        ] {
+            cmds.extend(element_commands(
+                &key,
+                Elements::StreamGroup(group(name, at)),
+                &mut st,
+                ALL,
+            ));
+        }
+        let text: Vec<String> = cmds.iter().skip(3).map(|c| words(c)).collect();
+        assert_eq!(
+            text,
+            [
+                "XSETID s 5-0 ENTRIESADDED 4",
+                "XGROUP CREATE s last 5-0 ENTRIESREAD 4",
+                "XGROUP CREATE s zero 0-0 ENTRIESREAD 0",
+                "XGROUP CREATE s first 2-0 ENTRIESREAD 1",
+                "XGROUP CREATE s mid 3-0",
+                "XGROUP CREATE s ahead 9-0",
+            ]
+        );
+        assert_eq!(st.lost.stream_counters, 0);
+
+        // Empty: nothing was ever added, whatever its last id.
+        let mut st = ValueState::new(0);
+        let mut cmds = element_commands(&key, Elements::StreamMeta(meta(0, 7)), &mut st, ALL);
+        cmds.extend(element_commands(
+            &key,
+            Elements::StreamGroup(group("g", 7)),
+            &mut st,
+            ALL,
+        ));
+        let text: Vec<String> = cmds.iter().map(|c| words(c)).collect();
+        assert_eq!(
+            text,
+            [
+                "XADD s MAXLEN 0 7-0 f ",
+                "XSETID s 7-0 ENTRIESADDED 0",
+                "XGROUP CREATE s g 7-0 ENTRIESREAD 0",
+            ]
+        );
+        // A target before 7.0 takes none, and nothing of the source's is lost.
+        let v62 = Capabilities {
+            stream_v2: false,
+            ..ALL
+        };
+        let mut st = ValueState::new(0);
+        let mut cmds = element_commands(&key, Elements::StreamMeta(meta(0, 7)), &mut st, v62);
+        cmds.extend(element_commands(
+            &key,
+            Elements::StreamGroup(group("g", 7)),
+            &mut st,
+            v62,
+        ));
+        assert_eq!(words(&cmds[1]), "XSETID s 7-0");
+        assert_eq!(words(&cmds[2]), "XGROUP CREATE s g 7-0");
         assert_eq!(st.lost.stream_counters, 0);
     }
 

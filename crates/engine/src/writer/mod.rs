@@ -217,6 +217,8 @@ pub struct WriterStats {
     pub failed_db: AtomicU64,
     /// Values that could neither be restored nor rebuilt with commands (module types).
     pub failed_untranslatable: AtomicU64,
+    /// Of the failures above, those of replicated commands (the rest are snapshot keys).
+    pub commands_failed: AtomicU64,
     /// Details of values the target could not hold, per kind (see [`Losses`]).
     pub lost_field_ttls: AtomicU64,
     pub lost_stream_counters: AtomicU64,
@@ -255,6 +257,8 @@ pub struct WriteSummary {
     pub failed_retries: u64,
     pub failed_db: u64,
     pub failed_untranslatable: u64,
+    /// Of [`WriteSummary::failed`], the replicated commands' (see [`WriteSummary::keys_failed`]).
+    pub commands_failed: u64,
     pub lost: Losses,
     pub expired_fields: u64,
     pub transcoded: u64,
@@ -276,6 +280,11 @@ impl WriteSummary {
             + self.failed_db
             + self.failed_untranslatable
     }
+
+    /// Of [`WriteSummary::failed`], the snapshot keys'.
+    pub fn keys_failed(&self) -> u64 {
+        self.failed().saturating_sub(self.commands_failed)
+    }
 }
 
 impl WriterStats {
@@ -292,6 +301,7 @@ impl WriterStats {
             failed_retries: g(&self.failed_retries),
             failed_db: g(&self.failed_db),
             failed_untranslatable: g(&self.failed_untranslatable),
+            commands_failed: g(&self.commands_failed),
             lost: Losses {
                 field_ttls: g(&self.lost_field_ttls),
                 stream_counters: g(&self.lost_stream_counters),

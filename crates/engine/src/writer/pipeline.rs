@@ -335,6 +335,12 @@ impl Pipeline {
     /// Record what admission decided for `track` and queue its requests.
     fn admitted(&mut self, track: u64, a: &mut Admitted) {
         self.count(&a.tally);
+        if a.counts_command {
+            let t = &a.tally;
+            let failed =
+                t.failed_db + t.failed_untranslatable + t.failed_cross_slot + t.failed_rejected;
+            self.count_command_failures(failed);
+        }
         if let Some(t) = self.tracks.get_mut(track) {
             t.counts_key = a.counts_key;
             t.counts_command = a.counts_command;
@@ -399,6 +405,22 @@ impl Pipeline {
         add(&s.already_applied, t.already_applied);
     }
 
+    /// Failures just counted that belong to a replicated command, not a snapshot key: the
+    /// status shows them under commands.
+    pub(super) fn count_command_failures(&self, n: u64) {
+        if n > 0 {
+            self.shared
+                .stats
+                .commands_failed
+                .fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `track` is a replicated command (or transaction) rather than snapshot data.
+    pub(super) fn is_command(&mut self, track: u64) -> bool {
+        self.tracks.get_mut(track).is_some_and(|t| t.counts_command)
+    }
+
     /// The entry will not be (wholly) applied; `why` is kept for the writer's error.
     pub(super) fn fail_track(&mut self, track: u64, why: String) {
         self.failure.get_or_insert(why);
@@ -412,6 +434,9 @@ impl Pipeline {
             .stats
             .failed_rejected
             .fetch_add(1, Ordering::Relaxed);
+        if self.is_command(track) {
+            self.count_command_failures(1);
+        }
         self.warn_limited(|| {
             tracing::warn!(command = what, key = %super::show_key(key), error = message, "target refused a write");
         });

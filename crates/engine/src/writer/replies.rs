@@ -402,6 +402,9 @@ impl Pipeline {
             .stats
             .failed_retries
             .fetch_add(1, Ordering::Relaxed);
+        if self.is_command(req.track) {
+            self.count_command_failures(1);
+        }
         if let Some(g) = req.group {
             self.tracks.fail_group(g);
         }

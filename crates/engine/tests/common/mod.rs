@@ -40,7 +40,6 @@ pub fn start(
         target_tls: None,
         options,
         state_dir: state.to_path_buf(),
-        listening_port: 0,
         spool_memory,
     };
     let status = ShardStatus::new(0, source.to_string(), "master".into(), "0-16383".into());

@@ -29,7 +29,7 @@ pub struct DumpArgs {
 pub async fn run(args: DumpArgs) -> Result<u64> {
     let source =
         ConnectOptions::new(Side::Source, args.password.clone()).with_tls(args.tls.clone());
-    let (mut conn, info, start) = handshake(&args.from, &source, 0, None).await?;
+    let (mut conn, info, start) = handshake(&args.from, &source, None).await?;
     let SyncStart::Full { replid, offset } = start else {
         bail!(
             "source {} offered a partial sync to a fresh replica",

@@ -96,7 +96,6 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         target_tls: args.target_tls,
         options: args.options,
         state_dir,
-        listening_port: args.httpport.unwrap_or(0),
         spool_memory: rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
     };
     tracing::info!(source = %spec.source, target = %spec.target, "sync starting");

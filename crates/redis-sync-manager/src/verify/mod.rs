@@ -524,7 +524,7 @@ pub fn run_command(opts: VerifyOptions, report_file: Option<PathBuf>) -> ExitCod
     let report = match runtime.block_on(verify(&opts)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", rsm_engine::usage::error_line(e.as_ref()));
             return ExitCode::from(1);
         }
     };
