@@ -23,6 +23,7 @@ pub mod replay;
 pub mod replica;
 pub mod shard;
 pub mod status;
+pub mod stop;
 pub mod throttle;
 pub mod tls_flags;
 pub mod usage;

@@ -18,6 +18,7 @@ use rsm_client::Endpoint;
 use rsm_engine::replica::follow::FollowOptions;
 use rsm_engine::shard::{run_shard_following, ShardSpec};
 use rsm_engine::status::{now_ms, Phase, ShardStatus};
+use rsm_engine::stop::{exit_now, stop_on_signals, StopSignals, STOP_BOUND};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::SyncConfig;
@@ -25,17 +26,21 @@ use crate::discover::Plan;
 use crate::plan::human_bytes;
 use rsm_engine::status::http;
 
-/// Where checkpoints and spill files live: beside the logs.
+/// Where checkpoints and spill files live: beside the logs. Made absolute now, so that
+/// the folder can be made again where it was if the working directory is removed.
 pub fn state_dir(config: &SyncConfig) -> PathBuf {
     let dir = config
         .logfile
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
-    dir.join("state")
+    let dir = dir.join("state");
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
+    let signals =
+        StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {e}"))?;
     let statuses: Vec<Arc<ShardStatus>> = plan
         .shards
         .iter()
@@ -56,12 +61,20 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         tracing::info!(shard = s.serial as u64, source = %s.node, slots = %rsm_cluster::display_ranges(&s.slots), "shard planned");
     }
 
+    let state = state_dir(&config);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let spill_dir = state.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!("stopping: draining what is in flight and writing checkpoints…");
-        tracing::info!("stop requested");
-        let _ = stop_tx.send(true);
+        let forced = stop_on_signals(signals, stop_tx, |signal| {
+            eprintln!(
+                "stopping ({}): draining what is in flight and writing checkpoints; at most {} s, a second signal exits at once…",
+                signal.name(),
+                STOP_BOUND.as_secs()
+            );
+            tracing::info!(signal = signal.name(), "stop requested");
+        })
+        .await;
+        exit_now(forced, &spill_dir);
     });
 
     let shared = http::Shared {
@@ -120,7 +133,6 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     }
 
     let permits = Arc::new(Semaphore::new(config.sync_parallel));
-    let state = state_dir(&config);
     let mut tasks = Vec::new();
     for (s, status) in plan.shards.iter().zip(&statuses) {
         let spec = ShardSpec {
@@ -244,28 +256,6 @@ async fn verify_when_ready(
                 .set(report.equal(), report.differences(), json);
         }
         Err(e) => tracing::error!(error = %format!("{e:#}"), "verify could not run"),
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

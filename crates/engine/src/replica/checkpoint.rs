@@ -26,6 +26,19 @@ pub fn create_state_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// The state folder, made again if it went missing since the shard made it (someone
+/// removed it, or the working directory it was in, while the sync ran). Where a sync
+/// stands is recorded in the target; the folder holds only the operator's checkpoint and
+/// the spill file, so the sync goes on, with one warning each time it has to be made again.
+pub fn restore_state_dir(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    create_state_dir(dir)?;
+    tracing::warn!(folder = %dir.display(), "the state folder was removed while the sync ran: made it again (the target holds the sync's progress; nothing is lost)");
+    Ok(())
+}
+
 /// Open a new state file for writing, owner-only from its first byte.
 pub fn create_state_file(path: &Path) -> io::Result<std::fs::File> {
     OpenOptions::new()
@@ -99,7 +112,7 @@ impl CheckpointFile {
     pub fn save(&self, checkpoint: &Checkpoint) -> io::Result<()> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir {
-            create_state_dir(dir)?;
+            restore_state_dir(dir)?;
         }
         let tmp = self.path.with_extension("tmp");
         let json = serde_json::to_vec_pretty(checkpoint).map_err(io::Error::other)?;

@@ -6,11 +6,16 @@
 //! here: in memory up to a limit, then in a file in the log folder, which is
 //! removed once drained. Order is kept: once spilling starts, new segments go
 //! to the file until the reader has caught up with all of it.
+//!
+//! A write that fails (a full disk, a removed folder that cannot be made again) breaks
+//! the spool for good: the consumer's next [`Spool::pop`] returns that error, at once,
+//! rather than waiting for segments that will never come. The spool is per connection,
+//! so the next session starts with a fresh one.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +56,8 @@ struct Inner {
     spill: Option<SpillFile>,
     /// `Closed` was pushed: nothing after it matters.
     closed: bool,
+    /// A write failed: what the consumer gets instead of the next segment.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 /// A single-producer, single-consumer queue of segments with bounded memory.
@@ -72,6 +79,7 @@ impl Spool {
                 memory_bytes: 0,
                 spill: None,
                 closed: false,
+                failed: None,
             }),
             ready: Notify::new(),
             memory_limit,
@@ -86,16 +94,33 @@ impl Spool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Append a segment. Never waits for the consumer.
+    /// Append a segment. Never waits for the consumer. An error breaks the spool: the
+    /// consumer gets it from [`Spool::pop`] (and so does any later push).
     pub fn push(&self, segment: Segment) -> io::Result<()> {
+        let result = self.push_inner(segment);
+        if let Err(e) = &result {
+            let mut inner = self.lock();
+            if inner.failed.is_none() {
+                inner.failed = Some((e.kind(), format!("cannot write to the spool: {e}")));
+            }
+            // The rest of the file may hold a torn segment; it is read no more.
+            inner.closed = true;
+        }
+        // Wake the consumer for the segment, or for the error.
+        self.ready.notify_one();
+        result
+    }
+
+    fn push_inner(&self, segment: Segment) -> io::Result<()> {
         let size = segment_len(&segment);
+        let is_closed = matches!(segment, Segment::Closed(_));
         {
             let mut inner = self.lock();
+            if let Some((kind, message)) = &inner.failed {
+                return Err(io::Error::new(*kind, message.clone()));
+            }
             if inner.closed {
                 return Ok(());
-            }
-            if matches!(segment, Segment::Closed(_)) {
-                inner.closed = true;
             }
             // While the file holds unread segments everything goes behind them,
             // `Closed` included, or the consumer would see it too early.
@@ -104,10 +129,10 @@ impl Spool {
                     && !matches!(segment, Segment::Closed(_)));
             if must_spill {
                 if inner.spill.is_none() {
-                    // The folder may not exist yet on a first run: nothing else has
-                    // needed it before the snapshot outran the target.
+                    // The shard made the folder at its start; it may have been removed
+                    // since (with the working directory): make it again, with a warning.
                     if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        super::checkpoint::create_state_dir(dir)?;
+                        super::checkpoint::restore_state_dir(dir)?;
                     }
                     let file = super::checkpoint::create_state_file(&self.path)?;
                     inner.spill = Some(SpillFile {
@@ -127,8 +152,12 @@ impl Spool {
                 inner.memory_bytes += size;
                 inner.memory.push_back(segment);
             }
+            // Only once it is in: a `Closed` that could not be written must not hide the
+            // error behind it.
+            if is_closed {
+                inner.closed = true;
+            }
         }
-        self.ready.notify_one();
         Ok(())
     }
 
@@ -145,6 +174,11 @@ impl Spool {
     /// Next segment if one is ready.
     pub fn try_pop(&self) -> io::Result<Option<Segment>> {
         let mut inner = self.lock();
+        if let Some((kind, message)) = &inner.failed {
+            // What is still queued came before the failure, but the session ends on it
+            // anyway: say so now rather than after applying more.
+            return Err(io::Error::new(*kind, message.clone()));
+        }
         if let Some(seg) = inner.memory.pop_front() {
             inner.memory_bytes -= segment_len(&seg);
             return Ok(Some(seg));
@@ -173,6 +207,11 @@ impl Spool {
         Ok(Some(seg))
     }
 
+    /// Where the spill file goes (or went).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Bytes waiting in memory and on disk.
     pub fn backlog(&self) -> (usize, u64) {
         let inner = self.lock();
@@ -190,6 +229,24 @@ impl Drop for Spool {
         }
     }
 }
+
+/// Remove the spill files of every shard in `state_dir` (`shard-N.spill`): for a process
+/// that ends without dropping its spools. Best effort: a file that cannot go stays.
+pub fn remove_spill_files(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("shard-") && name.ends_with(SPILL_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The extension of a spill file: `shard-N.spill`.
+pub const SPILL_SUFFIX: &str = ".spill";
 
 fn segment_len(seg: &Segment) -> usize {
     match seg {
@@ -276,6 +333,34 @@ mod tests {
         assert!(expected.is_empty());
         assert!(!path.exists(), "drained spill file must be removed");
         assert_eq!(gauge.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_reaches_the_consumer_at_once() {
+        // A spill file that cannot be created: its folder would be under a plain file.
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-folder");
+        std::fs::write(&blocker, b"x").unwrap();
+        let spool = Arc::new(Spool::new(blocker.join("state/spill"), 10, Arc::default()));
+        spool.push(Segment::Rdb(bytes(8, 1))).unwrap();
+        let waiting = {
+            let s = spool.clone();
+            tokio::spawn(async move {
+                // The first segment, then the error instead of a wait for ever.
+                let first = s.pop().await.unwrap();
+                (first, s.pop().await.unwrap_err())
+            })
+        };
+        tokio::task::yield_now().await;
+        let err = spool.push(Segment::Rdb(bytes(16, 2))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotADirectory);
+        let (first, popped) = waiting.await.unwrap();
+        assert_eq!(first, Segment::Rdb(bytes(8, 1)));
+        assert!(popped.to_string().contains("cannot write to the spool"));
+        assert_eq!(popped.kind(), io::ErrorKind::NotADirectory);
+        // Later pushes, `Closed` included, fail too: the link ends on the same error.
+        assert!(spool.push(Segment::Closed("stopped".into())).is_err());
+        assert!(spool.try_pop().is_err());
     }
 
     #[tokio::test]

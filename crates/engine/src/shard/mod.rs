@@ -168,6 +168,12 @@ pub async fn run_shard_following(
     full_sync_permits: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ShardExit, ShardError> {
+    let mut spec = spec;
+    // Absolute from here on: if the working directory is removed while the sync runs,
+    // the folder is made again where it was, not looked for under a directory now gone.
+    if let Ok(dir) = std::path::absolute(&spec.state_dir) {
+        spec.state_dir = dir;
+    }
     let checkpoint = checkpoint_file(&spec)?;
     let mut backoff = BACKOFF_START;
     let mut table: Option<Arc<CommandTable>> = None;

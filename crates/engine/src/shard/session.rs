@@ -40,6 +40,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const CONFIRM_EVERY: Duration = Duration::from_millis(200);
 /// How long a stop waits for the target to acknowledge what is in flight.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
+/// How long a stop while streaming goes on applying what was already received. With
+/// [`STOP_DRAIN`] and the last checkpoint it stays well inside the 30 s the README
+/// promises for a stop (the binaries enforce that bound themselves).
+const STOP_APPLY: Duration = Duration::from_secs(10);
 
 /// A finished check: the checker back, the watermark it was about, the writer's count
 /// of target answers when it began, and its answer.
@@ -106,20 +110,37 @@ struct Session<'a> {
 
 /// One connection's sync. `Ok` only when asked to stop.
 pub(super) async fn sync_once(cx: Context<'_>) -> Result<(), ShardError> {
+    // Everything before the session reads or waits (a full-sync permit, the source's
+    // BGSAVE) and writes nothing: a stop ends it where it stands.
+    let mut shutdown = cx.shutdown.clone();
+    let prelude = tokio::select! {
+        p = prelude(&cx) => p?,
+        _ = stop_asked(&mut shutdown) => return Ok(()),
+    };
+    let (writer, connect, accepted, recorded) = prelude;
+    let Some(mut session) = Session::start(cx, writer, &connect, accepted, recorded).await? else {
+        return Ok(());
+    };
+    let result = session.run().await;
+    session.close(result).await
+}
+
+/// The target's writer and its record of this shard, then the source's acceptance.
+async fn prelude(
+    cx: &Context<'_>,
+) -> Result<(Writer, ConnectOptions, Accepted, Option<(Marker, Progress)>), ShardError> {
     // The target first: while it is down there is no point asking the source for
     // anything, least of all a full sync (a fork) that could not be loaded. And the
     // target is the record of progress: where to resume comes from it.
     let (writer, connect) = connect_writer(cx.spec).await?;
-    let recorded = recorded_progress(&cx, &writer, &connect).await?;
+    let recorded = recorded_progress(cx, &writer, &connect).await?;
     let mut resume = recorded
         .as_ref()
         .and_then(|(m, _)| m.resume_point())
         .map(|(replid, applied, _)| ResumePoint { replid, applied });
-    note_local_checkpoint(&cx, resume.as_ref())?;
-    let accepted = handshake_in_turn(&cx, &mut resume).await?;
-    let mut session = Session::start(cx, writer, &connect, accepted, recorded).await?;
-    let result = session.run().await;
-    session.close(result).await
+    note_local_checkpoint(cx, resume.as_ref())?;
+    let accepted = handshake_in_turn(cx, &mut resume).await?;
+    Ok((writer, connect, accepted, recorded))
 }
 
 /// Where this shard's copy goes, for the target's markers.
@@ -259,14 +280,15 @@ async fn handshake_in_turn(
 
 impl<'a> Session<'a> {
     /// Start the link (it spools at the source's pace from here on), and for a full sync
-    /// check the target's slots and set up the loader.
+    /// check the target's slots and set up the loader. `None` when a stop came while the
+    /// source was still preparing its snapshot (a BGSAVE may take minutes).
     async fn start(
         cx: Context<'a>,
         writer: Writer,
         connect: &ConnectOptions,
         accepted: Accepted,
         recorded: Option<(Marker, Progress)>,
-    ) -> Result<Session<'a>, ShardError> {
+    ) -> Result<Option<Session<'a>>, ShardError> {
         let (mut conn, start, permit) = (accepted.conn, accepted.start, accepted.permit);
         let status = cx.status;
         // A new writer counts from zero; the shard's totals carry on from here.
@@ -276,8 +298,11 @@ impl<'a> Session<'a> {
         // The writer owns the applied-offset watermark; the ACKs report it.
         let applied = writer.applied_offset();
         let durable = Arc::new(AtomicU64::new(0));
-        let (replid, stream_start, framing) =
-            open_replication(&cx, &mut conn, start, &applied, &durable).await?;
+        let mut shutdown = cx.shutdown.clone();
+        let (replid, stream_start, framing) = tokio::select! {
+            r = open_replication(&cx, &mut conn, start, &applied, &durable) => r?,
+            _ = stop_asked(&mut shutdown) => return Ok(None),
+        };
         status.set_replid(&replid);
         status.set_error(None);
         let full = framing.is_some();
@@ -341,7 +366,7 @@ impl<'a> Session<'a> {
             floor_saved: None,
             floor_failures: 0,
         };
-        session.begin(full, connect).await
+        session.begin(full, connect).await.map(Some)
     }
 
     /// The first phase: the snapshot's set-up, or the stream from the resume point.
@@ -426,15 +451,35 @@ impl<'a> Session<'a> {
     }
 
     /// Take segments from the spool until the link ends or a stop is asked for.
+    ///
+    /// A stop never waits on the link alone (its last segment may never come: a spool
+    /// that broke, a source that went quiet). During the snapshot it ends the session at
+    /// once: nothing of a half-loaded copy is kept (no checkpoint, no floor), so applying
+    /// more of it is wasted time. While streaming, what was received is applied for at most
+    /// [`STOP_APPLY`]; what is left stays after the checkpoint for the next run.
     async fn run(&mut self) -> Result<(), ShardError> {
         // At the confirm cadence, not the checkpoint's: on an idle source the only thing
         // that moves the reported offset is the source's PING every 10 s, and a second
         // between its write and its confirmation kept a caught-up shard "lagging" for it.
         let mut tick = tokio::time::interval(CONFIRM_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = self.cx.shutdown.clone();
+        // Set once a stop is seen while streaming: the end of applying what was received.
+        let mut apply_until: Option<tokio::time::Instant> = None;
         loop {
             let segment = tokio::select! {
-                seg = self.spool.pop() => seg.map_err(state_err(self.cx.checkpoint.path()))?,
+                seg = self.spool.pop() => seg.map_err(state_err(self.spool.path()))?,
+                _ = stop_asked(&mut shutdown), if apply_until.is_none() => {
+                    if !self.resumable {
+                        return Ok(());
+                    }
+                    apply_until = Some(tokio::time::Instant::now() + STOP_APPLY);
+                    continue;
+                }
+                _ = sleep_until_some(apply_until) => {
+                    tracing::warn!(shard = self.cx.spec.serial, "stopping before all that was received is applied (it stays after the checkpoint; the next run applies it)");
+                    return Ok(());
+                }
                 _ = tick.tick() => {
                     self.tick().await?;
                     continue;
@@ -455,8 +500,17 @@ impl<'a> Session<'a> {
                 }
             };
             match segment {
-                Segment::Rdb(bytes) => self.on_rdb(bytes).await?,
-                Segment::RdbEnd => self.on_rdb_end().await?,
+                // A step of the snapshot is given up when a stop comes. Safe only there:
+                // until the snapshot is wholly acknowledged no checkpoint or floor exists,
+                // and a restart copies again into the same slots.
+                Segment::Rdb(bytes) => tokio::select! {
+                    r = self.on_rdb(bytes) => r?,
+                    _ = stop_asked(&mut shutdown) => return Ok(()),
+                },
+                Segment::RdbEnd => tokio::select! {
+                    r = self.on_rdb_end() => r?,
+                    _ = stop_asked(&mut shutdown) => return Ok(()),
+                },
                 Segment::Stream(bytes) => self.on_stream(&bytes).await?,
                 Segment::Closed(reason) => {
                     if *self.cx.shutdown.borrow() {
@@ -869,6 +923,22 @@ fn new_spool(spec: &ShardSpec) -> Arc<Spool> {
         spec.spool_memory,
         Arc::new(AtomicU64::new(0)),
     ))
+}
+
+/// Returns once a stop is asked for (at once if it already was).
+async fn stop_asked(shutdown: &mut watch::Receiver<bool>) {
+    // A closed channel is no stop: wait for ever rather than end the session.
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sleep until `at`, or for ever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Wait for the writer to be acknowledged; when a stop is asked for (before or during the

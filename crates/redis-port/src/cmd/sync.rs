@@ -5,7 +5,9 @@
 //! A stop signal is passed to the engine as its shutdown watch, as the manager does: it
 //! stops reading, applies what was received, writes the checkpoint, and the command exits
 //! 0. The signal handlers are installed before anything starts, so an early SIGTERM is a
-//! clean stop too, never the default kill.
+//! clean stop too, never the default kill. As in the manager ([`rsm_engine::stop`]), the
+//! process ends at most 30 s after the first signal, and at once on a second one, with a
+//! non-zero exit code then.
 //!
 //! Pre-flight, before anything is written: the target must not be the source itself (the
 //! same process, or a node of the source's cluster), which would feed the source's own
@@ -24,6 +26,7 @@ use rsm_client::{
 use rsm_cluster::{parse_cluster_nodes, same_servers, Deployment, ServerIdentity};
 use rsm_engine::shard::{run_shard, ShardSpec};
 use rsm_engine::status::{http, now_ms, ShardStatus};
+use rsm_engine::stop::{exit_now, stop_on_signals, StopSignals, STOP_BOUND};
 use rsm_engine::EngineOptions;
 use tokio::sync::{watch, Semaphore};
 
@@ -42,7 +45,8 @@ pub struct SyncArgs {
 }
 
 pub async fn run(args: SyncArgs) -> Result<()> {
-    let mut signals = StopSignals::install()?;
+    let signals =
+        StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {e}"))?;
     let source_connect =
         ConnectOptions::new(Side::Source, args.password.clone()).with_tls(args.source_tls.clone());
     let target_connect =
@@ -61,13 +65,22 @@ pub async fn run(args: SyncArgs) -> Result<()> {
         .parent()
         .map(|p| p.join("state"))
         .unwrap_or_else(|| PathBuf::from("state"));
+    // Absolute, so the folder can be made again where it was if the working directory goes.
+    let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
     let status = ShardStatus::new(0, args.from.to_string(), "node".into(), "all".into());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let spill_dir = state_dir.clone();
     tokio::spawn(async move {
-        signals.recv().await;
-        eprintln!("sync: stopping; draining what is in flight and writing the checkpoint…");
-        tracing::info!("stop requested");
-        let _ = stop_tx.send(true);
+        let forced = stop_on_signals(signals, stop_tx, |signal| {
+            eprintln!(
+                "sync: stopping ({}); draining what is in flight and writing the checkpoint; at most {} s, a second signal exits at once…",
+                signal.name(),
+                STOP_BOUND.as_secs()
+            );
+            tracing::info!(signal = signal.name(), "stop requested");
+        })
+        .await;
+        exit_now(forced, &spill_dir);
     });
     if let Some(port) = args.httpport {
         let shared = http::Shared {
@@ -142,40 +155,4 @@ async fn identify(endpoint: &Endpoint, connect: &ConnectOptions) -> Result<Deplo
         }],
         cluster_node_ids: nodes.iter().map(|n| n.id.as_str().to_string()).collect(),
     })
-}
-
-/// SIGINT and SIGTERM, registered at once (not on the first poll).
-struct StopSignals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn install() -> Result<StopSignals> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let term = signal(SignalKind::terminate())
-                .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
-            let int = signal(SignalKind::interrupt())
-                .map_err(|e| anyhow::anyhow!("cannot handle SIGINT: {e}"))?;
-            Ok(StopSignals { term, int })
-        }
-        #[cfg(not(unix))]
-        Ok(StopSignals {})
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
