@@ -743,7 +743,7 @@ pub async fn remove_progress_keys(
 
 /// SCAN … MATCH __rsm:* on one connection, unlinking each batch.
 async fn remove_matching(c: &mut Connection) -> Result<u64, WriteError> {
-    scan_unlink(c, &glob_prefix(MARKER_PREFIX), |k| is_marker(k)).await
+    scan_unlink(c, &glob_prefix(MARKER_PREFIX), is_marker).await
 }
 
 /// `SCAN … MATCH pattern` over the connection's current db, unlinking each batch's keys
