@@ -48,7 +48,7 @@ pub enum Command {
     /// Compare the source with the target: missing, extra, type, value and TTL differences.
     /// Exit code 0 when equal, 1 when differences remain, 2 on a usage error.
     Verify(VerifyArgs),
-    /// After cut-over: remove the tool's own keys (`__rsm:*`, the progress markers) from
+    /// After cut-over: remove the tool's own keys (its `__rsm:` progress markers) from
     /// the target. Run it once no sync writes into the target any more.
     Cleanup(CleanupArgs),
 }

@@ -107,7 +107,7 @@ fn cleanup(args: cli::CleanupArgs) -> ExitCode {
     ));
     match removed {
         Ok(n) => {
-            println!("removed {n} progress keys (__rsm:*) from {target}");
+            println!("removed {n} progress keys (the tool's own __rsm: keys) from {target}");
             ExitCode::SUCCESS
         }
         Err(e) => {
