@@ -151,10 +151,40 @@ pub async fn discover(
         return Err(DiscoverError::SameServers(same));
     }
 
+    let shards = plan_shards(&topology, from, &source_opts, role).await;
+
+    if let Some(db) = target_db.filter(|db| *db != 0) {
+        if target.cluster {
+            return Err(DiscoverError::TargetDbOnCluster(db, target.endpoint));
+        }
+    }
+    // Before any PSYNC: each of these used to be found after a fork or after writing.
+    let nodes: Vec<Endpoint> = shards.iter().map(|s| s.node.clone()).collect();
+    let sides = preflight::Sides {
+        source_nodes: &nodes,
+        source: &source_opts,
+        target: &target,
+        target_connect,
+    };
+    preflight::check(sides, filter, target_db).await?;
+    Ok(Plan {
+        source_is_cluster,
+        shards,
+        target,
+    })
+}
+
+/// One node per shard, chosen by `--sync-role`, with the facts the plan prints.
+async fn plan_shards(
+    topology: &Topology,
+    from: &Endpoint,
+    source_opts: &ConnectOptions,
+    role: Role,
+) -> Vec<PlannedShard> {
     let mut shards = Vec::new();
     for (serial, shard) in topology.shards.iter().enumerate() {
         let (master_offset, statuses) = if role == Role::Slave && !shard.replicas.is_empty() {
-            replication_view(shard, from, &source_opts).await
+            replication_view(shard, from, source_opts).await
         } else {
             (0, Vec::new())
         };
@@ -165,7 +195,7 @@ pub async fn discover(
         } else {
             Role::Slave
         };
-        let (used_memory, keys) = node_size(&node, &source_opts).await;
+        let (used_memory, keys) = node_size(&node, source_opts).await;
         shards.push(PlannedShard {
             serial,
             slots: shard.slots.clone(),
@@ -176,31 +206,7 @@ pub async fn discover(
             warning: selection.warning.clone(),
         });
     }
-
-    if let Some(db) = target_db.filter(|db| *db != 0) {
-        if target.cluster {
-            return Err(DiscoverError::TargetDbOnCluster(db, target.endpoint));
-        }
-    }
-    // Before any PSYNC: each of these used to be found after a fork or after writing.
-    let target_opts = preflight::opts(target_connect);
-    preflight::target_accepts_writes(&target.masters, target.cluster, &target_opts).await?;
-    let databases = match target.cluster {
-        true => None,
-        false => preflight::target_databases(&target.endpoint, &target_opts).await?,
-    };
-    let nodes: Vec<Endpoint> = shards.iter().map(|s| s.node.clone()).collect();
-    let dbs = preflight::TargetDbs {
-        cluster: target.cluster,
-        databases,
-        target_db,
-    };
-    preflight::source_keyspace(&nodes, &source_opts, filter, dbs).await?;
-    Ok(Plan {
-        source_is_cluster,
-        shards,
-        target,
-    })
+    shards
 }
 
 async fn read_nodes(conn: &mut Connection) -> Result<Vec<Node>, DiscoverError> {

@@ -25,10 +25,39 @@ const NAMED: usize = 5;
 /// `COUNT` of each `SCAN` step: large enough that a million keys take a second or so.
 const SCAN_COUNT: &str = "1000";
 
+/// What pre-flight looks at: the source nodes the plan syncs from, and the target.
+pub struct Sides<'a> {
+    pub source_nodes: &'a [Endpoint],
+    pub source: &'a ConnectOptions,
+    pub target: &'a crate::discover::TargetFacts,
+    pub target_connect: &'a ConnectOptions,
+}
+
+/// Every check, in order: the target takes writes, then the source's keyspace fits it.
+pub async fn check(
+    sides: Sides<'_>,
+    filter: &KeyPrefixes,
+    target_db: Option<u32>,
+) -> Result<(), DiscoverError> {
+    let target = sides.target;
+    let target_opts = opts(sides.target_connect);
+    target_accepts_writes(&target.masters, target.cluster, &target_opts).await?;
+    let databases = match target.cluster {
+        true => None,
+        false => target_databases(&target.endpoint, &target_opts).await?,
+    };
+    let dbs = TargetDbs {
+        cluster: target.cluster,
+        databases,
+        target_db,
+    };
+    source_keyspace(sides.source_nodes, sides.source, filter, dbs).await
+}
+
 /// A target that cannot take writes, found before any source forks.
 ///
 /// `nodes`: the masters to ask (a cluster's, from `CLUSTER NODES`), or the target itself.
-pub async fn target_accepts_writes(
+async fn target_accepts_writes(
     nodes: &[Endpoint],
     cluster: bool,
     connect: &ConnectOptions,
@@ -100,7 +129,7 @@ async fn config_u64(conn: &mut Connection, name: &str) -> Result<Option<u64>, Di
 
 /// What the target can hold, for [`source_keyspace`].
 #[derive(Debug, Clone, Copy)]
-pub struct TargetDbs {
+struct TargetDbs {
     pub cluster: bool,
     /// `databases` of a standalone target, when `CONFIG GET` answers.
     pub databases: Option<u32>,
@@ -121,7 +150,7 @@ impl TargetDbs {
 }
 
 /// `databases` of a standalone target (`None` where `CONFIG GET` is refused).
-pub async fn target_databases(
+async fn target_databases(
     target: &Endpoint,
     connect: &ConnectOptions,
 ) -> Result<Option<u32>, DiscoverError> {
@@ -134,7 +163,7 @@ pub async fn target_databases(
 /// The source's keyspace against what the sync can do with it, per node synced from:
 /// keys under the tool's prefix (they would be overwritten by, or forge, its progress
 /// records), and keys in dbs the target cannot hold.
-pub async fn source_keyspace(
+async fn source_keyspace(
     nodes: &[Endpoint],
     connect: &ConnectOptions,
     filter: &KeyPrefixes,
@@ -307,7 +336,7 @@ async fn scan_matching(
 }
 
 /// The connect options pre-flight uses: short timeouts, it only asks.
-pub fn opts(base: &ConnectOptions) -> ConnectOptions {
+fn opts(base: &ConnectOptions) -> ConnectOptions {
     let mut o = base.clone();
     o.connect_timeout = Duration::from_secs(5);
     o.io_timeout = Duration::from_secs(10);

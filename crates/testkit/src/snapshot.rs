@@ -494,7 +494,7 @@ fn read_stream(conn: &mut Connection, key: &[u8]) -> StreamState {
 }
 
 /// The forms of the migration tool's own keys, as its README documents them:
-/// `__rsm:sync:{<slot ranges>}`, and `__rsm:{at,failed,durable}:{<decimal tag>}`,
+/// `__rsm:sync:{<slot ranges>}` (as `0-5460, 6000-6001`), and `__rsm:{at,failed,durable}:{<decimal tag>}`,
 /// `__rsm:probe:<n>`. Written here from the documentation, not taken from the tool.
 fn tool_key(key: &[u8]) -> bool {
     let Some(rest) = key.strip_prefix(b"__rsm:") else {
@@ -510,7 +510,9 @@ fn tool_key(key: &[u8]) -> bool {
     };
     let all = |v: &[u8], ok: fn(&u8) -> bool| !v.is_empty() && v.iter().all(ok);
     if let Some(r) = inner(b"sync:") {
-        return all(&r, |b| b.is_ascii_digit() || *b == b'-' || *b == b',');
+        return all(&r, |b| {
+            b.is_ascii_digit() || matches!(b, b'-' | b',' | b' ')
+        });
     }
     if let Some(n) = rest.strip_prefix(b"probe:") {
         return all(n, u8::is_ascii_digit);

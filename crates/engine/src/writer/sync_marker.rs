@@ -309,10 +309,11 @@ pub fn is_tool_key(key: &[u8]) -> bool {
             .strip_suffix(b"}")
     };
     if let Some(ranges) = tagged(b"sync:") {
+        // `display_ranges`: "0-5460", or "0-5460, 6000-6001" for a shard of several.
         return !ranges.is_empty()
             && ranges
                 .iter()
-                .all(|b| b.is_ascii_digit() || *b == b'-' || *b == b',');
+                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b',' | b' '));
     }
     if let Some(n) = rest.strip_prefix(b"probe:") {
         return !n.is_empty() && n.iter().all(u8::is_ascii_digit);
