@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Generate crates/engine/src/command/builtin.txt from real servers' `COMMAND` replies.
+"""Generate crates/command/src/table/builtin.txt from real servers' `COMMAND` replies.
 
 The built-in command table is the fallback the engine uses when a source does not
 report a command (or reports no key specs, as Redis <= 6.2 does). It is the union of
 what every supported server says about itself, so it is generated, never typed.
 
 Usage:
-    scripts/gen-command-table.py [BIN_DIR] > crates/engine/src/command/builtin.txt
+    scripts/gen-command-table.py [BIN_DIR] > crates/command/src/table/builtin.txt
 
 BIN_DIR defaults to .test-servers/bin (made by shared/tools/install-test-servers.sh).
 Every executable there is started on a free loopback port, asked `COMMAND`, and stopped.

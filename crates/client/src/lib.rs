@@ -22,6 +22,7 @@ mod error;
 mod reply;
 mod seeds;
 mod server_version;
+pub mod throttle;
 mod tls;
 
 pub use connection::{

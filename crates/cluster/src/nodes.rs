@@ -29,6 +29,11 @@ impl NodeId {
             .then(|| NodeId(s.to_string()))
     }
 
+    /// The id given to a non-cluster source's one node: 40 hex zeros.
+    pub fn standalone() -> NodeId {
+        NodeId(crate::topology::STANDALONE_NODE_ID.to_string())
+    }
+
     /// The id text.
     pub fn as_str(&self) -> &str {
         &self.0

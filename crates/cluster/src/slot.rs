@@ -73,9 +73,9 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     let Some(open) = memchr(b'{', key) else {
         return key;
     };
-    let rest = &key[open + 1..];
-    match memchr(b'}', rest) {
-        Some(len) if len > 0 => &rest[..len],
+    let rest = key.get(open + 1..).unwrap_or_default();
+    match memchr(b'}', rest).and_then(|len| rest.get(..len)) {
+        Some(tag) if !tag.is_empty() => tag,
         _ => key,
     }
 }

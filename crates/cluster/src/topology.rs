@@ -127,7 +127,7 @@ impl Topology {
     /// A non-cluster source: a single shard covering every slot, with no replicas.
     pub fn standalone(host: &str, port: u16) -> Topology {
         let master = Node {
-            id: NodeId::new(STANDALONE_NODE_ID).expect("40 hex zeros form a valid id"),
+            id: NodeId::standalone(),
             addr: NodeAddr {
                 host: host.to_string(),
                 port,
@@ -197,12 +197,15 @@ impl Topology {
         let mut conflicts: BTreeMap<(NodeId, NodeId), Vec<Slot>> = BTreeMap::new();
         for s in &self.shards {
             for slot in s.slots.iter().flat_map(SlotRange::iter) {
-                match owner[slot.index()] {
+                let Some(at) = owner.get_mut(slot.index()) else {
+                    continue;
+                };
+                match at {
                     Some(prev) => conflicts
-                        .entry((prev.clone(), s.master.id.clone()))
+                        .entry(((*prev).clone(), s.master.id.clone()))
                         .or_default()
                         .push(slot),
-                    None => owner[slot.index()] = Some(&s.master.id),
+                    None => *at = Some(&s.master.id),
                 }
             }
         }
@@ -213,7 +216,8 @@ impl Topology {
                 second,
             }
         }));
-        let uncovered = ranges_of(Slot::all().filter(|s| owner[s.index()].is_none()));
+        let uncovered =
+            ranges_of(Slot::all().filter(|s| owner.get(s.index()).is_some_and(Option::is_none)));
         if !uncovered.is_empty() {
             out.push(PreflightError::UncoveredSlots { ranges: uncovered });
         }
@@ -343,7 +347,9 @@ impl<O: fmt::Display> fmt::Debug for SlotMap<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
         for (i, o) in self.owners.iter().enumerate() {
-            let ranges = ranges_of(Slot::all().filter(|s| self.slots[s.index()] == Some(i as u16)));
+            let ranges = ranges_of(
+                Slot::all().filter(|s| self.slots.get(s.index()) == Some(&Some(i as u16))),
+            );
             m.entry(&o.to_string(), &display_ranges(&ranges));
         }
         m.finish()
@@ -386,12 +392,16 @@ impl<O> SlotMap<O> {
 
     /// The index (into [`SlotMap::owners`]) of the owner of `slot`.
     pub fn owner_index_of(&self, slot: Slot) -> Option<usize> {
-        self.slots[slot.index()].map(usize::from)
+        self.slots
+            .get(slot.index())
+            .copied()
+            .flatten()
+            .map(usize::from)
     }
 
     /// The owner of `slot`.
     pub fn owner(&self, slot: Slot) -> Option<&O> {
-        self.owner_index_of(slot).map(|i| &self.owners[i])
+        self.owner_index_of(slot).and_then(|i| self.owners.get(i))
     }
 
     /// The owner of `key`'s slot.
@@ -406,12 +416,22 @@ impl<O> SlotMap<O> {
 
     /// Slots with no owner, as ranges.
     pub fn uncovered(&self) -> Vec<SlotRange> {
-        ranges_of(Slot::all().filter(|s| self.slots[s.index()].is_none()))
+        ranges_of(Slot::all().filter(|s| self.slots.get(s.index()).is_some_and(Option::is_none)))
     }
 
     /// True if every slot has an owner.
     pub fn is_complete(&self) -> bool {
         self.slots.iter().all(Option::is_some)
+    }
+}
+
+impl<O> SlotMap<O> {
+    /// Gives `slot` to the owner at `idx` (every slot has an entry: the map is built
+    /// with one per slot, so the `if let` never fails).
+    fn put(&mut self, slot: Slot, idx: u16) {
+        if let Some(at) = self.slots.get_mut(slot.index()) {
+            *at = Some(idx);
+        }
     }
 }
 
@@ -428,7 +448,7 @@ impl<O: PartialEq> SlotMap<O> {
         // Fewer than 16384 owners ever exist (each owns a slot or was added by a MOVED).
         let small = idx as u16;
         for slot in range.iter() {
-            self.slots[slot.index()] = Some(small);
+            self.put(slot, small);
         }
         idx
     }
@@ -451,10 +471,14 @@ impl SlotMap<SlotOwner> {
             }
             let idx = map.owner_index(&n.addr.endpoint(empty_host), Some(&n.id));
             for slot in n.slots.iter().flat_map(SlotRange::iter) {
-                let i = slot.index();
-                if map.slots[i].is_none() || n.config_epoch > epoch[i] {
-                    map.slots[i] = Some(idx);
-                    epoch[i] = n.config_epoch;
+                let (Some(owner), Some(seen)) =
+                    (map.slots.get_mut(slot.index()), epoch.get_mut(slot.index()))
+                else {
+                    continue;
+                };
+                if owner.is_none() || n.config_epoch > *seen {
+                    *owner = Some(idx);
+                    *seen = n.config_epoch;
                 }
             }
         }
@@ -467,7 +491,7 @@ impl SlotMap<SlotOwner> {
         for s in &t.shards {
             let idx = map.owner_index(&s.master.addr.endpoint(empty_host), Some(&s.master.id));
             for slot in s.slots.iter().flat_map(SlotRange::iter) {
-                map.slots[slot.index()] = Some(idx);
+                map.put(slot, idx);
             }
         }
         map
@@ -475,8 +499,8 @@ impl SlotMap<SlotOwner> {
 
     fn owner_index(&mut self, addr: &str, id: Option<&NodeId>) -> u16 {
         if let Some(i) = self.owners.iter().position(|o| o.addr == addr) {
-            if self.owners[i].id.is_none() {
-                self.owners[i].id = id.cloned();
+            if let Some(o) = self.owners.get_mut(i).filter(|o| o.id.is_none()) {
+                o.id = id.cloned();
             }
             // Fewer than 16384 owners ever exist (each owns a slot or was added by a MOVED).
             return i as u16;
@@ -491,7 +515,7 @@ impl SlotMap<SlotOwner> {
     /// Records a `MOVED slot addr`: `slot` now belongs to `addr`. Returns the owner index.
     pub fn set_owner(&mut self, slot: Slot, addr: &str) -> usize {
         let idx = self.owner_index(addr, None);
-        self.slots[slot.index()] = Some(idx);
+        self.put(slot, idx);
         usize::from(idx)
     }
 }

@@ -27,12 +27,12 @@ use bytes::Bytes;
 use rsm_client::{ConnectOptions, Side};
 use rsm_engine::loader::{Loader, LoaderOptions};
 
-use rsm_engine::writer::progress::Progress;
-use rsm_engine::writer::{Writer, WriterOptions};
 use rsm_engine::{Command, EngineOptions, Entry, ReplOffset};
 use rsm_rdb::{dump, DecodeOptions, Decoder, Event};
 use rsm_testkit::redis;
 use rsm_testkit::{redis_cli_bin, Cluster, ClusterOptions, Server, ServerOptions};
+use rsm_writer::progress::Progress;
+use rsm_writer::{Writer, WriterOptions};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

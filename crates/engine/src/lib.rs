@@ -1,7 +1,11 @@
-//! The per-shard sync engine: replica link → entries → filter → writer.
+//! One shard's sync, end to end: the shard loop that runs a replica link into a
+//! writer (full sync, then the stream, reconnecting and following failovers), the
+//! loader that turns snapshot records into entries, and the replay path that turns
+//! replicated commands into entries.
 //!
-//! `entry` is the currency between stages; `filter` is pure; `options` holds
-//! the flags that change the data path.
+//! Where it sits: above the stage crates (`rsm-replica`, `rsm-command`, `rsm-writer`,
+//! `rsm-status`), which it wires together; below the binaries. The stages never call
+//! back into it.
 
 // Tests may unwrap, panic and index (the workspace denies it in library code).
 #![cfg_attr(
@@ -14,23 +18,11 @@
     )
 )]
 
-pub mod command;
-pub mod entry;
-pub mod filter;
 pub mod loader;
-pub mod options;
 pub mod replay;
-pub mod replica;
 pub mod shard;
-pub mod status;
 pub mod stop;
-pub mod throttle;
-pub mod tls_flags;
-pub mod usage;
-pub mod write_flags;
-pub mod writer;
 
-pub use entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};
-pub use filter::KeyPrefixes;
-pub use options::{ConflictPolicy, EngineOptions};
-pub use throttle::Limits;
+pub use rsm_client::throttle::Limits;
+pub use rsm_command::{Command, DbIndex, Entry, KeyPrefixes, KeyUsage, ReplOffset};
+pub use rsm_writer::{ConflictPolicy, EngineOptions};

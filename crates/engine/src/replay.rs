@@ -6,11 +6,11 @@
 
 use std::fmt;
 
-use crate::command::{rewrite_for_replay, CommandTable};
-use crate::entry::{Command, Entry, ReplOffset};
-use crate::filter::commands::{route_command, DropReason};
-use crate::filter::KeyPrefixes;
-use crate::writer::sync_marker::FlushScope;
+use rsm_command::entry::{Command, Entry, ReplOffset};
+use rsm_command::filter::commands::{route_command, DropReason};
+use rsm_command::filter::KeyPrefixes;
+use rsm_command::table::{rewrite_for_replay, CommandTable};
+use rsm_writer::sync_marker::FlushScope;
 
 /// What to do with one stream entry.
 #[derive(Debug)]
@@ -200,7 +200,7 @@ mod tests {
         let c = write(&["SET", "k1", "v"]);
         assert_eq!(
             c.route,
-            crate::entry::Route::Keys {
+            rsm_command::entry::Route::Keys {
                 at: vec![1],
                 slot: Some(slot(b"k1"))
             }
@@ -210,12 +210,15 @@ mod tests {
         assert_eq!(c.args.len(), 5);
         assert_eq!(
             c.route,
-            crate::entry::Route::Keys {
+            rsm_command::entry::Route::Keys {
                 at: vec![1, 3],
                 slot: None
             }
         );
-        assert_eq!(write(&["FLUSHALL"]).route, crate::entry::Route::Broadcast);
+        assert_eq!(
+            write(&["FLUSHALL"]).route,
+            rsm_command::entry::Route::Broadcast
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub fn exit_now(forced: Forced, state_dir: &Path) -> ! {
     let line = forced.describe();
     eprintln!("{line}");
     tracing::error!("{line}");
-    crate::replica::spool::remove_spill_files(state_dir);
+    rsm_replica::spool::remove_spill_files(state_dir);
     std::process::exit(i32::from(forced.exit_code()))
 }
 

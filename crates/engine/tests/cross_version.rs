@@ -25,9 +25,9 @@ mod writer_util;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rsm_engine::writer::WriteSummary;
 use rsm_engine::EngineOptions;
 use rsm_testkit::{fill_mixed, FillOptions, Flavor, Server, ServerVersion, Snapshot, StreamDetail};
+use rsm_writer::WriteSummary;
 use writer_util::*;
 
 const STREAMS: [&str; 2] = ["st:pel", "st:empty"];

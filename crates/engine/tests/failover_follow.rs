@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use rsm_client::Endpoint;
 use rsm_engine::shard::{run_shard, ShardError, ShardExit, ShardSpec};
-use rsm_engine::status::{Phase, ShardStatus};
 use rsm_engine::EngineOptions;
+use rsm_status::{Phase, ShardStatus};
 use rsm_testkit::{
     fill_mixed, redis, Cluster, ClusterOptions, FillOptions, Server, ServerOptions, Snapshot,
 };

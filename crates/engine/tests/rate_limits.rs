@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rsm_engine::status::Phase;
 use rsm_engine::{EngineOptions, Limits};
+use rsm_status::Phase;
 use rsm_testkit::redis;
 use rsm_testkit::{Server, ServerOptions, Snapshot};
 

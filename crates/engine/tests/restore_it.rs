@@ -20,10 +20,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rsm_engine::loader::LoadError;
-use rsm_engine::writer::WriteError;
 use rsm_engine::{ConflictPolicy, EngineOptions};
 use rsm_testkit::redis::Value;
 use rsm_testkit::{fill_mixed, FillOptions, Server, ServerOptions, Snapshot};
+use rsm_writer::WriteError;
 use writer_util::*;
 
 /// A source with every type plus, where the server has them, hash fields with TTLs.

@@ -18,8 +18,8 @@ mod common;
 use std::time::Duration;
 
 use common::{start, Running};
-use rsm_engine::status::Phase;
 use rsm_engine::EngineOptions;
+use rsm_status::Phase;
 use rsm_testkit::{redis, MixedLoad, Proxy, Server, ServerOptions, Snapshot};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

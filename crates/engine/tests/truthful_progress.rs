@@ -18,9 +18,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{master_offset, signal, start};
-use rsm_engine::replica::checkpoint::{Checkpoint, CheckpointFile};
-use rsm_engine::status::Phase;
 use rsm_engine::EngineOptions;
+use rsm_replica::checkpoint::{Checkpoint, CheckpointFile};
+use rsm_status::Phase;
 use rsm_testkit::{redis, Cluster, ClusterOptions, Server, ServerOptions, Snapshot};
 
 /// `n` string keys of `size` random (incompressible) bytes each, pipelined.

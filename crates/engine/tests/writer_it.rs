@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rsm_engine::writer::{WriteError, Writer};
 use rsm_engine::{Command, ConflictPolicy, EngineOptions, Entry, KeyPrefixes, ReplOffset};
 use rsm_testkit::redis::Value;
 use rsm_testkit::{
     fill_mixed, Cluster, ClusterOptions, FillOptions, Server, ServerOptions, Snapshot,
 };
+use rsm_writer::{WriteError, Writer};
 use writer_util::*;
 
 const TTL_TOLERANCE: Duration = Duration::from_secs(5);
@@ -353,7 +353,7 @@ async fn live_reshard(exactly_once: bool) {
     options.retry_forever = exactly_once;
     let writer = Writer::connect(options).await.unwrap();
     if exactly_once {
-        let p = rsm_engine::writer::progress::Progress {
+        let p = rsm_writer::progress::Progress {
             sync_id: 1,
             ..Default::default()
         };
@@ -551,12 +551,12 @@ async fn live_reshard(exactly_once: bool) {
     }
     if exactly_once {
         // The marker of the live-migrated slot is on its new owner, master 0.
-        let key = rsm_engine::writer::progress::slot_marker_key(usize::from(s_live));
+        let key = rsm_writer::progress::slot_marker_key(usize::from(s_live));
         let got = m(0).cmd(&[b"GET", &key]);
         let Value::BulkString(v) = got else {
             panic!("no marker for slot {s_live} on its new owner: {got:?}")
         };
-        let mark = rsm_engine::writer::progress::parse_marker(&v);
+        let mark = rsm_writer::progress::parse_marker(&v);
         assert_eq!(mark, Some((1, last_live)), "slot {s_live}'s marker");
     }
     eprintln!("live migration moved {live_moved} keys while writing; {w}");

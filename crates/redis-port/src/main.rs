@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rsm_client::Side;
-use rsm_engine::tls_flags::{Address, SideTls, TlsArgs};
-use rsm_engine::write_flags::{SourcePasswordArgs, TargetPasswordArgs, WriteArgs};
+use rsm_flags::tls::{Address, SideTls, TlsArgs};
+use rsm_flags::write::{SourcePasswordArgs, TargetPasswordArgs, WriteArgs};
 
 mod cmd;
 mod log;
@@ -46,7 +46,7 @@ enum Command {
         write: WriteArgs,
         /// Read the snapshot from the source at most this fast: megabytes (10^6 bytes) per
         /// second, e.g. 50 or 12.5. Off by default.
-        #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
+        #[arg(long, value_name = "MB/s", value_parser = rsm_flags::parse::parse_bandwidth)]
         max_bandwidth: Option<u64>,
         /// Log file (INFO and above; warnings also on stderr); the checkpoint and any spill
         /// file go in a `state` folder beside it.
@@ -92,7 +92,7 @@ enum Command {
         #[arg(long, short = 'o')]
         output: PathBuf,
         /// Read the snapshot at most this fast: megabytes (10^6 bytes) per second.
-        #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
+        #[arg(long, value_name = "MB/s", value_parser = rsm_flags::parse::parse_bandwidth)]
         max_bandwidth: Option<u64>,
     },
     /// Decode an RDB file into JSON lines (one object per key, plus aux fields and functions).
@@ -161,7 +161,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            eprintln!("{}", rsm_engine::usage::clap_line(&e));
+            eprintln!("{}", rsm_flags::usage::clap_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -242,7 +242,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", rsm_engine::usage::error_line(e.as_ref()));
+            eprintln!("error: {}", rsm_flags::usage::error_line(e.as_ref()));
             let usage = e.downcast_ref::<cmd::UsageError>().is_some();
             ExitCode::from(if usage { 2 } else { 1 })
         }

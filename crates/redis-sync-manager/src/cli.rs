@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use rsm_client::{Credentials, Side};
 
-use rsm_engine::options::{secret, HTTP_TOKEN};
-use rsm_engine::status::http::HttpToken;
-use rsm_engine::tls_flags::{Address, SeedAddresses, TlsArgs};
-use rsm_engine::write_flags::{SourcePasswordArgs, TargetPasswordArgs, WriteArgs};
 use rsm_engine::KeyPrefixes;
+use rsm_flags::parse::{secret, HTTP_TOKEN};
+use rsm_flags::tls::{Address, SeedAddresses, TlsArgs};
+use rsm_flags::write::{SourcePasswordArgs, TargetPasswordArgs, WriteArgs};
+use rsm_status::http::HttpToken;
 
 use rsm_cluster::Role;
 
@@ -69,7 +69,7 @@ pub struct CleanupArgs {
 
 impl CleanupArgs {
     /// The target's TLS, and any warning to show; source flags are refused.
-    pub fn target_tls(&self) -> Result<rsm_engine::tls_flags::SideTls, String> {
+    pub fn target_tls(&self) -> Result<rsm_flags::tls::SideTls, String> {
         if self.tls.given_for(Side::Source) {
             return Err(
                 "cleanup only talks to the target: --source-… TLS flags do not apply".into(),
@@ -233,7 +233,7 @@ pub struct SyncArgs {
 
     /// Read the snapshots from the source at most this fast, summed over every shard:
     /// megabytes (10^6 bytes) per second, e.g. 50 or 12.5. Off by default.
-    #[arg(long, value_name = "MB/s", value_parser = rsm_engine::options::parse_bandwidth)]
+    #[arg(long, value_name = "MB/s", value_parser = rsm_flags::parse::parse_bandwidth)]
     pub max_bandwidth: Option<u64>,
 
     /// Log file of the manager; each shard logs beside it with its serial number
@@ -342,7 +342,7 @@ fn parse_prefixes(s: &str) -> Result<KeyPrefixes, String> {
 }
 
 fn parse_db(s: &str) -> Result<u32, String> {
-    rsm_engine::options::parse_db(s)
+    rsm_flags::parse::parse_db(s)
 }
 
 fn parse_parallel(s: &str) -> Result<usize, String> {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_cluster::Role;
-use rsm_engine::status::http::HttpToken;
 use rsm_engine::EngineOptions;
+use rsm_status::http::HttpToken;
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {

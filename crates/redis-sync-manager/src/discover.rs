@@ -12,8 +12,8 @@ use rsm_cluster::{
     parse_cluster_nodes, same_servers, select_node, Deployment, Node, PreflightError, Role,
     SameServers, SelectWarning, ServerIdentity, Topology, STANDALONE_NODE_ID,
 };
-use rsm_engine::filter::KeyPrefixes;
-use rsm_engine::replica::follow::{node_endpoint, replication_view};
+use rsm_command::filter::KeyPrefixes;
+use rsm_replica::follow::{node_endpoint, replication_view};
 
 use crate::preflight;
 

@@ -177,7 +177,7 @@ impl<S: Subscriber> Layer<S> for FileLogs {
 
 /// UTC time as `2026-11-27T12:00:00.123Z` without a date crate.
 fn chrono_like_now() -> String {
-    let ms = rsm_engine::status::now_ms();
+    let ms = rsm_status::now_ms();
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", rsm_engine::usage::error_line(e.as_ref()));
+            eprintln!("error: {}", rsm_flags::usage::error_line(e.as_ref()));
             let usage = e
                 .downcast_ref::<discover::DiscoverError>()
                 .is_some_and(discover::DiscoverError::is_usage);
@@ -102,7 +102,7 @@ fn cleanup(args: cli::CleanupArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let removed = runtime.block_on(rsm_engine::writer::sync_marker::remove_progress_keys(
+    let removed = runtime.block_on(rsm_writer::sync_marker::remove_progress_keys(
         &target, &connect,
     ));
     match removed {
@@ -166,7 +166,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("{}", rsm_engine::usage::clap_line(&e));
+            eprintln!("{}", rsm_flags::usage::clap_line(&e));
             ExitCode::from(2)
         }
     }

@@ -9,7 +9,7 @@ use crate::discover::Plan;
 /// Memory the engine may hold per shard in full sync before spilling to disk
 /// (the spool), plus the writer's in-flight window. Kept in step with the engine.
 pub const SPOOL_MEMORY_PER_SHARD: u64 = rsm_engine::shard::DEFAULT_SPOOL_MEMORY as u64;
-pub const WRITER_WINDOW_PER_SHARD: u64 = rsm_engine::writer::DEFAULT_MAX_BUFFERED_BYTES as u64;
+pub const WRITER_WINDOW_PER_SHARD: u64 = rsm_writer::DEFAULT_MAX_BUFFERED_BYTES as u64;
 
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -79,7 +79,7 @@ pub fn render(plan: &Plan, parallel: usize, big_key_size: Option<u64>) -> String
         + plan.shards.len() as u64 * WRITER_WINDOW_PER_SHARD
         // One value held whole per shard in full sync (in the decoder, then as a payload).
         + big_key_size
-            .unwrap_or(rsm_engine::writer::HELD_WHOLE)
+            .unwrap_or(rsm_writer::HELD_WHOLE)
             .min(512 << 20)
             * n as u64;
     let _ = writeln!(

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rsm_client::{info_field, ConnectOptions, Connection, Endpoint};
-use rsm_engine::filter::KeyPrefixes;
-use rsm_engine::writer::sync_marker::{glob_prefix, MARKER_PREFIX};
+use rsm_command::filter::KeyPrefixes;
 use rsm_resp::Frame;
+use rsm_writer::sync_marker::{glob_prefix, MARKER_PREFIX};
 
 use crate::discover::DiscoverError;
 
@@ -202,10 +202,7 @@ async fn source_keyspace(
                 }
                 reserved += 1;
                 if named.len() < NAMED {
-                    named.push(format!(
-                        "{} (db {db}, {node})",
-                        rsm_engine::writer::show_key(&key)
-                    ));
+                    named.push(format!("{} (db {db}, {node})", rsm_writer::show_key(&key)));
                 }
             }
             if !dbs.holds(db) && has_filtered_key(&mut conn, filter).await? {

@@ -15,16 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsm_client::Endpoint;
-use rsm_engine::replica::follow::FollowOptions;
 use rsm_engine::shard::{run_shard_following, ShardSpec};
-use rsm_engine::status::{now_ms, Phase, ShardStatus};
 use rsm_engine::stop::{exit_now, stop_on_signals, StopSignals, STOP_BOUND};
+use rsm_replica::follow::FollowOptions;
+use rsm_status::{now_ms, Phase, ShardStatus};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::SyncConfig;
 use crate::discover::Plan;
 use crate::plan::human_bytes;
-use rsm_engine::status::http;
+use rsm_status::http;
 
 /// Where checkpoints and spill files live: beside the logs. Made absolute now, so that
 /// the folder can be made again where it was if the working directory is removed.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rsm_client::{ConnectOptions, Connection, Endpoint};
 use rsm_cluster::{display_ranges, parse_cluster_nodes, Node, Topology};
-use rsm_engine::status::http::TopologyWarnings;
+use rsm_status::http::TopologyWarnings;
 use tokio::sync::watch;
 
 /// How often the topology is read.

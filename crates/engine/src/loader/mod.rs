@@ -18,9 +18,9 @@ use bytes::{Bytes, BytesMut};
 use rsm_rdb::{dump, DecodeOptions, Decoder, Event, KeyMeta, RdbError, RdbVersion};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};
-use crate::options::ConflictPolicy;
-use crate::writer::{WriteError, WriteSummary, Writer};
+use rsm_command::entry::{Command, DbIndex, Entry, KeyUsage, ReplOffset};
+use rsm_command::ConflictPolicy;
+use rsm_writer::{WriteError, WriteSummary, Writer};
 
 /// What the loader needs besides the writer.
 #[derive(Debug, Clone, Default)]

@@ -8,7 +8,7 @@
 //!
 //! A shard of a source cluster is its slots, not a node: before reconnecting,
 //! the loop asks the source where those slots are served now
-//! ([`crate::replica::follow`]) and, after a failover, continues on the new
+//! ([`rsm_replica::follow`]) and, after a failover, continues on the new
 //! node with the same PSYNC (the promoted replica knows the old history).
 
 mod publish;
@@ -25,14 +25,14 @@ use rsm_client::{
 use rsm_cluster::SlotRange;
 use tokio::sync::{watch, Semaphore};
 
-use crate::command::CommandTable;
 use crate::loader::LoadError;
-use crate::options::EngineOptions;
-use crate::replica::checkpoint::CheckpointFile;
-use crate::replica::follow::{Follow, FollowError, FollowOptions};
-use crate::replica::ReplicaError;
-use crate::status::{Phase, ShardStatus};
-use crate::writer::WriteError;
+use rsm_command::table::CommandTable;
+use rsm_replica::checkpoint::CheckpointFile;
+use rsm_replica::follow::{Follow, FollowError, FollowOptions};
+use rsm_replica::ReplicaError;
+use rsm_status::{Phase, ShardStatus};
+use rsm_writer::EngineOptions;
+use rsm_writer::WriteError;
 use session::{sync_once, Context};
 
 /// Memory the spool may use before it spills to disk, unless the spec says otherwise;
@@ -87,13 +87,13 @@ pub enum ShardError {
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error(transparent)]
-    Write(#[from] crate::writer::WriteError),
+    Write(#[from] rsm_writer::WriteError),
     #[error("snapshot: {0}")]
     Snapshot(String),
     #[error("{0} (the target already held keys in this shard's slots before this sync began, so they are not this sync's own)")]
     PreexistingKey(WriteError),
     #[error("replication stream: {0}")]
-    Stream(#[from] crate::replica::stream::StreamError),
+    Stream(#[from] rsm_replica::stream::StreamError),
     #[error("local state in {path}: {source}")]
     State {
         path: String,
@@ -284,7 +284,7 @@ async fn learn_follow(
 /// The shard's checkpoint file, in a state folder that exists from here on: the spool
 /// spills and the checkpoint is written there, and neither may find it missing.
 fn checkpoint_file(spec: &ShardSpec) -> Result<CheckpointFile, ShardError> {
-    crate::replica::checkpoint::create_state_dir(&spec.state_dir)
+    rsm_replica::checkpoint::create_state_dir(&spec.state_dir)
         .map_err(state_err(&spec.state_dir))?;
     Ok(CheckpointFile::new(
         spec.state_dir

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::replica::link::LinkCounters;
-use crate::replica::spool::Spool;
-use crate::status::{ShardStatus, Translated};
-use crate::writer::Writer;
+use rsm_replica::link::LinkCounters;
+use rsm_replica::spool::Spool;
+use rsm_status::{ShardStatus, Translated};
+use rsm_writer::Writer;
 
 /// How often the status (and so /status, /metrics and "ready") is refreshed:
 /// often enough that a lag reading is about the data, not about this rhythm.
@@ -133,7 +133,7 @@ pub(super) struct WriterTotals {
 }
 
 impl WriterTotals {
-    pub fn read(c: &crate::status::ShardCounters) -> WriterTotals {
+    pub fn read(c: &rsm_status::ShardCounters) -> WriterTotals {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         WriterTotals {
             keys_applied: g(&c.keys_applied),

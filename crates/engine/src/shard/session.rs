@@ -15,24 +15,24 @@ use tokio::task::JoinHandle;
 
 use super::publish::{Publisher, WriterTotals};
 use super::{state_err, Place, ShardError, ShardSpec};
-use crate::command::CommandTable;
-use crate::entry::ReplOffset;
 use crate::loader::{LoadError, Loader, LoaderOptions};
-use crate::options::ConflictPolicy;
 use crate::replay::{flush_of, prepare, Replay};
-use crate::replica::checkpoint::{Checkpoint, CheckpointFile};
-use crate::replica::handshake::{handshake_with, read_rdb_framing, ResumePoint, SyncStart};
-use crate::replica::link::{Link, LinkCounters};
-use crate::replica::spool::{Segment, Spool};
-use crate::replica::stream::{StreamItem, StreamReader};
-use crate::status::{now_ms, Phase, ShardStatus};
-use crate::writer::durable::Durability;
-use crate::writer::progress::Progress;
-use crate::writer::sync_marker::{
+use rsm_command::entry::ReplOffset;
+use rsm_command::table::CommandTable;
+use rsm_command::ConflictPolicy;
+use rsm_replica::checkpoint::{Checkpoint, CheckpointFile};
+use rsm_replica::handshake::{handshake_with, read_rdb_framing, ResumePoint, SyncStart};
+use rsm_replica::link::{Link, LinkCounters};
+use rsm_replica::spool::{Segment, Spool};
+use rsm_replica::stream::{StreamItem, StreamReader};
+use rsm_status::{now_ms, Phase, ShardStatus};
+use rsm_writer::durable::Durability;
+use rsm_writer::progress::Progress;
+use rsm_writer::sync_marker::{
     begin_copy, flush_shard_keys, home_db, read_progress, CopyScope, CopyStart, FlushScope, Marker,
     MarkerKeeper,
 };
-use crate::writer::{WriteError, Writer, WriterOptions};
+use rsm_writer::{WriteError, Writer, WriterOptions};
 
 /// How often the checkpoint file is rewritten.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -875,7 +875,7 @@ async fn open_replication(
     start: SyncStart,
     applied: &AtomicU64,
     durable: &AtomicU64,
-) -> Result<(String, u64, Option<crate::replica::handshake::RdbFraming>), ShardError> {
+) -> Result<(String, u64, Option<rsm_replica::handshake::RdbFraming>), ShardError> {
     Ok(match start {
         SyncStart::Full { replid, offset } => {
             (replid, offset, Some(begin_full_sync(cx, conn).await?))
@@ -904,7 +904,7 @@ async fn resume_from_markers(
 async fn begin_full_sync(
     cx: &Context<'_>,
     conn: &mut Connection,
-) -> Result<crate::replica::handshake::RdbFraming, ShardError> {
+) -> Result<rsm_replica::handshake::RdbFraming, ShardError> {
     cx.status
         .counters
         .full_syncs

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use rsm_client::Endpoint;
 use rsm_engine::shard::{run_shard, ShardError, ShardExit, ShardSpec};
-use rsm_engine::status::{Phase, ShardSnapshot, ShardStatus};
 use rsm_engine::EngineOptions;
+use rsm_status::{Phase, ShardSnapshot, ShardStatus};
 use rsm_testkit::Server;
 use tokio::sync::{watch, Semaphore};
 

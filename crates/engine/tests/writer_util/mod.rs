@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rsm_client::{ConnectOptions, Endpoint, Side};
 use rsm_engine::loader::{LoadError, LoadSummary, Loader, LoaderOptions};
-use rsm_engine::writer::{WriteSummary, Writer, WriterOptions};
 use rsm_engine::EngineOptions;
 use rsm_testkit::{Server, ServerOptions};
+use rsm_writer::{WriteSummary, Writer, WriterOptions};
 
 /// `SAVE` on a real server and the bytes of the RDB it wrote.
 pub fn rdb_of(server: &Server) -> Vec<u8> {

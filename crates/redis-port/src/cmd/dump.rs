@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
-use rsm_engine::replica::handshake::{handshake, read_rdb_framing, SyncStart};
-use rsm_engine::replica::link::{Link, LinkCounters};
-use rsm_engine::replica::spool::{Segment, Spool};
+use rsm_replica::handshake::{handshake, read_rdb_framing, SyncStart};
+use rsm_replica::link::{Link, LinkCounters};
+use rsm_replica::spool::{Segment, Spool};
 use tokio::sync::watch;
 
 pub struct DumpArgs {
@@ -60,7 +60,7 @@ pub async fn run(args: DumpArgs) -> Result<u64> {
         counters.clone(),
         Arc::new(AtomicU64::new(0)),
         args.max_bandwidth
-            .map(|r| Arc::new(rsm_engine::throttle::Throttle::new(r))),
+            .map(|r| Arc::new(rsm_client::throttle::Throttle::new(r))),
         stop_rx,
     );
 

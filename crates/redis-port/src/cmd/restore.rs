@@ -19,9 +19,9 @@ use anyhow::Context as _;
 use bytes::BytesMut;
 use rsm_client::{ConnectOptions, Credentials, Endpoint, Side, TlsSettings};
 use rsm_engine::loader::{load_from, open_input, LoadSummary, Loader, LoaderOptions};
-use rsm_engine::writer::{WriteSummary, Writer, WriterOptions};
 use rsm_engine::EngineOptions;
 use rsm_rdb::{DecodeOptions, Decoder, RdbError, Trailing};
+use rsm_writer::{WriteSummary, Writer, WriterOptions};
 
 /// Validated flags of `restore`.
 #[derive(Debug, Clone)]

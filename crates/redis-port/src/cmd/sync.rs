@@ -25,9 +25,9 @@ use rsm_client::{
 };
 use rsm_cluster::{parse_cluster_nodes, same_servers, Deployment, ServerIdentity};
 use rsm_engine::shard::{run_shard, ShardSpec};
-use rsm_engine::status::{http, now_ms, ShardStatus};
 use rsm_engine::stop::{exit_now, stop_on_signals, StopSignals, STOP_BOUND};
 use rsm_engine::EngineOptions;
+use rsm_status::{http, now_ms, ShardStatus};
 use tokio::sync::{watch, Semaphore};
 
 pub struct SyncArgs {

@@ -383,7 +383,7 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
 }
 
 /// Walk one node's keyspace (each listed db) and queue batches for the workers.
-use rsm_engine::writer::sync_marker::is_tool_key;
+use rsm_writer::sync_marker::is_tool_key;
 
 async fn scan_node(
     job: ScanJob,
@@ -524,7 +524,7 @@ pub fn run_command(opts: VerifyOptions, report_file: Option<PathBuf>) -> ExitCod
     let report = match runtime.block_on(verify(&opts)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", rsm_engine::usage::error_line(e.as_ref()));
+            eprintln!("error: {}", rsm_flags::usage::error_line(e.as_ref()));
             return ExitCode::from(1);
         }
     };

@@ -1,0 +1,81 @@
+//! `--targetdb`: which target db each source db's keys go into, and whether the target
+//! can have it. Decided here once; discovery, the writer and `verify` ask this type
+//! instead of each reading the flag their own way.
+
+use crate::DbIndex;
+
+/// Where source dbs land in the target: each into the db of the same number (no
+/// `--targetdb`), or all of them merged into one (`--targetdb=N`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetDb(Option<DbIndex>);
+
+/// `--targetdb=N` with N other than 0 on a cluster target, which has only db 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("--targetdb={0} needs a standalone target: a cluster has only db 0")]
+pub struct NeedsStandalone(pub DbIndex);
+
+impl TargetDb {
+    /// The flag as given (`None`: not given).
+    pub fn new(flag: Option<DbIndex>) -> TargetDb {
+        TargetDb(flag)
+    }
+
+    /// The flag as given.
+    pub fn flag(self) -> Option<DbIndex> {
+        self.0
+    }
+
+    /// The target db that keys of `source_db` go into.
+    pub fn of(self, source_db: DbIndex) -> DbIndex {
+        self.0.unwrap_or(source_db)
+    }
+
+    /// Whether several source dbs may meet in one target db (then a key name found in
+    /// two of them is a conflict, not two keys).
+    pub fn merges(self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether a target of this kind can take the flag. `--targetdb=0` is allowed on a
+    /// cluster: it merges every source db into the only db the cluster has, which is
+    /// what an operator moving a standalone source's dbs into a cluster asks for.
+    pub fn check(self, target_is_cluster: bool) -> Result<(), NeedsStandalone> {
+        match self.0 {
+            Some(db) if db != 0 && target_is_cluster => Err(NeedsStandalone(db)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<Option<DbIndex>> for TargetDb {
+    fn from(flag: Option<DbIndex>) -> TargetDb {
+        TargetDb(flag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_flag_each_db_keeps_its_number() {
+        let t = TargetDb::new(None);
+        assert_eq!((t.of(0), t.of(5)), (0, 5));
+        assert!(!t.merges());
+        assert_eq!(t.check(true), Ok(()));
+    }
+
+    #[test]
+    fn with_the_flag_every_db_goes_into_one() {
+        let t = TargetDb::new(Some(3));
+        assert_eq!((t.of(0), t.of(5)), (3, 3));
+        assert!(t.merges());
+        assert_eq!(t.check(false), Ok(()));
+        assert_eq!(t.check(true), Err(NeedsStandalone(3)));
+    }
+
+    #[test]
+    fn db_zero_is_the_one_db_a_cluster_has() {
+        assert_eq!(TargetDb::new(Some(0)).check(true), Ok(()));
+    }
+}

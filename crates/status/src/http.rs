@@ -1,0 +1,622 @@
+//! `--httpport`: the status page (`/`), the JSON status (`/status`) and
+//! Prometheus metrics (`/metrics`). Handlers only read shard snapshots.
+//!
+//! Exposure: it binds to loopback unless told otherwise ([`exposure_warning`]);
+//! with `--http-token` every endpoint wants `Authorization: Bearer TOKEN` or
+//! `?token=TOKEN` ([`HttpToken`]); a client gets [`HEADER_READ_TIMEOUT`] to send its
+//! request head, so half-open requests cannot pile up.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{now_ms, Phase, ShardSnapshot, ShardStatus};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+/// How long a client may take to send a request's line and headers before the
+/// connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--http-token`: what every request must carry. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpToken(Arc<str>);
+
+impl HttpToken {
+    pub fn new(token: String) -> HttpToken {
+        HttpToken(token.into())
+    }
+
+    /// Whether `given` is the token, in time that depends only on the lengths.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        let mut diff = u8::from(want.len() != given.len());
+        // Compare every byte of the longer input, so the position of the first
+        // difference does not show in the timing.
+        for i in 0..want.len().max(given.len()) {
+            let a = want.get(i).copied().unwrap_or(0);
+            let b = given.get(i).copied().unwrap_or(0xff);
+            diff |= a ^ b;
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpToken(<redacted>)")
+    }
+}
+
+/// How the HTTP port is served.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// `--http-token`: required on every endpoint when set.
+    pub token: Option<HttpToken>,
+}
+
+/// The warning to log at start when the HTTP port is reachable from other
+/// machines: any address but loopback. `None` for loopback.
+pub fn exposure_warning(bind: IpAddr, token: bool) -> Option<String> {
+    if bind.is_loopback() {
+        return None;
+    }
+    Some(if token {
+        format!(
+            "--http-bind={bind} serves the status to the network: anyone who can reach it and \
+             knows the token sees the topology, offsets and errors (HTTP, not TLS)"
+        )
+    } else {
+        format!(
+            "--http-bind={bind} serves the status to the network WITHOUT A TOKEN: anyone who can \
+             reach it sees the topology, offsets and errors; add --http-token-file or bind 127.0.0.1"
+        )
+    })
+}
+
+/// The token a request carries: `Authorization: Bearer TOKEN`, else `?token=TOKEN`
+/// (percent-decoded), the form a browser can open. The scheme is case-insensitive and
+/// followed by one or more spaces (RFC 7235 §2.1): `bearer TOKEN` is as good. Another
+/// scheme carries no token (an empty one, which never matches).
+fn request_token(req: &Request) -> Option<Vec<u8>> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.as_bytes().trim_ascii();
+        let token = match value.iter().position(|&c| c == b' ') {
+            Some(sp)
+                if value
+                    .get(..sp)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(b"Bearer")) =>
+            {
+                value.get(sp..).unwrap_or_default().trim_ascii()
+            }
+            _ => b"",
+        };
+        return Some(token.to_vec());
+    }
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(percent_decode)
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            c,
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits: at most 0xff.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+async fn require_token(State(token): State<HttpToken>, req: Request, next: Next) -> Response {
+    if request_token(&req).is_some_and(|given| token.matches(&given)) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::WWW_AUTHENTICATE, "Bearer"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "401: this server wants --http-token: send `Authorization: Bearer TOKEN`, or open /?token=TOKEN\n",
+    )
+        .into_response()
+}
+
+/// A shard counts as caught up for cut-over after this long at lag 0.
+pub const READY_AFTER_MS: u64 = 3000;
+
+#[derive(Clone)]
+pub struct Shared {
+    pub shards: Arc<Vec<Arc<ShardStatus>>>,
+    pub source: String,
+    pub target: String,
+    pub started_ms: u64,
+    /// The last `--verify-on-ready` result, when there is one.
+    pub verify: LastVerify,
+    /// `--max-bandwidth` / `--max-ops`, shown with how much each has held back.
+    pub limits: rsm_client::throttle::Limits,
+}
+
+/// The JSON report of the last verify run (the manager's `--verify-on-ready`),
+/// served whole at `/verify` and summed up in `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct LastVerify(Arc<Mutex<Option<VerifySummary>>>);
+
+/// What `/status` says about the last verify.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifySummary {
+    pub finished_ms: u64,
+    pub equal: bool,
+    pub differences: u64,
+    /// Where the whole report is.
+    pub report: &'static str,
+    #[serde(skip)]
+    pub json: String,
+}
+
+impl LastVerify {
+    pub fn set(&self, equal: bool, differences: u64, json: String) {
+        let summary = VerifySummary {
+            finished_ms: now_ms(),
+            equal,
+            differences,
+            report: "/verify",
+            json,
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+    }
+
+    pub fn get(&self) -> Option<VerifySummary> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Keep at most this many topology warnings (the oldest go first).
+const MAX_TOPOLOGY_WARNINGS: usize = 200;
+
+/// A change in the source topology the operator must know about (a slot
+/// migration, a shard added or removed, a master changed).
+#[derive(Debug, Clone, Serialize)]
+pub struct TopologyWarning {
+    pub at_ms: u64,
+    pub message: String,
+}
+
+/// Written by the manager's topology watch, read by `/status` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct TopologyWarnings(Arc<Mutex<Vec<TopologyWarning>>>);
+
+impl TopologyWarnings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TopologyWarning>> {
+        // Plain data: a panicked writer cannot leave it inconsistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, message: String) {
+        let mut list = self.lock();
+        if list.len() >= MAX_TOPOLOGY_WARNINGS {
+            list.remove(0);
+        }
+        list.push(TopologyWarning {
+            at_ms: now_ms(),
+            message,
+        });
+    }
+
+    pub fn list(&self) -> Vec<TopologyWarning> {
+        self.lock().clone()
+    }
+}
+
+#[derive(Serialize)]
+pub struct StatusReport {
+    pub source: String,
+    pub target: String,
+    pub started_ms: u64,
+    pub now_ms: u64,
+    pub ready_for_cutover: bool,
+    pub shards: Vec<ShardReport>,
+    /// Changes seen in the source topology since the start, oldest first.
+    pub topology_warnings: Vec<TopologyWarning>,
+    /// The last verify (`--verify-on-ready`); the whole report is at `/verify`.
+    pub last_verify: Option<VerifySummary>,
+    /// The rate limits in force (`null` each when off) and what they have counted.
+    pub limits: rsm_client::throttle::LimitsReport,
+}
+
+#[derive(Serialize)]
+pub struct ShardReport {
+    #[serde(flatten)]
+    pub snapshot: ShardSnapshot,
+    /// Seconds since the source was where the target is now (-1 when unknown).
+    pub lag_seconds: f64,
+    pub ready: bool,
+}
+
+pub fn report(shared: &Shared) -> StatusReport {
+    report_with(shared, &TopologyWarnings::default())
+}
+
+/// The report including the topology watch's warnings.
+pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport {
+    let now = now_ms();
+    let shards: Vec<ShardReport> = shared
+        .shards
+        .iter()
+        .map(|s| {
+            let snapshot = s.snapshot();
+            let ready = shard_ready(&snapshot, now);
+            // Unknown (-1) before streaming or beyond the sampled minute.
+            let lag_seconds = snapshot.lag_ms.map_or(-1.0, |ms| ms as f64 / 1000.0);
+            ShardReport {
+                snapshot,
+                lag_seconds,
+                ready,
+            }
+        })
+        .collect();
+    StatusReport {
+        source: shared.source.clone(),
+        target: shared.target.clone(),
+        started_ms: shared.started_ms,
+        now_ms: now,
+        ready_for_cutover: !shards.is_empty() && shards.iter().all(|s| s.ready),
+        shards,
+        topology_warnings: warnings.list(),
+        last_verify: shared.verify.get(),
+        limits: shared.limits.report(),
+    }
+}
+
+pub fn shard_ready(s: &ShardSnapshot, now: u64) -> bool {
+    s.phase == Phase::Streaming
+        && s.lag_bytes == 0
+        && s.timeline.caught_up_since_ms != 0
+        && now.saturating_sub(s.timeline.caught_up_since_ms) >= READY_AFTER_MS
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: Shared,
+    warnings: TopologyWarnings,
+}
+
+async fn status(State(app): State<AppState>) -> Json<StatusReport> {
+    Json(report_with(&app.shared, &app.warnings))
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_metrics(&report_with(&app.shared, &app.warnings)),
+    )
+}
+
+async fn last_verify(State(app): State<AppState>) -> impl IntoResponse {
+    match app.shared.verify.get() {
+        Some(v) => (
+            axum::http::StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            v.json,
+        ),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"error\":\"no verify has run (start the manager with --verify-on-ready)\"}"
+                .to_string(),
+        ),
+    }
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("status.html"))
+}
+
+/// Prometheus text format, one family per counter, labelled by shard.
+pub fn render_metrics(r: &StatusReport) -> String {
+    type Getter = fn(&ShardSnapshot) -> u64;
+    let families: &[(&str, &str, &str, Getter)] = &[
+        (
+            "rsm_rdb_received_bytes_total",
+            "counter",
+            "Snapshot bytes received from the source.",
+            |s| s.rdb_bytes_received,
+        ),
+        (
+            "rsm_rdb_size_bytes",
+            "gauge",
+            "Snapshot size announced by the source (0 if unknown).",
+            |s| s.rdb_bytes_total,
+        ),
+        (
+            "rsm_keys_applied_total",
+            "counter",
+            "Snapshot keys written to the target.",
+            |s| s.keys_applied,
+        ),
+        (
+            "rsm_keys_skipped_total",
+            "counter",
+            "Snapshot keys that already existed and were kept.",
+            |s| s.keys_skipped,
+        ),
+        (
+            "rsm_keys_expired_total",
+            "counter",
+            "Snapshot keys already expired when read.",
+            |s| s.keys_expired,
+        ),
+        (
+            "rsm_keys_filtered_total",
+            "counter",
+            "Snapshot keys dropped by --filterkey.",
+            |s| s.keys_filtered,
+        ),
+        (
+            "rsm_keys_failed_total",
+            "counter",
+            "Snapshot keys the target refused.",
+            |s| s.keys_failed,
+        ),
+        (
+            "rsm_commands_applied_total",
+            "counter",
+            "Replicated commands applied to the target.",
+            |s| s.commands_applied,
+        ),
+        (
+            "rsm_commands_skipped_total",
+            "counter",
+            "Replicated commands skipped (filtered or meaningless on the target).",
+            |s| s.commands_skipped,
+        ),
+        (
+            "rsm_commands_already_applied_total",
+            "counter",
+            "Replicated commands the target's markers showed applied, not sent again.",
+            |s| s.commands_already_applied,
+        ),
+        (
+            "rsm_rebuilt_with_commands_total",
+            "counter",
+            "Snapshot values of a type the target cannot RESTORE, written with commands.",
+            |s| s.translated.rebuilt_with_commands,
+        ),
+        (
+            "rsm_details_lost_total",
+            "counter",
+            "Details of values the target cannot hold (field TTLs, stream counters, consumer times, ...); per kind in /status.",
+            |s| s.translated.details_lost.total(),
+        ),
+        (
+            "rsm_commands_failed_total",
+            "counter",
+            "Replicated commands the target refused.",
+            |s| s.commands_failed,
+        ),
+        (
+            "rsm_source_offset_bytes",
+            "gauge",
+            "Replication offset received from the source.",
+            |s| s.source_offset,
+        ),
+        (
+            "rsm_applied_offset_bytes",
+            "gauge",
+            "Replication offset applied to the target.",
+            |s| s.applied_offset,
+        ),
+        (
+            "rsm_lag_bytes",
+            "gauge",
+            "Bytes received but not yet applied.",
+            |s| s.lag_bytes,
+        ),
+        (
+            "rsm_spill_bytes",
+            "gauge",
+            "Bytes waiting in the spill file.",
+            |s| s.spill_bytes,
+        ),
+        (
+            "rsm_full_syncs_total",
+            "counter",
+            "Full syncs started.",
+            |s| s.full_syncs,
+        ),
+        (
+            "rsm_reconnects_total",
+            "counter",
+            "Reconnects to the source.",
+            |s| s.reconnects,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in &r.shards {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",source=\"{}\"}} {}",
+                s.snapshot.serial,
+                s.snapshot.source,
+                get(&s.snapshot)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP rsm_lag_seconds Seconds since the source was where the target is now (-1 unknown).\n# TYPE rsm_lag_seconds gauge");
+    for s in &r.shards {
+        let _ = writeln!(
+            out,
+            "rsm_lag_seconds{{shard=\"{}\",source=\"{}\"}} {}",
+            s.snapshot.serial, s.snapshot.source, s.lag_seconds
+        );
+    }
+    let _ = writeln!(out, "# HELP rsm_shard_ready Whether the shard is streaming with no lag.\n# TYPE rsm_shard_ready gauge");
+    for s in &r.shards {
+        let _ = writeln!(
+            out,
+            "rsm_shard_ready{{shard=\"{}\",source=\"{}\"}} {}",
+            s.snapshot.serial,
+            s.snapshot.source,
+            u8::from(s.ready)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rsm_topology_warnings Changes seen in the source topology since the start.\n# TYPE rsm_topology_warnings gauge\nrsm_topology_warnings {}",
+        r.topology_warnings.len()
+    );
+    let _ = writeln!(out, "# HELP rsm_ready_for_cutover Whether every shard is ready.\n# TYPE rsm_ready_for_cutover gauge\nrsm_ready_for_cutover {}", u8::from(r.ready_for_cutover));
+    out
+}
+
+/// Serve until the process ends. Returns the bound address (port 0 picks one).
+pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
+    serve_with(
+        addr,
+        shared,
+        TopologyWarnings::default(),
+        HttpOptions::default(),
+    )
+    .await
+}
+
+/// [`serve`], with the topology watch's warnings in `/status` and `/metrics`,
+/// and the options (the token).
+pub async fn serve_with(
+    addr: SocketAddr,
+    shared: Shared,
+    warnings: TopologyWarnings,
+    options: HttpOptions,
+) -> std::io::Result<SocketAddr> {
+    let mut app = Router::new()
+        .route("/", get(page))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/verify", get(last_verify))
+        .with_state(AppState { shared, warnings });
+    if let Some(token) = options.token {
+        app = app.layer(axum::middleware::from_fn_with_state(token, require_token));
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(accept_loop(listener, app));
+    Ok(bound)
+}
+
+/// One task per connection, each with [`HEADER_READ_TIMEOUT`] for its request
+/// heads (`axum::serve` sets no timer, so a half-sent request would hold its
+/// connection forever).
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare() {
+        let t = HttpToken::new("s3cret".into());
+        assert!(t.matches(b"s3cret"));
+        assert!(!t.matches(b"s3cre"));
+        assert!(!t.matches(b"s3cret!"));
+        assert!(!t.matches(b"S3cret"));
+        assert!(!t.matches(b""));
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn token_from_request() {
+        let req = |uri: &str, auth: Option<&str>| {
+            let mut r = axum::http::Request::builder().uri(uri);
+            if let Some(a) = auth {
+                r = r.header(header::AUTHORIZATION, a);
+            }
+            r.body(axum::body::Body::empty()).unwrap()
+        };
+        assert_eq!(
+            request_token(&req("/", Some("Bearer abc"))),
+            Some(b"abc".to_vec())
+        );
+        assert_eq!(request_token(&req("/", Some("Basic abc"))), Some(vec![]));
+        for scheme in ["bearer abc", "BEARER  abc", " Bearer abc "] {
+            assert_eq!(
+                request_token(&req("/", Some(scheme))),
+                Some(b"abc".to_vec())
+            );
+        }
+        assert_eq!(request_token(&req("/", Some("Bearerabc"))), Some(vec![]));
+        assert_eq!(request_token(&req("/", Some("Bearer"))), Some(vec![]));
+        assert_eq!(
+            request_token(&req("/?x=1&token=a%2Bb%3D", None)),
+            Some(b"a+b=".to_vec())
+        );
+        assert_eq!(request_token(&req("/status", None)), None);
+    }
+
+    #[test]
+    fn exposure() {
+        assert_eq!(exposure_warning("127.0.0.1".parse().unwrap(), false), None);
+        assert_eq!(exposure_warning("::1".parse().unwrap(), false), None);
+        let open = exposure_warning("0.0.0.0".parse().unwrap(), false).unwrap();
+        assert!(open.contains("WITHOUT A TOKEN"), "{open}");
+        let lan = exposure_warning("10.1.2.3".parse().unwrap(), true).unwrap();
+        assert!(
+            lan.contains("10.1.2.3") && !lan.contains("WITHOUT"),
+            "{lan}"
+        );
+    }
+}
