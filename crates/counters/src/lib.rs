@@ -22,6 +22,8 @@
 
 mod clock;
 mod losses;
+mod writes;
 
 pub use clock::now_ms;
 pub use losses::Losses;
+pub use writes::{WriteSummary, WriterStats};

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-pub use rsm_counters::{now_ms, Losses};
+pub use rsm_counters::{now_ms, Losses, WriterStats};
 
 /// The named phases of a shard's sync, in the order they normally happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,19 +50,12 @@ pub struct ShardCounters {
     pub rdb_bytes_received: AtomicU64,
     pub rdb_bytes_total: AtomicU64,
     pub rdb_bytes_loaded: AtomicU64,
-    pub keys_applied: AtomicU64,
-    pub keys_skipped: AtomicU64,
-    pub keys_expired: AtomicU64,
-    pub keys_filtered: AtomicU64,
-    pub keys_failed: AtomicU64,
-    pub commands_applied: AtomicU64,
+    /// Replicated commands dropped before the writer (`--filterkey`, or not data).
     pub commands_skipped: AtomicU64,
-    /// Stream commands not sent again because the target's slot markers show them
-    /// applied (after a restart or a lost connection): each applied once.
-    pub commands_already_applied: AtomicU64,
-    pub commands_failed: AtomicU64,
-    /// Values the target could not take as they were; refreshed with the counters.
-    pub translated: Mutex<Translated>,
+    /// The writer's counters, bumped by each writer the shard starts and read here as
+    /// they are: keys and commands applied, skipped, expired, filtered, failed, and what
+    /// the target could not take as it was.
+    pub writes: Arc<WriterStats>,
     /// Stream offset the source has sent us (its offset as far as we know).
     pub source_offset: AtomicU64,
     /// Stream offset applied to the target.
@@ -84,15 +77,6 @@ pub struct Translated {
     pub hash_fields_expired: u64,
     /// What did not fit in the target, per kind (see [`Losses`]).
     pub details_lost: Losses,
-}
-
-impl Translated {
-    pub fn add(&mut self, o: &Translated) {
-        self.rebuilt_with_commands += o.rebuilt_with_commands;
-        self.reencoded += o.reencoded;
-        self.hash_fields_expired += o.hash_fields_expired;
-        self.details_lost.add(&o.details_lost);
-    }
 }
 
 /// When things happened, unix milliseconds (0 = not yet).
@@ -333,6 +317,7 @@ impl ShardStatus {
         let slow = self.slow();
         let source_offset = get(&c.source_offset);
         let applied_offset = get(&c.applied_offset);
+        let w = c.writes.summary();
         ShardSnapshot {
             serial: self.serial,
             source: slow.source_now.clone(),
@@ -347,16 +332,21 @@ impl ShardStatus {
             rdb_bytes_received: get(&c.rdb_bytes_received),
             rdb_bytes_total: get(&c.rdb_bytes_total),
             rdb_bytes_loaded: get(&c.rdb_bytes_loaded),
-            keys_applied: get(&c.keys_applied),
-            keys_skipped: get(&c.keys_skipped),
-            keys_expired: get(&c.keys_expired),
-            keys_filtered: get(&c.keys_filtered),
-            keys_failed: get(&c.keys_failed),
-            commands_applied: get(&c.commands_applied),
+            keys_applied: w.keys_written,
+            keys_skipped: w.skipped_existing,
+            keys_expired: w.expired,
+            keys_filtered: w.filtered,
+            keys_failed: w.keys_failed(),
+            commands_applied: w.commands_written,
             commands_skipped: get(&c.commands_skipped),
-            commands_already_applied: get(&c.commands_already_applied),
-            commands_failed: get(&c.commands_failed),
-            translated: c.translated.lock().map(|t| *t).unwrap_or_default(),
+            commands_already_applied: w.already_applied,
+            commands_failed: w.commands_failed,
+            translated: Translated {
+                rebuilt_with_commands: w.transcoded,
+                reencoded: w.reencoded,
+                hash_fields_expired: w.expired_fields,
+                details_lost: w.lost,
+            },
             source_offset,
             applied_offset,
             lag_bytes: source_offset.saturating_sub(applied_offset),

@@ -58,7 +58,7 @@ use rsm_command::entry::Entry;
 
 pub use commands::{element_commands, Capabilities, ValueState};
 pub use options::{ConflictPolicy, EngineOptions};
-pub use rsm_counters::Losses;
+pub use rsm_counters::{Losses, WriteSummary, WriterStats};
 pub use target::{SlotMap, TargetInfo};
 
 /// How a [`Writer`] connects and how much it keeps in flight.
@@ -88,6 +88,9 @@ pub struct WriterOptions {
     /// only a restart from the target's markers (the session's floor, the slot markers of
     /// the new masters) finds out which.
     pub end_on_lost_master: bool,
+    /// Where the writer counts: a shard hands in its own, kept across its reconnections
+    /// (see [`WriterStats`]); by default a fresh one.
+    pub stats: Arc<WriterStats>,
 }
 
 /// Bytes buffered between `write` and the target's acknowledgement, by default: the
@@ -117,6 +120,7 @@ impl WriterOptions {
             retry_forever: false,
             stop_on_failure: false,
             end_on_lost_master: false,
+            stats: Arc::default(),
         }
     }
 }
@@ -201,188 +205,12 @@ pub fn show_key(key: &[u8]) -> String {
     format!("\"{}\"", key.escape_ascii())
 }
 
-/// Counters, each owned by the writer task; readers take cheap snapshots.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Every reply a target node sent to a request, whatever it said. Counted before the
-    /// watermark moves over the reply's write: when it has not changed since a replica
-    /// check began, nothing the watermark gained since was written after that check.
-    pub answers: AtomicU64,
-    /// Snapshot keys acknowledged by the target.
-    pub keys_written: AtomicU64,
-    /// Replicated commands acknowledged by the target.
-    pub commands_written: AtomicU64,
-    /// Keys kept as they were in the target (`--skip-existing`).
-    pub skipped_existing: AtomicU64,
-    /// Snapshot keys already expired when read.
-    pub expired: AtomicU64,
-    /// Keys and commands dropped by `--filterkey`.
-    pub filtered: AtomicU64,
-    /// Writes the target refused (`-ERR …`, wrong type, …).
-    pub failed_rejected: AtomicU64,
-    /// Multi-key commands whose keys live in several slots and cannot be split.
-    pub failed_cross_slot: AtomicU64,
-    /// Writes given up after `retry_timeout` of retryable errors.
-    pub failed_retries: AtomicU64,
-    /// Entries for a db other than 0 sent to a cluster target without `--targetdb=0`.
-    pub failed_db: AtomicU64,
-    /// Values that could neither be restored nor rebuilt with commands (module types).
-    pub failed_untranslatable: AtomicU64,
-    /// Of the failures above, those of replicated commands (the rest are snapshot keys).
-    pub commands_failed: AtomicU64,
-    /// Details of values the target could not hold, per kind (see [`Losses`]).
-    pub lost_field_ttls: AtomicU64,
-    pub lost_stream_counters: AtomicU64,
-    pub lost_consumer_times: AtomicU64,
-    pub lost_consumers: AtomicU64,
-    pub lost_pending_entries: AtomicU64,
-    /// Hash fields already expired when read: dropped.
-    pub expired_fields: AtomicU64,
-    /// Values rebuilt with commands because the target cannot RESTORE their type.
-    pub transcoded: AtomicU64,
-    /// Values written again in a type the target can RESTORE.
-    pub reencoded: AtomicU64,
-    /// Stream commands not sent because the target's slot markers show them applied
-    /// (after a restart, or a lost connection with writes in flight).
-    pub already_applied: AtomicU64,
-    /// Payload bytes acknowledged.
-    pub bytes: AtomicU64,
-    pub moved: AtomicU64,
-    pub ask: AtomicU64,
-    /// Retries after TRYAGAIN / CLUSTERDOWN / LOADING / BUSY / OOM / connection loss.
-    pub retries: AtomicU64,
-    /// The applied-offset watermark (see the module docs).
-    pub applied_offset: Arc<AtomicU64>,
-}
-
-/// A snapshot of [`WriterStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteSummary {
-    pub keys_written: u64,
-    pub commands_written: u64,
-    pub skipped_existing: u64,
-    pub expired: u64,
-    pub filtered: u64,
-    pub failed_rejected: u64,
-    pub failed_cross_slot: u64,
-    pub failed_retries: u64,
-    pub failed_db: u64,
-    pub failed_untranslatable: u64,
-    /// Of [`WriteSummary::failed`], the replicated commands' (see [`WriteSummary::keys_failed`]).
-    pub commands_failed: u64,
-    pub lost: Losses,
-    pub expired_fields: u64,
-    pub transcoded: u64,
-    pub reencoded: u64,
-    pub already_applied: u64,
-    pub bytes: u64,
-    pub moved: u64,
-    pub ask: u64,
-    pub retries: u64,
-    pub applied_offset: u64,
-}
-
-impl WriteSummary {
-    /// Everything that could not be written.
-    pub fn failed(&self) -> u64 {
-        self.failed_rejected
-            + self.failed_cross_slot
-            + self.failed_retries
-            + self.failed_db
-            + self.failed_untranslatable
-    }
-
-    /// Of [`WriteSummary::failed`], the snapshot keys'.
-    pub fn keys_failed(&self) -> u64 {
-        self.failed().saturating_sub(self.commands_failed)
-    }
-}
-
-impl WriterStats {
-    pub fn summary(&self) -> WriteSummary {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        WriteSummary {
-            keys_written: g(&self.keys_written),
-            commands_written: g(&self.commands_written),
-            skipped_existing: g(&self.skipped_existing),
-            expired: g(&self.expired),
-            filtered: g(&self.filtered),
-            failed_rejected: g(&self.failed_rejected),
-            failed_cross_slot: g(&self.failed_cross_slot),
-            failed_retries: g(&self.failed_retries),
-            failed_db: g(&self.failed_db),
-            failed_untranslatable: g(&self.failed_untranslatable),
-            commands_failed: g(&self.commands_failed),
-            lost: Losses {
-                field_ttls: g(&self.lost_field_ttls),
-                stream_counters: g(&self.lost_stream_counters),
-                consumer_times: g(&self.lost_consumer_times),
-                consumers: g(&self.lost_consumers),
-                pending_entries: g(&self.lost_pending_entries),
-            },
-            expired_fields: g(&self.expired_fields),
-            transcoded: g(&self.transcoded),
-            reencoded: g(&self.reencoded),
-            already_applied: g(&self.already_applied),
-            bytes: g(&self.bytes),
-            moved: g(&self.moved),
-            ask: g(&self.ask),
-            retries: g(&self.retries),
-            applied_offset: self.applied_offset.load(Ordering::Acquire),
-        }
-    }
-}
-
-impl std::fmt::Display for WriteSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "written {} keys + {} commands, skipped {} existing, {} expired, {} filtered, \
-             failed {} (rejected {}, cross-slot {}, retries exhausted {}, db {}, untranslatable {})",
-            self.keys_written,
-            self.commands_written,
-            self.skipped_existing,
-            self.expired,
-            self.filtered,
-            self.failed(),
-            self.failed_rejected,
-            self.failed_cross_slot,
-            self.failed_retries,
-            self.failed_db,
-            self.failed_untranslatable
-        )?;
-        if self.reencoded > 0 {
-            write!(
-                f,
-                ", {} re-encoded for the target's RDB version",
-                self.reencoded
-            )?;
-        }
-        if self.transcoded > 0 {
-            write!(f, ", {} rebuilt with commands", self.transcoded)?;
-        }
-        if self.expired_fields > 0 {
-            write!(f, ", {} expired hash fields dropped", self.expired_fields)?;
-        }
-        // Said whenever something was translated, so that "0 details lost" is a claim.
-        if self.transcoded + self.reencoded > 0 || !self.lost.is_empty() {
-            write!(f, ", {} details lost ({})", self.lost.total(), self.lost)?;
-        }
-        if self.moved + self.ask + self.retries > 0 {
-            write!(
-                f,
-                ", {} MOVED, {} ASK, {} retries",
-                self.moved, self.ask, self.retries
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// State shared between the handle and the writer task.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    pub stats: WriterStats,
+    pub stats: Arc<WriterStats>,
+    /// The applied-offset watermark (see the module docs).
+    pub applied_offset: Arc<AtomicU64>,
     pub fatal: Mutex<Option<WriteError>>,
     /// Set while writes wait to be retried: the target's last error.
     stalled: AtomicBool,
@@ -393,6 +221,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn summary(&self) -> WriteSummary {
+        WriteSummary {
+            applied_offset: self.applied_offset.load(Ordering::Acquire),
+            ..self.stats.summary()
+        }
+    }
+
     pub fn set_stall(&self, why: &str) {
         if let Ok(mut s) = self.stall.lock() {
             if s.as_deref() != Some(why) {
@@ -484,7 +319,10 @@ impl Writer {
             Some(size) => (size, size),
             None => (largest_restore.min(HELD_WHOLE), largest_restore),
         };
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            stats: opts.stats.clone(),
+            ..Shared::default()
+        });
         let (tx, rx) = mpsc::channel(4096);
         let max_permit = opts.max_buffered_bytes.clamp(1, u32::MAX as usize);
         let bytes = Arc::new(Semaphore::new(max_permit));
@@ -536,13 +374,15 @@ impl Writer {
         self.big_stream_threshold
     }
 
+    /// The counters' figures (the shard's, when the shard handed its own in), with this
+    /// writer's watermark.
     pub fn stats(&self) -> WriteSummary {
-        self.shared.stats.summary()
+        self.shared.summary()
     }
 
     /// The applied-offset watermark, readable at any time without touching the writer.
     pub fn applied_offset(&self) -> Arc<AtomicU64> {
-        self.shared.stats.applied_offset.clone()
+        self.shared.applied_offset.clone()
     }
 
     /// Hand one entry to the writer. Waits while the writer's buffers are full; returns
@@ -643,7 +483,7 @@ impl Writer {
         flushed?;
         match shared.fatal() {
             Some(e) => Err(e),
-            None => Ok(shared.stats.summary()),
+            None => Ok(shared.summary()),
         }
     }
 }

@@ -474,7 +474,7 @@ impl Pipeline {
                 .fetch_add(commands, Ordering::Relaxed);
         }
         if let Some(offset) = applied {
-            stats.applied_offset.store(offset, Ordering::Release);
+            self.shared.applied_offset.store(offset, Ordering::Release);
         }
         if failed && self.opts.stop_on_failure && !self.fatal() {
             let reason = self

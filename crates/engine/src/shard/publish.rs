@@ -1,5 +1,5 @@
-//! The shard's status, refreshed from the counters of the stages that own them (the
-//! link, the spool, the writer) by a task of its own, so that it stays fresh exactly when
+//! The shard's status, refreshed from the per-connection counters of the link and the
+//! spool by a task of its own (the writer counts straight into the shard's status), so that it stays fresh exactly when
 //! the shard loop is waiting on a slow or refusing target.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rsm_replica::link::LinkCounters;
 use rsm_replica::spool::Spool;
-use rsm_status::{ShardStatus, Translated};
+use rsm_status::ShardStatus;
 use rsm_writer::Writer;
 
 /// How often the status (and so /status, /metrics and "ready") is refreshed:
@@ -24,7 +24,6 @@ pub(super) struct Publisher {
     pub stream_start: u64,
     pub writer: Writer,
     pub applied: Arc<AtomicU64>,
-    pub base: WriterTotals,
 }
 
 impl Publisher {
@@ -52,7 +51,9 @@ impl Publisher {
             }
             None => {}
         }
-        let (link, base) = (&self.link, &self.base);
+        // The link's counters are per connection; the status shows them from the
+        // stream's start. The writer's need nothing: it counts in the shard's own.
+        let link = &self.link;
         let c = &status.counters;
         c.rdb_bytes_received
             .store(link.rdb_received.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -66,37 +67,6 @@ impl Publisher {
             .store(self.applied.load(Ordering::Acquire), Ordering::Relaxed);
         c.spill_bytes
             .store(self.spool.backlog().1, Ordering::Relaxed);
-        let w = self.writer.stats();
-        c.keys_applied
-            .store(base.keys_applied + w.keys_written, Ordering::Relaxed);
-        c.keys_skipped
-            .store(base.keys_skipped + w.skipped_existing, Ordering::Relaxed);
-        c.keys_expired
-            .store(base.keys_expired + w.expired, Ordering::Relaxed);
-        c.keys_filtered
-            .store(base.keys_filtered + w.filtered, Ordering::Relaxed);
-        c.keys_failed
-            .store(base.keys_failed + w.keys_failed(), Ordering::Relaxed);
-        c.commands_failed
-            .store(base.commands_failed + w.commands_failed, Ordering::Relaxed);
-        c.commands_applied.store(
-            base.commands_applied + w.commands_written,
-            Ordering::Relaxed,
-        );
-        c.commands_already_applied.store(
-            base.commands_already_applied + w.already_applied,
-            Ordering::Relaxed,
-        );
-        let mut translated = base.translated;
-        translated.add(&Translated {
-            rebuilt_with_commands: w.transcoded,
-            reencoded: w.reencoded,
-            hash_fields_expired: w.expired_fields,
-            details_lost: w.lost,
-        });
-        if let Ok(mut t) = c.translated.lock() {
-            *t = translated;
-        }
         status.update_caught_up();
     }
 }
@@ -115,36 +85,5 @@ impl Publisher {
                 self.publish(&mut shown_stall);
             }
         })
-    }
-}
-
-/// The shard's writer-owned totals when a connection's writer started.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct WriterTotals {
-    keys_applied: u64,
-    keys_skipped: u64,
-    keys_expired: u64,
-    keys_filtered: u64,
-    keys_failed: u64,
-    commands_applied: u64,
-    commands_failed: u64,
-    commands_already_applied: u64,
-    translated: Translated,
-}
-
-impl WriterTotals {
-    pub fn read(c: &rsm_status::ShardCounters) -> WriterTotals {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        WriterTotals {
-            keys_applied: g(&c.keys_applied),
-            keys_skipped: g(&c.keys_skipped),
-            keys_expired: g(&c.keys_expired),
-            keys_filtered: g(&c.keys_filtered),
-            keys_failed: g(&c.keys_failed),
-            commands_applied: g(&c.commands_applied),
-            commands_failed: g(&c.commands_failed),
-            commands_already_applied: g(&c.commands_already_applied),
-            translated: c.translated.lock().map(|t| *t).unwrap_or_default(),
-        }
     }
 }

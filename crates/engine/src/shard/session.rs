@@ -13,7 +13,7 @@ use rsm_client::{ConnectOptions, Connection};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::publish::{Publisher, WriterTotals};
+use super::publish::Publisher;
 use super::{state_err, Place, ShardError, ShardSpec};
 use crate::loader::{LoadError, Loader, LoaderOptions};
 use crate::replay::{flush_of, prepare, Replay};
@@ -132,7 +132,7 @@ async fn prelude(
     // The target first: while it is down there is no point asking the source for
     // anything, least of all a full sync (a fork) that could not be loaded. And the
     // target is the record of progress: where to resume comes from it.
-    let (writer, connect) = connect_writer(cx.spec).await?;
+    let (writer, connect) = connect_writer(cx.spec, cx.status).await?;
     let recorded = recorded_progress(cx, &writer, &connect).await?;
     let mut resume = recorded
         .as_ref()
@@ -213,7 +213,10 @@ fn note_local_checkpoint(cx: &Context<'_>, resume: Option<&ResumePoint>) -> Resu
     Ok(())
 }
 
-async fn connect_writer(spec: &ShardSpec) -> Result<(Writer, ConnectOptions), ShardError> {
+async fn connect_writer(
+    spec: &ShardSpec,
+    status: &ShardStatus,
+) -> Result<(Writer, ConnectOptions), ShardError> {
     let mut options = WriterOptions::new(
         spec.target.clone(),
         spec.target_connect(),
@@ -222,6 +225,9 @@ async fn connect_writer(spec: &ShardSpec) -> Result<(Writer, ConnectOptions), Sh
     options.retry_forever = true;
     options.stop_on_failure = true;
     options.end_on_lost_master = true;
+    // Every writer of this shard counts into the shard's status, so its figures carry on
+    // across reconnections without being copied.
+    options.stats = status.counters.writes.clone();
     let connect = options.connect.clone();
     Ok((Writer::connect(options).await?, connect))
 }
@@ -291,8 +297,6 @@ impl<'a> Session<'a> {
     ) -> Result<Option<Session<'a>>, ShardError> {
         let (mut conn, start, permit) = (accepted.conn, accepted.start, accepted.permit);
         let status = cx.status;
-        // A new writer counts from zero; the shard's totals carry on from here.
-        let base = WriterTotals::read(&status.counters);
         let spool = new_spool(cx.spec);
         let link_counters = Arc::new(LinkCounters::default());
         // The writer owns the applied-offset watermark; the ACKs report it.
@@ -322,7 +326,6 @@ impl<'a> Session<'a> {
             stream_start,
             writer: writer.clone(),
             applied: durable.clone(),
-            base,
         };
         let publisher = publish_from.clone().spawn();
         let keeper = keep_marker(&cx, &writer, connect);
