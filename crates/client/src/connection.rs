@@ -575,3 +575,33 @@ pub fn parse_info(text: &str) -> Vec<(String, String)> {
 pub fn info_field<'a>(info: &'a [(String, String)], key: &str) -> Option<&'a str> {
     info.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
+
+/// The dbs of an `INFO keyspace` reply and their key counts (`db3:keys=7,expires=0,…`), in
+/// the order the server lists them. A server lists only dbs that hold keys, so an empty
+/// server gives an empty list; a line this does not understand is left out rather than
+/// guessed at.
+pub fn keyspace(info: &[(String, String)]) -> Vec<(u32, u64)> {
+    info.iter()
+        .filter_map(|(k, v)| {
+            let db = k.strip_prefix("db")?.parse().ok()?;
+            let keys = v.split(',').next()?.strip_prefix("keys=")?.parse().ok()?;
+            Some((db, keys))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_lists_each_db_with_its_keys() {
+        let info = parse_info("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb5:keys=12,expires=0,avg_ttl=0,subexpiry=0\r\n");
+        assert_eq!(keyspace(&info), vec![(0, 3), (5, 12)]);
+        assert_eq!(keyspace(&parse_info("# Keyspace\r\n")), vec![]);
+        assert_eq!(
+            keyspace(&parse_info("dbx:keys=1\r\ndb1:nokeys\r\n")),
+            vec![]
+        );
+    }
+}

@@ -26,7 +26,7 @@ pub mod throttle;
 mod tls;
 
 pub use connection::{
-    info_field, parse_info, ConnectOptions, Connection, FrameReader, FrameWriter,
+    info_field, keyspace, parse_info, ConnectOptions, Connection, FrameReader, FrameWriter,
 };
 pub use credentials::{read_secret_file, Credentials, SecretFileError};
 pub use endpoint::{Endpoint, EndpointError};

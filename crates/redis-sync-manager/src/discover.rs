@@ -229,16 +229,9 @@ async fn node_size(endpoint: &Endpoint, opts: &ConnectOptions) -> (Option<u64>, 
         .ok()
         .and_then(|i| info_field(&i, "used_memory").and_then(|v| v.parse().ok()));
     let keys = conn.info("keyspace").await.ok().map(|info| {
-        // db0:keys=3,expires=0,avg_ttl=0
-        info.iter()
-            .filter(|(k, _)| k.starts_with("db"))
-            .filter_map(|(_, v)| {
-                v.split(',')
-                    .next()?
-                    .strip_prefix("keys=")?
-                    .parse::<u64>()
-                    .ok()
-            })
+        rsm_client::keyspace(&info)
+            .iter()
+            .map(|(_, keys)| keys)
             .sum()
     });
     (used, keys)

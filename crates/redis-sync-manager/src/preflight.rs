@@ -242,14 +242,11 @@ async fn source_keyspace(
 
 /// The dbs `INFO keyspace` lists with keys.
 async fn dbs_with_keys(conn: &mut Connection) -> Result<Vec<u32>, DiscoverError> {
-    Ok(conn
-        .info("keyspace")
-        .await?
-        .iter()
-        .filter_map(|(k, v)| {
-            let keys: u64 = v.split(',').next()?.strip_prefix("keys=")?.parse().ok()?;
-            (keys > 0).then_some(k.strip_prefix("db")?.parse().ok()?)
-        })
+    let info = conn.info("keyspace").await?;
+    Ok(rsm_client::keyspace(&info)
+        .into_iter()
+        .filter(|(_, keys)| *keys > 0)
+        .map(|(db, _)| db)
         .collect())
 }
 

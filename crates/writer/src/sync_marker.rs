@@ -439,9 +439,9 @@ impl<'a> TargetKeys<'a> {
             return Ok(vec![db]);
         }
         let info = self.conn(0).await?.info("keyspace").await?;
-        Ok(info
-            .iter()
-            .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+        Ok(rsm_client::keyspace(&info)
+            .into_iter()
+            .map(|(db, _)| db)
             .collect())
     }
 
@@ -725,11 +725,9 @@ pub async fn remove_progress_keys(
         let mut c = Connection::connect(node, connect).await?;
         let dbs: Vec<u32> = match info.cluster {
             true => vec![0],
-            false => c
-                .info("keyspace")
-                .await?
-                .iter()
-                .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+            false => rsm_client::keyspace(&c.info("keyspace").await?)
+                .into_iter()
+                .map(|(db, _)| db)
                 .collect(),
         };
         for db in dbs {

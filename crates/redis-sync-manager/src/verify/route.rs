@@ -136,9 +136,9 @@ async fn supports_pexpiretime(conn: &mut Connection) -> Result<bool, ClientError
 /// `db0:keys=3,...` lines of `INFO keyspace`, as db numbers (db 0 when empty).
 async fn keyspace_dbs(conn: &mut Connection) -> Result<Vec<u32>, ClientError> {
     let info = conn.info("keyspace").await?;
-    let mut dbs: Vec<u32> = info
-        .iter()
-        .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+    let mut dbs: Vec<u32> = rsm_client::keyspace(&info)
+        .into_iter()
+        .map(|(db, _)| db)
         .collect();
     if dbs.is_empty() {
         dbs.push(0);
