@@ -30,6 +30,36 @@ impl TargetDb {
         self.0.unwrap_or(source_db)
     }
 
+    /// The target db that keys of `source_db` go into, or `None` when the target cannot
+    /// hold it: a cluster has only db 0, a standalone server its `databases` (unknown:
+    /// assume it has it, and let a refused `SELECT` say otherwise). A write for a db the
+    /// target lacks must fail and be counted, never follow a refused `SELECT` into the
+    /// db the connection happens to be in.
+    pub fn place(
+        self,
+        source_db: DbIndex,
+        cluster: bool,
+        databases: Option<u32>,
+    ) -> Option<DbIndex> {
+        let db = self.of(source_db);
+        let fits = match (cluster, databases) {
+            (true, _) => db == 0,
+            (false, Some(n)) => db < n,
+            (false, None) => true,
+        };
+        fits.then_some(db)
+    }
+
+    /// The db of the target that holds the tool's own keys: the one `--targetdb` names on
+    /// a standalone target (its other dbs may belong to other applications), else db 0
+    /// (always on a cluster, which has no other).
+    pub fn home(self, cluster: bool) -> DbIndex {
+        match cluster {
+            true => 0,
+            false => self.0.unwrap_or(0),
+        }
+    }
+
     /// Whether several source dbs may meet in one target db (then a key name found in
     /// two of them is a conflict, not two keys).
     pub fn merges(self) -> bool {
@@ -72,6 +102,25 @@ mod tests {
         assert!(t.merges());
         assert_eq!(t.check(false), Ok(()));
         assert_eq!(t.check(true), Err(NeedsStandalone(3)));
+    }
+
+    #[test]
+    fn a_db_the_target_lacks_has_no_place() {
+        let each = TargetDb::new(None);
+        assert_eq!(each.place(3, false, Some(16)), Some(3));
+        assert_eq!(each.place(16, false, Some(16)), None);
+        assert_eq!(each.place(3, false, None), Some(3));
+        assert_eq!(each.place(3, true, None), None);
+        assert_eq!(each.place(0, true, None), Some(0));
+        let merged = TargetDb::new(Some(0));
+        assert_eq!(merged.place(3, true, None), Some(0));
+    }
+
+    #[test]
+    fn the_tools_keys_live_in_the_targetdb_db_of_a_standalone_target() {
+        assert_eq!(TargetDb::new(Some(4)).home(false), 4);
+        assert_eq!(TargetDb::new(Some(4)).home(true), 0);
+        assert_eq!(TargetDb::new(None).home(false), 0);
     }
 
     #[test]

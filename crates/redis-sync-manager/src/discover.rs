@@ -153,10 +153,8 @@ pub async fn discover(
 
     let shards = plan_shards(&topology, from, &source_opts, role).await;
 
-    if let Some(db) = target_db.filter(|db| *db != 0) {
-        if target.cluster {
-            return Err(DiscoverError::TargetDbOnCluster(db, target.endpoint));
-        }
+    if let Err(e) = rsm_command::TargetDb::new(target_db).check(target.cluster) {
+        return Err(DiscoverError::TargetDbOnCluster(e.0, target.endpoint));
     }
     // Before any PSYNC: each of these used to be found after a fork or after writing.
     let nodes: Vec<Endpoint> = shards.iter().map(|s| s.node.clone()).collect();

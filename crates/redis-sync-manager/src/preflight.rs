@@ -140,12 +140,9 @@ struct TargetDbs {
 impl TargetDbs {
     /// Can a key of source db `db` be written?
     fn holds(&self, db: u32) -> bool {
-        let to = self.target_db.unwrap_or(db);
-        match (self.cluster, self.databases) {
-            (true, _) => to == 0,
-            (false, Some(n)) => to < n,
-            (false, None) => true,
-        }
+        rsm_command::TargetDb::new(self.target_db)
+            .place(db, self.cluster, self.databases)
+            .is_some()
     }
 }
 

@@ -271,13 +271,7 @@ impl Admitter {
     /// The db a write goes to, or `None` if the target cannot hold it: a cluster has only
     /// db 0, a standalone server its `databases`.
     fn target_db(&self, db: DbIndex) -> Option<DbIndex> {
-        let db = self.target_db.unwrap_or(db);
-        let fits = match (self.info.cluster, self.info.databases) {
-            (true, _) => db == 0,
-            (false, Some(n)) => db < n,
-            (false, None) => true,
-        };
-        fits.then_some(db)
+        rsm_command::TargetDb::new(self.target_db).place(db, self.info.cluster, self.info.databases)
     }
 
     /// Filtered, expired or in a db the target lacks (counted): `None`.

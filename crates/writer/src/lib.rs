@@ -296,13 +296,13 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     /// Detect the target, validate the options against it, and start the writer task.
     pub async fn connect(opts: WriterOptions) -> Result<Writer, WriteError> {
-        let home = opts.engine.target_db.unwrap_or(0);
-        let (info, slots) = target::detect(&opts.target, &opts.connect, home).await?;
-        if info.cluster {
-            if let Some(db) = opts.engine.target_db.filter(|db| *db != 0) {
-                return Err(WriteError::TargetDbInCluster(db));
-            }
-        }
+        let db_map = opts.engine.db_map();
+        // The probe goes where the tool's keys will live; the kind is not known yet, and a
+        // cluster with --targetdb=N is refused just below.
+        let (info, slots) = target::detect(&opts.target, &opts.connect, db_map.home(false)).await?;
+        db_map
+            .check(info.cluster)
+            .map_err(|e| WriteError::TargetDbInCluster(e.0))?;
         if let (false, Some(db)) = (info.cluster, opts.engine.target_db) {
             target::check_target_db(&opts.target, &opts.connect, db).await?;
         }

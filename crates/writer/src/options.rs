@@ -4,7 +4,7 @@
 //! (`rsm-flags`); the writer, the loader and the replay path only read it.
 
 use rsm_client::throttle::Limits;
-use rsm_command::KeyPrefixes;
+use rsm_command::{KeyPrefixes, TargetDb};
 
 pub use rsm_command::ConflictPolicy;
 
@@ -19,4 +19,11 @@ pub struct EngineOptions {
     pub big_key_size: Option<u64>,
     /// `--max-bandwidth` / `--max-ops`, shared by every engine of the process.
     pub limits: Limits,
+}
+
+impl EngineOptions {
+    /// `--targetdb` as the one type that decides where each source db goes.
+    pub fn db_map(&self) -> TargetDb {
+        TargetDb::new(self.target_db)
+    }
 }

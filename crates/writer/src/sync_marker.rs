@@ -110,14 +110,9 @@ impl CopyScope<'_> {
     }
 }
 
-/// The db of a standalone target that holds the tool's own keys: the one `--targetdb`
-/// names, since the target's other dbs may belong to other applications; db 0 otherwise
-/// (and always on a cluster, which has no other).
+/// The db of the target that holds the tool's own keys (see [`TargetDb::home`]).
 pub fn home_db(cluster: bool, target_db: Option<u32>) -> u32 {
-    match cluster {
-        true => 0,
-        false => target_db.unwrap_or(0),
-    }
+    rsm_command::TargetDb::new(target_db).home(cluster)
 }
 
 /// The marker's key for a shard: the hash tag keeps it in one slot of the target.
