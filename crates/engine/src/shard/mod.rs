@@ -13,6 +13,7 @@
 
 mod publish;
 mod session;
+mod timing;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

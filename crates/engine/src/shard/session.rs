@@ -14,6 +14,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::publish::Publisher;
+use super::timing::{Confirmed, Timing, CONFIRM_EVERY};
 use super::{state_err, Place, ShardError, ShardSpec};
 use crate::loader::{LoadError, Loader, LoaderOptions};
 use crate::replay::{flush_of, prepare, Replay};
@@ -34,10 +35,6 @@ use rsm_writer::sync_marker::{
 };
 use rsm_writer::{WriteError, Writer, WriterOptions};
 
-/// How often the checkpoint file is rewritten.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// How often the target is asked whether what it acknowledged is on its replicas.
-const CONFIRM_EVERY: Duration = Duration::from_millis(200);
 /// How long a stop waits for the target to acknowledge what is in flight.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
 /// How long a stop while streaming goes on applying what was already received. With
@@ -77,14 +74,11 @@ struct Session<'a> {
     /// What of `applied` is durable (see [`Durability`]): the only offset reported as
     /// applied, saved as the floor or checkpointed. `None` until the snapshot is.
     durable: Arc<AtomicU64>,
-    durable_at: Option<u64>,
+    /// When to check the replicas and checkpoint, and what is durable so far.
+    timing: Timing,
     durability: Option<Durability>,
     /// A check of `durability` under way, for the watermark it was started at.
     confirming: Option<JoinHandle<Confirmation>>,
-    /// The writer's answer count when the last check that succeeded began.
-    confirmed_answers: Option<u64>,
-    last_confirm: Instant,
-    confirm_failures: u64,
     spool: Arc<Spool>,
     link: Link,
     publisher: JoinHandle<()>,
@@ -98,7 +92,6 @@ struct Session<'a> {
     /// The target holds a complete snapshot plus a known prefix of the stream: only then
     /// may a checkpoint exist.
     resumable: bool,
-    last_checkpoint: Instant,
     /// The periodic checkpoint being written off the runtime's threads.
     saving: Option<JoinHandle<std::io::Result<()>>>,
     /// The shard's record in the target, and the connection that keeps its floor.
@@ -344,13 +337,10 @@ impl<'a> Session<'a> {
             cx,
             writer,
             applied,
-            durable_at: (!full).then_some(stream_start),
+            timing: Timing::new((!full).then_some(stream_start), Instant::now()),
             durable,
             durability: Some(durability),
             confirming: None,
-            last_confirm: Instant::now(),
-            confirm_failures: 0,
-            confirmed_answers: None,
             spool,
             link,
             publisher,
@@ -362,7 +352,6 @@ impl<'a> Session<'a> {
             stream: StreamReader::new(stream_start),
             permit,
             resumable: !full,
-            last_checkpoint: Instant::now(),
             saving: None,
             marker,
             keeper,
@@ -539,20 +528,12 @@ impl<'a> Session<'a> {
         // Read before asking: only what was acknowledged by now is covered.
         let at = self.applied.load(Ordering::Acquire);
         let answers = self.writer.answers();
-        if self.durable_at.is_some_and(|d| at > d) && self.confirmed_answers == Some(answers) {
-            // No answer from the target since the last check that succeeded began: what
-            // the watermark gained since is stream bytes that wrote nothing (the source's
-            // PING every 10 s, filtered commands), as safe as what that check covered.
-            // Asking again would leave an idle shard lagging for a round trip each time.
-            self.durable_at = Some(at);
-            self.durable.store(at, Ordering::Release);
+        if let Some(idle) = self.timing.idle_advance(at, answers) {
+            self.durable.store(idle, Ordering::Release);
         }
-        if self.confirming.is_none()
-            && self.last_confirm.elapsed() >= CONFIRM_EVERY
-            && self.durable_at != Some(at)
-        {
+        let running = self.confirming.is_some();
+        if self.timing.start_confirm(at, running, Instant::now()) {
             if let Some(mut durability) = self.durability.take() {
-                self.last_confirm = Instant::now();
                 let answered = self.writer.answered_by();
                 self.confirming = Some(tokio::spawn(async move {
                     let result = durability.confirm(&answered).await;
@@ -560,33 +541,27 @@ impl<'a> Session<'a> {
                 }));
             }
         }
-        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            self.last_checkpoint = Instant::now();
-            if let Some(durable) = self.durable_at {
-                self.save_checkpoint_behind(durable).await?;
-                self.save_floor(durable).await;
-            }
+        if let Some(Some(durable)) = self.timing.checkpoint_due(Instant::now()) {
+            self.save_checkpoint_behind(durable).await?;
+            self.save_floor(durable).await;
         }
         Ok(())
     }
 
     /// A check of the target's replicas came back for the watermark `at`.
     fn confirmed(&mut self, at: u64, answers: u64, result: Result<(), String>) {
-        match result {
-            Ok(()) => {
-                self.confirm_failures = 0;
-                self.confirmed_answers = Some(answers);
-                if self.durable_at.is_none_or(|d| at > d) {
-                    self.durable_at = Some(at);
-                    self.durable.store(at, Ordering::Release);
-                }
+        match (self.timing.confirmed(at, answers, result.is_ok()), result) {
+            (Confirmed::Advanced(durable), _) => self.durable.store(durable, Ordering::Release),
+            (
+                Confirmed::Failed {
+                    failures,
+                    warn: true,
+                },
+                Err(why),
+            ) => {
+                tracing::warn!(shard = self.cx.spec.serial, reason = %why, failures, "writes acknowledged by the target are not confirmed on its replicas yet: the floor and the applied offset wait");
             }
-            Err(why) => {
-                self.confirm_failures += 1;
-                if self.confirm_failures.is_power_of_two() {
-                    tracing::warn!(shard = self.cx.spec.serial, reason = %why, failures = self.confirm_failures, "writes acknowledged by the target are not confirmed on its replicas yet: the floor and the applied offset wait");
-                }
-            }
+            _ => {}
         }
     }
 
@@ -725,7 +700,7 @@ impl<'a> Session<'a> {
         // The snapshot is the floor only once a replica has it too; otherwise the next
         // tick's check takes over and, until then, a restart copies again.
         self.confirm_now().await;
-        if self.durable_at.is_some() {
+        if self.timing.durable().is_some() {
             self.save_checkpoint(self.stream_start)?;
             self.save_floor(self.stream_start).await;
         }
@@ -804,14 +779,16 @@ impl<'a> Session<'a> {
         }
         // Held here, not left to the next tick: the floor must pass the flush before the
         // first write after it goes out.
-        while self.durable_at.is_none_or(|d| d < offset.0) || self.floor_saved != Some(offset.0) {
+        while self.timing.durable().is_none_or(|d| d < offset.0)
+            || self.floor_saved != Some(offset.0)
+        {
             if *self.cx.shutdown.borrow() {
                 return Err(ShardError::LinkLost(
                     "stopped at a source flush; the next run applies it again".into(),
                 ));
             }
             self.confirm_now().await;
-            if self.durable_at.is_some_and(|d| d >= offset.0) {
+            if self.timing.durable().is_some_and(|d| d >= offset.0) {
                 self.save_floor(offset.0).await;
                 if self.floor_saved == Some(offset.0) {
                     self.save_checkpoint(offset.0)?;
@@ -841,7 +818,7 @@ impl<'a> Session<'a> {
             } else if let Some(running) = self.confirming.take() {
                 running.abort();
             }
-            if let Some(durable) = self.durable_at {
+            if let Some(durable) = self.timing.durable() {
                 self.save_checkpoint(durable)?;
                 self.save_floor(durable).await;
             }
