@@ -344,126 +344,133 @@ async fn page() -> Html<&'static str> {
 }
 
 /// Prometheus text format, one family per counter, labelled by shard.
+/// Reads one figure of a shard.
+type Getter = fn(&ShardSnapshot) -> u64;
+
+/// The per-shard metric families: name, type, help, and the figure. A table rather than
+/// code, so that adding a counter is one line here and its help text sits next to it.
+const SHARD_FAMILIES: &[(&str, &str, &str, Getter)] = &[
+    (
+        "rsm_rdb_received_bytes_total",
+        "counter",
+        "Snapshot bytes received from the source.",
+        |s| s.rdb_bytes_received,
+    ),
+    (
+        "rsm_rdb_size_bytes",
+        "gauge",
+        "Snapshot size announced by the source (0 if unknown).",
+        |s| s.rdb_bytes_total,
+    ),
+    (
+        "rsm_keys_applied_total",
+        "counter",
+        "Snapshot keys written to the target.",
+        |s| s.keys_applied,
+    ),
+    (
+        "rsm_keys_skipped_total",
+        "counter",
+        "Snapshot keys that already existed and were kept.",
+        |s| s.keys_skipped,
+    ),
+    (
+        "rsm_keys_expired_total",
+        "counter",
+        "Snapshot keys already expired when read.",
+        |s| s.keys_expired,
+    ),
+    (
+        "rsm_keys_filtered_total",
+        "counter",
+        "Snapshot keys dropped by --filterkey.",
+        |s| s.keys_filtered,
+    ),
+    (
+        "rsm_keys_failed_total",
+        "counter",
+        "Snapshot keys the target refused.",
+        |s| s.keys_failed,
+    ),
+    (
+        "rsm_commands_applied_total",
+        "counter",
+        "Replicated commands applied to the target.",
+        |s| s.commands_applied,
+    ),
+    (
+        "rsm_commands_skipped_total",
+        "counter",
+        "Replicated commands skipped (filtered or meaningless on the target).",
+        |s| s.commands_skipped,
+    ),
+    (
+        "rsm_commands_already_applied_total",
+        "counter",
+        "Replicated commands the target's markers showed applied, not sent again.",
+        |s| s.commands_already_applied,
+    ),
+    (
+        "rsm_rebuilt_with_commands_total",
+        "counter",
+        "Snapshot values of a type the target cannot RESTORE, written with commands.",
+        |s| s.translated.rebuilt_with_commands,
+    ),
+    (
+        "rsm_details_lost_total",
+        "counter",
+        "Details of values the target cannot hold (field TTLs, stream counters, consumer times, ...); per kind in /status.",
+        |s| s.translated.details_lost.total(),
+    ),
+    (
+        "rsm_commands_failed_total",
+        "counter",
+        "Replicated commands the target refused.",
+        |s| s.commands_failed,
+    ),
+    (
+        "rsm_source_offset_bytes",
+        "gauge",
+        "Replication offset received from the source.",
+        |s| s.source_offset,
+    ),
+    (
+        "rsm_applied_offset_bytes",
+        "gauge",
+        "Replication offset applied to the target.",
+        |s| s.applied_offset,
+    ),
+    (
+        "rsm_lag_bytes",
+        "gauge",
+        "Bytes received but not yet applied.",
+        |s| s.lag_bytes,
+    ),
+    (
+        "rsm_spill_bytes",
+        "gauge",
+        "Bytes waiting in the spill file.",
+        |s| s.spill_bytes,
+    ),
+    (
+        "rsm_full_syncs_total",
+        "counter",
+        "Full syncs started.",
+        |s| s.full_syncs,
+    ),
+    (
+        "rsm_reconnects_total",
+        "counter",
+        "Reconnects to the source.",
+        |s| s.reconnects,
+    ),
+];
+
+/// `/metrics` in the Prometheus text format: one family per figure, one sample per shard
+/// (labelled with its serial and source), then the process-wide gauges.
 pub fn render_metrics(r: &StatusReport) -> String {
-    type Getter = fn(&ShardSnapshot) -> u64;
-    let families: &[(&str, &str, &str, Getter)] = &[
-        (
-            "rsm_rdb_received_bytes_total",
-            "counter",
-            "Snapshot bytes received from the source.",
-            |s| s.rdb_bytes_received,
-        ),
-        (
-            "rsm_rdb_size_bytes",
-            "gauge",
-            "Snapshot size announced by the source (0 if unknown).",
-            |s| s.rdb_bytes_total,
-        ),
-        (
-            "rsm_keys_applied_total",
-            "counter",
-            "Snapshot keys written to the target.",
-            |s| s.keys_applied,
-        ),
-        (
-            "rsm_keys_skipped_total",
-            "counter",
-            "Snapshot keys that already existed and were kept.",
-            |s| s.keys_skipped,
-        ),
-        (
-            "rsm_keys_expired_total",
-            "counter",
-            "Snapshot keys already expired when read.",
-            |s| s.keys_expired,
-        ),
-        (
-            "rsm_keys_filtered_total",
-            "counter",
-            "Snapshot keys dropped by --filterkey.",
-            |s| s.keys_filtered,
-        ),
-        (
-            "rsm_keys_failed_total",
-            "counter",
-            "Snapshot keys the target refused.",
-            |s| s.keys_failed,
-        ),
-        (
-            "rsm_commands_applied_total",
-            "counter",
-            "Replicated commands applied to the target.",
-            |s| s.commands_applied,
-        ),
-        (
-            "rsm_commands_skipped_total",
-            "counter",
-            "Replicated commands skipped (filtered or meaningless on the target).",
-            |s| s.commands_skipped,
-        ),
-        (
-            "rsm_commands_already_applied_total",
-            "counter",
-            "Replicated commands the target's markers showed applied, not sent again.",
-            |s| s.commands_already_applied,
-        ),
-        (
-            "rsm_rebuilt_with_commands_total",
-            "counter",
-            "Snapshot values of a type the target cannot RESTORE, written with commands.",
-            |s| s.translated.rebuilt_with_commands,
-        ),
-        (
-            "rsm_details_lost_total",
-            "counter",
-            "Details of values the target cannot hold (field TTLs, stream counters, consumer times, ...); per kind in /status.",
-            |s| s.translated.details_lost.total(),
-        ),
-        (
-            "rsm_commands_failed_total",
-            "counter",
-            "Replicated commands the target refused.",
-            |s| s.commands_failed,
-        ),
-        (
-            "rsm_source_offset_bytes",
-            "gauge",
-            "Replication offset received from the source.",
-            |s| s.source_offset,
-        ),
-        (
-            "rsm_applied_offset_bytes",
-            "gauge",
-            "Replication offset applied to the target.",
-            |s| s.applied_offset,
-        ),
-        (
-            "rsm_lag_bytes",
-            "gauge",
-            "Bytes received but not yet applied.",
-            |s| s.lag_bytes,
-        ),
-        (
-            "rsm_spill_bytes",
-            "gauge",
-            "Bytes waiting in the spill file.",
-            |s| s.spill_bytes,
-        ),
-        (
-            "rsm_full_syncs_total",
-            "counter",
-            "Full syncs started.",
-            |s| s.full_syncs,
-        ),
-        (
-            "rsm_reconnects_total",
-            "counter",
-            "Reconnects to the source.",
-            |s| s.reconnects,
-        ),
-    ];
     let mut out = String::new();
-    for (name, kind, help, get) in families {
+    for (name, kind, help, get) in SHARD_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in &r.shards {
             let _ = writeln!(
