@@ -190,6 +190,8 @@ impl Decoder {
     /// type `rdb_type`, read with the rules of `version`, in elements mode.
     pub(crate) fn for_value(rdb_type: u8, version: RdbVersion) -> Result<Self, RdbError> {
         let mut d = Decoder::new(DecodeOptions::elements());
+        // A DUMP payload's CRC covers its type byte and trailer too, so `parse_payload`
+        // checks it over the whole payload; the body alone has no checksum of its own.
         d.crc_on = false;
         d.p.version = version;
         d.p.value_only = true;
@@ -201,6 +203,7 @@ impl Decoder {
         }
         d.p.begin_value(rdb_type);
         d.p.top = Top::Value;
+        // `apply` never sees a `BeginValue` for a single value, so this is its part of it.
         d.retaining = rdb_type == RDB_TYPE_MODULE_2;
         Ok(d)
     }
@@ -964,6 +967,7 @@ fn module_aux(c: &mut Cursor<'_>, at: usize) -> P<Event> {
     }
     let when = c.length("MODULE_AUX when")?;
     while !module_op(c)? {}
+    // Copied for the reason a key's name is (see `Cursor::string_copy`).
     let raw = Bytes::copy_from_slice(c.slice(at + 1, c.pos));
     Ok(Event::ModuleAux {
         module_id,
@@ -1010,6 +1014,8 @@ impl Parser {
             VState::StrPieces(left) => self.string_piece(c, out, left),
             VState::Items(kind, left) => {
                 self.item(c, out, kind)?;
+                // Never 0 here: a value with no members ends at its header (`items_start`),
+                // and so does every counted state below.
                 let left = left - 1;
                 self.vs = VState::Items(kind, left);
                 Ok(left == 0)
@@ -2080,6 +2086,7 @@ pub(crate) fn key_meta_block(c: &mut Cursor<'_>) -> P<Vec<KeyMetaClass>> {
         let spec = u32::from_le_bytes(c.array()?);
         let values_at = c.pos;
         while !module_op(c)? {}
+        // The name is four 6-bit characters of the set module type names use.
         // why: a 6-bit masked index into a 64-entry array is always in range.
         #[allow(clippy::indexing_slicing)]
         let name: String = (0..4)
@@ -2096,6 +2103,8 @@ pub(crate) fn key_meta_block(c: &mut Cursor<'_>) -> P<Vec<KeyMetaClass>> {
                 version,
             }));
         }
+        // Copied, not sliced: `KeyMeta` outlives the key's value, and a slice would pin the
+        // buffer that a big raw value needs to grow in place (see `Cursor::string_copy`).
         classes.push(KeyMetaClass {
             name,
             version,
