@@ -776,14 +776,20 @@ impl Parser {
         }
     }
 
+    // The sizes are taken before the members move: cloning a member only to measure it
+    // would cost two atomic operations per member, and an allocation for one built from a
+    // `Vec` (integers as text), whose first clone makes it shared.
     fn push_list(&mut self, out: &mut Vec<Event>, b: Bytes) {
-        push_into!(self, out, ListItems, b.clone(), b.len())
+        let n = b.len();
+        push_into!(self, out, ListItems, b, n)
     }
     fn push_set(&mut self, out: &mut Vec<Event>, b: Bytes) {
-        push_into!(self, out, SetMembers, b.clone(), b.len())
+        let n = b.len();
+        push_into!(self, out, SetMembers, b, n)
     }
     fn push_zset(&mut self, out: &mut Vec<Event>, m: Bytes, score: f64) {
-        push_into!(self, out, ZSetMembers, (m.clone(), score), m.len() + 8)
+        let n = m.len() + 8;
+        push_into!(self, out, ZSetMembers, (m, score), n)
     }
     fn push_hash(&mut self, out: &mut Vec<Event>, f: HashField) {
         let n = f.field.len() + f.value.len();
