@@ -5,7 +5,9 @@
 //!
 //! Each is an iterator of `Result<Item, &'static str>` that stops after the first error.
 
-/// One element of a listpack or ziplist: a byte string or an integer.
+/// One element of a listpack or ziplist: a byte string or an integer. Integers are kept
+/// as numbers, not text: a score or a stream id is read from them directly, and only a
+/// member the caller hands out becomes text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Item<'a> {
     Str(&'a [u8]),
@@ -22,7 +24,8 @@ impl Item<'_> {
     }
 
     /// The element as an integer (stream ids and flags are stored as integers, but a
-    /// string holding a decimal integer is accepted too).
+    /// string holding a decimal integer is accepted too, as the server's own reader,
+    /// `lpGetInteger`, falls back to parsing text).
     pub fn as_i64(self) -> Option<i64> {
         match self {
             Item::Int(i) => Some(i),
@@ -30,7 +33,8 @@ impl Item<'_> {
         }
     }
 
-    /// The element as a zset score.
+    /// The element as a zset score: servers store a whole-number score as an integer
+    /// element and any other as decimal text.
     pub fn as_f64(self) -> Option<f64> {
         match self {
             Item::Int(i) => Some(i as f64),
@@ -61,6 +65,8 @@ pub fn parse_double(s: &[u8]) -> Option<f64> {
     }
 }
 
+/// Every fixed-width integer in these containers is a signed little-endian `intN_t`,
+/// including the 24-bit forms no Rust type has, hence the explicit sign extension.
 fn le_int(b: &[u8]) -> i64 {
     // sign-extend a little-endian integer of 1..=8 bytes
     let mut v: u64 = 0;
@@ -86,7 +92,10 @@ pub struct Listpack<'a> {
     done: bool,
 }
 
-/// Start walking a listpack; checks the header's total-bytes field.
+/// Start walking a listpack; checks the header's total-bytes field. The field must equal
+/// the string's length: a listpack is stored as one RDB string, so any difference means
+/// a corrupt or truncated blob, and checking it first bounds every later read. The
+/// element count (bytes 4-5) is not checked: it saturates at 65535 ("walk to count").
 pub fn listpack(data: &[u8]) -> Result<Listpack<'_>, &'static str> {
     let total = data
         .get(0..4)
@@ -105,6 +114,8 @@ pub fn listpack(data: &[u8]) -> Result<Listpack<'_>, &'static str> {
     })
 }
 
+/// Size of the back-length after an element of `l` encoded bytes: 7 bits per byte. It lets
+/// a server walk a listpack backwards; reading forwards it is only stepped over.
 fn lp_backlen_size(l: usize) -> usize {
     match l {
         0..=127 => 1,
@@ -123,6 +134,7 @@ impl<'a> Listpack<'a> {
         let get =
             |from: usize, n: usize| d.get(from..from + n).ok_or("a complete listpack element");
         let (item, size) = if b == 0xFF {
+            // An early terminator would silently drop the bytes after it.
             if p + 1 != d.len() {
                 return Err("the listpack terminator at the end of the string");
             }
@@ -133,6 +145,7 @@ impl<'a> Listpack<'a> {
             let n = usize::from(b & 0x3F);
             (Item::Str(get(p + 1, n)?), 1 + n)
         } else if b & 0xE0 == 0xC0 {
+            // 13-bit two's complement: 4096 and up are the negatives.
             let lo = *get(p + 1, 1)?.first().unwrap_or(&0);
             let v = (i64::from(b & 0x1F) << 8) | i64::from(lo);
             (Item::Int(if v >= 1 << 12 { v - (1 << 13) } else { v }), 2)
@@ -154,6 +167,8 @@ impl<'a> Listpack<'a> {
             }
         };
         let next = p + size + lp_backlen_size(size);
+        // The terminator must still follow, so landing exactly on the end is an error
+        // too, found by the next call.
         if next > d.len() {
             return Err("a listpack element's back-length");
         }
@@ -192,7 +207,9 @@ pub struct Ziplist<'a> {
     done: bool,
 }
 
-/// Start walking a ziplist; checks the header's total-bytes field.
+/// Start walking a ziplist; checks the header's total-bytes field (`zlbytes`) against the
+/// string's length, for the reasons given at [`listpack`]. The tail offset and the count
+/// (`zllen`, which saturates at 65535 as well) are not needed to read forwards.
 pub fn ziplist(data: &[u8]) -> Result<Ziplist<'_>, &'static str> {
     let total = data
         .get(0..4)
@@ -218,12 +235,14 @@ impl<'a> Ziplist<'a> {
         let get = |from: usize, n: usize| d.get(from..from + n).ok_or("a complete ziplist entry");
         let first = *d.get(p).ok_or("a ziplist entry or 0xFF terminator")?;
         if first == 0xFF {
+            // An early terminator would silently drop the bytes after it.
             if p + 1 != d.len() {
                 return Err("the ziplist terminator at the end of the string");
             }
             return Ok(None);
         }
-        // prevlen: 1 byte, or 0xFE + u32
+        // prevlen: 1 byte, or 0xFE + u32 for a previous entry of 254 bytes or more. Like
+        // a listpack's back-length it serves backward walks and is only stepped over.
         p += if first == 0xFE { 5 } else { 1 };
         let enc = *get(p, 1)?.first().unwrap_or(&0);
         let (item, size) = match enc >> 6 {
@@ -249,6 +268,9 @@ impl<'a> Ziplist<'a> {
                 0xE0 => (Item::Int(le_int(get(p + 1, 8)?)), 9),
                 0xF0 => (Item::Int(le_int(get(p + 1, 3)?)), 4),
                 0xFE => (Item::Int(le_int(get(p + 1, 1)?)), 2),
+                // 0..=12 packed into the encoding byte itself: its low nibble minus one,
+                // as nibble 0000 is the 24-bit form's (0xF0) and 1110/1111 are the 8-bit
+                // form's and the terminator's
                 0xF1..=0xFD => (Item::Int(i64::from(enc & 0x0F) - 1), 1),
                 _ => return Err("a valid ziplist entry encoding"),
             },
@@ -281,7 +303,9 @@ impl<'a> Iterator for Ziplist<'a> {
 // ---------------------------------------------------------------------------------------
 // intset
 
-/// The members of an intset, in stored (ascending) order.
+/// The members of an intset, in stored (ascending) order. The header's encoding is the
+/// width of every member (2, 4 or 8 bytes: the whole set is upgraded when one member
+/// needs more), so the body's length must be exactly count times width.
 pub fn intset(data: &[u8]) -> Result<impl Iterator<Item = i64> + '_, &'static str> {
     let enc = data
         .get(0..4)
@@ -309,6 +333,7 @@ pub fn intset(data: &[u8]) -> Result<impl Iterator<Item = i64> + '_, &'static st
 pub type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
 pub fn zipmap(data: &[u8]) -> Result<Pairs<'_>, &'static str> {
+    // zmlen is the pair count only below 254 and is not trusted: the walk finds the end
     let mut p = 1usize; // skip zmlen
     if data.is_empty() {
         return Err("a zipmap header");
@@ -338,6 +363,8 @@ pub fn zipmap(data: &[u8]) -> Result<Pairs<'_>, &'static str> {
         p += klen;
         let (vlen, s) = len_at(p)?;
         p += s;
+        // `free`: unused bytes after the value, left when a value was overwritten in place
+        // by a shorter one; they belong to no field.
         let free = usize::from(*data.get(p).ok_or("a zipmap free byte")?);
         p += 1;
         let val = data.get(p..p + vlen).ok_or("a complete zipmap value")?;

@@ -6,32 +6,58 @@
 //! [`crate::RdbVersion`].
 
 // ---- value types -------------------------------------------------------------------------
+// Which servers write each type matters twice: a decoder must read every type some
+// supported source still writes, and a target loads only the types its version knows
+// (see `dump::min_version`). A server writes the compact types while a value is small and
+// the plain ones (1-5) once it outgrows them.
 pub const RDB_TYPE_STRING: u8 = 0;
+/// Plain list: Redis 3.0 and older only (since 3.2 every list is a quicklist).
 pub const RDB_TYPE_LIST: u8 = 1;
 pub const RDB_TYPE_SET: u8 = 2;
+/// Scores as decimal text: Redis before 4.0 (RDB < 8), replaced by [`RDB_TYPE_ZSET_2`].
 pub const RDB_TYPE_ZSET: u8 = 3;
 pub const RDB_TYPE_HASH: u8 = 4;
+/// Scores as binary doubles: RDB 8 (Redis 4.0) and later.
 pub const RDB_TYPE_ZSET_2: u8 = 5;
+/// Redis 4.0 release candidates: module values without type tags, which no reader can
+/// step over without the module; Redis itself refuses them, and so does this decoder.
 pub const RDB_TYPE_MODULE_PRE_GA: u8 = 6;
+/// RDB 8 (Redis 4.0) and later: module values with tagged fields.
 pub const RDB_TYPE_MODULE_2: u8 = 7;
+/// Small hashes of Redis 2.4 and older; later servers still load them.
 pub const RDB_TYPE_HASH_ZIPMAP: u8 = 9;
+/// Small lists of Redis 2.4 to 3.0.
 pub const RDB_TYPE_LIST_ZIPLIST: u8 = 10;
+/// Sets of integers only, small enough (`set-max-intset-entries`): every version since 2.4.
 pub const RDB_TYPE_SET_INTSET: u8 = 11;
+/// Small sorted sets of Redis 2.4 to 6.2.
 pub const RDB_TYPE_ZSET_ZIPLIST: u8 = 12;
+/// Small hashes of Redis 2.6 to 6.2.
 pub const RDB_TYPE_HASH_ZIPLIST: u8 = 13;
+/// Lists of Redis 3.2 to 6.2 (RDB 7 to 9): a list of ziplist nodes.
 pub const RDB_TYPE_LIST_QUICKLIST: u8 = 14;
+/// Streams of Redis 5.0 to 6.2 (RDB 9).
 pub const RDB_TYPE_STREAM_LISTPACKS: u8 = 15;
+/// Redis 7.0 (RDB 10) replaced ziplists by listpacks: small hashes from then on.
 pub const RDB_TYPE_HASH_LISTPACK: u8 = 16;
+/// Small sorted sets of Redis 7.0 and later.
 pub const RDB_TYPE_ZSET_LISTPACK: u8 = 17;
+/// Lists of Redis 7.0 and later: PLAIN or PACKED (listpack) nodes.
 pub const RDB_TYPE_LIST_QUICKLIST_2: u8 = 18;
+/// Streams of Redis 7.0 (RDB 10): adds first id, max deleted id, entries added, and
+/// each group's entries read.
 pub const RDB_TYPE_STREAM_LISTPACKS_2: u8 = 19;
+/// Small sets of strings, Redis 7.2 (RDB 11) and later.
 pub const RDB_TYPE_SET_LISTPACK: u8 = 20;
+/// Streams of Redis 7.2+ (RDB 11, also Valkey): adds each consumer's active time.
 pub const RDB_TYPE_STREAM_LISTPACKS_3: u8 = 21;
 /// Redis 7.4 release candidates only (Redis files). In Valkey files id 22 is [`RDB_TYPE_HASH_2`].
 pub const RDB_TYPE_HASH_METADATA_PRE_GA: u8 = 22;
 /// Redis 7.4 release candidates only (Redis files).
 pub const RDB_TYPE_HASH_LISTPACK_EX_PRE_GA: u8 = 23;
+/// Redis 7.4+ (RDB 12): a hash with field TTLs, stored field by field.
 pub const RDB_TYPE_HASH_METADATA: u8 = 24;
+/// Redis 7.4+ (RDB 12): a small hash with field TTLs, one listpack of triples.
 pub const RDB_TYPE_HASH_LISTPACK_EX: u8 = 25;
 /// Valkey 9 (`VALKEY080` files): hash whose fields may carry an absolute expiry.
 pub const RDB_TYPE_HASH_2: u8 = 22;
@@ -57,13 +83,21 @@ pub const RDB_OPCODE_KEY_META: u8 = 243;
 /// Valkey 9.x atomic slot migration state (format unverified; rejected by this decoder).
 pub const RDB_OPCODE_SLOT_IMPORT: u8 = 243;
 pub const RDB_OPCODE_SLOT_INFO: u8 = 244;
+/// Function libraries, Redis 7.0 GA and later.
 pub const RDB_OPCODE_FUNCTION2: u8 = 245;
+/// Function libraries as the Redis 7.0 release candidates wrote them.
 pub const RDB_OPCODE_FUNCTION_PRE_GA: u8 = 246;
+/// RDB 9 (Redis 5.0) and later: a module's global data.
 pub const RDB_OPCODE_MODULE_AUX: u8 = 247;
+/// RDB 9 (Redis 5.0) and later, under an LRU `maxmemory-policy`.
 pub const RDB_OPCODE_IDLE: u8 = 248;
+/// RDB 9 (Redis 5.0) and later, under an LFU `maxmemory-policy`.
 pub const RDB_OPCODE_FREQ: u8 = 249;
+/// RDB 7 (Redis 3.2) and later: `redis-ver`, `ctime`, replication ids and the like.
 pub const RDB_OPCODE_AUX: u8 = 250;
+/// RDB 7 (Redis 3.2) and later.
 pub const RDB_OPCODE_RESIZEDB: u8 = 251;
+/// RDB 3 and later; older files have [`RDB_OPCODE_EXPIRETIME`] (seconds).
 pub const RDB_OPCODE_EXPIRETIME_MS: u8 = 252;
 pub const RDB_OPCODE_EXPIRETIME: u8 = 253;
 pub const RDB_OPCODE_SELECTDB: u8 = 254;
@@ -93,11 +127,15 @@ pub const RDB_ENC_INT32: u8 = 2;
 pub const RDB_ENC_LZF: u8 = 3;
 
 // ---- quicklist 2 containers --------------------------------------------------------------
+/// A node holding one element too big for a listpack, stored as it is.
 pub const QUICKLIST_NODE_CONTAINER_PLAIN: u64 = 1;
+/// A node holding a listpack of elements.
 pub const QUICKLIST_NODE_CONTAINER_PACKED: u64 = 2;
 
 // ---- stream listpack entry flags ---------------------------------------------------------
+/// A tombstone: XDEL marks the entry in place and leaves it in its node.
 pub const STREAM_ITEM_FLAG_DELETED: i64 = 1;
+/// The entry has the master entry's field names and stores only its values.
 pub const STREAM_ITEM_FLAG_SAMEFIELDS: i64 = 2;
 
 /// Highest `REDIS00NN` version this decoder reads (14 = Redis 8.8).

@@ -12,8 +12,12 @@ use crate::constants::*;
 use crate::error::RdbError;
 use crate::lzf;
 
+/// Why a unit did not parse. `More` and `Switch` are not errors of the input, which is
+/// why they are no `RdbError`: the decoder handles both and goes on.
 pub(crate) enum PErr {
+    /// The buffer ends inside the unit: retry it whole when more bytes have arrived.
     More,
+    /// A raw-mode value would grow past its threshold: parse it again as elements.
     Switch,
     Fail(RdbError),
 }
@@ -26,7 +30,9 @@ impl From<RdbError> for PErr {
 
 pub(crate) type P<T> = Result<T, PErr>;
 
-/// A length field, or the special string encoding that may stand in its place.
+/// A length field, or the special string encoding that may stand in its place. The two
+/// share the first byte's top bits (`11` marks an encoding), so a string header has to be
+/// read as this before it is known to be a length.
 pub(crate) enum LenEnc {
     Len(u64),
     Enc(u8),
@@ -34,12 +40,19 @@ pub(crate) enum LenEnc {
 
 /// How a string is stored.
 pub(crate) enum StrHdr {
+    /// Decimal text a server stored as an 8-, 16- or 32-bit integer (`rdbTryIntegerEncoding`).
     Int(i64),
+    /// LZF-compressed (`rdbcompression yes`, strings over 20 bytes that compress by at
+    /// least 4): the compressed and the expanded length.
     Lzf { clen: u64, ulen: u64 },
+    /// Plain: a length, then that many bytes.
     Raw(u64),
 }
 
+/// A cursor lives for one unit: the decoder makes a fresh one per attempt, and only a unit
+/// that parsed whole gets its position back (see [`PErr::More`]).
 pub(crate) struct Cursor<'a> {
+    /// `Bytes`, not `&[u8]`, so that strings can be handed out as zero-copy slices.
     data: &'a Bytes,
     pub(crate) pos: usize,
     base: u64,
@@ -62,6 +75,8 @@ impl<'a> Cursor<'a> {
         self.base + self.pos as u64
     }
 
+    /// The absolute offset of a buffer position: errors name the offset in the file,
+    /// which stays meaningful after the buffer has dropped what came before.
     pub(crate) fn offset_at(&self, pos: usize) -> u64 {
         self.base + pos as u64
     }
@@ -75,6 +90,9 @@ impl<'a> Cursor<'a> {
         self.data.get(from..to).unwrap_or(&[])
     }
 
+    /// The next `n` bytes. A length comes from the file and may be anything: one that
+    /// cannot be a position is an error here, before any arithmetic can overflow; one past
+    /// the buffer only asks for more bytes (the decoder checks the whole file's end).
     pub(crate) fn take(&mut self, n: u64) -> P<&'a [u8]> {
         let end = usize::try_from(n)
             .ok()
@@ -111,6 +129,10 @@ impl<'a> Cursor<'a> {
         Ok(self.array::<1>()?[0])
     }
 
+    // Fixed-width numbers are little-endian (`rdbSaveMillisecondTime`, binary doubles,
+    // the CRC): Redis converts on big-endian hosts, so files are portable. Lengths are the
+    // exception, see `len_enc`.
+
     pub(crate) fn i64_le(&mut self) -> P<i64> {
         Ok(i64::from_le_bytes(self.array()?))
     }
@@ -123,7 +145,8 @@ impl<'a> Cursor<'a> {
         Ok(f64::from_le_bytes(self.array()?))
     }
 
-    /// A stream id stored as 16 raw bytes (big-endian ms, big-endian seq).
+    /// A stream id stored as 16 raw bytes (big-endian ms, big-endian seq): PEL entries are
+    /// written as their rax keys, whose byte order is id order.
     pub(crate) fn stream_id_raw(&mut self) -> P<crate::StreamId> {
         let b: [u8; 16] = self.array()?;
         let (ms, seq) = b.split_at(8);
@@ -133,6 +156,9 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// `rdbLoadLenByRef`: the top two bits of the first byte pick 6 bits, 14 bits, or a
+    /// special encoding; `10` plus the low bits pick a 32- or 64-bit length. The 14-, 32-
+    /// and 64-bit forms are big-endian, unlike the rest of the format.
     pub(crate) fn len_enc(&mut self) -> P<LenEnc> {
         let at = self.pos;
         let b = self.u8()?;
@@ -154,7 +180,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A plain length (special encodings are an error here).
+    /// A plain length (special encodings are an error here: only string headers may hold
+    /// one, and taking it for a count would misread everything after it).
     pub(crate) fn length(&mut self, what: &str) -> P<u64> {
         let at = self.pos;
         match self.len_enc()? {
@@ -163,6 +190,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A string's header, without its bytes: lets a caller take a big string in pieces or
+    /// step over it.
     pub(crate) fn string_hdr(&mut self) -> P<StrHdr> {
         let at = self.pos;
         match self.len_enc()? {
@@ -175,6 +204,8 @@ impl<'a> Cursor<'a> {
             LenEnc::Enc(RDB_ENC_LZF) => {
                 let clen = self.length("LZF compressed length")?;
                 let ulen = self.length("LZF uncompressed length")?;
+                // Checked before anything is buffered or allocated: a corrupt header could
+                // otherwise ask for gigabytes that a few compressed bytes can never fill.
                 if !lzf::plausible(clen, ulen) {
                     return self.fail(at, format!("an LZF uncompressed length possible for {clen} compressed bytes (got {ulen})"));
                 }
@@ -191,6 +222,7 @@ impl<'a> Cursor<'a> {
         let at = self.pos;
         match self.string_hdr()? {
             StrHdr::Raw(n) => Ok(Cow::Borrowed(self.take(n)?)),
+            // The server hands such a string out as its decimal text, so that is its value.
             StrHdr::Int(i) => Ok(Cow::Owned(
                 itoa::Buffer::new().format(i).as_bytes().to_vec(),
             )),
@@ -228,7 +260,8 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// Step over a string without decoding it (raw mode).
+    /// Step over a string without decoding it (raw mode): an LZF string is not expanded,
+    /// as its compressed bytes are what a raw value carries.
     pub(crate) fn skip_string(&mut self) -> P<()> {
         match self.string_hdr()? {
             StrHdr::Raw(n) => self.take(n).map(drop),
@@ -238,7 +271,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// A container element as `Bytes`: strings are zero-copy slices of the container.
+/// A container element as `Bytes`: strings are zero-copy slices of the container (which
+/// is itself usually a slice of the input), integers their decimal text, as a server
+/// would return them.
 pub(crate) fn item_bytes(blob: &Bytes, it: Item<'_>) -> Bytes {
     match it {
         Item::Str([]) => Bytes::new(),

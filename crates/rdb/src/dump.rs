@@ -55,6 +55,8 @@ pub fn parse_payload(payload: &Bytes) -> Result<Payload, RdbError> {
     if n < 11 {
         return Err(too_short());
     }
+    // Checked before anything in the payload is believed. Unlike an RDB file's, a DUMP
+    // checksum is always written (`rdbchecksum` does not apply), so 0 is no exemption.
     let (body, crc_bytes) = payload.split_at(n - 8);
     let stored = u64::from_le_bytes(crc_bytes.try_into().unwrap_or_default());
     let computed = crc64(body);
@@ -72,6 +74,8 @@ pub fn parse_payload(payload: &Bytes) -> Result<Payload, RdbError> {
     let body = payload.slice(..n - 10);
     let mut start = 0;
     let mut key_meta = Vec::new();
+    // Only a Redis 8.6+ trailer makes byte 243 a KEY_META prefix; elsewhere it stays a
+    // (bad) type byte and the caller's decode reports it as such.
     if payload.first() == Some(&RDB_OPCODE_KEY_META)
         && RdbVersion::from_dump_trailer(trailer).has_key_meta()
     {

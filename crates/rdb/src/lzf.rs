@@ -57,6 +57,8 @@ pub fn decompress(input: &[u8], ulen: usize) -> Result<Vec<u8>, LzfError> {
             op += n;
             i += n;
         } else {
+            // A back-reference: 3 bits of length (7 = "continued in the next byte"), 13 bits
+            // of distance back into the output.
             let mut len = ctrl >> 5;
             if len == 7 {
                 len += usize::from(*input.get(i).ok_or(LzfError::Truncated)?);
@@ -73,6 +75,7 @@ pub fn decompress(input: &[u8], ulen: usize) -> Result<Vec<u8>, LzfError> {
                 return Err(LzfError::LengthMismatch);
             }
             let start = op - dist;
+            // A long copy that does not overlap its own output is worth `memmove`'s setup.
             if dist >= len && len > 16 {
                 out.copy_within(start..start + len, op);
             } else {

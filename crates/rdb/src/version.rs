@@ -63,7 +63,9 @@ impl RdbVersion {
         m
     }
 
-    /// Parse the 9-byte magic at the start of a file.
+    /// Parse the 9-byte magic at the start of a file. It is checked strictly (letters, then
+    /// digits only): the magic is where an input that is no RDB at all (an error page, a
+    /// compressed file, the wrong stream) is caught, before its bytes are read as records.
     pub fn from_magic(magic: &[u8]) -> Result<RdbVersion, RdbError> {
         let bad = || RdbError::BadMagic {
             offset: 0,

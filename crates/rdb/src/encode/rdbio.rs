@@ -100,7 +100,8 @@ pub(crate) fn put_double(out: &mut BytesMut, d: f64) {
     out.put_f64_le(d);
 }
 
-/// A stream id as the 16-byte big-endian rax key (`streamEncodeID`).
+/// A stream id as the 16-byte big-endian rax key (`streamEncodeID`): big-endian because
+/// the rax compares keys as bytes, and so keeps them in id order.
 pub(crate) fn id_key(id: StreamId) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&id.ms.to_be_bytes());

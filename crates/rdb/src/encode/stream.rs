@@ -37,6 +37,9 @@ pub(crate) struct Stream {
 impl Stream {
     /// Gather the chunks `decode_value` gives for a stream, in order.
     pub(crate) fn collect(chunks: &[Elements]) -> Result<Stream, EncodeError> {
+        // The decoder emits entries, then the metadata, then the groups (each followed by
+        // its PEL's continuation chunks), then IDMP state: any other order means chunks of
+        // different values were mixed, and the result would be a stream nobody wrote.
         let mut s = Stream::default();
         for c in chunks {
             match c {
@@ -60,6 +63,8 @@ impl Stream {
         if s.meta.is_none() {
             return Err(inconsistent("no stream metadata chunk"));
         }
+        // Nodes store ids as deltas from their first entry, and the server's range lookups
+        // assume ascending ids: entries out of order (or a repeated id) would break them.
         if !s.entries.is_sorted_by(|a, b| a.id < b.id) {
             return Err(inconsistent("entries not in ascending id order"));
         }
@@ -72,6 +77,8 @@ impl Stream {
             .meta
             .as_ref()
             .ok_or_else(|| inconsistent("no stream metadata chunk"))?;
+        // The loader takes XLEN from the metadata rather than counting the entries, so a
+        // wrong one could load and lie.
         if meta.length != self.entries.len() as u64 {
             return Err(inconsistent(
                 "the length differs from the number of entries",
@@ -106,6 +113,8 @@ impl Stream {
         // rax order: groups and consumers by name bytes, PELs by id.
         let mut groups: Vec<&StreamGroup> = self.groups.iter().collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
+        // The server refuses a file with a group name twice ("Duplicated consumer group
+        // name"), so better to say so here than to get a failed RESTORE.
         if groups
             .windows(2)
             .any(|w| matches!(w, [a, b] if a.name == b.name))
@@ -145,6 +154,8 @@ fn put_group(
     } else if g.entries_read.is_some() {
         losses.stream_counters += 1;
     }
+    // Only entries a consumer of this group owns: see `Losses::pending_unowned` for why
+    // one without an owner cannot be written into an older format.
     let mut pel: Vec<&PendingEntry> = g
         .pending
         .iter()
@@ -156,6 +167,7 @@ fn put_group(
         })
         .collect();
     pel.sort_by_key(|p| p.id);
+    // The loader refuses a duplicate PEL entry, like a duplicate group or consumer below.
     if pel.windows(2).any(|w| matches!(w, [a, b] if a.id == b.id)) {
         return Err(inconsistent("a pending id listed twice in one group"));
     }
