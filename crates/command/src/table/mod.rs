@@ -351,7 +351,8 @@ fn legacy_keys(spec: &CommandSpec, argc: usize) -> Result<Vec<usize>, CommandErr
     Ok((first..=last as usize).step_by(step).collect())
 }
 
-/// One key spec, as `getKeysUsingKeySpecs` applies it.
+/// One key spec, as `getKeysUsingKeySpecs` applies it: where the keys begin (an index,
+/// or after a keyword), then how far they go (a range, or a count given in the command).
 fn spec_keys(
     spec: &CommandSpec,
     ks: &KeySpec,
@@ -363,93 +364,15 @@ fn spec_keys(
         name: spec.name.clone(),
         argc: args.len(),
     };
-    let mut first: i64 = match &ks.begin {
-        BeginSearch::Index(i) => *i as i64,
-        BeginSearch::Keyword { keyword, startfrom } => {
-            let startfrom = *startfrom as i64;
-            let (start, end) = if startfrom > 0 {
-                (startfrom, argc - 1)
-            } else {
-                (argc + startfrom, 1)
-            };
-            let mut found = None;
-            let mut i = start;
-            // Like the server: the end index itself is not examined (a keyword
-            // in last place has no key after it).
-            while i != end {
-                let Some(arg) = usize::try_from(i)
-                    .ok()
-                    .filter(|_| i >= 1)
-                    .and_then(|i| args.get(i))
-                else {
-                    break;
-                };
-                if arg.eq_ignore_ascii_case(keyword) {
-                    found = Some(i + 1);
-                    break;
-                }
-                i += if start <= end { 1 } else { -1 };
-            }
-            match found {
-                Some(f) => f,
-                // An optional keyword that is absent: no keys from this spec.
-                None => return Ok(()),
-            }
-        }
-        BeginSearch::Unknown => return Ok(()),
+    let Some(first) = begin_search(&ks.begin, args) else {
+        return Ok(());
     };
     if first < 1 {
         // Only a malformed reply says this: argument 0 is the command name.
         return Err(out_of_range());
     }
-    let (last, step) = match &ks.find {
-        FindKeys::Range {
-            lastkey,
-            keystep,
-            limit,
-        } => {
-            let lastkey = *lastkey as i64;
-            let last = if lastkey >= 0 {
-                first + lastkey
-            } else if *limit <= 0 {
-                argc + lastkey
-            } else {
-                first + ((argc - first) / *limit as i64 + lastkey)
-            };
-            (last, (*keystep).max(1) as i64)
-        }
-        FindKeys::Keynum {
-            keynumidx,
-            firstkey,
-            keystep,
-        } => {
-            let idx = first + *keynumidx as i64;
-            let arg = usize::try_from(idx)
-                .ok()
-                .and_then(|i| args.get(i))
-                .ok_or_else(out_of_range)?;
-            let numkeys: i64 = std::str::from_utf8(arg)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .filter(|n: &i64| *n >= 0)
-                .ok_or_else(|| CommandError::BadNumKeys {
-                    name: spec.name.clone(),
-                    index: idx as usize,
-                })?;
-            if numkeys > argc {
-                // Cannot fit; also keeps the arithmetic below from overflowing.
-                return Err(out_of_range());
-            }
-            if numkeys == 0 {
-                // EVAL script 0, ZUNION 0 …: the server's getkeys proc says no keys.
-                return Ok(());
-            }
-            first += *firstkey as i64;
-            let step = (*keystep).max(1) as i64;
-            // numkeys counts keys, each `keystep` arguments apart.
-            (first + (numkeys - 1) * step, step)
-        }
-        FindKeys::Unknown => return Ok(()),
+    let Some((first, last, step)) = find_keys(spec, &ks.find, args, first)? else {
+        return Ok(());
     };
     if last < first {
         // e.g. `DEL` with its range past the end: nothing to find, as the server does
@@ -465,6 +388,115 @@ fn spec_keys(
         i += step;
     }
     Ok(())
+}
+
+/// The index of a spec's first key; `None` when the spec finds none in this command (an
+/// optional keyword absent, or a spec the server itself cannot apply).
+fn begin_search(begin: &BeginSearch, args: &[Bytes]) -> Option<i64> {
+    let argc = args.len() as i64;
+    let (keyword, startfrom) = match begin {
+        BeginSearch::Index(i) => return Some(*i as i64),
+        BeginSearch::Keyword { keyword, startfrom } => (keyword, *startfrom as i64),
+        BeginSearch::Unknown => return None,
+    };
+    // A negative start searches backwards from the end (e.g. `STREAMS` in XREAD is found
+    // from the right, since a key may be spelled "STREAMS" too).
+    let (start, end) = if startfrom > 0 {
+        (startfrom, argc - 1)
+    } else {
+        (argc + startfrom, 1)
+    };
+    let mut i = start;
+    // Like the server: the end index itself is not examined (a keyword
+    // in last place has no key after it).
+    while i != end {
+        let arg = usize::try_from(i)
+            .ok()
+            .filter(|_| i >= 1)
+            .and_then(|i| args.get(i))?;
+        if arg.eq_ignore_ascii_case(keyword) {
+            return Some(i + 1);
+        }
+        i += if start <= end { 1 } else { -1 };
+    }
+    None
+}
+
+/// From the first key, the (first, last, step) of the keys; `None` when the command
+/// names no keys through this spec (`EVAL script 0`).
+fn find_keys(
+    spec: &CommandSpec,
+    find: &FindKeys,
+    args: &[Bytes],
+    first: i64,
+) -> Result<Option<(i64, i64, i64)>, CommandError> {
+    let argc = args.len() as i64;
+    match find {
+        FindKeys::Range {
+            lastkey,
+            keystep,
+            limit,
+        } => {
+            let lastkey = *lastkey as i64;
+            let last = if lastkey >= 0 {
+                first + lastkey
+            } else if *limit <= 0 {
+                argc + lastkey
+            } else {
+                first + ((argc - first) / *limit as i64 + lastkey)
+            };
+            Ok(Some((first, last, (*keystep).max(1) as i64)))
+        }
+        FindKeys::Keynum {
+            keynumidx,
+            firstkey,
+            keystep,
+        } => {
+            let step = (*keystep).max(1) as i64;
+            keynum_keys(spec, args, first, *keynumidx as i64, *firstkey as i64, step)
+        }
+        FindKeys::Unknown => Ok(None),
+    }
+}
+
+/// Keys counted by an argument of the command (`numkeys` of EVAL, ZUNION, …).
+fn keynum_keys(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    first: i64,
+    keynumidx: i64,
+    firstkey: i64,
+    step: i64,
+) -> Result<Option<(i64, i64, i64)>, CommandError> {
+    let argc = args.len() as i64;
+    let out_of_range = || CommandError::OutOfRange {
+        name: spec.name.clone(),
+        argc: args.len(),
+    };
+    let idx = first + keynumidx;
+    let arg = usize::try_from(idx)
+        .ok()
+        .and_then(|i| args.get(i))
+        .ok_or_else(out_of_range)?;
+    let numkeys: i64 = std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n: &i64| *n >= 0)
+        .ok_or_else(|| CommandError::BadNumKeys {
+            name: spec.name.clone(),
+            index: idx as usize,
+        })?;
+    if numkeys > argc {
+        // Cannot fit; also keeps the arithmetic below from overflowing.
+        return Err(out_of_range());
+    }
+    if numkeys == 0 {
+        // EVAL script 0, ZUNION 0 …: the server's getkeys proc says no keys.
+        return Ok(None);
+    }
+    let first = first + firstkey;
+    // numkeys counts keys, each `keystep` arguments apart.
+    Ok(Some((first, first + (numkeys - 1) * step, step)))
 }
 
 fn eq(arg: &[u8], word: &str) -> bool {
