@@ -1198,70 +1198,73 @@ fn compare_whole(kind: &str, s: &Frame, d: &Frame) -> Option<String> {
         "string" | "list" => (s != d).then(|| format!("{kind} values differ")),
         // Sets and hashes come back in an order that depends on each server's
         // encoding and hash seed (random per process): sorted before comparing.
-        "set" => {
-            let sort = |f: &Frame| {
-                let mut v: Vec<Bytes> = f
-                    .as_array()
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(|x| x.as_bytes().cloned())
-                    .collect();
-                v.sort();
-                v
-            };
-            (sort(s) != sort(d)).then(|| "set members differ".to_string())
+        "set" => (sorted_members(s) != sorted_members(d)).then(|| "set members differ".to_string()),
+        "hash" => (sorted_fields(s) != sorted_fields(d)).then(|| "hash fields differ".to_string()),
+        _ => zset_diff(s, d),
+    }
+}
+
+/// `SMEMBERS` sorted.
+fn sorted_members(f: &Frame) -> Vec<Bytes> {
+    let mut v: Vec<Bytes> = f
+        .as_array()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|x| x.as_bytes().cloned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `HGETALL` as (field, value) pairs sorted by field.
+fn sorted_fields(f: &Frame) -> Vec<(Frame, Frame)> {
+    let mut v: Vec<(Frame, Frame)> = f
+        .as_array()
+        .unwrap_or(&[])
+        .chunks(2)
+        .filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone())))
+        .collect();
+    // By field only: a hash has each field once.
+    v.sort_by(|a, b| a.0.as_bytes().cmp(&b.0.as_bytes()));
+    v
+}
+
+/// Two `ZRANGE … WITHSCORES` replies: members in rank order; scores compared
+/// as numbers, since servers of different versions print the same double
+/// differently.
+fn zset_diff(s: &Frame, d: &Frame) -> Option<String> {
+    let pairs = |f: &Frame| -> Vec<(Bytes, Option<f64>)> {
+        f.as_array()
+            .unwrap_or(&[])
+            .chunks(2)
+            .filter_map(|p| {
+                let m = p.first()?.as_bytes()?.clone();
+                let sc = std::str::from_utf8(p.get(1)?.as_bytes()?)
+                    .ok()?
+                    .parse::<f64>()
+                    .ok();
+                Some((m, sc))
+            })
+            .collect()
+    };
+    let (a, c) = (pairs(s), pairs(d));
+    // A score that is not a number parses to `None` on both sides and
+    // compares equal; member bytes still have to match.
+    if a.len() != c.len() {
+        return Some("zset members differ".into());
+    }
+    for ((m1, s1), (m2, s2)) in a.iter().zip(&c) {
+        if m1 != m2 {
+            return Some(format!("zset member {} differs", super::output::escape(m1)));
         }
-        "hash" => {
-            let sort = |f: &Frame| {
-                let mut v: Vec<(Frame, Frame)> = f
-                    .as_array()
-                    .unwrap_or(&[])
-                    .chunks(2)
-                    .filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone())))
-                    .collect();
-                // By field only: a hash has each field once.
-                v.sort_by(|a, b| a.0.as_bytes().cmp(&b.0.as_bytes()));
-                v
-            };
-            (sort(s) != sort(d)).then(|| "hash fields differ".to_string())
-        }
-        _ => {
-            // zset: members in rank order; scores compared as numbers, since
-            // servers of different versions print the same double differently.
-            let pairs = |f: &Frame| -> Vec<(Bytes, Option<f64>)> {
-                f.as_array()
-                    .unwrap_or(&[])
-                    .chunks(2)
-                    .filter_map(|p| {
-                        let m = p.first()?.as_bytes()?.clone();
-                        let sc = std::str::from_utf8(p.get(1)?.as_bytes()?)
-                            .ok()?
-                            .parse::<f64>()
-                            .ok();
-                        Some((m, sc))
-                    })
-                    .collect()
-            };
-            let (a, c) = (pairs(s), pairs(d));
-            // A score that is not a number parses to `None` on both sides and
-            // compares equal; member bytes still have to match.
-            if a.len() != c.len() {
-                return Some("zset members differ".into());
-            }
-            for ((m1, s1), (m2, s2)) in a.iter().zip(&c) {
-                if m1 != m2 {
-                    return Some(format!("zset member {} differs", super::output::escape(m1)));
-                }
-                if s1 != s2 {
-                    return Some(format!(
-                        "zset score of {} differs",
-                        super::output::escape(m1)
-                    ));
-                }
-            }
-            None
+        if s1 != s2 {
+            return Some(format!(
+                "zset score of {} differs",
+                super::output::escape(m1)
+            ));
         }
     }
+    None
 }
 
 #[cfg(test)]
