@@ -148,8 +148,18 @@ fn both_tls(
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli() {
         Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    exit_code(run(cli.command))
+}
+
+/// The command line, or the exit code when there is nothing to run: 0 after
+/// `--help`/`--version`, 2 after a usage error (each printed).
+fn parse_cli() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(
@@ -159,13 +169,16 @@ fn main() -> ExitCode {
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
                 let _ = e.print();
-                return ExitCode::SUCCESS;
+                return Err(ExitCode::SUCCESS);
             }
             eprintln!("{}", rsm_flags::usage::clap_line(&e));
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
-    };
-    let result = match cli.command {
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Decode { input, output } => cmd::decode::run(&input, output.as_deref()),
         Command::Dump {
             from,
@@ -173,18 +186,7 @@ fn main() -> ExitCode {
             password,
             output,
             max_bandwidth,
-        } => runtime().and_then(|rt| {
-            let password = password.credentials().map_err(cmd::UsageError)?;
-            let tls = one_side_tls(&tls, Side::Source, from.tls)?;
-            rt.block_on(cmd::dump::run(cmd::dump::DumpArgs {
-                from: from.endpoint,
-                password,
-                tls: tls.settings,
-                output: output.clone(),
-                max_bandwidth,
-            }))
-            .map(|n| eprintln!("dump: wrote {n} bytes to {}", output.display()))
-        }),
+        } => dump(from, tls, password, output, max_bandwidth),
         Command::Restore {
             input,
             target,
@@ -192,23 +194,7 @@ fn main() -> ExitCode {
             auth,
             write,
             retry_timeout,
-        } => runtime().and_then(|rt| {
-            log::to_stderr();
-            let auth = auth.credentials().map_err(cmd::UsageError)?;
-            let tls = one_side_tls(&tls, Side::Target, target.tls)?;
-            rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
-                input,
-                target: target.endpoint,
-                auth,
-                tls: tls.settings,
-                // A file restore has no source to spare: no --max-bandwidth.
-                options: write.options(None),
-                // Redrawn in place with `\r`: only a terminal shows that as one line.
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                retry_timeout: std::time::Duration::from_secs(retry_timeout),
-            }))
-            .map(|summary| eprintln!("restore: {summary}"))
-        }),
+        } => restore(input, target, tls, auth, write, retry_timeout),
         Command::Sync {
             from,
             target,
@@ -238,7 +224,59 @@ fn main() -> ExitCode {
                 httpport,
             }))
         })(),
-    };
+    }
+}
+
+fn dump(
+    from: Address,
+    tls: TlsArgs,
+    password: SourcePasswordArgs,
+    output: PathBuf,
+    max_bandwidth: Option<u64>,
+) -> anyhow::Result<()> {
+    runtime().and_then(|rt| {
+        let password = password.credentials().map_err(cmd::UsageError)?;
+        let tls = one_side_tls(&tls, Side::Source, from.tls)?;
+        rt.block_on(cmd::dump::run(cmd::dump::DumpArgs {
+            from: from.endpoint,
+            password,
+            tls: tls.settings,
+            output: output.clone(),
+            max_bandwidth,
+        }))
+        .map(|n| eprintln!("dump: wrote {n} bytes to {}", output.display()))
+    })
+}
+
+fn restore(
+    input: PathBuf,
+    target: Address,
+    tls: TlsArgs,
+    auth: TargetPasswordArgs,
+    write: WriteArgs,
+    retry_timeout: u64,
+) -> anyhow::Result<()> {
+    runtime().and_then(|rt| {
+        log::to_stderr();
+        let auth = auth.credentials().map_err(cmd::UsageError)?;
+        let tls = one_side_tls(&tls, Side::Target, target.tls)?;
+        rt.block_on(cmd::restore::run(cmd::restore::RestoreArgs {
+            input,
+            target: target.endpoint,
+            auth,
+            tls: tls.settings,
+            // A file restore has no source to spare: no --max-bandwidth.
+            options: write.options(None),
+            // Redrawn in place with `\r`: only a terminal shows that as one line.
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            retry_timeout: std::time::Duration::from_secs(retry_timeout),
+        }))
+        .map(|summary| eprintln!("restore: {summary}"))
+    })
+}
+
+/// 0 on success, 2 on a usage error, 1 on any other failure (printed).
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

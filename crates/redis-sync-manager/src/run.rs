@@ -9,7 +9,7 @@
 //! on, and the exit code says something failed.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use rsm_status::{now_ms, Phase, ShardStatus};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::SyncConfig;
-use crate::discover::Plan;
+use crate::discover::{Plan, PlannedShard};
 use crate::plan::human_bytes;
 use rsm_status::http;
 
@@ -41,58 +41,18 @@ pub fn state_dir(config: &SyncConfig) -> PathBuf {
 pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     let signals =
         StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {e}"))?;
-    let statuses: Vec<Arc<ShardStatus>> = plan
-        .shards
-        .iter()
-        .map(|s| {
-            let role = match s.role {
-                rsm_cluster::Role::Master => "master",
-                rsm_cluster::Role::Slave => "slave",
-            };
-            ShardStatus::new(
-                s.serial,
-                s.node.to_string(),
-                role.to_string(),
-                rsm_cluster::display_ranges(&s.slots),
-            )
-        })
-        .collect();
+    let statuses = shard_statuses(&plan);
     for s in &plan.shards {
         tracing::info!(shard = s.serial as u64, source = %s.node, slots = %rsm_cluster::display_ranges(&s.slots), "shard planned");
     }
 
     let state = state_dir(&config);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let spill_dir = state.clone();
-    tokio::spawn(async move {
-        let forced = stop_on_signals(signals, stop_tx, |signal| {
-            eprintln!(
-                "stopping ({}): draining what is in flight and writing checkpoints; at most {} s, a second signal exits at once…",
-                signal.name(),
-                STOP_BOUND.as_secs()
-            );
-            tracing::info!(signal = signal.name(), "stop requested");
-        })
-        .await;
-        exit_now(forced, &spill_dir);
-    });
+    spawn_stop_handler(signals, stop_tx, state.clone());
 
-    let shared = http::Shared {
-        shards: Arc::new(statuses.clone()),
-        source: config.from.to_string(),
-        target: config.target.to_string(),
-        started_ms: now_ms(),
-        verify: Default::default(),
-        limits: config.engine.limits.clone(),
-    };
+    let shared = status_shared(&config, &statuses);
     let warnings = http::TopologyWarnings::default();
-    // Every node of the plan and the seed: enough to find the others.
-    let mut seeds: Vec<Endpoint> = vec![config.from.clone()];
-    for s in &plan.shards {
-        if !seeds.contains(&s.node) {
-            seeds.push(s.node.clone());
-        }
-    }
+    let seeds = source_seeds(&config, &plan);
     if plan.source_is_cluster {
         tokio::spawn(crate::watch::watch_topology(
             seeds.clone(),
@@ -102,59 +62,14 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         ));
     }
     if let Some(port) = config.http_port {
-        if let Some(warning) = http::exposure_warning(config.http_bind, config.http_token.is_some())
-        {
-            // WARN reaches the console as well as the log.
-            tracing::warn!("{warning}");
-        }
-        let bound = http::serve_with(
-            SocketAddr::new(config.http_bind, port),
-            shared.clone(),
-            warnings.clone(),
-            http::HttpOptions {
-                token: config.http_token.clone(),
-            },
-        )
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot serve HTTP on {}:{port}: {e} (is --httpport free?)",
-                config.http_bind
-            )
-        })?;
-        println!("status page: http://{bound}/  (JSON: /status, metrics: /metrics)");
-        if config.http_token.is_some() {
-            // Never the token itself: stdout often goes to a log.
-            println!(
-                "  every endpoint wants the --http-token: `Authorization: Bearer TOKEN`, \
-                 or open http://{bound}/?token=TOKEN"
-            );
-        }
+        serve_status(&config, port, &shared, &warnings).await?;
     }
 
     let permits = Arc::new(Semaphore::new(config.sync_parallel));
     let mut tasks = Vec::new();
     for (s, status) in plan.shards.iter().zip(&statuses) {
-        let spec = ShardSpec {
-            serial: s.serial,
-            source: s.node.clone(),
-            source_credentials: config.source_credentials.clone(),
-            target: config.target.clone(),
-            target_seeds: config.target_seeds.clone(),
-            target_credentials: config.target_credentials.clone(),
-            source_tls: config.source_tls.clone(),
-            target_tls: config.target_tls.clone(),
-            options: config.engine_options(),
-            state_dir: state.clone(),
-            spool_memory: rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
-        };
-        let follow = FollowOptions {
-            role: Some(config.sync_role),
-            // A shard that lists no slots learns them from its node.
-            slots: (!s.slots.is_empty()).then(|| s.slots.clone()),
-            seeds: seeds.clone(),
-            disabled: !plan.source_is_cluster,
-        };
+        let spec = shard_spec(&config, s, &state);
+        let follow = follow_options(&config, &plan, s, &seeds);
         let status = status.clone();
         let permits = permits.clone();
         let stop = stop_rx.clone();
@@ -171,8 +86,155 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             stop_rx.clone(),
         ))
     });
+    let failed = wait_for_shards(tasks, &statuses).await;
+    console.abort();
+    if let Some(v) = verifier {
+        v.abort();
+    }
+    print_summary(&shared);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One status per planned shard, in plan order.
+fn shard_statuses(plan: &Plan) -> Vec<Arc<ShardStatus>> {
+    plan.shards
+        .iter()
+        .map(|s| {
+            let role = match s.role {
+                rsm_cluster::Role::Master => "master",
+                rsm_cluster::Role::Slave => "slave",
+            };
+            ShardStatus::new(
+                s.serial,
+                s.node.to_string(),
+                role.to_string(),
+                rsm_cluster::display_ranges(&s.slots),
+            )
+        })
+        .collect()
+}
+
+/// The first SIGINT/SIGTERM stops the shards through `stop_tx`; a second one,
+/// or the stop taking too long, exits at once.
+fn spawn_stop_handler(signals: StopSignals, stop_tx: watch::Sender<bool>, spill_dir: PathBuf) {
+    tokio::spawn(async move {
+        let forced = stop_on_signals(signals, stop_tx, |signal| {
+            eprintln!(
+                "stopping ({}): draining what is in flight and writing checkpoints; at most {} s, a second signal exits at once…",
+                signal.name(),
+                STOP_BOUND.as_secs()
+            );
+            tracing::info!(signal = signal.name(), "stop requested");
+        })
+        .await;
+        exit_now(forced, &spill_dir);
+    });
+}
+
+/// What the status page, the console and `--verify-on-ready` read.
+fn status_shared(config: &SyncConfig, statuses: &[Arc<ShardStatus>]) -> http::Shared {
+    http::Shared {
+        shards: Arc::new(statuses.to_vec()),
+        source: config.from.to_string(),
+        target: config.target.to_string(),
+        started_ms: now_ms(),
+        verify: Default::default(),
+        limits: config.engine.limits.clone(),
+    }
+}
+
+/// Every node of the plan and the seed: enough to find the others.
+fn source_seeds(config: &SyncConfig, plan: &Plan) -> Vec<Endpoint> {
+    let mut seeds: Vec<Endpoint> = vec![config.from.clone()];
+    for s in &plan.shards {
+        if !seeds.contains(&s.node) {
+            seeds.push(s.node.clone());
+        }
+    }
+    seeds
+}
+
+/// `--httpport`: serve the status page, and say where.
+async fn serve_status(
+    config: &SyncConfig,
+    port: u16,
+    shared: &http::Shared,
+    warnings: &http::TopologyWarnings,
+) -> anyhow::Result<()> {
+    if let Some(warning) = http::exposure_warning(config.http_bind, config.http_token.is_some()) {
+        // WARN reaches the console as well as the log.
+        tracing::warn!("{warning}");
+    }
+    let bound = http::serve_with(
+        SocketAddr::new(config.http_bind, port),
+        shared.clone(),
+        warnings.clone(),
+        http::HttpOptions {
+            token: config.http_token.clone(),
+        },
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot serve HTTP on {}:{port}: {e} (is --httpport free?)",
+            config.http_bind
+        )
+    })?;
+    println!("status page: http://{bound}/  (JSON: /status, metrics: /metrics)");
+    if config.http_token.is_some() {
+        // Never the token itself: stdout often goes to a log.
+        println!(
+            "  every endpoint wants the --http-token: `Authorization: Bearer TOKEN`, \
+             or open http://{bound}/?token=TOKEN"
+        );
+    }
+    Ok(())
+}
+
+/// What one shard's engine is given.
+fn shard_spec(config: &SyncConfig, s: &PlannedShard, state: &Path) -> ShardSpec {
+    ShardSpec {
+        serial: s.serial,
+        source: s.node.clone(),
+        source_credentials: config.source_credentials.clone(),
+        target: config.target.clone(),
+        target_seeds: config.target_seeds.clone(),
+        target_credentials: config.target_credentials.clone(),
+        source_tls: config.source_tls.clone(),
+        target_tls: config.target_tls.clone(),
+        options: config.engine_options(),
+        state_dir: state.to_path_buf(),
+        spool_memory: rsm_engine::shard::DEFAULT_SPOOL_MEMORY,
+    }
+}
+
+/// How one shard follows its slots through source failovers.
+fn follow_options(
+    config: &SyncConfig,
+    plan: &Plan,
+    s: &PlannedShard,
+    seeds: &[Endpoint],
+) -> FollowOptions {
+    FollowOptions {
+        role: Some(config.sync_role),
+        // A shard that lists no slots learns them from its node.
+        slots: (!s.slots.is_empty()).then(|| s.slots.clone()),
+        seeds: seeds.to_vec(),
+        disabled: !plan.source_is_cluster,
+    }
+}
+
+/// Wait for every shard to end; how many failed, each said on stderr.
+async fn wait_for_shards<T, E: std::fmt::Display>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T, E>>>,
+    statuses: &[Arc<ShardStatus>],
+) -> usize {
     let mut failed = 0;
-    for (task, status) in tasks.into_iter().zip(&statuses) {
+    for (task, status) in tasks.into_iter().zip(statuses) {
         match task.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -193,16 +255,7 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    console.abort();
-    if let Some(v) = verifier {
-        v.abort();
-    }
-    print_summary(&shared);
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    failed
 }
 
 /// `--verify-on-ready`: wait for every shard to be ready for cut-over, then

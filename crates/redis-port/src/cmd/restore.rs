@@ -63,57 +63,12 @@ impl std::fmt::Display for ExitSummary {
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
     let engine = args.options.clone();
     if args.input != Path::new("-") {
-        let path = args.input.clone();
-        let checked = tokio::task::spawn_blocking(move || check_file(&path))
-            .await
-            .context("the checksum pass stopped")?;
-        match checked {
-            Ok((trailing, key_meta)) => {
-                if let Some(t) = trailing {
-                    tracing::warn!(
-                        offset = t.offset,
-                        bytes = t.len,
-                        "trailing bytes after the end of the RDB ignored, as redis-server ignores them"
-                    );
-                }
-                if key_meta > 0 {
-                    tracing::warn!(
-                        classes = key_meta,
-                        "module key metadata (KEY_META, Redis 8.6+) that its modules allow to drop is not written: only the module could write it"
-                    );
-                }
-            }
-            Err(CheckError::Io(e)) => {
-                anyhow::bail!("cannot read --input={}: {e}", args.input.display())
-            }
-            // A well-formed file of a format this version refuses is not "invalid".
-            Err(CheckError::Rdb(
-                e @ (RdbError::UnsupportedVersion { .. }
-                | RdbError::UnsupportedType { .. }
-                | RdbError::RequiredKeyMeta { .. }
-                | RdbError::CompressedEnvelope { .. }),
-            )) => anyhow::bail!(
-                "--input={} cannot be restored: {e}; nothing was written",
-                args.input.display()
-            ),
-            Err(CheckError::Rdb(e)) => anyhow::bail!(
-                "--input={} is not a valid RDB: {e}; nothing was written",
-                args.input.display()
-            ),
-        }
+        check_input(&args.input).await?;
     }
     let (input, total) = open_input(&args.input)
         .await
         .with_context(|| format!("cannot open --input={}", args.input.display()))?;
-    let mut opts = WriterOptions::new(
-        args.target.clone(),
-        ConnectOptions::new(Side::Target, args.auth.clone()).with_tls(args.tls.clone()),
-        engine,
-    );
-    opts.retry_timeout = args.retry_timeout;
-    let writer = Writer::connect(opts)
-        .await
-        .with_context(|| format!("cannot start writing to --target={}", args.target))?;
+    let writer = connect_writer(&args, engine).await?;
     let loader = Loader::new(
         LoaderOptions {
             big_key_threshold: None,
@@ -159,6 +114,63 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
         );
     }
     Ok(summary)
+}
+
+/// The first pass over a file ([`check_file`], on a blocking thread): its warnings
+/// logged, and an error, before anything is written, when the file cannot be restored.
+async fn check_input(input: &Path) -> anyhow::Result<()> {
+    let path = input.to_path_buf();
+    let checked = tokio::task::spawn_blocking(move || check_file(&path))
+        .await
+        .context("the checksum pass stopped")?;
+    match checked {
+        Ok((trailing, key_meta)) => {
+            if let Some(t) = trailing {
+                tracing::warn!(
+                    offset = t.offset,
+                    bytes = t.len,
+                    "trailing bytes after the end of the RDB ignored, as redis-server ignores them"
+                );
+            }
+            if key_meta > 0 {
+                tracing::warn!(
+                    classes = key_meta,
+                    "module key metadata (KEY_META, Redis 8.6+) that its modules allow to drop is not written: only the module could write it"
+                );
+            }
+            Ok(())
+        }
+        Err(CheckError::Io(e)) => {
+            anyhow::bail!("cannot read --input={}: {e}", input.display())
+        }
+        // A well-formed file of a format this version refuses is not "invalid".
+        Err(CheckError::Rdb(
+            e @ (RdbError::UnsupportedVersion { .. }
+            | RdbError::UnsupportedType { .. }
+            | RdbError::RequiredKeyMeta { .. }
+            | RdbError::CompressedEnvelope { .. }),
+        )) => anyhow::bail!(
+            "--input={} cannot be restored: {e}; nothing was written",
+            input.display()
+        ),
+        Err(CheckError::Rdb(e)) => anyhow::bail!(
+            "--input={} is not a valid RDB: {e}; nothing was written",
+            input.display()
+        ),
+    }
+}
+
+/// The writer to `--target`, with the restore's retry timeout.
+async fn connect_writer(args: &RestoreArgs, engine: EngineOptions) -> anyhow::Result<Writer> {
+    let mut opts = WriterOptions::new(
+        args.target.clone(),
+        ConnectOptions::new(Side::Target, args.auth.clone()).with_tls(args.tls.clone()),
+        engine,
+    );
+    opts.retry_timeout = args.retry_timeout;
+    Writer::connect(opts)
+        .await
+        .with_context(|| format!("cannot start writing to --target={}", args.target))
 }
 
 #[derive(Debug)]

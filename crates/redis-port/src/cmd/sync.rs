@@ -14,7 +14,7 @@
 //! writes back into it; that is a usage error (exit 2).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -47,56 +47,13 @@ pub struct SyncArgs {
 pub async fn run(args: SyncArgs) -> Result<()> {
     let signals =
         StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {e}"))?;
-    let source_connect =
-        ConnectOptions::new(Side::Source, args.password.clone()).with_tls(args.source_tls.clone());
-    let target_connect =
-        ConnectOptions::new(Side::Target, args.auth.clone()).with_tls(args.target_tls.clone());
-    let source = identify(&args.from, &source_connect).await?;
-    let target = identify(&args.target, &target_connect).await?;
-    if let Some(same) = same_servers(&source, &target) {
-        return Err(super::UsageError(format!(
-            "--from and --target are the same servers: {same}; a source synced into itself \
-             gets its own writes again"
-        ))
-        .into());
-    }
-    let state_dir = args
-        .logfile
-        .parent()
-        .map(|p| p.join("state"))
-        .unwrap_or_else(|| PathBuf::from("state"));
-    // Absolute, so the folder can be made again where it was if the working directory goes.
-    let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
+    refuse_same_servers(&args).await?;
+    let state_dir = state_dir(&args.logfile);
     let status = ShardStatus::new(0, args.from.to_string(), "node".into(), "all".into());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let spill_dir = state_dir.clone();
-    tokio::spawn(async move {
-        let forced = stop_on_signals(signals, stop_tx, |signal| {
-            eprintln!(
-                "sync: stopping ({}); draining what is in flight and writing the checkpoint; at most {} s, a second signal exits at once…",
-                signal.name(),
-                STOP_BOUND.as_secs()
-            );
-            tracing::info!(signal = signal.name(), "stop requested");
-        })
-        .await;
-        exit_now(forced, &spill_dir);
-    });
+    spawn_stop_handler(signals, stop_tx, state_dir.clone());
     if let Some(port) = args.httpport {
-        let shared = http::Shared {
-            shards: Arc::new(vec![status.clone()]),
-            source: args.from.to_string(),
-            target: args.target.to_string(),
-            started_ms: now_ms(),
-            verify: Default::default(),
-            limits: args.options.limits.clone(),
-        };
-        let bound = http::serve(
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            shared,
-        )
-        .await?;
-        eprintln!("sync: status on http://{bound}/");
+        serve_status(&args, port, &status).await?;
     }
     let spec = ShardSpec {
         serial: 0,
@@ -124,6 +81,70 @@ pub async fn run(args: SyncArgs) -> Result<()> {
     }
     tracing::info!("sync stopped; {summary}");
     eprintln!("sync: stopped; {summary}");
+    Ok(())
+}
+
+/// The pre-flight: a usage error when `--target` is the source itself.
+async fn refuse_same_servers(args: &SyncArgs) -> Result<()> {
+    let source_connect =
+        ConnectOptions::new(Side::Source, args.password.clone()).with_tls(args.source_tls.clone());
+    let target_connect =
+        ConnectOptions::new(Side::Target, args.auth.clone()).with_tls(args.target_tls.clone());
+    let source = identify(&args.from, &source_connect).await?;
+    let target = identify(&args.target, &target_connect).await?;
+    if let Some(same) = same_servers(&source, &target) {
+        return Err(super::UsageError(format!(
+            "--from and --target are the same servers: {same}; a source synced into itself \
+             gets its own writes again"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Checkpoints and spill files: a `state` folder beside the log file.
+fn state_dir(logfile: &Path) -> PathBuf {
+    let state_dir = logfile
+        .parent()
+        .map(|p| p.join("state"))
+        .unwrap_or_else(|| PathBuf::from("state"));
+    // Absolute, so the folder can be made again where it was if the working directory goes.
+    std::path::absolute(&state_dir).unwrap_or(state_dir)
+}
+
+/// The first SIGINT/SIGTERM stops the engine through `stop_tx`; a second one,
+/// or the stop taking too long, exits at once.
+fn spawn_stop_handler(signals: StopSignals, stop_tx: watch::Sender<bool>, spill_dir: PathBuf) {
+    tokio::spawn(async move {
+        let forced = stop_on_signals(signals, stop_tx, |signal| {
+            eprintln!(
+                "sync: stopping ({}); draining what is in flight and writing the checkpoint; at most {} s, a second signal exits at once…",
+                signal.name(),
+                STOP_BOUND.as_secs()
+            );
+            tracing::info!(signal = signal.name(), "stop requested");
+        })
+        .await;
+        exit_now(forced, &spill_dir);
+    });
+}
+
+/// `--httpport`: the status page of the one shard, on 127.0.0.1.
+async fn serve_status(args: &SyncArgs, port: u16, status: &Arc<ShardStatus>) -> Result<()> {
+    let shared = http::Shared {
+        shards: Arc::new(vec![status.clone()]),
+        source: args.from.to_string(),
+        target: args.target.to_string(),
+        started_ms: now_ms(),
+        verify: Default::default(),
+        limits: args.options.limits.clone(),
+    };
+    let bound = http::serve(
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        shared,
+    )
+    .await?;
+    eprintln!("sync: status on http://{bound}/");
     Ok(())
 }
 

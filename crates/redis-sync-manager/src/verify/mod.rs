@@ -27,22 +27,40 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use rsm_client::{ConnectOptions, Connection, Credentials, Endpoint, Side, TlsSettings};
 use rsm_engine::KeyPrefixes;
+use rsm_writer::sync_marker::is_tool_key;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use compare::{CheckConfig, Checker};
-use route::{probe, Router};
+use route::{probe, Router, SideInfo};
 
 /// SCAN's COUNT hint; also about the size of one compared batch.
+// A batch is pipelined phase by phase, so its size is what a round trip is
+// spread over: with 1000 keys the per-batch latency is small next to the
+// servers' work, while one batch's replies (a few small values each) stay
+// modest in memory. COUNT is a hint: a call may return more or fewer keys.
 const SCAN_COUNT: usize = 1000;
 /// Batches queued per scanner before it waits for the workers.
+// Bounded so that a scanner (one cheap SCAN per batch) cannot run ahead of
+// its workers (several pipelines per batch) and hold a whole keyspace of key
+// names in memory; a few batches are enough to keep the workers fed while the
+// scanner waits for its next SCAN reply.
 const QUEUE_BATCHES: usize = 4;
 /// Workers per scanned node (each with its own connections to both sides).
+// Two, so that one worker's pipeline is on the wire while the other works on
+// its replies; more would mostly add load to servers that are live and serving
+// their own clients while we compare them.
 const WORKERS_PER_NODE: usize = 2;
 /// How often a differing key is looked at again before it counts.
+// A write on the source reaches the target one sync delay later, so a key can
+// differ for a moment without anything being wrong. The pauses grow (100, 200,
+// 300 ms) to give a lagging sync more time on each look, while a batch with a
+// real difference pays at most 0.6 s for it.
 const RECHECKS: u32 = 3;
 const RECHECK_PAUSE: Duration = Duration::from_millis(100);
 
+// Quick is the default: O(1) per key on the servers, so it can run against a
+// busy production source at any time. Full reads every value on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Existence, type, length/cardinality, TTL.
@@ -71,6 +89,8 @@ impl std::str::FromStr for Mode {
     }
 }
 
+// The declaration order is the report's order (samples sort by it), and
+// `category as usize` indexes the counts: `ALL` must list them in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Category {
     Missing,
@@ -104,6 +124,8 @@ impl Category {
 #[derive(Debug, Clone)]
 pub struct Diff {
     pub category: Category,
+    /// The source db, except for `extra`: a key found on the target, in the
+    /// target db where it was found.
     pub db: u32,
     pub key: Bytes,
     pub detail: String,
@@ -130,7 +152,9 @@ pub struct VerifyOptions {
     /// Each side's TLS; plain TCP when `None`.
     pub source_tls: Option<Arc<TlsSettings>>,
     pub target_tls: Option<Arc<TlsSettings>>,
+    /// `--filterkey`: only keys the sync copies are compared, on both sides.
     pub filter: KeyPrefixes,
+    /// `--targetdb`: every source db was copied into this one target db.
     pub target_db: Option<u32>,
     pub mode: Mode,
     /// Check at most about this many keys on each side (spread over the nodes).
@@ -149,6 +173,7 @@ pub struct VerifyReport {
     pub source_keys: u64,
     pub target_keys: u64,
     pub seconds: f64,
+    /// Differing keys per category, indexed by `Category as usize`.
     counts: [u64; 5],
     /// Keys that differed at first look and were looked at again.
     pub rechecked: u64,
@@ -179,15 +204,31 @@ struct Shared {
     target_keys: AtomicU64,
     rechecked: AtomicU64,
     resolved: AtomicU64,
+    /// Differences per category, and the first `show` of each.
+    // Counts and samples under one lock, not atomics: whether a difference is
+    // kept as a sample depends on its category's count, and both must agree.
     found: Mutex<(Vec<u64>, Vec<Diff>)>,
     show: usize,
 }
 
 impl Shared {
+    fn new(show: usize) -> Shared {
+        Shared {
+            source_keys: AtomicU64::new(0),
+            target_keys: AtomicU64::new(0),
+            rechecked: AtomicU64::new(0),
+            resolved: AtomicU64::new(0),
+            found: Mutex::new((vec![0; Category::ALL.len()], Vec::new())),
+            show,
+        }
+    }
+
     fn record(&self, diffs: Vec<Diff>) {
         // A poisoned lock means another worker panicked; its error surfaces
         // through the join, so losing samples here is harmless.
         if let Ok(mut found) = self.found.lock() {
+            // Every difference is counted; only the first `show` of each
+            // category are kept, so memory does not grow with a bad copy.
             for d in diffs {
                 let i = d.category as usize;
                 found.0[i] += 1;
@@ -205,6 +246,9 @@ fn connect_options(
     tls: &Option<Arc<TlsSettings>>,
 ) -> ConnectOptions {
     let mut o = ConnectOptions::new(side, credentials.clone()).with_tls(tls.clone());
+    // Twice the client's default: a reply here may be big (a DUMP, a window of
+    // big elements) and come from a server busy with its own clients, and a
+    // timeout fails the whole run, not just one key.
     o.io_timeout = Duration::from_secs(60);
     o
 }
@@ -215,13 +259,22 @@ fn connect_options(
 struct ScanJob {
     node: Endpoint,
     opts: ConnectOptions,
+    /// The dbs to walk, each with the source dbs its keys may come from
+    /// (empty for the source's own scan).
     dbs: Vec<(u32, Vec<u32>)>,
+    /// `--sample`: this node's share of the keys to check.
     limit: Option<u64>,
+    /// A target scan, looking for keys the source lacks.
     extra: bool,
 }
 
 /// Compare the source with the target. Callable in-process (the manager may
 /// run it when every shard is ready for cutover).
+///
+/// Both sides are scanned: the source for keys missing or different on the
+/// target, the target for keys the source does not have. SCAN walks one
+/// node's keys only, so a cluster side gets a scanner per master, all running
+/// in parallel.
 pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();
     let src_opts = connect_options(Side::Source, &opts.source_credentials, &opts.source_tls);
@@ -253,14 +306,7 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     } else {
         src.dbs.clone()
     };
-    let mut dst_dbs: Vec<(u32, Vec<u32>)> = Vec::new();
-    for db in &src_dbs {
-        let t = map_db(*db);
-        match dst_dbs.iter_mut().find(|(d, _)| *d == t) {
-            Some((_, v)) => v.push(*db),
-            None => dst_dbs.push((t, vec![*db])),
-        }
-    }
+    let dst_dbs = target_dbs(&src_dbs, map_db);
     let cfg = CheckConfig {
         mode: opts.mode,
         ttl_tolerance_ms: opts.ttl_tolerance_ms,
@@ -270,80 +316,122 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
         // target's --targetdb applies.
         target_db: if dst.cluster { Some(0) } else { opts.target_db },
     };
-    let shared = Arc::new(Shared {
-        source_keys: AtomicU64::new(0),
-        target_keys: AtomicU64::new(0),
-        rechecked: AtomicU64::new(0),
-        resolved: AtomicU64::new(0),
-        found: Mutex::new((vec![0; Category::ALL.len()], Vec::new())),
-        show: opts.show,
-    });
+    let shared = Arc::new(Shared::new(opts.show));
+    let source_dbs = src_dbs.iter().map(|d| (*d, Vec::new())).collect();
+    let mut jobs = scan_jobs(&src, &src_opts, source_dbs, opts.sample, false);
+    jobs.extend(scan_jobs(&dst, &dst_opts, dst_dbs, opts.sample, true));
+    // Every worker gets routers of its own (see `Checker`), all made alike.
+    let checker = || Checker {
+        src: Router::new("source", &src, &opts.from, &src_opts),
+        dst: Router::new("target", &dst, &opts.target, &dst_opts),
+        cfg: cfg.clone(),
+    };
+    compare_all(opts, jobs, &shared, checker).await?;
+    report(opts, &shared, started)
+}
 
-    let mut jobs = Vec::new();
-    let per_node = |n: usize| opts.sample.map(|s| s.div_ceil(n.max(1) as u64));
-    for node in &src.masters {
-        jobs.push(ScanJob {
-            node: node.clone(),
-            opts: src_opts.clone(),
-            dbs: src_dbs.iter().map(|d| (*d, Vec::new())).collect(),
-            limit: per_node(src.masters.len()),
-            extra: false,
-        });
+/// Per target db, the source dbs whose keys land in it (in source db order):
+/// one each without `--targetdb`, all of them with it.
+fn target_dbs(src_dbs: &[u32], map_db: impl Fn(u32) -> u32) -> Vec<(u32, Vec<u32>)> {
+    let mut dst_dbs: Vec<(u32, Vec<u32>)> = Vec::new();
+    for db in src_dbs {
+        let t = map_db(*db);
+        match dst_dbs.iter_mut().find(|(d, _)| *d == t) {
+            Some((_, v)) => v.push(*db),
+            None => dst_dbs.push((t, vec![*db])),
+        }
     }
-    for node in &dst.masters {
-        jobs.push(ScanJob {
-            node: node.clone(),
-            opts: dst_opts.clone(),
-            dbs: dst_dbs.clone(),
-            limit: per_node(dst.masters.len()),
-            extra: true,
-        });
-    }
+    dst_dbs
+}
 
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = (opts.progress && std::io::stderr().is_terminal()).then(|| {
-        let shared = shared.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            tick.tick().await;
-            while !done.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let differing = shared
-                    .found
-                    .lock()
-                    .map(|f| f.0.iter().sum::<u64>())
-                    .unwrap_or(0);
-                eprintln!(
-                    "verify: {} source keys, {} target keys checked, {} differing, {} re-checked",
-                    shared.source_keys.load(Ordering::Relaxed),
-                    shared.target_keys.load(Ordering::Relaxed),
-                    differing,
-                    shared.rechecked.load(Ordering::Relaxed)
-                );
-            }
+/// One scan job per master of a side, each walking `dbs`.
+// `--sample` is per side: each node takes an equal share, rounded up so that
+// a small sample still reaches every node.
+fn scan_jobs(
+    side: &SideInfo,
+    opts: &ConnectOptions,
+    dbs: Vec<(u32, Vec<u32>)>,
+    sample: Option<u64>,
+    extra: bool,
+) -> Vec<ScanJob> {
+    let limit = sample.map(|s| s.div_ceil(side.masters.len().max(1) as u64));
+    side.masters
+        .iter()
+        .map(|node| ScanJob {
+            node: node.clone(),
+            opts: opts.clone(),
+            dbs: dbs.clone(),
+            limit,
+            extra,
         })
-    });
+        .collect()
+}
 
+/// Run every job (a scanner and its workers) with the progress line beside
+/// them, until all are done or one fails.
+async fn compare_all(
+    opts: &VerifyOptions,
+    jobs: Vec<ScanJob>,
+    shared: &Arc<Shared>,
+    checker: impl Fn() -> Checker,
+) -> anyhow::Result<()> {
+    let done = Arc::new(AtomicBool::new(false));
+    // Only on a terminal: in a pipe or a log the line would be noise every 2 s.
+    let progress = (opts.progress && std::io::stderr().is_terminal())
+        .then(|| spawn_progress(shared.clone(), done.clone()));
     let mut tasks = JoinSet::new();
     for job in jobs {
+        // Per node, not global: a slow node's queue fills and holds up its
+        // own scanner only, while the other nodes go on.
         let (tx, rx) = mpsc::channel::<(u32, Vec<u32>, Vec<Bytes>)>(QUEUE_BATCHES);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let filter = opts.filter.clone();
         let scan = job.clone();
         tasks.spawn(async move { scan_node(scan, filter, tx).await });
         for _ in 0..WORKERS_PER_NODE {
-            let checker = Checker {
-                src: Router::new("source", &src, &opts.from, &src_opts),
-                dst: Router::new("target", &dst, &opts.target, &dst_opts),
-                cfg: cfg.clone(),
-            };
+            let checker = checker();
             let rx = rx.clone();
             let shared = shared.clone();
             let extra = job.extra;
             tasks.spawn(async move { work(checker, rx, shared, extra).await });
         }
     }
+    let result = join_all(tasks).await;
+    done.store(true, Ordering::Relaxed);
+    if let Some(p) = progress {
+        p.abort();
+    }
+    result
+}
+
+/// The progress line on stderr every 2 s, until `done`.
+fn spawn_progress(shared: Arc<Shared>, done: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        // The first tick is immediate: skip it, nothing has been counted yet.
+        tick.tick().await;
+        while !done.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let differing = shared
+                .found
+                .lock()
+                .map(|f| f.0.iter().sum::<u64>())
+                .unwrap_or(0);
+            eprintln!(
+                "verify: {} source keys, {} target keys checked, {} differing, {} re-checked",
+                shared.source_keys.load(Ordering::Relaxed),
+                shared.target_keys.load(Ordering::Relaxed),
+                differing,
+                shared.rechecked.load(Ordering::Relaxed)
+            );
+        }
+    })
+}
+
+/// Wait for every task; the first error is the result.
+// On the first error the other tasks are aborted: a report with a failed
+// part would claim keys equal that were never compared.
+async fn join_all(mut tasks: JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         let outcome = joined
@@ -356,12 +444,12 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
             }
         }
     }
-    done.store(true, Ordering::Relaxed);
-    if let Some(p) = progress {
-        p.abort();
-    }
-    result?;
+    result
+}
 
+/// The report of a finished run: the counters, and the samples in a stable
+/// order (by category, then key), whatever order the workers found them in.
+fn report(opts: &VerifyOptions, shared: &Shared, started: Instant) -> anyhow::Result<VerifyReport> {
     let (counts, mut samples) = shared
         .found
         .lock()
@@ -383,8 +471,9 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
 }
 
 /// Walk one node's keyspace (each listed db) and queue batches for the workers.
-use rsm_writer::sync_marker::is_tool_key;
-
+// SCAN, never KEYS: KEYS blocks a live server for the whole keyspace; SCAN
+// walks it a step at a time and guarantees every key present for the whole
+// walk is seen (maybe twice: a key compared twice only costs time).
 async fn scan_node(
     job: ScanJob,
     filter: KeyPrefixes,
@@ -393,6 +482,8 @@ async fn scan_node(
     let mut conn = Connection::connect(&job.node, &job.opts).await?;
     let mut taken = 0u64;
     for (db, source_dbs) in &job.dbs {
+        // One connection walks the dbs in turn; a cluster node has only db 0,
+        // where SELECT 0 is allowed.
         conn.request_ok(&["SELECT".to_string(), db.to_string()])
             .await?;
         let mut cursor = Bytes::from_static(b"0");
@@ -412,6 +503,8 @@ async fn scan_node(
                 .next()
                 .and_then(|f| f.into_array())
                 .unwrap_or_default();
+            // Without a cursor the walk cannot go on, and starting over from
+            // 0 would never end: the reply is an error.
             let Some(next) = next else {
                 anyhow::bail!("{}: SCAN sent an unexpected reply", job.node);
             };
@@ -422,6 +515,8 @@ async fn scan_node(
                 // merely starts like them is.
                 .filter(|k| filter.keeps(k) && !is_tool_key(k))
                 .collect();
+            // A sample takes the first keys the scan meets: SCAN's order is
+            // the hash table's, which is as good as random for a sample.
             if let Some(limit) = job.limit {
                 batch.truncate(limit.saturating_sub(taken) as usize);
             }
@@ -438,8 +533,11 @@ async fn scan_node(
     Ok(())
 }
 
+// An mpsc channel has one receiver: the node's workers share it behind a
+// mutex, so each batch goes to whichever worker asks first.
 type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<(u32, Vec<u32>, Vec<Bytes>)>>>;
 
+/// Compare the batches of one node's queue until the scanner is done.
 async fn work(
     mut checker: Checker,
     rx: Queue,
@@ -458,12 +556,16 @@ async fn work(
             checker.check_batch(db, &keys).await?
         };
         let left = settle(&mut checker, db, &source_dbs, extra, first, &shared).await?;
+        // Recorded only after the re-checks: what a first look found is a
+        // candidate, not a difference.
         shared.record(left);
         let counter = if extra {
             &shared.target_keys
         } else {
             &shared.source_keys
         };
+        // Counted when done, so that the progress line shows keys compared,
+        // not keys queued.
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -481,6 +583,8 @@ async fn settle(
     if diffs.is_empty() {
         return Ok(diffs);
     }
+    // A key may have several differences (a TTL and a value): re-checks and
+    // their counters go by key, not by difference.
     let distinct = |d: &[Diff]| {
         let mut keys: Vec<Bytes> = d.iter().map(|d| d.key.clone()).collect();
         keys.sort();
@@ -491,6 +595,9 @@ async fn settle(
     shared.rechecked.fetch_add(initial, Ordering::Relaxed);
     for attempt in 1..=RECHECKS {
         tokio::time::sleep(RECHECK_PAUSE * attempt).await;
+        // Only the keys that still differ, and the last look's verdict
+        // replaces the earlier one: a key caught mid-copy may go from missing
+        // to a value difference to equal.
         let keys = distinct(&diffs);
         diffs = if extra {
             checker.check_extra(db, source_dbs, &keys).await?
@@ -501,6 +608,8 @@ async fn settle(
             break;
         }
     }
+    // Resolved: differed at first, equal at the last look (a sync that caught
+    // up). The report shows it so that a busy source's churn is visible.
     let still = distinct(&diffs).len() as u64;
     shared
         .resolved
@@ -523,6 +632,9 @@ pub fn run_command(opts: VerifyOptions, report_file: Option<PathBuf>) -> ExitCod
     };
     let report = match runtime.block_on(verify(&opts)) {
         Ok(r) => r,
+        // A run that failed exits 1 like one that found differences: a
+        // script gating a cut-over on `verify` must never read "compared
+        // nothing" as "equal".
         Err(e) => {
             eprintln!("error: {}", rsm_flags::usage::error_line(e.as_ref()));
             return ExitCode::from(1);
@@ -530,6 +642,8 @@ pub fn run_command(opts: VerifyOptions, report_file: Option<PathBuf>) -> ExitCod
     };
     print!("{}", output::render(&report));
     if let Some(path) = report_file {
+        // The table is out already, but a report that was asked for and not
+        // written is a failure: whoever reads the file would read an old one.
         if let Err(e) = std::fs::write(&path, output::json(&report)) {
             eprintln!(
                 "error: cannot write the report {}: {e} (check --report)",
@@ -542,5 +656,41 @@ pub fn run_command(opts: VerifyOptions, report_file: Option<PathBuf>) -> ExitCod
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_dbs_gather_the_source_dbs_mapped_into_them() {
+        assert_eq!(
+            target_dbs(&[0, 2, 5], |db| db),
+            [(0, vec![0]), (2, vec![2]), (5, vec![5])]
+        );
+        // --targetdb=3: every source db lands in db 3.
+        assert_eq!(target_dbs(&[0, 2, 5], |_| 3), [(3, vec![0, 2, 5])]);
+    }
+
+    #[test]
+    fn a_sample_is_shared_between_the_masters() {
+        let side = SideInfo {
+            cluster: true,
+            masters: ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            has_pexpiretime: true,
+            map: None,
+            dbs: vec![0],
+        };
+        let opts = connect_options(Side::Target, &None, &None);
+        let jobs = scan_jobs(&side, &opts, vec![(0, vec![0])], Some(10), true);
+        assert_eq!(jobs.len(), 3);
+        // Rounded up: 3 × 4 ≥ 10.
+        assert!(jobs.iter().all(|j| j.limit == Some(4) && j.extra));
+        let jobs = scan_jobs(&side, &opts, vec![(0, vec![])], None, false);
+        assert!(jobs.iter().all(|j| j.limit.is_none() && !j.extra));
     }
 }

@@ -39,6 +39,7 @@ pub fn render(report: &VerifyReport) -> String {
         report.source_keys,
         report.target_keys,
         report.seconds,
+        // An empty run can take no measurable time.
         report.source_keys as f64 / report.seconds.max(1e-3)
     );
     let _ = writeln!(out, "{:<10} {:>10}", "category", "keys");
@@ -61,6 +62,7 @@ pub fn render(report: &VerifyReport) -> String {
         }
         let _ = writeln!(out, "first {} {} keys:", cat.name(), shown.len());
         for d in shown {
+            // Most deployments use db 0 only, where naming it is noise.
             let db = if d.db != 0 {
                 format!(" (db {})", d.db)
             } else {
@@ -98,6 +100,7 @@ struct JsonReport<'a> {
     source_keys: u64,
     target_keys: u64,
     seconds: f64,
+    // Sorted keys: the same result gives the same JSON, so reports diff well.
     counts: std::collections::BTreeMap<&'static str, u64>,
     rechecked: u64,
     resolved: u64,
@@ -129,6 +132,8 @@ pub fn json(report: &VerifyReport) -> String {
             })
             .collect(),
     };
+    // Cannot fail for these types (no maps with non-string keys); still, a
+    // file that says what went wrong beats a panic after a long run.
     serde_json::to_string_pretty(&j).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 

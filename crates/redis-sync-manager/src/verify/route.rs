@@ -16,9 +16,14 @@ use rsm_cluster::{key_slot, parse_cluster_nodes, SlotMap};
 use rsm_resp::Frame;
 
 /// How many redirects one command may follow before it is reported as failed.
+// A slot being moved redirects once or twice (MOVED, then ASK during the
+// migration); more means a cluster in flux or two nodes that disagree. The key
+// then reads as failed, which is a difference the re-check looks at again.
 const MAX_REDIRECTS: usize = 5;
 
 /// A command about one key: the key routes it, `args` is what is sent.
+// The key is kept apart because its place in `args` depends on the command
+// (`TYPE key`, `XINFO GROUPS key`, `XPENDING key group …`).
 pub struct KeyCmd {
     pub key: bytes::Bytes,
     pub args: Vec<Vec<u8>>,
@@ -49,6 +54,8 @@ enum Kind {
     Cluster {
         map: SlotMap,
         /// Connection per owner index of `map`, opened on first use.
+        // On first use: a worker connects only to the nodes its batches
+        // route to.
         conns: HashMap<usize, Connection>,
         /// Connections used only to follow redirects, by address.
         by_addr: HashMap<String, Connection>,
@@ -56,6 +63,8 @@ enum Kind {
     Standalone {
         endpoint: Endpoint,
         /// Connection per db, opened (and `SELECT`ed) on first use.
+        // SELECT is state of a connection: one per db keeps every pipeline
+        // in its db without a SELECT round trip per batch.
         conns: HashMap<u32, Connection>,
     },
 }
@@ -74,6 +83,8 @@ pub struct SideInfo {
     /// Masters serving slots (cluster) or the server itself.
     pub masters: Vec<Endpoint>,
     /// Every node answers PEXPIRETIME (7.0+ / Valkey).
+    // Every node, not the seed alone: during a rolling upgrade the nodes of
+    // one cluster run different versions, and one side asks one command.
     pub has_pexpiretime: bool,
     /// The slot map, for cluster sides.
     pub map: Option<SlotMap>,
@@ -105,6 +116,8 @@ pub async fn probe(
     let nodes =
         parse_cluster_nodes(&text).map_err(|e| RouteError::Nodes(seed.clone(), e.to_string()))?;
     let map = SlotMap::from_nodes(&nodes, &seed.host);
+    // Refused up front: the keys of an unserved slot can be neither scanned
+    // nor looked up, and a report that skipped them would claim too much.
     if let Some(first) = map.uncovered().first() {
         return Err(RouteError::Unserved(name.to_string(), first.start().get()));
     }
@@ -134,6 +147,8 @@ async fn supports_pexpiretime(conn: &mut Connection) -> Result<bool, ClientError
 }
 
 /// `db0:keys=3,...` lines of `INFO keyspace`, as db numbers (db 0 when empty).
+// Db 0 for an empty source still gives the target scan a db to walk: a target
+// full of keys must come out as "extra", not as equal to an empty source.
 async fn keyspace_dbs(conn: &mut Connection) -> Result<Vec<u32>, ClientError> {
     let info = conn.info("keyspace").await?;
     let mut dbs: Vec<u32> = rsm_client::keyspace(&info)
@@ -155,6 +170,8 @@ impl Router {
         opts: &ConnectOptions,
     ) -> Self {
         let kind = match &info.map {
+            // A copy of the map per router: a MOVED updates it without a lock,
+            // and each worker learns of a moved slot the first time it meets it.
             Some(map) => Kind::Cluster {
                 map: map.clone(),
                 conns: HashMap::new(),
@@ -182,6 +199,8 @@ impl Router {
         let opts = self.opts.clone();
         match &mut self.kind {
             Kind::Standalone { endpoint, conns } => {
+                // One connection answers in the order it was sent: the replies
+                // line up with `cmds` as they come.
                 let conn = standalone_conn(conns, endpoint, db, &opts).await?;
                 for c in cmds {
                     conn.send(&c.args);
@@ -210,6 +229,8 @@ impl Router {
                         None => by_owner.push((owner, vec![i])),
                     }
                 }
+                // Every node's pipeline is on the wire before any reply is
+                // read: a batch costs the slowest node's round trip, not the sum.
                 for (owner, idx) in &by_owner {
                     let conn = owner_conn(conns, map, *owner, &opts).await?;
                     for i in idx {
@@ -300,6 +321,8 @@ async fn follow(
         let Some(to) = redirect.redirect_target(&asked) else {
             break;
         };
+        // `to` is resolved against the node that answered, not the seed: a
+        // redirect with an empty host means "my host".
         let addr = to.to_string();
         let ask = matches!(redirect, ServerError::Ask { .. });
         if !ask {
@@ -317,6 +340,7 @@ async fn follow(
         }
         conn.send(&cmd.args);
         conn.flush().await?;
+        // The first reply after ASKING is its own +OK, not the command's.
         if ask {
             let _ = conn.read_frame().await?;
         }
@@ -324,12 +348,16 @@ async fn follow(
         asked = conn.endpoint().clone();
         match f.as_error().map(|e| ServerError::classify(e)) {
             Some(e @ (ServerError::Moved { .. } | ServerError::Ask { .. })) => redirect = e,
+            // The slot is being moved and the node cannot answer just now:
+            // a short pause, then the same command again.
             Some(ServerError::TryAgain) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ => return Ok(f),
         }
     }
+    // A reply, not an `Err`: one key that cannot be read is a difference to
+    // re-check, not a reason to stop the whole run.
     Ok(Frame::Error(bytes::Bytes::from_static(
         b"ERR verify: too many redirects",
     )))
