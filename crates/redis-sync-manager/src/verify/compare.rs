@@ -31,7 +31,6 @@
 //!   both read the same.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rsm_resp::Frame;
@@ -90,10 +89,7 @@ fn b(s: &str) -> Vec<u8> {
 // the local clock's offset from that server adds to it. A clock before 1970
 // reads 0, which keeps PTTL sides comparable with each other.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    rsm_counters::now_ms() as i64
 }
 
 // A reply that is not a string (an error, a nil) is described, not dropped:
