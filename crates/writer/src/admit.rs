@@ -5,6 +5,18 @@
 //! cannot RESTORE, chunked commands for a big key, a command split per slot, a source
 //! transaction kept whole when it can be. The writer turns what it says into requests and
 //! applies the tally to its counters.
+//!
+//! Why a pure step of its own: every rule about what a write becomes can be tested here
+//! without a server; the writer task only carries it out.
+//!
+//! Nothing is dropped silently: an entry that sends nothing, or less than it was, says
+//! why in the tally (filtered, expired, failed of some kind, already applied) or in
+//! [`Admitted::failure`], which the writer keeps for its error. Only commands that are no
+//! data at all (`PING`, `REPLCONF` …) pass uncounted.
+//!
+//! Exactly-once (see [`super::progress`]) is decided here too: a stream write the slot's
+//! marker covers is not sent again, and one not safe to apply twice goes in one
+//! `MULTI … EXEC` with the marker.
 
 use std::collections::HashSet;
 
@@ -30,11 +42,14 @@ use rsm_counters::Losses;
 /// Which node a planned request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dest {
-    /// The owner of its slot.
+    /// The owner of its slot, in the slot's order.
     Slot,
-    /// Every master (one request each).
+    /// Every master (one request each): a keyless write each of them must see
+    /// (`FLUSHALL`, `FUNCTION LOAD` …).
     Masters,
-    /// Any one master.
+    /// Any one master, which answers for it (a keyless write our table cannot place).
+    /// Always the first: on one node, in the `KEYLESS` order, such commands keep their
+    /// order among themselves.
     AnyMaster,
 }
 
@@ -42,9 +57,13 @@ pub(super) enum Dest {
 #[derive(Debug, PartialEq)]
 pub(super) struct Planned {
     pub dest: Dest,
+    /// The slot whose order it keeps (`KEYLESS` for keyless commands).
     pub slot: usize,
+    /// The target db; a standalone target's connection SELECTs it first when needed.
     pub db: DbIndex,
     pub body: Body,
+    /// The key written in pieces it belongs to: one failed piece fails the key, and a
+    /// key the target keeps (`--skip-existing`) has its pieces dropped.
     pub group: Option<u64>,
     /// The stream command's source offset (0: a snapshot write).
     pub offset: u64,
@@ -55,12 +74,21 @@ pub(super) struct Planned {
 /// What admission counted.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Tally {
+    /// Keys and commands `--filterkey` leaves out.
     pub filtered: u64,
+    /// Keys already expired when read, or with nothing left once expired fields are gone.
     pub expired: u64,
+    /// Writes for a db the target lacks.
     pub failed_db: u64,
+    /// Values the target cannot RESTORE that commands cannot rebuild either (a module
+    /// value, a payload that cannot be decoded).
     pub failed_untranslatable: u64,
+    /// All-or-nothing commands whose keys lie in several slots of a cluster target.
     pub failed_cross_slot: u64,
+    /// Refused here for good: a key under the tool's prefix, a trailer that cannot be
+    /// rewritten, a chunk outside its key.
     pub failed_rejected: u64,
+    /// Values rebuilt with commands.
     pub transcoded: u64,
     /// Values written again in a type the target reads (one RESTORE each).
     pub reencoded: u64,
@@ -74,20 +102,24 @@ pub(super) struct Tally {
 /// The outcome of admitting one entry.
 #[derive(Debug, Default)]
 pub(super) struct Admitted {
+    /// In the order to send them; each joins its slot's order.
     pub reqs: Vec<Planned>,
     pub tally: Tally,
     /// Why the entry will not be (wholly) applied.
     pub failure: Option<String>,
     /// Count a written key when the entry is applied.
     pub counts_key: bool,
+    /// A stream command or transaction: counted under commands once applied.
     pub counts_command: bool,
-    /// The source offset just after it (commands).
+    /// The source offset just after it (commands): the watermark moves there once the
+    /// entry, and every entry before it, is applied.
     pub offset: u64,
     /// The key written in pieces this entry belongs to.
     pub group: Option<u64>,
 }
 
 impl Admitted {
+    /// Empty for the next entry, keeping `reqs`' buffer: one `Admitted` serves them all.
     fn clear(&mut self) {
         self.reqs.clear();
         self.tally = Tally::default();
@@ -98,10 +130,14 @@ impl Admitted {
         self.group = None;
     }
 
+    /// The entry will not be (wholly) applied. The first reason is kept: it is the one
+    /// the writer's error names.
     fn fail(&mut self, why: String) {
         self.failure.get_or_insert(why);
     }
 
+    /// A snapshot request to the owner of `slot`: no offset and no marker, since the
+    /// slot markers are about the stream (a snapshot is copied whole, or again).
     fn push(&mut self, slot: usize, db: DbIndex, body: Body, group: Option<u64>) {
         self.reqs.push(Planned {
             dest: Dest::Slot,
@@ -117,44 +153,61 @@ impl Admitted {
 
 /// The piece-by-piece key being received (`BigKeyStart` … `BigKeyEnd`).
 struct Big {
+    /// Every request of the key carries it (see [`Planned::group`]).
     group: u64,
     key: Bytes,
+    /// The target db (0 when the key is dropped: then unused).
     db: DbIndex,
     slot: usize,
+    /// Set by `PEXPIREAT` after the last chunk, never before: a half-written key must not
+    /// expire early with part of its value.
     expire: Option<i64>,
+    /// What later chunks need of earlier ones (see [`ValueState`]).
     state: ValueState,
     /// Filtered, expired or bad db: its chunks are dropped.
     dropped: bool,
 }
 
+/// What admission keeps from one entry to the next: the target as detected, the conflict
+/// policy in force, the key being received in pieces, and what the target has refused.
 pub(super) struct Admitter {
     info: TargetInfo,
+    /// What rebuilt values may use (from the target's version).
     caps: Capabilities,
+    /// Which replicated commands need rewriting (from the target's version).
     lacks: Lacks,
     /// Stream writes that lost something on this target, for a log that names some of
-    /// them without a line per write.
+    /// them without a line per write. A `Cell`: counted on the `&self` paths.
     lossy_writes: std::cell::Cell<u64>,
     filter: KeyPrefixes,
+    /// `--targetdb`: where every source db goes on a standalone target.
     target_db: Option<DbIndex>,
     /// The policy for the keys admitted now. A copy into slots only this sync has written
     /// runs with `Rewrite` (see `Writer::set_conflict_policy`), until keys of a second
     /// source db meet the first one's in the `--targetdb` db: from then on `user_conflict`.
     pub conflict: ConflictPolicy,
+    /// The operator's policy, which `conflict` gives way to (see above).
     user_conflict: ConflictPolicy,
     /// Under `--targetdb`: the source dbs whose snapshot keys were admitted, in order.
     merged_dbs: Vec<DbIndex>,
     /// Payload types this target refused: later keys of these types go straight to commands.
     refused_types: HashSet<u8>,
+    /// The key being received in pieces: one at a time, since the decoder finishes a key
+    /// before it starts the next.
     big: Option<Big>,
+    /// The next group id, unique for the writer's life: skipped groups are remembered
+    /// that long (see `Tracks::skip_group`).
     next_group: u64,
     /// Exactly-once is on: this sync's id and what the target's markers show.
     progress: Option<Progress>,
 }
 
+/// A command name or fixed argument, without an allocation.
 fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// The cluster slot of a key (its hash tag's, if it has one), as an index.
 fn slot_of(key: &[u8]) -> usize {
     rsm_cluster::key_slot(key).index()
 }
@@ -166,11 +219,15 @@ impl Admitter {
         target_db: Option<DbIndex>,
         conflict: ConflictPolicy,
     ) -> Admitter {
+        // By version, once: a feature the target lacks is left out (and counted), not
+        // sent for it to refuse. Stream counters came with 7.0, CREATECONSUMER with 6.2.
         let caps = Capabilities {
             hash_field_ttl: info.hash_field_ttl(),
             stream_v2: info.redis_at_least(7, 0),
             create_consumer: info.redis_at_least(6, 2),
         };
+        // `SET … PXAT/EXAT` came with 6.2; a 7.0+ source replicates a SET with an expiry
+        // (and SETEX) so.
         let lacks = Lacks {
             set_at: !info.redis_at_least(6, 2),
             field_ttls: !info.hash_field_ttl(),
@@ -183,6 +240,7 @@ impl Admitter {
             filter,
             target_db,
             conflict,
+            // The policy given at start is the operator's.
             user_conflict: conflict,
             merged_dbs: Vec::new(),
             refused_types: HashSet::new(),
@@ -198,6 +256,7 @@ impl Admitter {
         self.progress = progress;
     }
 
+    /// This sync's id and markers, for the writer's marker checks and failure records.
     pub(super) fn progress(&self) -> Option<&Progress> {
         self.progress.as_ref()
     }
@@ -207,10 +266,13 @@ impl Admitter {
     /// the copy, so the copy's `Rewrite` gives way to the operator's policy once a second
     /// db begins (a snapshot lists its dbs one after the other).
     fn snapshot_db(&mut self, db: DbIndex) {
+        // Without `--targetdb` each source db has a target db of its own: nothing meets.
         if self.target_db.is_none() || self.merged_dbs.contains(&db) {
             return;
         }
         self.merged_dbs.push(db);
+        // Only the second db changes anything: the first one's keys met only what the
+        // slots held before the copy.
         if self.merged_dbs.len() == 2 {
             tracing::info!(
                 source_dbs = ?self.merged_dbs,
@@ -255,11 +317,14 @@ impl Admitter {
             } => self.big_start(db, key, expire_at_ms, now_ms, out),
             Entry::BigKeyChunk(els) => self.big_chunk(els, skipped, out),
             Entry::BigKeyEnd => self.big_end(skipped, out),
+            // A stream command moves the watermark to its own offset once applied.
             Entry::Command(c) => {
                 out.offset = c.offset.0;
                 out.counts_command = true;
                 self.command(c, out);
             }
+            // A source transaction moves it to its last command's offset: the group counts
+            // as applied whole or not at all.
             Entry::Transaction(cmds) => {
                 out.offset = cmds.last().map_or(0, |c| c.offset.0);
                 out.counts_command = true;
@@ -283,17 +348,25 @@ impl Admitter {
         now_ms: &dyn Fn() -> i64,
         out: &mut Admitted,
     ) -> Option<DbIndex> {
+        // The filter first: a key left out is none of the target's business, whatever
+        // else is wrong with it.
         if !self.filter.keeps(key) {
             out.tally.filtered += 1;
             return None;
         }
+        // Before the expiry: even an expired key under the tool's prefix says the source
+        // holds such keys, which the operator must hear of.
         if reserved(key, out) {
             return None;
         }
+        // Expired, it would not exist on the target either (a RESTORE with a past ABSTTL
+        // creates nothing): not sent, and counted as what it is. The clock is read only
+        // for keys that have an expiry.
         if expire.is_some_and(|at| at <= now_ms()) {
             out.tally.expired += 1;
             return None;
         }
+        // Failed and counted, not dropped: the operator must map the db (`--targetdb`).
         let tdb = self.target_db(db);
         if tdb.is_none() {
             out.tally.failed_db += 1;
@@ -305,6 +378,8 @@ impl Admitter {
         tdb
     }
 
+    /// A snapshot key as one RESTORE where the target reads its payload (the trailer
+    /// rewritten if needed), else re-encoded in a type it reads, else as commands.
     #[allow(clippy::too_many_arguments)]
     fn restore(
         &mut self,
@@ -316,23 +391,31 @@ impl Admitter {
         now_ms: &dyn Fn() -> i64,
         out: &mut Admitted,
     ) {
+        // Whatever becomes of the key: the db it comes from is what may switch the
+        // conflict policy.
         self.snapshot_db(db);
         let Some(db) = self.key_target(db, &key, expire, now_ms, out) else {
             return;
         };
+        // Counted as written once its RESTORE, or what replaces it, is applied.
         out.counts_key = true;
         let slot = slot_of(&key);
         let rdb_type = payload.first().copied().unwrap_or(0);
         let trailer = trailer_of(&payload);
         if !self.can_restore(rdb_type, trailer) {
+            // Re-encoding first: one RESTORE keeps what commands cannot set. Commands
+            // only when no type of the target's can hold the value (or it refused that one).
             let now = now_ms();
             match self.reencode(&key, &payload, now, &mut out.tally) {
                 Some(Some(p)) => out.push(slot, db, self.restore_body(key, p, expire, usage), None),
+                // Nothing left of it (counted expired by `reencode`), so no key written.
                 Some(None) => out.counts_key = false,
                 None => self.as_commands(db, slot, key, payload, expire, now, out),
             }
             return;
         }
+        // A newer or foreign trailer is refused before the type is even read; the type
+        // was checked just above, so the target's own version goes in its place.
         let payload = match trailer {
             Some(t) if needs_rewrite(t, self.info.rdb_version) => {
                 match dump::rewrite_trailer(&payload, self.info.rdb_version.number()) {
@@ -348,6 +431,8 @@ impl Admitter {
                     }
                 }
             }
+            // As old as the target's or older, or too short to have a trailer (the target
+            // judges that one): as it is.
             _ => payload,
         };
         out.push(
@@ -358,6 +443,7 @@ impl Admitter {
         );
     }
 
+    /// `RESTORE key <abs ms> payload ABSTTL [REPLACE] [IDLETIME|FREQ]`.
     fn restore_body(
         &self,
         key: Bytes,
@@ -365,13 +451,19 @@ impl Admitter {
         expire: Option<i64>,
         usage: KeyUsage,
     ) -> Body {
+        // 0: no expiry. Otherwise the source's absolute time (ABSTTL): a RESTORE re-sent
+        // later still expires when the source's key does.
         let ttl = expire.map_or(b("0"), |at| Bytes::from(at.to_string()));
         // RESTORE key ttl payload ABSTTL [REPLACE] [IDLETIME n | FREQ n], sized once.
         let mut args = Vec::with_capacity(8);
         args.extend([b("RESTORE"), key, ttl, payload, b("ABSTTL")]);
+        // Without REPLACE an existing key answers BUSYKEY, and the fail/skip policy
+        // decides (see `replies::busy_key`).
         if self.conflict == ConflictPolicy::Rewrite {
             args.push(b("REPLACE"));
         }
+        // The key's LRU idle time or LFU counter, so that the target's eviction treats it
+        // as the source's did (a server ignores the one its policy does not use).
         // IDLETIME and FREQ together are a syntax error; a server writes only one.
         if let Some(idle) = usage.idle_secs {
             args.extend([b("IDLETIME"), Bytes::from(idle.to_string())]);
@@ -392,6 +484,7 @@ impl Admitter {
         now_ms: i64,
         tally: &mut Tally,
     ) -> Option<Option<Bytes>> {
+        // Undecodable: `rebuild` meets the same error, and counts and names it.
         let (rdb_type, chunks) = dump::decode_payload(payload).ok()?;
         let encoded = match encode::encode_for(self.info.rdb_version, rdb_type, &chunks, now_ms) {
             Ok(e) => e,
@@ -406,6 +499,7 @@ impl Admitter {
                 return None;
             }
         }
+        // What the older type cannot hold, counted like a rebuilt value's losses.
         let l = &encoded.losses;
         let mut st = ValueState::new(now_ms);
         st.expired_fields = l.expired_fields;
@@ -423,6 +517,7 @@ impl Admitter {
                 tally.reencoded += 1;
                 Some(Some(p))
             }
+            // Every field had expired: the key is gone, as on the source.
             None => {
                 tally.expired += 1;
                 Some(None)
@@ -430,11 +525,14 @@ impl Admitter {
         }
     }
 
+    /// A group id for a key written in pieces.
     fn new_group(&mut self) -> u64 {
         self.next_group += 1;
         self.next_group - 1
     }
 
+    /// A big key begins: its conflict is settled first (DEL or gate), then its chunks
+    /// follow as commands.
     fn big_start(
         &mut self,
         db: DbIndex,
@@ -448,6 +546,8 @@ impl Admitter {
         let slot = slot_of(&key);
         let tdb = self.key_target(db, &key, expire, now_ms, out);
         let db = tdb.unwrap_or(0);
+        // A dropped key (counted just now) sends nothing: its chunks are dropped as they
+        // come, and its end counts nothing more.
         if tdb.is_some() {
             self.open_value(group, db, slot, &key, out);
         }
@@ -457,11 +557,14 @@ impl Admitter {
             db,
             slot,
             expire,
+            // One time for the whole key, however long its chunks take.
             state: ValueState::new(now_ms()),
             dropped: tdb.is_none(),
         });
     }
 
+    /// A chunk of the big key: its commands, unless the key is dropped or kept by the
+    /// target (`--skip-existing`, known once its gate answered).
     fn big_chunk(&mut self, els: Elements, skipped: &HashSet<u64>, out: &mut Admitted) {
         let Some(mut big) = self.big.take() else {
             tracing::error!("element chunk outside BigKeyStart/BigKeyEnd: dropped");
@@ -470,17 +573,20 @@ impl Admitter {
             return;
         };
         if !big.dropped && !skipped.contains(&big.group) {
+            // The chunk's entry joins the key's group: a failed command fails the key.
             out.group = Some(big.group);
             self.chunk_commands(&mut big, els, out);
         }
         self.big = Some(big);
     }
 
+    /// The big key is complete: count it, and set its expiry now that its value is whole.
     fn big_end(&mut self, skipped: &HashSet<u64>, out: &mut Admitted) {
         let Some(mut big) = self.big.take() else {
             tracing::error!("BigKeyEnd without BigKeyStart: ignored");
             return;
         };
+        // Counted already: a drop when the key began, a skip when its gate answered.
         if big.dropped || skipped.contains(&big.group) {
             return;
         }
@@ -491,6 +597,7 @@ impl Admitter {
             out.tally.expired += 1;
             return;
         }
+        // The key counts on its last entry, once every piece before it has settled.
         out.counts_key = true;
         out.group = Some(big.group);
         if let Some(at) = big.expire {
@@ -500,7 +607,10 @@ impl Admitter {
     }
 
     /// Before a value written in pieces: DEL under `--rewrite`, otherwise a gate (EXISTS)
-    /// that decides between writing, skipping and stopping.
+    /// that decides between writing, skipping and stopping. Never nothing: the pieces
+    /// (`APPEND`, `RPUSH`, `SADD` …) add to whatever the key holds, so they must start
+    /// from no key. The gate holds its slot until it answers (see `order`), so no piece
+    /// goes out before the decision.
     fn open_value(&self, group: u64, db: DbIndex, slot: usize, key: &Bytes, out: &mut Admitted) {
         let body = match self.conflict {
             ConflictPolicy::Rewrite => Body::Cmd(vec![b("DEL"), key.clone()]),
@@ -509,6 +619,7 @@ impl Admitter {
         out.push(slot, db, body, Some(group));
     }
 
+    /// The requests for one chunk of a big key, all in the key's slot and group.
     fn chunk_commands(&self, big: &mut Big, els: Elements, out: &mut Admitted) {
         if let Elements::Module { raw, .. } = &els {
             // A module value cannot be rebuilt with commands: RESTORE it whole.
@@ -531,6 +642,7 @@ impl Admitter {
             out.push(big.slot, big.db, body, Some(big.group));
             return;
         }
+        // `rebuilding`: an XCLAIM's reply says whether its pending entry could be made.
         for cmd in element_commands(&big.key, els, &mut big.state, self.caps) {
             out.push(big.slot, big.db, Body::rebuilding(cmd), Some(big.group));
         }
@@ -548,10 +660,13 @@ impl Admitter {
         now_ms: i64,
         out: &mut Admitted,
     ) {
+        // A group for one entry: a failed command fails the key, and under the skip policy
+        // the gate drops the commands queued behind it.
         let group = self.new_group();
         out.group = Some(group);
         let cmds = match self.rebuild(&key, &payload, expire, now_ms, &mut out.tally) {
             Ok(cmds) => cmds,
+            // Counted by `rebuild`; the reason goes to the writer's error.
             Err(why) => return out.fail(why),
         };
         if cmds.is_empty() {
@@ -559,6 +674,7 @@ impl Admitter {
             out.counts_key = false;
             return;
         }
+        // The conflict is settled only once there is something to write.
         self.open_value(group, db, slot, &key, out);
         for c in cmds {
             out.push(slot, db, Body::rebuilding(c), Some(group));
@@ -593,6 +709,7 @@ impl Admitter {
                 ));
             }
         };
+        // A module value is opaque: only its module knows its contents.
         if rdb_type == RDB_TYPE_MODULE_2 {
             tracing::warn!(key = %show_key(key), target_rdb = %self.info.rdb_version, "the target refused a module value; it cannot be rebuilt with commands");
             tally.failed_untranslatable += 1;
@@ -607,11 +724,13 @@ impl Admitter {
             cmds.extend(element_commands(key, els, &mut st, self.caps));
         }
         note_losses(key, &st, tally);
+        // Nothing left: counted expired, and no key is written.
         if st.vanished() {
             tally.expired += 1;
             return Ok(Vec::new());
         }
         tally.transcoded += 1;
+        // The expiry last, as for a big key: never on a half-written value.
         if let Some(at) = expire {
             cmds.push(vec![
                 b("PEXPIREAT"),
@@ -628,6 +747,8 @@ impl Admitter {
         if self.refused_types.contains(&rdb_type) {
             return false;
         }
+        // One type number means different things to Redis and Valkey (22): the payload's
+        // own trailer says whose it is.
         let valkey_payload = trailer.is_some_and(|t| RdbVersion::from_dump_trailer(t).is_valkey());
         let target = self.info.rdb_version;
         match dump::min_version(rdb_type, valkey_payload) {
@@ -638,13 +759,17 @@ impl Admitter {
                 // Valkey reads every Redis type up to 21, not the 7.4 field-TTL hashes.
                 RdbVersion::Valkey(_) => v <= 11,
             },
+            // A Valkey-only type means something else, or nothing, to Redis.
             Some(RdbVersion::Valkey(_)) => target.is_valkey(),
         }
     }
 
     /// A command whose route nobody found yet gets one here, through the same filter
     /// replay uses. `None`: nothing to write (counted when it is data).
+    /// The `bool`: the filter cut keys out of it, so it no longer means what the source's
+    /// command meant as a whole (see `transaction`).
     fn resolve(&self, c: Command, out: &mut Admitted) -> Option<(Command, bool)> {
+        // Replay routed it already, the filter applied: used as it is.
         if c.route != Route::Unclassified {
             return Some((c, false));
         }
@@ -654,7 +779,9 @@ impl Admitter {
                 let args = cut.unwrap_or(c.args);
                 Some((Command { args, route, ..c }, was_cut))
             }
+            // No data (PING, REPLCONF …): nothing to write, nothing to count.
             Err(DropReason::Skipped(_)) => None,
+            // Left out by the filter, wholly or as a command that cannot be cut: counted.
             Err(DropReason::NoKeyMatches | DropReason::MixedKeys { .. }) => {
                 out.tally.filtered += 1;
                 None
@@ -670,6 +797,7 @@ impl Admitter {
         }
     }
 
+    /// One stream command (not in a transaction).
     fn command(&self, c: Command, out: &mut Admitted) {
         if let Some((c, _)) = self.resolve(c, out) {
             self.routed(c, out);
@@ -678,6 +806,7 @@ impl Admitter {
 
     /// A command with its route: where it goes, split per slot when it must and can be.
     fn routed(&self, c: Command, out: &mut Admitted) {
+        // Never into another db: a command for a db the target lacks fails, counted.
         let Some(db) = self.target_db(c.db) else {
             out.tally.failed_db += 1;
             out.fail(format!(
@@ -686,11 +815,14 @@ impl Admitter {
             ));
             return;
         };
+        // A keyless command has no slot to order it by, nor a marker (see `keyless`).
         let (at, slot) = match c.route {
             Route::Keys { at, slot } if !at.is_empty() => (at, slot),
             Route::Broadcast => return self.keyless(Dest::Masters, db, c.args, out),
             _ => return self.keyless(Dest::AnyMaster, db, c.args, out),
         };
+        // A write to a key under the tool's prefix could overwrite or forge a progress
+        // record: refused for good, whichever of its keys it is.
         if at
             .iter()
             .filter_map(|&i| c.args.get(i))
@@ -704,6 +836,7 @@ impl Admitter {
             .map_or(0, |k| slot_of(k));
         let offset = c.offset.0;
         match slot {
+            // All its keys in one slot: one request there.
             Some(s) => {
                 let cmds = self.downgraded(c.args, out);
                 return self.stream_write(usize::from(s), db, cmds, offset, out);
@@ -715,12 +848,17 @@ impl Admitter {
             }
             None => {}
         }
+        // Keys in several slots of a cluster: split per slot when the pieces together do
+        // what the whole did (MSET, DEL …). Each piece carries the command's offset, so
+        // each slot's marker covers its own piece.
         match CommandTable::builtin_ref().partition_keys(&c.args, &at, slot_of) {
             Ok(pieces) => {
                 for (slot, piece) in pieces {
                     self.stream_write(slot, db, vec![piece], offset, out);
                 }
             }
+            // All or nothing (RENAME, SMOVE …): a split would change what it means, and
+            // a cluster refuses it whole (CROSSSLOT). Failed, counted and named.
             Err(_) => {
                 let arg = |i: usize| c.args.get(i).map_or(&b""[..], |a| &a[..]);
                 let name = rsm_resp::escape_controls(arg(0));
@@ -734,6 +872,8 @@ impl Admitter {
         }
     }
 
+    /// A keyless command, in the `KEYLESS` order. Offset 0 and never marked: no slot's
+    /// marker can cover it.
     fn keyless(&self, dest: Dest, db: DbIndex, args: Vec<Bytes>, out: &mut Admitted) {
         out.reqs.push(Planned {
             dest,
@@ -753,12 +893,15 @@ impl Admitter {
             return vec![args];
         }
         let mut lost = Losses::default();
+        // Kept for the log: `for_target` takes the arguments.
         let name = args.first().cloned().unwrap_or_default();
         let key = args.get(1).cloned().unwrap_or_default();
         let cmds = downgrade::for_target(args, self.lacks, &mut lost);
         if !lost.is_empty() {
             let n = self.lossy_writes.get() + 1;
             self.lossy_writes.set(n);
+            // The first few, then one in ten thousand: a source setting field TTLs at full
+            // rate must not flood the log. The counters have every one.
             if n <= 3 || n.is_multiple_of(10_000) {
                 tracing::warn!(command = %rsm_resp::escape_controls(&name), key = %show_key(&key), lost = %lost, writes_so_far = n, "the target cannot hold all of this write (counted in /status)");
             }
@@ -790,17 +933,26 @@ impl Admitter {
             return;
         }
         let mut marked = false;
+        // Only with exactly-once on, and only for stream writes to a slot: a snapshot
+        // write (offset 0) or a keyless one has no marker.
         if let Some(p) = self
             .progress
             .as_ref()
             .filter(|_| offset > 0 && slot < KEYLESS)
         {
+            // The slot's marker covers it: in the target already, and sending it again
+            // would apply it twice.
             if p.has(slot, offset) {
                 out.tally.already_applied += 1;
                 return;
             }
+            // One command not safe to apply twice marks the whole request: the marker
+            // goes in the same MULTI, applied with it or not at all.
             if !cmds.iter().all(|c| idempotent(c)) {
                 let value = marker_value(p.sync_id, offset);
+                // It ran before and failed (EXEC does not roll back), so the marker covers
+                // it although it is not in: applied again now, and its failure record
+                // removed in the same transaction, so that a later resume skips it.
                 if p.failed_at(slot, offset) {
                     cmds.push(vec![b("SREM"), failed_key(slot), value.clone()]);
                 }
@@ -808,6 +960,7 @@ impl Admitter {
                 marked = true;
             }
         }
+        // A lone command needs no MULTI.
         let body = match cmds.len() {
             1 => Body::Cmd(cmds.pop().unwrap_or_default()),
             _ => Body::Multi(cmds),
@@ -833,19 +986,26 @@ impl Admitter {
             .collect();
         let db = resolved.first().map(|(c, _)| c.db);
         let mut slot = None;
+        // A single command needs no MULTI, and one with a command left out (filtered,
+        // no data) is not the source's transaction any more.
         let mut whole = n > 1 && resolved.len() == n;
         for (c, cut) in &resolved {
             match &c.route {
+                // Each command whole (not cut by the filter) and in the first one's db;
+                // on a cluster in one slot too: a cluster refuses a transaction across
+                // slots (CROSSSLOT). On one node any slots go together.
                 Route::Keys { slot: Some(s), .. } if !cut && Some(c.db) == db => {
                     if self.info.cluster && slot.is_some_and(|x| x != *s) {
                         whole = false;
                     }
                     slot.get_or_insert(*s);
                 }
+                // Keyless, or keys in several slots: not one request.
                 _ => whole = false,
             }
         }
         if let (true, Some(s), Some(db)) = (whole, slot, db.and_then(|d| self.target_db(d))) {
+            // The last command's offset: one marker covers the transaction as a whole.
             let offset = resolved.last().map_or(0, |(c, _)| c.offset.0);
             let mut cmds = Vec::with_capacity(resolved.len());
             for (c, _) in resolved {
@@ -859,6 +1019,8 @@ impl Admitter {
                 "transaction spans slots or the filter: written as separate commands"
             );
         }
+        // One by one, in order, each in its own slot's order: the group's atomicity is
+        // given up (reference §E5), each command still written.
         for (c, _) in resolved {
             self.routed(c, out);
         }
@@ -892,6 +1054,7 @@ fn needs_rewrite(trailer: u16, target: RdbVersion) -> bool {
         // Valkey 9 treats 12..79 as foreign even in relaxed mode.
         (RdbVersion::Redis(p), RdbVersion::Valkey(_)) => p > 11,
         (RdbVersion::Valkey(p), RdbVersion::Valkey(t)) => p > t,
+        // Valkey's own numbers (80) mean nothing to Redis, whatever its version.
         (RdbVersion::Valkey(_), RdbVersion::Redis(_)) => true,
     }
 }
@@ -973,6 +1136,8 @@ mod tests {
             .collect()
     }
 
+    /// Every snapshot key ends counted: filtered, expired, or one RESTORE with its
+    /// absolute expiry (REPLACE under `--rewrite`) in its own slot.
     #[test]
     fn snapshot_keys_filtered_expired_or_restored() {
         let mut a = Admitter::new(
@@ -985,6 +1150,7 @@ mod tests {
         let out = at(&mut a, restore("drop:1", None), 1000, &none);
         assert!(out.reqs.is_empty());
         assert_eq!(out.tally.filtered, 1);
+        // Expired a millisecond before now: not sent, counted.
         let out = at(&mut a, restore("keep:1", Some(999)), 1000, &none);
         assert!(out.reqs.is_empty());
         assert_eq!(out.tally.expired, 1);
@@ -1000,6 +1166,8 @@ mod tests {
         assert_eq!(out.reqs[0].slot, slot_of(b"keep:1"));
     }
 
+    /// A type the target refused once is never sent as a payload again: its values are
+    /// rebuilt with commands, behind the gate that settles the conflict.
     #[test]
     fn a_payload_too_new_for_the_target_becomes_commands() {
         // A type the target refused once goes straight to commands.
@@ -1020,6 +1188,8 @@ mod tests {
         assert_eq!(out.group, Some(0));
     }
 
+    /// A write for a db the target lacks fails and is counted; it never follows a
+    /// refused SELECT into another db.
     #[test]
     fn db_out_of_range_fails_the_entry() {
         let mut a = admitter(true);
@@ -1031,6 +1201,8 @@ mod tests {
         assert!(out.failure.is_some());
     }
 
+    /// MSET's pieces per slot do what the whole did; RENAME's would not, so on a cluster
+    /// it fails, counted. One node needs no split.
     #[test]
     fn commands_split_per_slot_only_when_they_mean_the_same() {
         let mut a = admitter(true);
@@ -1053,6 +1225,8 @@ mod tests {
         assert_eq!(bodies(&out), vec![(slot_of(b"a"), words("RENAME a b"))]);
     }
 
+    /// Keyless writes go to every master, non-data commands nowhere (and uncounted), and
+    /// a route replay found is trusted as it is.
     #[test]
     fn keyless_commands_and_a_route_found_by_replay() {
         let mut a = admitter(true);
@@ -1074,6 +1248,8 @@ mod tests {
         assert_eq!(out.reqs[0].slot, 42);
     }
 
+    /// A source transaction stays one MULTI where the target can run it as one: one slot
+    /// of a cluster, or any slots of one node.
     #[test]
     fn transactions_stay_whole_in_one_slot() {
         let mut a = admitter(true);
@@ -1098,6 +1274,8 @@ mod tests {
         assert_eq!(out.reqs.len(), 1, "one node: still one transaction");
     }
 
+    /// A big key: the gate first, chunks as commands (dropped once the key is known
+    /// kept), the expiry and the key's count at its end.
     #[test]
     fn big_keys_gate_chunks_and_expiry() {
         let mut a = admitter(true);
@@ -1123,6 +1301,8 @@ mod tests {
         assert_eq!(bodies(&out)[0].1, words("PEXPIREAT big 9000"));
     }
 
+    /// The marker skips what it covers, travels with what is not safe to apply twice,
+    /// stays off what is, and a write that failed under it is applied again.
     #[test]
     fn exactly_once_marks_what_is_unsafe_and_skips_what_is_in() {
         let mut a = admitter(true);
@@ -1160,6 +1340,8 @@ mod tests {
         assert_eq!(cmds[1], vec![b("SREM"), failed_key(s), marker_value(9, 90)]);
     }
 
+    /// Older trailers load as they are (no rewrite, no recomputed CRC); newer or foreign
+    /// ones get the target's, Redis 12 included on Valkey, which treats it as foreign.
     #[test]
     fn rewrite_rules() {
         assert!(!needs_rewrite(9, RdbVersion::Redis(12)));

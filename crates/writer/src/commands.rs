@@ -6,6 +6,16 @@
 //! commands for streams), and a command never grows past about a megabyte. The expiry is
 //! not set here: the writer sends `PEXPIREAT` after the last chunk, so a half-written key
 //! never expires early with part of its value.
+//!
+//! Nothing is sent that the target is known to refuse: what it cannot hold (a field's
+//! TTL, a stream's counters, a consumer's times) is left out and counted in
+//! [`ValueState::lost`], which the writer adds to its status and logs with the key. The
+//! key itself is still written; only a refusal would fail it.
+//!
+//! The commands of one key go through its slot's queue in the order made here, behind
+//! whatever settled a conflict first (a `DEL` under `--rewrite`, else an `EXISTS` gate or
+//! the refused RESTORE's own BUSYKEY check), so each may rely on the ones before it (an
+//! `APPEND` on its `SET`, an `XCLAIM` on its group).
 
 use std::collections::BTreeMap;
 
@@ -14,23 +24,32 @@ use rsm_rdb::{Elements, HashField, PendingEntry, StreamGroup, StreamId, StreamMe
 
 use rsm_counters::Losses;
 
-/// What the target understands, as far as rebuilding values goes.
+/// What the target understands, as far as rebuilding values goes. Read from its version
+/// once, at start: what it lacks is left out of the commands and counted as lost, never
+/// sent for the target to refuse (a refusal would fail the whole key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// `HPEXPIREAT` (Redis 7.4+, Valkey 9+).
+    /// `HPEXPIREAT` (Redis 7.4+, Valkey 9+). Without it the fields are written without
+    /// their TTLs, each TTL counted lost.
     pub hash_field_ttl: bool,
     /// `XSETID … ENTRIESADDED … MAXDELETEDID`, `XGROUP CREATE … ENTRIESREAD` (7.0+).
+    /// Without them the stream's counters are counted lost where the source had them.
     pub stream_v2: bool,
-    /// `XGROUP CREATECONSUMER` (6.2+).
+    /// `XGROUP CREATECONSUMER` (6.2+). Without it only consumers that own pending entries
+    /// exist on the target (XCLAIM makes them); the others are counted lost.
     pub create_consumer: bool,
 }
 
-/// Per-key state carried from one chunk to the next.
+/// Per-key state carried from one chunk to the next. A big key's chunks come in many
+/// entries; what the commands of a later chunk depend on from the earlier ones lives here.
 #[derive(Debug, Default)]
 pub struct ValueState {
     /// Hash fields expiring at or before this are not written (Unix ms).
     now_ms: i64,
+    /// A first part was written: the next ones append to it.
     string_started: bool,
+    /// Stream entries written: XSETID's ENTRIESADDED may not be below it, and none means
+    /// the stream has to be created empty.
     stream_entries: u64,
     /// The stream's first entry id, once its entries have been seen.
     stream_first: Option<StreamId>,
@@ -46,6 +65,8 @@ pub struct ValueState {
 }
 
 impl ValueState {
+    /// One state per key, `now_ms` fixed for all its chunks: a field is judged expired
+    /// at one time, whichever chunk it comes in.
     pub fn new(now_ms: i64) -> ValueState {
         ValueState {
             now_ms,
@@ -53,26 +74,32 @@ impl ValueState {
         }
     }
 
-    /// A hash all of whose fields had expired: nothing was written.
+    /// A hash all of whose fields had expired: nothing was written. The key is then
+    /// counted expired, not written, as it no longer exists on the source either.
     pub fn vanished(&self) -> bool {
         self.hash_fields == 0 && self.expired_fields > 0
     }
 }
 
+/// A command name or fixed argument, without an allocation.
 fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
+/// A number or stream id as the text a command takes.
 fn num(n: impl std::fmt::Display) -> Bytes {
     Bytes::from(n.to_string())
 }
 
 /// A score as text `ZADD` reads back exactly: Rust's shortest round-trip form, `inf`/`-inf`.
+/// A fixed precision would round some scores and reorder members that differ only there.
 pub fn score_text(s: f64) -> Bytes {
     Bytes::from(format!("{s}"))
 }
 
-/// The commands that add `els` to `key`.
+/// The commands that add `els` to `key`. The chunks of one key come in the decoder's
+/// order and their commands go in that order through one slot's queue, so a value is
+/// rebuilt in the order it was read: each command here may rely on the ones before it.
 pub fn element_commands(
     key: &Bytes,
     els: Elements,
@@ -81,16 +108,21 @@ pub fn element_commands(
 ) -> Vec<Vec<Bytes>> {
     let mut out = Vec::new();
     match els {
+        // Parts come in order: SET, then APPEND, rebuilds the string byte for byte.
         Elements::StringPart(part) => {
             let verb = if st.string_started { "APPEND" } else { "SET" };
             st.string_started = true;
             out.push(vec![b(verb), key.clone(), part]);
         }
+        // An empty chunk sends nothing: a variadic command without members is refused
+        // (wrong number of arguments) and would fail the key. Items come head to tail,
+        // the order RPUSH keeps.
         Elements::ListItems(items) if !items.is_empty() => out.push(variadic("RPUSH", key, items)),
         Elements::SetMembers(members) if !members.is_empty() => {
             out.push(variadic("SADD", key, members))
         }
         Elements::ZSetMembers(members) if !members.is_empty() => {
+            // Score before member, as ZADD takes them; their file order does not matter.
             let mut c = Vec::with_capacity(members.len() * 2 + 2);
             c.extend([b("ZADD"), key.clone()]);
             for (m, s) in members {
@@ -102,6 +134,9 @@ pub fn element_commands(
         Elements::HashFields(fields) if !fields.is_empty() => {
             hash_commands(key, fields, st, caps, &mut out)
         }
+        // Each entry with its own id, never `*`: groups' last ids and pending entries refer
+        // to those ids. They come in id order, as XADD with an explicit id requires (each
+        // above the stream's last id).
         Elements::StreamEntries(entries) => {
             for e in entries {
                 let mut c = Vec::with_capacity(e.fields.len() * 2 + 3);
@@ -110,16 +145,21 @@ pub fn element_commands(
                     c.push(f);
                     c.push(v);
                 }
+                // Counted for ENTRIESADDED and the derived entries-read.
                 st.stream_entries += 1;
                 st.stream_first.get_or_insert(e.id);
                 out.push(c);
             }
         }
+        // The decoder gives the stream's metadata after its last entry, then its groups,
+        // each group's PEL possibly continued in `StreamPending` chunks.
         Elements::StreamMeta(meta) => stream_meta_commands(key, &meta, st, caps, &mut out),
+        // The group first: its pending entries need it (and XCLAIM names its consumers).
         Elements::StreamGroup(g) => {
             group_commands(key, &g, st, caps, &mut out);
             pending_commands(key, &g.name, &g.pending, st, &mut out);
         }
+        // The rest of a group's PEL: the group exists by now, its chunk came first.
         Elements::StreamPending { group, entries } => {
             pending_commands(key, &group, &entries, st, &mut out);
         }
@@ -132,6 +172,7 @@ pub fn element_commands(
     out
 }
 
+/// `VERB key items…`, the items moved in, not copied.
 fn variadic(verb: &'static str, key: &Bytes, items: Vec<Bytes>) -> Vec<Bytes> {
     let mut c = Vec::with_capacity(items.len() + 2);
     c.extend([b(verb), key.clone()]);
@@ -141,7 +182,8 @@ fn variadic(verb: &'static str, key: &Bytes, items: Vec<Bytes>) -> Vec<Bytes> {
 
 /// `HSET` of the fields still alive, then one `HPEXPIREAT` per distinct field expiry
 /// time (or the TTLs counted as lost on a target without field TTLs). An expired field
-/// would come back as a permanent one on such a target: it is dropped and counted.
+/// would come back as a permanent one on such a target: it is dropped and counted. A
+/// chunk's fields go in one HSET: one request per chunk, not one per field.
 fn hash_commands(
     key: &Bytes,
     fields: Vec<HashField>,
@@ -151,23 +193,32 @@ fn hash_commands(
 ) {
     let mut c = Vec::with_capacity(fields.len() * 2 + 2);
     c.extend([b("HSET"), key.clone()]);
+    // Fields by expiry time: fields that share one (set by one HSETEX, say) go in one
+    // HPEXPIREAT.
     let mut ttls: BTreeMap<i64, Vec<Bytes>> = BTreeMap::new();
     for f in fields {
         if let Some(at) = f.expire_at_ms {
+            // Expired: the source no longer shows it, and nothing would ever remove it
+            // from a target without field TTLs.
             if at <= st.now_ms {
                 st.expired_fields += 1;
                 continue;
             }
+            // A second handle to the field, not a copy of it: it goes in the HSET too.
             ttls.entry(at).or_default().push(f.field.clone());
         }
+        // Counted so that a hash of only expired fields is known to have vanished.
         st.hash_fields += 1;
         c.push(f.field);
         c.push(f.value);
     }
+    // Only expired fields in this chunk: an HSET without fields would be refused.
     if c.len() > 2 {
         out.push(c);
     }
+    // After the HSET: a TTL is set only on a field that exists.
     for (at, fields) in ttls {
+        // The field stays, without an expiry: one TTL lost per field.
         if !caps.hash_field_ttl {
             st.lost.field_ttls += fields.len() as u64;
             continue;
@@ -184,6 +235,10 @@ fn hash_commands(
     }
 }
 
+/// The stream's own state, after its entries: its last id, and where the target has them
+/// its counters. XSETID comes after the entries since it refuses an id below the stream's
+/// top entry; it matters where the tail was deleted (the last id is then beyond the top
+/// entry, and new ids must still come after it, as on the source).
 fn stream_meta_commands(
     key: &Bytes,
     meta: &StreamMeta,
@@ -195,6 +250,7 @@ fn stream_meta_commands(
     if st.stream_entries == 0 {
         // An empty stream still exists (and keeps its last id): create it with one
         // entry trimmed away at once, or through a throw-away group for id 0-0.
+        // XADD refuses the id 0-0, hence the group for that case.
         if meta.last_id > StreamId::default() {
             out.push(vec![
                 b("XADD"),
@@ -202,10 +258,12 @@ fn stream_meta_commands(
                 b("MAXLEN"),
                 b("0"),
                 num(meta.last_id),
+                // Any field will do: the entry is trimmed away at once.
                 b("f"),
                 b(""),
             ]);
         } else {
+            // MKSTREAM creates the stream; DESTROY leaves it empty, last id 0-0.
             out.push(vec![
                 b("XGROUP"),
                 b("CREATE"),
@@ -218,6 +276,8 @@ fn stream_meta_commands(
         }
     }
     let mut c = vec![b("XSETID"), k(), num(meta.last_id)];
+    // No counters in the source's format (before 7.0): what the groups' entries-read is
+    // derived from is kept for them (see `group_commands`).
     if meta.entries_added.is_none() {
         st.stream_v1 = Some((meta.length, meta.last_id));
     }
@@ -235,7 +295,8 @@ fn stream_meta_commands(
             c.extend([b("MAXDELETEDID"), num(id)]);
         }
     } else {
-        // 0-0 is what a stream that never lost an entry says: nothing is lost there.
+        // A source before 7.0 has neither counter: nothing lost. 0-0 is what a stream
+        // that never lost an entry says: nothing is lost there either.
         let deleted = meta
             .max_deleted_id
             .is_some_and(|id| id > StreamId::default());
@@ -258,6 +319,7 @@ fn group_commands(
         b("CREATE"),
         key.clone(),
         g.name.clone(),
+        // The last delivered id as the source had it: `XREADGROUP … >` goes on after it.
         num(g.last_id),
     ];
     // Without ENTRIESREAD the target leaves it unknown (null), where loading the same
@@ -267,20 +329,27 @@ fn group_commands(
         .and_then(|(length, last)| v1_entries_read(length, st.stream_first, last, g.last_id));
     match g.entries_read {
         Some(n) if caps.stream_v2 => c.extend([b("ENTRIESREAD"), num(n)]),
+        // Known on the source, unknown to a target before 7.0: counted lost.
         Some(_) => st.lost.stream_counters += 1,
+        // Unknown on the source: derived for a stream without the counters (what loading
+        // it would give), otherwise left unknown, as the source had it.
         None if caps.stream_v2 => {
             if let Some(n) = derived {
                 c.extend([b("ENTRIESREAD"), num(n)]);
             }
         }
+        // Unknown, and a target without the counters: nothing to give, nothing lost.
         None => {}
     }
     out.push(c);
+    // Whatever the target: no command sets a consumer's seen or active time.
     st.lost.consumer_times += g.consumers.len() as u64;
     if !caps.create_consumer {
         // XCLAIM creates the owners of pending entries; the others cannot be made.
         st.lost.consumers += g.consumers.iter().filter(|c| c.pending_count == 0).count() as u64;
     } else {
+        // Every consumer, idle ones too: the XCLAIMs after this would create only those
+        // that own pending entries.
         for cons in &g.consumers {
             out.push(vec![
                 b("XGROUP"),
@@ -303,6 +372,7 @@ fn v1_entries_read(
     last: StreamId,
     group: StreamId,
 ) -> Option<u64> {
+    // Entries-added as loading gives such a stream (see `stream_meta_commands`).
     let added = length;
     if added == 0 {
         // A stream nothing was ever added to.
@@ -310,6 +380,7 @@ fn v1_entries_read(
     }
     match group.cmp(&last) {
         std::cmp::Ordering::Equal => return Some(added),
+        // A group ahead of the stream's last id: unknown to the server too.
         std::cmp::Ordering::Greater => return None,
         std::cmp::Ordering::Less => {}
     }
@@ -333,12 +404,17 @@ fn pending_commands(
     out: &mut Vec<Vec<Bytes>>,
 ) {
     for p in entries {
+        // No owner (a NACKed entry, Redis 8.8+): XCLAIM needs a consumer to give it to.
         if p.consumer.is_empty() {
             st.lost.pending_entries += 1;
             continue;
         }
         // XCLAIM gives the entry back its owner, but nothing sets the NACK mark again.
         st.lost.stream_counters += u64::from(p.nacked);
+        // TIME: the last delivery as the source had it, which idle times count from.
+        // Min-idle 0: claimed whatever its idle time. FORCE: the entry is created although
+        // no PEL holds it yet. JUSTID: the delivery count stays as RETRYCOUNT sets it, not
+        // one more.
         out.push(vec![
             b("XCLAIM"),
             key.clone(),
@@ -359,9 +435,12 @@ fn pending_commands(
 /// The memory a chunk takes until its commands are acknowledged, for the writer's byte
 /// bound: the members, their `Bytes` handles in the chunk and again in the command
 /// arguments, and the encoded command (measured: about 180 bytes per hash field beyond
-/// its content).
+/// its content). Better too high than too low: too high only buffers a little less, while
+/// an estimate 3.6 times too low once let the process grow far past the bound (see
+/// WRITER.md).
 pub fn elements_size(els: &Elements) -> usize {
     match els {
+        // One argument of up to a chunk's bytes: its handle is noise beside its content.
         Elements::StringPart(p) => p.len(),
         Elements::ListItems(v) | Elements::SetMembers(v) => v.iter().map(|x| x.len() + 96).sum(),
         Elements::ZSetMembers(v) => v.iter().map(|(m, _)| m.len() + 160).sum(),
@@ -378,6 +457,7 @@ pub fn elements_size(els: &Elements) -> usize {
             .sum(),
         Elements::StreamPending { entries, .. } => entries.len() * 96,
         Elements::StreamGroup(g) => 128 + g.pending.len() * 96 + g.consumers.len() * 64,
+        // Small records of a few short commands: a fixed cost each.
         Elements::StreamMeta(_) => 128,
         Elements::StreamIdmp(i) => {
             128 + i
@@ -388,6 +468,7 @@ pub fn elements_size(els: &Elements) -> usize {
                 })
                 .sum::<usize>()
         }
+        // Held whole: it goes as one RESTORE payload.
         Elements::Module { raw, .. } => raw.len(),
     }
 }
@@ -410,6 +491,7 @@ mod tests {
             .join(" ")
     }
 
+    /// A string in parts: the first one sets the key, the others append in order.
     #[test]
     fn strings_set_then_append() {
         let key = Bytes::from_static(b"k");
@@ -420,6 +502,9 @@ mod tests {
         assert_eq!(words(&c[0]), "APPEND k cd");
     }
 
+    /// Fields sharing an expiry go in one HPEXPIREAT, after the HSET that creates them. A
+    /// target without field TTLs gets the fields alone and each TTL counted lost: never a
+    /// command it would refuse.
     #[test]
     fn hash_field_ttls_grouped_or_counted_when_unsupported() {
         let key = Bytes::from_static(b"h");
@@ -438,10 +523,13 @@ mod tests {
             ..ALL
         };
         let cmds = element_commands(&key, els, &mut st, old);
+        // The HSET alone: a target before 7.4 would refuse HPEXPIREAT.
         assert_eq!(cmds.len(), 1);
         assert_eq!(st.lost.field_ttls, 2);
     }
 
+    /// On a target without field TTLs an expired field would live for ever: it is dropped
+    /// and counted instead, and a hash of nothing but expired fields is no key at all.
     #[test]
     fn expired_hash_fields_are_dropped_not_made_permanent() {
         let key = Bytes::from_static(b"h");
@@ -458,6 +546,7 @@ mod tests {
         let els = Elements::HashFields(vec![f("gone", Some(100)), f("live", Some(101))]);
         let cmds = element_commands(&key, els, &mut st, old);
         assert_eq!(cmds.len(), 1);
+        // The live field keeps its value; only its TTL is lost on such a target.
         assert_eq!(words(&cmds[0]), "HSET h live v");
         assert_eq!((st.expired_fields, st.lost.field_ttls), (1, 1));
         assert!(!st.vanished());
@@ -472,6 +561,8 @@ mod tests {
         assert!(st.vanished());
     }
 
+    /// Each stream detail an older target cannot hold is counted once, and nothing is sent
+    /// that it would refuse; a 7.0+ target gets them all.
     #[test]
     fn stream_details_an_older_target_cannot_take_are_counted() {
         use rsm_rdb::Consumer;
@@ -504,11 +595,13 @@ mod tests {
             }],
             consumers: vec![consumer("busy", 1), consumer("idle", 0)],
         };
+        // 6.2: no stream counters, but consumers can be created.
         let v62 = Capabilities {
             hash_field_ttl: false,
             stream_v2: false,
             create_consumer: true,
         };
+        // As if its one entry had been written: no empty stream to create first.
         let mut st = ValueState::new(0);
         st.stream_entries = 1;
         let mut cmds = element_commands(&key, Elements::StreamMeta(meta.clone()), &mut st, v62);
@@ -524,8 +617,10 @@ mod tests {
             st.lost.stream_counters, 3,
             "entries-added, max-deleted id, entries-read"
         );
+        // 6.2 creates both consumers: none lost, only their times.
         assert_eq!(st.lost.consumer_times, 2);
         assert_eq!(st.lost.consumers, 0);
+        // 6.0: the idle consumer owns no pending entry for XCLAIM to create it by.
         let v60 = Capabilities {
             create_consumer: false,
             ..v62
@@ -533,6 +628,7 @@ mod tests {
         let mut st = ValueState::new(0);
         element_commands(&key, Elements::StreamGroup(group.clone()), &mut st, v60);
         assert_eq!(st.lost.consumers, 1, "the idle consumer cannot be created");
+        // A current target: the counters travel, nothing is lost.
         let mut st = ValueState::new(0);
         st.stream_entries = 1;
         let cmds = element_commands(&key, Elements::StreamMeta(meta), &mut st, ALL);
@@ -601,6 +697,7 @@ mod tests {
                 ALL,
             ));
         }
+        // Past the three XADDs, which are not what this is about.
         let text: Vec<String> = cmds.iter().skip(3).map(|c| words(c)).collect();
         assert_eq!(
             text,
@@ -651,6 +748,8 @@ mod tests {
         assert_eq!(st.lost.stream_counters, 0);
     }
 
+    /// Tiny, huge and infinite scores too: a score must come back exactly, or members
+    /// could change places.
     #[test]
     fn zset_scores_round_trip() {
         for s in [0.1, -2.5e-300, 1e300, f64::INFINITY, f64::NEG_INFINITY, 3.0] {

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use rsm_counters::Losses;
 
 /// What the target lacks; both false on a current target, where nothing is rewritten.
+/// Read from the target's version once, at start (see `Admitter::new`): a target that
+/// changes version under a running sync is not followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Lacks {
     /// `SET … PXAT/EXAT` (before 6.2).
@@ -24,36 +26,49 @@ pub(super) struct Lacks {
 }
 
 impl Lacks {
+    /// Anything to rewrite at all: when not, the writer skips even the name check, which
+    /// would otherwise run on every replicated command.
     pub fn anything(&self) -> bool {
         self.set_at || self.field_ttls
     }
 }
 
 /// The commands to send instead of `args` (none: nothing the target can hold), and what
-/// that loses.
+/// that loses. `lost` gains whatever a rewrite drops: the writer counts it (in
+/// `/status`) and names a few such keys in its log, so nothing is lost silently.
 pub(super) fn for_target(args: Vec<Bytes>, lacks: Lacks, lost: &mut Losses) -> Vec<Vec<Bytes>> {
     let Some(name) = args.first() else {
         return vec![args];
     };
+    // Replicated command names come in any case (a script's effects keep its spelling).
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    // SET + PEXPIREAT (2.6+): every target has both, and the expiry travels whole.
     if lacks.set_at && is("SET") {
         return set_then_expire(args);
     }
+    // Every other rewrite is about field TTLs.
     if !lacks.field_ttls {
         return vec![args];
     }
+    // The fields as HSET, which every target has: a reader sees the same values, only
+    // without their TTLs.
     if is("HSETEX") {
         return hsetex_as_hset(args, lost);
     }
+    // A source propagates the absolute `HPEXPIREAT`; the other forms are matched too, so
+    // that none reaches a target that would refuse it and fail the write.
     if is("HPEXPIREAT") || is("HEXPIREAT") || is("HPEXPIRE") || is("HEXPIRE") {
-        // The fields stay, without the TTL the target cannot hold.
+        // The fields stay, without the TTL the target cannot hold. One per field named;
+        // at least one when the FIELDS block cannot be read.
         lost.field_ttls += fields_after(&args, 2, 1).map_or(1, |f| f.len() as u64);
         return Vec::new();
     }
     if is("HPERSIST") {
-        // Fields on such a target never have a TTL: there is nothing to remove.
+        // Fields on such a target never have a TTL: there is nothing to remove, and
+        // nothing is lost.
         return Vec::new();
     }
+    // Any other command: the target knows it as it is.
     vec![args]
 }
 
@@ -64,6 +79,8 @@ fn set_then_expire(args: Vec<Bytes>) -> Vec<Vec<Bytes>> {
     let mut at = None;
     let mut i = 0;
     while let Some(a) = args.get(i) {
+        // Options start at 3: the key (1) and the value (2) may read "PXAT" themselves.
+        // `unit` turns the option's time into milliseconds.
         let unit = if i >= 3 && a.eq_ignore_ascii_case(b"PXAT") {
             Some(1)
         } else if i >= 3 && a.eq_ignore_ascii_case(b"EXAT") {
@@ -71,6 +88,8 @@ fn set_then_expire(args: Vec<Bytes>) -> Vec<Vec<Bytes>> {
         } else {
             None
         };
+        // An option without its time falls through as an ordinary argument; with no time
+        // read, the SET is then left as it was.
         match (unit, args.get(i + 1)) {
             (Some(unit), Some(t)) => {
                 at = parse_i64(t).and_then(|t| t.checked_mul(unit));
@@ -78,6 +97,7 @@ fn set_then_expire(args: Vec<Bytes>) -> Vec<Vec<Bytes>> {
                     // Not a time we can rewrite: let the target judge the original.
                     return vec![args];
                 }
+                // The option and its time leave the SET; PEXPIREAT carries them.
                 i += 2;
             }
             _ => {
@@ -89,9 +109,12 @@ fn set_then_expire(args: Vec<Bytes>) -> Vec<Vec<Bytes>> {
             }
         }
     }
+    // No absolute expiry in it: a SET the target knows as it is.
     let Some(at) = at else {
         return vec![args];
     };
+    // The absolute form, as the source gave it: a write re-sent after a lost connection,
+    // or applied late, still expires at the source's time.
     let key = args.get(1).cloned().unwrap_or_default();
     vec![
         set,
@@ -104,10 +127,16 @@ fn set_then_expire(args: Vec<Bytes>) -> Vec<Vec<Bytes>> {
 }
 
 /// `HSETEX k [FNX|FXX] [ttl] FIELDS n f v …` → `HSET k f v …` (the TTL counted lost).
+/// Never split per field: one HSET keeps the write as atomic as the source's.
 fn hsetex_as_hset(args: Vec<Bytes>, lost: &mut Losses) -> Vec<Vec<Bytes>> {
+    // Malformed: left for the target to refuse (and the writer to count), not guessed at.
     let Some(fields) = fields_after(&args, 2, 2) else {
         return vec![args];
     };
+    // Only a TTL option before FIELDS sets TTLs; KEEPTTL loses nothing, since no field
+    // has a TTL to keep on such a target. FNX/FXX have no HSET form and are dropped: a
+    // replicated HSETEX is one the source applied, so on a target in step with it the
+    // condition held too.
     let has_ttl = args
         .iter()
         .skip(2)
@@ -117,6 +146,7 @@ fn hsetex_as_hset(args: Vec<Bytes>, lost: &mut Losses) -> Vec<Vec<Bytes>> {
                 .iter()
                 .any(|w| a.eq_ignore_ascii_case(w.as_bytes()))
         });
+    // One TTL per field set (they come as field/value pairs).
     if has_ttl {
         lost.field_ttls += (fields.len() / 2) as u64;
     }
@@ -129,6 +159,8 @@ fn hsetex_as_hset(args: Vec<Bytes>, lost: &mut Losses) -> Vec<Vec<Bytes>> {
 
 /// The arguments after `FIELDS n` (searched from `from`), when exactly `n × per_field`
 /// of them follow (2 for HSETEX's field/value pairs).
+/// `None` for anything else (no FIELDS, a bad count, arguments left over or missing):
+/// the callers do not guess which fields are meant.
 fn fields_after(args: &[Bytes], from: usize, per_field: usize) -> Option<&[Bytes]> {
     let at = args
         .iter()
@@ -140,6 +172,7 @@ fn fields_after(args: &[Bytes], from: usize, per_field: usize) -> Option<&[Bytes
     (n > 0 && rest.len() == n.checked_mul(per_field)?).then_some(rest)
 }
 
+/// A decimal integer argument; `None` when it is not one.
 fn parse_i64(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }

@@ -39,14 +39,18 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Asks the target whether what its masters acknowledged is on a replica too.
 pub struct Durability {
+    /// The node named for the target: one more to ask for the slot map.
     target: Endpoint,
     connect: ConnectOptions,
+    /// A cluster's masters come from its slot map; a standalone target has one master.
     cluster: bool,
     /// The db of a standalone target where the scratch key goes (`--targetdb`: the
     /// target's other dbs are not ours to write).
     db: u32,
     /// The masters seen last, to ask for the slot map first.
     known: Vec<Endpoint>,
+    /// One connection per master, kept from one check to the next (they run every second
+    /// or so); dropped when a check on it fails, so the next one connects afresh.
     conns: HashMap<Endpoint, Connection>,
 }
 
@@ -73,6 +77,8 @@ impl Durability {
             _ => self.owned_slots().await?,
         };
         self.known = owned.keys().cloned().collect();
+        // A node that acknowledged writes and owns no slots now was replaced (or emptied):
+        // what it acknowledged may be missing on its successor, and no WAIT can tell.
         let lost: Vec<String> = answered
             .iter()
             .filter(|m| !owned.contains_key(*m))
@@ -84,6 +90,7 @@ impl Durability {
                 lost.join(", ")
             ));
         }
+        // Every master at once: the check takes as long as the slowest, not their sum.
         let mut checks = tokio::task::JoinSet::new();
         for (ep, slot) in owned {
             let conn = self.conns.remove(&ep);
@@ -99,6 +106,8 @@ impl Durability {
                 (ep, r)
             });
         }
+        // Every check is waited for, so each good connection is kept; any failure fails
+        // the whole confirmation (the last one names its master).
         let mut result = Ok(());
         while let Some(done) = checks.join_next().await {
             match done {
@@ -140,6 +149,8 @@ impl Durability {
             };
             match tokio::time::timeout(WAIT_TIMEOUT, read).await {
                 Ok(Ok(map)) => {
+                    // One slot per master: its scratch key must hash to a slot the master
+                    // owns, or the SET is answered with MOVED.
                     let mut out = HashMap::new();
                     for (slot, owner) in map.slot_owners().enumerate() {
                         if let Some(ep) = owner.and_then(|i| map.owners().get(i)) {
@@ -172,6 +183,7 @@ async fn confirm_one(
             let mut c = Connection::connect(ep, connect)
                 .await
                 .map_err(|e| e.to_string())?;
+            // The scratch key goes into the tool's db (see `db`).
             if !cluster && db != 0 {
                 c.request_ok(&["SELECT", &db.to_string()])
                     .await
@@ -180,6 +192,8 @@ async fn confirm_one(
             c
         }
     };
+    // Asked of the master itself, each time, since replicas come and go: without one
+    // there is nothing to wait for, and WAIT would only sit out its timeout and answer 0.
     let replicas = if cluster {
         let nodes = c
             .request_text(&["CLUSTER", "NODES"])
@@ -196,6 +210,9 @@ async fn confirm_one(
     if replicas == 0 {
         return Ok(c);
     }
+    // A key of the tool's own shape (`cleanup` removes it, `verify` passes over it). Its
+    // value only says when it was last checked: any SET is a write that enters the
+    // master's replication stream, which is all WAIT needs.
     let key = format!("__rsm:durable:{{{}}}", slot_tag(slot));
     let stamp = rsm_counters::now_ms().to_string();
     // A MOVED here means the master lost the slot since the map was read: not confirmed.
@@ -209,6 +226,8 @@ async fn confirm_one(
         .map_err(|e| e.to_string())?
         .as_int()
         .unwrap_or(0);
+    // WAIT answers how many replicas have the SET, at the latest when its timeout ends:
+    // none (a replica lagging or cut off) means not confirmed yet; the caller asks again.
     if acked < 1 {
         return Err(format!(
             "no replica of its {replicas} acknowledged within {} ms",

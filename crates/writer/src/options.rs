@@ -11,9 +11,13 @@ pub use rsm_command::ConflictPolicy;
 /// Data-path options of one engine.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
+    /// `--filterkey`: only keys under these prefixes are written; the others are counted as
+    /// filtered, never silently dropped.
     pub filter: KeyPrefixes,
     /// `--targetdb`: every key goes into this db of a standalone target.
     pub target_db: Option<u32>,
+    /// What a key that already exists in the target meets: stop (the default), keep the
+    /// target's value (`--skip-existing`) or replace it (`--rewrite`).
     pub conflict: ConflictPolicy,
     /// `--bigkeysize`: values larger than this are written as chunks of commands.
     pub big_key_size: Option<u64>,

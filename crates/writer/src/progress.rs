@@ -26,6 +26,9 @@ use rsm_cluster::SLOT_COUNT;
 pub const SLOT_MARKER_PREFIX: &str = "__rsm:at:";
 
 /// A hash tag for every slot: the shortest decimal numbers, in order, first to hit it.
+/// A pure function of the slot, so every process and every later run names a slot's
+/// marker the same way and finds the markers an earlier one wrote; short, since the
+/// marker key travels in every marked transaction.
 fn slot_tags() -> &'static [String] {
     static TAGS: OnceLock<Vec<String>> = OnceLock::new();
     TAGS.get_or_init(|| {
@@ -63,13 +66,19 @@ pub fn failed_key(slot: usize) -> Bytes {
     Bytes::from(format!("{FAILED_PREFIX}{{{tag}}}"))
 }
 
+/// Failed sets are `__rsm:failed:{TAG}`, in the slot their marker is in: a failure record
+/// goes on the marker's connection, right after it, and moves with it when the slot does.
 const FAILED_PREFIX: &str = "__rsm:failed:";
 
+/// A slot marker's value (also a failed set's member): the sync id as fixed-width hex,
+/// so that a marker of another full sync is told apart and never skips a command of
+/// this one, and the source offset in decimal.
 pub fn marker_value(sync_id: u64, offset: u64) -> Bytes {
     Bytes::from(format!("{sync_id:016x}:{offset}"))
 }
 
-/// `(sync id, offset)` of a marker's value.
+/// `(sync id, offset)` of a marker's value; `None` for any other value, which is then
+/// no marker at all (nothing is skipped on its word).
 pub fn parse_marker(value: &[u8]) -> Option<(u64, u64)> {
     let text = std::str::from_utf8(value).ok()?;
     let (id, offset) = text.split_once(':')?;
@@ -80,7 +89,9 @@ pub fn parse_marker(value: &[u8]) -> Option<(u64, u64)> {
 /// last marked command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
+    /// The full sync the markers must belong to; markers of another one are ignored.
     pub sync_id: u64,
+    /// Per slot, the offset in its marker; a slot without one has nothing marked applied.
     pub applied: HashMap<usize, u64>,
     /// Per slot, offsets of marked writes that failed (see [`failed_key`]).
     pub failed: HashMap<usize, HashSet<u64>>,
@@ -89,6 +100,7 @@ pub struct Progress {
 impl Progress {
     /// Is the command at `offset` in `slot` already in the target?
     pub fn has(&self, slot: usize, offset: u64) -> bool {
+        // Offset 0 is a snapshot write: never marked, so never skipped on a marker's word.
         offset > 0
             && self.applied.get(&slot).is_some_and(|&m| offset <= m)
             && !self.failed_at(slot, offset)
@@ -106,9 +118,11 @@ impl Progress {
 /// `APPEND`, `RENAME`, scripts, `*STORE` commands that read other keys, `RESTORE` …) is
 /// written with its slot's marker. Unknown commands are treated as unsafe.
 pub fn idempotent(args: &[Bytes]) -> bool {
+    // Nothing to apply, nothing to apply twice.
     let Some(name) = args.first() else {
         return true;
     };
+    // Every name below fits in 16 bytes: a longer one is not in the list, so unsafe.
     let mut upper = [0u8; 16];
     if name.len() > upper.len() {
         return false;

@@ -16,7 +16,12 @@ use super::target::{read_slot_map, SlotMap};
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Pipeline {
+    /// Start re-reading the slot map in a task of its own, so that the writer task goes on
+    /// taking replies from the nodes that still answer. At most one refresh runs at a time:
+    /// while one does, blocked slots wait for its answer (see `drain_blocked`), and a second
+    /// one would only race it.
     pub(super) fn start_refresh(&mut self) {
+        // Asked for, and answered by the refresh started here or the one already running.
         self.refresh_needed = false;
         if self.refreshing {
             return;
@@ -57,6 +62,9 @@ impl Pipeline {
             .is_some_and(|s| s.list().iter().any(|n| *n != self.opts.target))
     }
 
+    /// A refresh answered: `None` when no node gave a map. Otherwise the map replaces the
+    /// routing (each slot's owner, the masters that broadcasts go to), and the requests
+    /// waiting in node queues are routed again, since some may belong to another node now.
     pub(super) fn on_refreshed(&mut self, map: Option<SlotMap>) {
         self.refreshing = false;
         let Some(map) = map else {
@@ -79,9 +87,13 @@ impl Pipeline {
                 return;
             }
         }
+        // Remembered for the whole process: once every node named on the command line is
+        // gone, a later refresh, connect or durability check still knows whom to ask.
         if let Some(seeds) = &self.opts.connect.seeds {
             seeds.learn(map.owners().iter().cloned());
         }
+        // Node indices only grow: a new master gets a new node, and one that left the map
+        // keeps its index (idle), since queued requests may still hold it.
         let idx: Vec<usize> = map
             .owners()
             .iter()
@@ -96,10 +108,17 @@ impl Pipeline {
             masters = self.masters.len(),
             "refreshed the target slot map"
         );
+        // In their original order: a slot's order must survive its move to another node.
         self.requeue_waiting();
     }
 }
 
+/// Ask every candidate at once and report the first map read, or `None` once every one
+/// has failed or timed out. In parallel, not in turn: a dead node (a connect that hangs
+/// until its timeout) or one that never answers would otherwise hold up the refresh, and
+/// with it every blocked slot.
+/// A map from a node that has not yet heard of a failover is no harm: the next `MOVED` or
+/// failed connect asks again.
 async fn ask_all(
     candidates: Vec<Endpoint>,
     opts: ConnectOptions,
@@ -121,6 +140,7 @@ async fn ask_all(
     }
     while let Some(answer) = asks.join_next().await {
         if let Ok(Some(map)) = answer {
+            // Returning drops the JoinSet, which aborts the asks still running.
             let _ = tx.send(Some(map));
             return;
         }

@@ -28,7 +28,8 @@ use super::{show_key, WriteError};
 /// Every key the tool itself writes into the target starts with this.
 pub const MARKER_PREFIX: &[u8] = b"__rsm:";
 
-/// Keys asked for or removed per round trip.
+/// Keys asked for or removed per round trip: replies and memory stay bounded whatever a
+/// slot holds, and a slot of a few thousand keys still takes only a few round trips.
 const BATCH: usize = 1000;
 
 /// What the target held in the shard's slots when this full sync began.
@@ -52,7 +53,8 @@ pub enum CopyStart {
 pub struct Marker {
     /// The source slots this marker is about (`0-5460`).
     pub slots: String,
-    /// The source node the copy first came from (informational).
+    /// The source node the copy first came from (informational: the shard is known by
+    /// its slots, since its source node may change with a failover).
     pub source: String,
     /// Did the target hold no keys in these slots when the first copy began?
     pub empty_at_start: bool,
@@ -62,25 +64,34 @@ pub struct Marker {
     /// written before exactly-once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_id: Option<String>,
-    /// The source replication id the floor belongs to.
+    /// The source replication id the floor belongs to: an offset means nothing in
+    /// another replication history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replid: Option<String>,
+    /// The floor (see above): acknowledged by every target node and, where a master has
+    /// replicas, held by one (see [`super::durable`]) before it is saved. Absent until
+    /// the snapshot is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<u64>,
 }
 
 impl Marker {
+    /// The sync id as a number; `None` for a marker written before exactly-once.
     pub fn sync_id(&self) -> Option<u64> {
         u64::from_str_radix(self.sync_id.as_deref()?, 16).ok()
     }
 
-    /// The replication point to continue from, when the snapshot of this sync is in.
+    /// The replication point to continue from, when the snapshot of this sync is in. All
+    /// three or nothing: without the sync id the slot markers beyond the floor could not
+    /// be told from an earlier copy's, and without the replid the floor means nothing.
     pub fn resume_point(&self) -> Option<(String, u64, u64)> {
         Some((self.replid.clone()?, self.floor?, self.sync_id()?))
     }
 }
 
-/// A new id for a full sync: time and process mixed, so two runs never share one.
+/// A new id for a full sync: time and process mixed, so two runs never share one. The
+/// hasher's own keys are random and differ per instance, so two ids made by one process
+/// in one millisecond differ too.
 fn new_sync_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -92,14 +103,18 @@ fn new_sync_id() -> u64 {
 /// Where a shard's copy goes: what [`begin_copy`] needs to know.
 #[derive(Debug, Clone)]
 pub struct CopyScope<'a> {
+    /// The node named for the target (any node of it, for a cluster).
     pub target: &'a Endpoint,
     pub connect: &'a ConnectOptions,
+    /// A cluster is read and cleared on the master of each slot; a standalone target db
+    /// by db, with SCAN.
     pub cluster: bool,
     /// The source shard's slots (all of them for a standalone source).
     pub slots: &'a [SlotRange],
     /// `--targetdb`: on a standalone target only this db is looked at and cleared;
     /// otherwise every db that holds keys.
     pub target_db: Option<u32>,
+    /// The source node, recorded in a new marker (see [`Marker::source`]).
     pub source: &'a str,
 }
 
@@ -115,7 +130,9 @@ pub fn home_db(cluster: bool, target_db: Option<u32>) -> u32 {
     rsm_command::TargetDb::new(target_db).home(cluster)
 }
 
-/// The marker's key for a shard: the hash tag keeps it in one slot of the target.
+/// The marker's key for a shard: the hash tag keeps it in one slot of the target. Named
+/// by the shard's slots, not its source node: a restart finds it whichever source node
+/// now serves those slots.
 pub fn marker_key(slots: &[SlotRange]) -> String {
     format!("__rsm:sync:{{{}}}", rsm_cluster::display_ranges(slots))
 }
@@ -127,11 +144,17 @@ pub async fn begin_copy(scope: &CopyScope<'_>) -> Result<(CopyStart, Marker), Wr
     let mut target = TargetKeys::connect(scope).await?;
     let key = marker_key(scope.slots);
     let (start, mut marker) = match target.get_marker(&key).await? {
+        // The first copy found keys there: they may be the operator's, so nothing is
+        // removed, and the conflict policy decides now as it did then.
         Some(marker) if !marker.empty_at_start => (CopyStart::Occupied, marker),
+        // An earlier copy into empty slots: every key there is this sync's. Removed, so
+        // that keys deleted on the source since do not stay behind.
         Some(marker) => {
             let removed = target.remove_shard_keys(scope.slots).await?;
             (CopyStart::Restarted { removed }, marker)
         }
+        // No marker: the first copy. What the slots hold now decides, for good: the
+        // marker keeps the answer for every later restart.
         None => {
             let empty = !target.holds_shard_keys(scope.slots).await?;
             let marker = Marker {
@@ -151,9 +174,14 @@ pub async fn begin_copy(scope: &CopyScope<'_>) -> Result<(CopyStart, Marker), Wr
             (start, marker)
         }
     };
+    // A new id for every full sync: slot markers of an earlier copy skip nothing of this
+    // one. No floor until this snapshot is in: a restart before then copies again rather
+    // than resuming over a snapshot that is only partly there.
     marker.sync_id = Some(format!("{:016x}", new_sync_id()));
     marker.replid = None;
     marker.floor = None;
+    // Written before the snapshot's first key: a kill after any key is written finds
+    // the marker, and knows the keys in these slots as its own.
     target.set_marker(&key, &marker).await?;
     Ok((start, marker))
 }
@@ -168,6 +196,7 @@ pub async fn read_progress(
     let Some(marker) = target.get_marker(&marker_key(scope.slots)).await? else {
         return Ok(None);
     };
+    // No floor: the snapshot never completed, and a full sync it is.
     let Some((_, _, sync_id)) = marker.resume_point() else {
         return Ok(None);
     };
@@ -185,16 +214,20 @@ pub async fn read_progress(
 /// Keeps the shard's marker up to date (its floor, every second or so) over one
 /// connection, found again when the marker's slot moves or the node fails.
 pub struct MarkerKeeper {
+    /// Where to start looking for the marker's node, each time the connection is lost.
     target: Endpoint,
     connect: ConnectOptions,
     cluster: bool,
     /// See [`home_db`].
     db: u32,
     key: String,
+    /// To the node that owns the marker's slot; dropped on any failure, so that the next
+    /// save finds that node again (the slot may have moved, the node failed over).
     conn: Option<Connection>,
 }
 
 impl MarkerKeeper {
+    /// Nothing is dialled yet: the first save finds the marker's node.
     pub fn new(scope: &CopyScope<'_>) -> MarkerKeeper {
         MarkerKeeper {
             target: scope.target.clone(),
@@ -206,6 +239,8 @@ impl MarkerKeeper {
         }
     }
 
+    /// Write the whole marker in one SET: its floor never lands apart from the replid and
+    /// sync id it belongs to. A failure only delays the floor; the caller tries again.
     pub async fn save(&mut self, marker: &Marker) -> Result<(), WriteError> {
         let value = serde_json::to_vec(marker).map_err(|e| WriteError::Topology(e.to_string()))?;
         let r = self.try_save(&value).await;
@@ -219,6 +254,7 @@ impl MarkerKeeper {
         if self.conn.is_none() {
             let mut seed = super::target::connect_target(&self.target, &self.connect).await?;
             if self.cluster {
+                // The owner of the marker's slot: anywhere else the SET meets MOVED.
                 let asked = seed.endpoint().clone();
                 let map = read_slot_map(&mut seed, &asked).await?;
                 let owner = map.owner_for_key(self.key.as_bytes());
@@ -226,6 +262,7 @@ impl MarkerKeeper {
                     seed = Connection::connect(ep, &self.connect).await?;
                 }
             } else if self.db != 0 {
+                // The tool's db, where `begin_copy` wrote the marker.
                 seed.request_ok(&["SELECT", &self.db.to_string()]).await?;
             }
             self.conn = Some(seed);
@@ -239,6 +276,7 @@ impl MarkerKeeper {
     }
 }
 
+/// Per slot, the offset of its marker and the offsets in its failed set.
 type Marks = (HashMap<usize, u64>, HashMap<usize, HashSet<u64>>);
 
 /// GET the slot markers of `slots` over `c`, and SMEMBERS their failed sets, pipelined;
@@ -249,11 +287,13 @@ async fn read_marks(
     sync_id: u64,
     out: &mut Marks,
 ) -> Result<(), WriteError> {
+    // A value of another sync id belongs to an earlier copy: no word on this one.
     let ours = |v: &Bytes| {
         parse_marker(v)
             .filter(|(id, _)| *id == sync_id)
             .map(|(_, o)| o)
     };
+    // Two commands a slot: a batch's worth of replies per round trip.
     for chunk in slots.chunks(BATCH / 2) {
         for &s in chunk {
             c.send(&[b"GET".as_slice(), &slot_marker_key(usize::from(s))]);
@@ -262,6 +302,8 @@ async fn read_marks(
         c.flush().await?;
         for &s in chunk {
             let (mark, failed) = (c.read_frame().await?, c.read_frame().await?);
+            // An unreadable marker stops the resume: taking it for none would apply
+            // again what the slot already has.
             if let Some(e) = mark.as_error().or_else(|| failed.as_error()) {
                 return Err(WriteError::Topology(format!(
                     "target refused to read slot {s}'s marker: {}",
@@ -282,6 +324,7 @@ async fn read_marks(
     Ok(())
 }
 
+/// A key this module never counts, lists or removes as the target's data.
 fn is_marker(key: &[u8]) -> bool {
     is_tool_key(key)
 }
@@ -298,6 +341,7 @@ pub fn is_tool_key(key: &[u8]) -> bool {
     let Some(rest) = key.strip_prefix(MARKER_PREFIX) else {
         return false;
     };
+    // The tag of `__rsm:<name>{<tag>}`, which must close the key.
     let tagged = |name: &[u8]| -> Option<&[u8]> {
         rest.strip_prefix(name)?
             .strip_prefix(b"{")?
@@ -310,9 +354,12 @@ pub fn is_tool_key(key: &[u8]) -> bool {
                 .iter()
                 .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b',' | b' '));
     }
+    // The probe key: a number, no tag (see `target::probe_key`).
     if let Some(n) = rest.strip_prefix(b"probe:") {
         return !n.is_empty() && n.iter().all(u8::is_ascii_digit);
     }
+    // A user's `__rsm:at:{x}` is not the tool's unless `x` is exactly the tag the tool
+    // picks for the slot that `x` puts the key in.
     [&b"at:"[..], b"failed:", b"durable:"]
         .into_iter()
         .filter_map(tagged)
@@ -322,6 +369,7 @@ pub fn is_tool_key(key: &[u8]) -> bool {
         })
 }
 
+/// Does `key` hash to one of `slots`? Its hash tag decides, as on the server.
 fn in_slots(slots: &[SlotRange], key: &[u8]) -> bool {
     let s = rsm_cluster::key_slot(key).get();
     slots
@@ -329,12 +377,16 @@ fn in_slots(slots: &[SlotRange], key: &[u8]) -> bool {
         .any(|r| (r.start().get()..=r.end().get()).contains(&s))
 }
 
-/// Connections to the target's masters, with the slot map of a cluster target.
+/// Connections to the target's masters, with the slot map of a cluster target. Lives for
+/// one operation (a copy's start, a resume, a flush), so its slot map is fresh each time.
 struct TargetKeys<'a> {
     scope: &'a CopyScope<'a>,
+    /// A cluster's masters; for a standalone target, the master reached.
     masters: Vec<Endpoint>,
     /// `owner[slot]` as an index into `masters` (one entry for a standalone target).
     owner: Vec<Option<usize>>,
+    /// By index into `masters`, each opened on first use: most operations touch only the
+    /// masters that own the shard's slots.
     conns: BTreeMap<usize, Connection>,
 }
 
@@ -349,6 +401,8 @@ impl<'a> TargetKeys<'a> {
             // The master reached, which after a failover is not the node named.
             (vec![asked], Vec::new())
         };
+        // A standalone target's seed is its master (see `connect_target`): kept. A
+        // cluster's may be any node: masters are dialled as needed.
         let mut conns = BTreeMap::new();
         if !scope.cluster {
             conns.insert(0, seed);
@@ -361,6 +415,8 @@ impl<'a> TargetKeys<'a> {
         })
     }
 
+    /// The master that owns `slot`. An unowned slot stops the operation: its keys could
+    /// be neither counted nor removed, and a guess would be wrong either way.
     fn node_of_slot(&self, slot: u16) -> Result<usize, WriteError> {
         if !self.scope.cluster {
             return Ok(0);
@@ -376,6 +432,7 @@ impl<'a> TargetKeys<'a> {
             })
     }
 
+    /// The connection to master `node`, opened on first use.
     async fn conn(&mut self, node: usize) -> Result<&mut Connection, WriteError> {
         if !self.conns.contains_key(&node) {
             let ep = self
@@ -390,13 +447,17 @@ impl<'a> TargetKeys<'a> {
             .ok_or_else(|| WriteError::Topology(format!("no target master {node}")))
     }
 
-    /// The connection for a standalone target's `db`.
+    /// The connection for a standalone target's `db`. SELECT on every call: the one
+    /// connection serves every db, and the last caller may have left it in another.
     async fn db_conn(&mut self, db: u32) -> Result<&mut Connection, WriteError> {
         let c = self.conn(0).await?;
         c.request_ok(&["SELECT", &db.to_string()]).await?;
         Ok(c)
     }
 
+    /// The shard's marker, from the master that owns its slot (a standalone target: the
+    /// tool's db). One that cannot be read stops the shard rather than be taken for
+    /// none, which would misjudge whose keys the slots hold.
     async fn get_marker(&mut self, key: &str) -> Result<Option<Marker>, WriteError> {
         let node = self.node_of_slot(rsm_cluster::key_slot(key.as_bytes()).get())?;
         let c = if self.scope.cluster {
@@ -415,6 +476,7 @@ impl<'a> TargetKeys<'a> {
         })
     }
 
+    /// Write the shard's marker where [`TargetKeys::get_marker`] reads it.
     async fn set_marker(&mut self, key: &str, marker: &Marker) -> Result<(), WriteError> {
         let node = self.node_of_slot(rsm_cluster::key_slot(key.as_bytes()).get())?;
         let c = if self.scope.cluster {
@@ -428,7 +490,9 @@ impl<'a> TargetKeys<'a> {
         Ok(())
     }
 
-    /// The dbs of a standalone target this shard writes into.
+    /// The dbs of a standalone target this shard writes into: the `--targetdb` one, else
+    /// every db `INFO keyspace` lists (only those holding keys: an empty db needs neither
+    /// a look nor a removal).
     async fn dbs(&mut self) -> Result<Vec<u32>, WriteError> {
         if let Some(db) = self.scope.target_db {
             return Ok(vec![db]);
@@ -444,6 +508,8 @@ impl<'a> TargetKeys<'a> {
     async fn holds_shard_keys(&mut self, slots: &[SlotRange]) -> Result<bool, WriteError> {
         if self.scope.cluster {
             for (slot, n) in self.slot_counts(slots).await? {
+                // A slot holds a handful of the tool's own keys at most: more than a batch
+                // cannot all be those. Fewer are listed whole and looked at.
                 if n > BATCH as i64 {
                     return Ok(true);
                 }
@@ -458,6 +524,7 @@ impl<'a> TargetKeys<'a> {
             let mut cursor = Bytes::from_static(b"0");
             loop {
                 let (next, keys) = self.scan_step(db, &cursor, slots).await?;
+                // One key of the shard's is enough to know.
                 if !keys.is_empty() {
                     return Ok(true);
                 }
@@ -475,6 +542,8 @@ impl<'a> TargetKeys<'a> {
         let mut removed = 0u64;
         if self.scope.cluster {
             for (slot, _) in self.slot_counts(slots).await? {
+                // List and remove until the slot lists none but the tool's own keys: each
+                // UNLINK takes its keys out of the next listing, so the loop ends.
                 loop {
                     let keys: Vec<Bytes> = self
                         .keys_in_slot(slot)
@@ -510,12 +579,14 @@ impl<'a> TargetKeys<'a> {
     }
 
     /// The offsets of this sync's slot markers in `slots` (on a standalone target, the
-    /// highest of every db written to).
+    /// highest of every db written to: a marker goes in the db of its command).
     async fn slot_marks(
         &mut self,
         slots: &[SlotRange],
         sync_id: u64,
     ) -> Result<(HashMap<usize, u64>, HashMap<usize, HashSet<u64>>), WriteError> {
+        // Grouped by master and pipelined: read one by one, a shard of 5461 slots would
+        // take 10922 round trips before the first write.
         let mut by_node: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
         for r in slots {
             for s in r.start().get()..=r.end().get() {
@@ -540,7 +611,8 @@ impl<'a> TargetKeys<'a> {
     }
 
     /// `(slot, keys)` for each slot of `slots` that holds keys, from
-    /// `CLUSTER COUNTKEYSINSLOT` pipelined per master.
+    /// `CLUSTER COUNTKEYSINSLOT` pipelined per master. Counted first since most slots of
+    /// a fresh target are empty, and a count costs less than a listing.
     async fn slot_counts(&mut self, slots: &[SlotRange]) -> Result<Vec<(u16, i64)>, WriteError> {
         let mut by_node: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
         for r in slots {
@@ -574,6 +646,8 @@ impl<'a> TargetKeys<'a> {
         Ok(out)
     }
 
+    /// Up to a batch of the keys in `slot`, from its master (the only node that lists
+    /// them).
     async fn keys_in_slot(&mut self, slot: u16) -> Result<Vec<Bytes>, WriteError> {
         let node = self.node_of_slot(slot)?;
         let c = self.conn(node).await?;
@@ -596,6 +670,7 @@ impl<'a> TargetKeys<'a> {
         cursor: &Bytes,
         slots: &[SlotRange],
     ) -> Result<(Option<Bytes>, Vec<Bytes>), WriteError> {
+        // A shard of every slot (a standalone source): no key needs hashing.
         let all = slots.iter().map(SlotRange::len).sum::<usize>() == 16384;
         let c = self.db_conn(db).await?;
         let count = BATCH.to_string();
@@ -612,6 +687,7 @@ impl<'a> TargetKeys<'a> {
             .into_iter()
             .filter(|k| !is_marker(k) && (all || in_slots(slots, k)))
             .collect();
+        // Cursor 0 is the end of the scan.
         let next = next
             .as_bytes()
             .filter(|n| n.as_ref() != b"0" && !n.is_empty())
@@ -645,6 +721,8 @@ pub async fn flush_shard_keys(
 ) -> Result<u64, WriteError> {
     let mut target = TargetKeys::connect(scope).await?;
     let mut removed = 0;
+    // A cluster has db 0 only: FLUSHDB and FLUSHALL mean the same there. Each master
+    // that owns a slot of the shard is scanned once, keeping only the shard's keys.
     if scope.cluster {
         let mut nodes: Vec<usize> = Vec::new();
         for r in scope.slots {
@@ -655,12 +733,16 @@ pub async fn flush_shard_keys(
                 }
             }
         }
+        // A SCAN per master, not a listing per slot: one pass covers all the master's
+        // slots of the shard, and takes the filter's MATCH.
         for node in nodes {
             let c = target.conn(node).await?;
             removed += remove_scanned(c, scope.slots, filter).await?;
         }
         return Ok(removed);
     }
+    // Under `--targetdb` every source db went into that one; otherwise a source db is the
+    // target db of the same number, and FLUSHALL means every db that holds keys.
     let dbs = match (which, scope.target_db) {
         (_, Some(db)) => vec![db],
         (FlushScope::Db(db), None) => vec![db],
@@ -682,6 +764,8 @@ async fn remove_scanned(
 ) -> Result<u64, WriteError> {
     let all =
         slots.iter().map(SlotRange::len).sum::<usize>() == usize::from(rsm_cluster::SLOT_COUNT);
+    // One SCAN per prefix under a filter: MATCH makes the server pass over the other
+    // keys, and `ours` still decides for each key returned.
     let patterns: Vec<Vec<u8>> = match filter.is_empty() {
         true => vec![b"*".to_vec()],
         false => filter.prefixes().iter().map(|p| glob_prefix(p)).collect(),
@@ -694,7 +778,8 @@ async fn remove_scanned(
     Ok(removed)
 }
 
-/// A `MATCH` pattern for keys starting with `prefix`, its glob characters escaped.
+/// A `MATCH` pattern for keys starting with `prefix`, its glob characters escaped, so it
+/// matches what the prefix names: unescaped, `a[c]` would match `ac` and miss `a[c]x`.
 pub fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + 2);
     for &b in prefix {
@@ -716,8 +801,12 @@ pub async fn remove_progress_keys(
 ) -> Result<u64, WriteError> {
     let (info, map) = super::target::detect(target, connect, 0).await?;
     let mut removed = 0;
+    // Masters only: their replicas follow. The tool's keys live in many slots, hence
+    // every master, not only those of one shard.
     for node in map.owners() {
         let mut c = Connection::connect(node, connect).await?;
+        // A standalone target: every db holding keys, since a `--targetdb` sync keeps its
+        // keys in that db and nothing here says which one it was.
         let dbs: Vec<u32> = match info.cluster {
             true => vec![0],
             false => rsm_client::keyspace(&c.info("keyspace").await?)
@@ -768,6 +857,8 @@ async fn scan_unlink(
                 reply.describe()
             )));
         };
+        // MATCH only narrows (a glob, applied per batch; a batch may come back empty
+        // while the scan goes on): `remove` has the last word on each key.
         let keys: Vec<Bytes> = bulk_list(keys).into_iter().filter(|k| remove(k)).collect();
         if !keys.is_empty() {
             removed += unlink_each(c, &keys).await?;
@@ -782,6 +873,7 @@ async fn scan_unlink(
     }
 }
 
+/// The strings of an array reply; anything else reads as none.
 fn bulk_list(f: &Frame) -> Vec<Bytes> {
     f.as_array()
         .map(|a| a.iter().filter_map(|k| k.as_bytes().cloned()).collect())
@@ -805,11 +897,15 @@ async fn unlink_each(c: &mut Connection, keys: &[Bytes]) -> Result<u64, WriteErr
                 rsm_resp::escape_controls(e)
             )));
         }
+        // 0 when the key went in between (it expired, or another client removed it).
         removed += f.as_int().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
     }
     Ok(removed)
 }
 
+/// One `UNLINK` for many keys: they lie in one slot (cluster) or one db (standalone),
+/// where a multi-key command is fine, and one round trip per batch. `UNLINK` rather
+/// than `DEL`: a big value is freed in the background, not while the server blocks.
 async fn unlink(c: &mut Connection, keys: &[Bytes]) -> Result<u64, WriteError> {
     let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
     args.push(b"UNLINK");
@@ -830,6 +926,8 @@ mod tests {
         SlotRange::new(Slot::new(a).unwrap(), Slot::new(b).unwrap()).unwrap()
     }
 
+    /// The marker hashes by its tag alone, so it lives in the slot of the ranges' text;
+    /// a user's key that merely contains the prefix is not the tool's.
     #[test]
     fn marker_key_lives_in_one_slot_and_is_the_tools() {
         let k = marker_key(&[range(0, 5460)]);
@@ -842,12 +940,17 @@ mod tests {
         assert!(!is_marker(b"user:__rsm:x"));
     }
 
+    /// Unescaped, a prefix's `[c]` would match `c`, and a flush would miss the keys that
+    /// really start with `[c]`.
     #[test]
     fn glob_characters_in_a_prefix_are_matched_literally() {
         assert_eq!(glob_prefix(b"user:"), b"user:*".to_vec());
         assert_eq!(glob_prefix(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*".to_vec());
     }
 
+    /// `cleanup` and a restarted copy remove keys, and `verify` passes over them: only
+    /// the exact shapes the tool writes may count as its own, never a user's key that
+    /// happens to share the prefix.
     #[test]
     fn only_keys_of_the_tools_own_shapes_are_its_own() {
         use super::super::progress::{failed_key, slot_marker_key, slot_tag};
@@ -876,6 +979,8 @@ mod tests {
         }
     }
 
+    /// A flush or a restarted copy must remove exactly the shard's keys, decided as the
+    /// server places them.
     #[test]
     fn slot_membership() {
         let s = rsm_cluster::key_slot(b"a").get();

@@ -3,6 +3,9 @@
 //! who owns which slot.
 //!
 //! Read once at start (and the slot map again on `MOVED`), before any data is written.
+//! Before, because the writer decides by it up front: which commands it may send (one
+//! the target refuses would fail the write that carries it), which RDB version a RESTORE
+//! payload must carry, and how big a value may grow before it goes as commands.
 
 use bytes::Bytes;
 use rsm_client::{
@@ -15,17 +18,23 @@ use rsm_resp::Frame;
 
 use super::WriteError;
 
-/// Default `proto-max-bulk-len` when `CONFIG GET` is not allowed (managed services).
+/// Default `proto-max-bulk-len` when `CONFIG GET` is not allowed (managed services): the
+/// server's own default (512 MB).
 pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
 
-/// The target as detected at start.
+/// The target as detected at start. Fixed for the writer's life: only the slot map is
+/// read again (after `MOVED`, a lost node), never the version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetInfo {
+    /// `cluster_enabled:1`: writes are routed by slot, and only db 0 exists. A proxy in
+    /// front of a cluster says 0 and is written to as one node.
     pub cluster: bool,
     /// Its family and version (Redis 0.0.0 when `INFO` hides it).
     pub version: ServerVersion,
     /// The DUMP trailer the target writes: the highest RDB version it accepts.
     pub rdb_version: RdbVersion,
+    /// The largest argument it reads: a RESTORE payload must stay below it, so bigger
+    /// values are written as commands (see `Writer::big_key_threshold`).
     pub proto_max_bulk_len: u64,
     /// `databases` of a standalone target, when `CONFIG GET` answers: a write for a db
     /// beyond it would follow a refused `SELECT` into the current db.
@@ -36,7 +45,8 @@ pub struct TargetInfo {
 
 impl TargetInfo {
     /// True if the target understands commands introduced in Redis `major.minor`
-    /// (every Valkey descends from Redis 7.2).
+    /// (every Valkey descends from Redis 7.2). Decided by version, not by trying: a
+    /// refused command would fail the write that carried it.
     pub fn redis_at_least(&self, major: u32, minor: u32) -> bool {
         self.version.redis_at_least(major, minor)
     }
@@ -47,7 +57,8 @@ impl TargetInfo {
     }
 }
 
-/// Who owns each slot of a cluster target: the endpoints the writer dials.
+/// Who owns each slot of a cluster target: the endpoints the writer dials. A standalone
+/// target is one node owning every slot, so routing and per-slot order work the same.
 pub type SlotMap = rsm_cluster::SlotMap<Endpoint>;
 
 /// The RDB version a server of this version writes (reference §A3), used when the DUMP
@@ -62,9 +73,13 @@ fn rdb_version_for(version: &ServerVersion) -> RdbVersion {
         };
     }
     RdbVersion::Redis(match (major, minor) {
+        // 5.0 to 6.2. Older servers wrote less (4.0: 8); the probe finds that out where it
+        // can, and a payload refused anyway is rebuilt with commands.
         (0..=6, _) => 9,
         (7, 0..=1) => 10,
         (7, 2..=3) => 11,
+        // 7.4 and 8.x as far as seen (8.2.3 writes 12); a later, higher number is the
+        // probe's to find.
         _ => 12,
     })
 }
@@ -72,6 +87,22 @@ fn rdb_version_for(version: &ServerVersion) -> RdbVersion {
 /// Connect to the seed, read INFO, CONFIG and (for a cluster) the slot map, and probe the
 /// RDB version with DUMP on a scratch key that is removed again. `home_db`: the db of a
 /// standalone target where the scratch key may go (see `sync_marker::home_db`).
+///
+/// Every question goes to the node reached, which may not be the one named, and:
+/// - a version `INFO` hides counts as the oldest: nothing the target may lack is sent, and
+///   the probe still finds the RDB version it takes;
+/// - `INFO cluster` rather than `CLUSTER INFO`, since a standalone server answers it too;
+/// - `CONFIG GET` answers `[name, value]` in RESP2, a map in RESP3; where CONFIG is
+///   refused, `proto-max-bulk-len` is taken as the server default and `databases` stays
+///   unknown (a cluster has db 0 only; a standalone target's count bounds `--targetdb`
+///   and the source dbs it can take);
+/// - a cluster's masters are remembered for the whole process: should the node named
+///   die, any writer, refresh or durability check still finds the cluster. A standalone
+///   target is one node owning every slot, routed and ordered the same way;
+/// - `MULTI` is tried on the node reached: a proxy answers for what it forwards;
+/// - the probe runs on the owner of the scratch key's slot (its `SET` on any other node
+///   would only answer `MOVED`), and beats the version table: it is what this very server
+///   writes. The table stands for a target that refuses the probe.
 pub async fn detect(
     seed: &Endpoint,
     opts: &ConnectOptions,
@@ -161,6 +192,7 @@ pub async fn connect_target(
     seed: &Endpoint,
     opts: &ConnectOptions,
 ) -> Result<Connection, ClientError> {
+    // The node named if it answers, else the first known node that does.
     let mut conn = Connection::connect_seed(seed, opts).await?;
     if !standalone_replica(&mut conn).await? {
         return Ok(conn);
@@ -173,8 +205,12 @@ pub async fn connect_target(
     }
 }
 
-/// Is this a replica of a standalone (not cluster) deployment?
+/// Is this a replica of a standalone (not cluster) deployment? Such a node is never
+/// written to: it refuses writes (`READONLY`), and what a writable replica takes stays
+/// with it, never reaching its master.
 async fn standalone_replica(conn: &mut Connection) -> Result<bool, ClientError> {
+    // A cluster's replica is no standalone replica: the slot map leads past it. An INFO
+    // cluster that fails counts as "not a cluster", and the replication section decides.
     let cluster = conn.info("cluster").await.unwrap_or_default();
     if info_field(&cluster, "cluster_enabled") == Some("1") {
         return Ok(false);
@@ -183,11 +219,14 @@ async fn standalone_replica(conn: &mut Connection) -> Result<bool, ClientError> 
     Ok(info_field(&repl, "role") == Some("slave"))
 }
 
-/// The first of `candidates` that answers as a master.
+/// The first of `candidates` that answers as a master. One that cannot be reached, or
+/// answers as a replica, is passed over; `None`: no master in reach (mid-failover), and
+/// the caller asks again later.
 pub(super) async fn standalone_master(
     candidates: impl IntoIterator<Item = Endpoint>,
     opts: &ConnectOptions,
 ) -> Option<Connection> {
+    // The first master found wins: a standalone deployment has one, a failover aside.
     for ep in candidates {
         let Ok(mut conn) = Connection::connect(&ep, opts).await else {
             continue;
@@ -199,7 +238,9 @@ pub(super) async fn standalone_master(
     None
 }
 
-/// `MULTI` then `DISCARD`: does the target take transactions at all?
+/// `MULTI` then `DISCARD`: does the target take transactions at all? Some proxies refuse
+/// `MULTI`; exactly-once (slot markers written in one `MULTI … EXEC` with their command)
+/// is then off, and the session says so. `DISCARD` leaves the connection as it was.
 async fn transactions_work(conn: &mut Connection) -> Result<bool, WriteError> {
     let reply = conn.request(&["MULTI"]).await?;
     if let Some(e) = reply.as_error() {
@@ -228,7 +269,9 @@ pub async fn check_target_db(
 ) -> Result<(), WriteError> {
     let mut conn = connect_target(seed, opts).await?;
     let reply = conn.request(&["CONFIG", "GET", "databases"]).await?;
+    // CONFIG answered: the count decides, without touching any db.
     if let Some(n) = config_databases(&reply) {
+        // Numbered from 0: `databases 16` is dbs 0 to 15.
         if db >= n {
             return Err(WriteError::TargetDbOutOfRange {
                 endpoint: seed.to_string(),
@@ -238,6 +281,7 @@ pub async fn check_target_db(
         }
         return Ok(());
     }
+    // A SELECT on this connection only, which is dropped right after.
     let select = conn.request(&["SELECT", &db.to_string()]).await?;
     if let Some(e) = select.as_error() {
         return Err(WriteError::Select {
@@ -249,9 +293,11 @@ pub async fn check_target_db(
     Ok(())
 }
 
-/// The value of a `CONFIG GET databases` reply (RESP2 array or RESP3 map).
+/// The value of a `CONFIG GET databases` reply (RESP2 array or RESP3 map). It comes as
+/// text (`"16"`) either way; `None` when CONFIG was refused.
 fn config_databases(reply: &Frame) -> Option<u32> {
     let value = match reply {
+        // `["databases", "16"]`: the value comes second.
         Frame::Array(items) => items.get(1)?.as_bytes()?,
         Frame::Map(pairs) => pairs.first()?.1.as_bytes()?,
         _ => return None,
@@ -259,8 +305,10 @@ fn config_databases(reply: &Frame) -> Option<u32> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// A scratch key in a slot the first master owns, under the tool's own prefix (which no
-/// source key may use), so that it can never be a user's key.
+/// A scratch key in a slot some master owns (the first `__rsm:probe:<n>` whose slot has an
+/// owner), with that master's index, under the tool's own prefix (which no source key
+/// may use), so that it can never be a user's key. Several numbers are tried since a
+/// cluster with unassigned slots may not own the first one's slot.
 fn probe_key(slots: &SlotMap) -> Option<(usize, Bytes)> {
     for i in 0..100_000u32 {
         let key = format!("__rsm:probe:{i}");
@@ -279,6 +327,7 @@ async fn probe_rdb_version(
     conn: &mut Connection,
     key: &[u8],
 ) -> Result<Option<RdbVersion>, ClientError> {
+    // Refused, or NX met a key of that name: nothing of ours to DUMP.
     let set = conn
         .request(&[b"SET".as_slice(), key, b"x", b"NX", b"PX", b"60000"])
         .await?;
@@ -286,8 +335,10 @@ async fn probe_rdb_version(
         return Ok(None);
     }
     let dump = conn.request(&[b"DUMP".as_slice(), key]).await?;
+    // Its reply does not matter: the TTL removes the key should the DEL be refused.
     let _ = conn.request(&[b"DEL".as_slice(), key]).await?;
-    // The payload ends with the 2-byte RDB version and the 8-byte CRC.
+    // The payload ends with the 2-byte RDB version and the 8-byte CRC. A DUMP refused
+    // or too short leaves the table's answer standing.
     Ok(dump.as_bytes().and_then(|p| {
         let trailer = p.len().checked_sub(10).and_then(|at| p.get(at..at + 2))?;
         let version: [u8; 2] = trailer.try_into().ok()?;
@@ -299,6 +350,7 @@ async fn probe_rdb_version(
 /// or `?` endpoint ("the host you are talking to").
 pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<SlotMap, WriteError> {
     let shards = conn.request(&["CLUSTER", "SHARDS"]).await?;
+    // 5.0 to 6.2 have no CLUSTER SHARDS (an error reply): CLUSTER SLOTS says the same.
     let ranges = if shards.is_error() {
         let slots = conn.request_ok(&["CLUSTER", "SLOTS"]).await?;
         parse_cluster_slots(&slots, asked)
@@ -306,6 +358,7 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
         // A TLS client must dial the nodes' TLS ports: CLUSTER SHARDS lists both.
         parse_cluster_shards(&shards, asked, conn.options().tls.is_some())
     }
+    // A reply we cannot read stops here rather than routing by half a map.
     .ok_or_else(|| {
         WriteError::Topology(format!(
             "cannot read the slot map of target {asked}: unexpected CLUSTER SHARDS/SLOTS reply"
@@ -313,6 +366,7 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
     })?;
     let mut map = SlotMap::empty();
     for (start, end, ep) in ranges {
+        // A range past the last slot (a bad reply) is cut, not trusted.
         let last = end.min(rsm_cluster::SLOT_COUNT - 1);
         let range = Slot::try_from(start)
             .ok()
@@ -322,6 +376,7 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
             map.assign(range, ep);
         }
     }
+    // No slot assigned: every write would meet CLUSTERDOWN. Better said once, now.
     if map.owners().is_empty() {
         return Err(WriteError::Topology(format!(
             "target {asked} is a cluster with no slots assigned"
@@ -330,6 +385,7 @@ pub async fn read_slot_map(conn: &mut Connection, asked: &Endpoint) -> Result<Sl
     Ok(map)
 }
 
+/// A string field of a reply (bulk or simple), as text.
 fn text(f: &Frame) -> Option<String> {
     f.as_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -348,6 +404,10 @@ fn pairs(f: &Frame) -> Vec<(String, &Frame)> {
     }
 }
 
+/// The address to dial for a node: its `endpoint` (a hostname when
+/// `cluster-preferred-endpoint-type` says so); when that is empty or `?` (unknown
+/// endpoint, no hostname), its ip; with no ip either, the host the reply came from, which
+/// is what an empty endpoint means (reference §E3).
 fn endpoint_of(
     host: Option<String>,
     ip: Option<String>,
@@ -363,7 +423,8 @@ fn endpoint_of(
 }
 
 /// `CLUSTER SHARDS`: (first slot, last slot, master endpoint) triples. With `tls` the
-/// nodes' `tls-port` (their `port` when they have none), else their `port`.
+/// nodes' `tls-port` (their `port` when they have none), else their `port`. A shard
+/// without a healthy master gives no ranges.
 fn parse_cluster_shards(
     f: &Frame,
     asked: &Endpoint,
@@ -386,12 +447,16 @@ fn parse_cluster_shards(
         let master = get("nodes")?.as_array()?.iter().find_map(|n| {
             let np = pairs(n);
             let field = |k: &str| np.iter().find(|(x, _)| x == k).map(|(_, v)| *v);
+            // A master the cluster has marked failed is not dialled: its slots stay
+            // unowned in this map, and their writes wait for the failover.
             let role = field("role").and_then(text)?;
             let health = field("health").and_then(text).unwrap_or_default();
             (role == "master" && health != "failed").then(|| {
                 endpoint_of(
                     field("endpoint").and_then(text),
                     field("ip").and_then(text),
+                    // A node without the port preferred (a cluster without TLS) is
+                    // dialled at the one it lists.
                     field(first)
                         .or_else(|| field(second))
                         .and_then(Frame::as_int)
@@ -401,6 +466,7 @@ fn parse_cluster_shards(
             })?
         });
         let Some(master) = master else { continue };
+        // `slots` is a flat list of (start, end) pairs.
         for r in slots.chunks(2) {
             if let [a, b] = r {
                 out.push((
@@ -414,7 +480,9 @@ fn parse_cluster_shards(
     Some(out)
 }
 
-/// `CLUSTER SLOTS`: `[start, end, [host, port, id, …], replicas…]`.
+/// `CLUSTER SLOTS`: `[start, end, [host, port, id, …], replicas…]`. The first node of
+/// each range is its master, the only node written to. No health is given: a failed
+/// master stays listed until the failover, and writes to it retry until then.
 fn parse_cluster_slots(f: &Frame, asked: &Endpoint) -> Option<Vec<(u16, u16, Endpoint)>> {
     let mut out = Vec::new();
     for r in f.as_array()? {
@@ -436,6 +504,8 @@ mod tests {
         Frame::Bulk(Bytes::from(s.to_string()))
     }
 
+    /// The fallback table, for when the probe cannot run: Valkey 8 writes Redis's 11,
+    /// Valkey 9 its own 80.
     #[test]
     fn rdb_versions_by_server_version() {
         assert_eq!(
@@ -464,6 +534,8 @@ mod tests {
         );
     }
 
+    /// An empty host (`cluster-preferred-endpoint-type unknown-endpoint`) means the host
+    /// asked, with the port the reply gives.
     #[test]
     fn parses_cluster_slots_with_empty_host() {
         let asked = Endpoint::new("10.0.0.9", 7000);
@@ -476,6 +548,7 @@ mod tests {
         assert_eq!(r, vec![(0, 5460, Endpoint::new("10.0.0.9", 7001))]);
     }
 
+    /// Only a shard's master is written to; each of its slot ranges maps to it.
     #[test]
     fn parses_cluster_shards_skipping_replicas() {
         let asked = Endpoint::new("h", 1);
@@ -509,6 +582,7 @@ mod tests {
         assert_eq!(r, vec![(0, 9, ep.clone()), (20, 20, ep)]);
     }
 
+    /// A TLS client that dialled the plain port would fail its handshake on every node.
     #[test]
     fn a_tls_client_takes_the_tls_port_of_cluster_shards() {
         let asked = Endpoint::new("h", 1);

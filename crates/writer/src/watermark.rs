@@ -18,13 +18,18 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// One entry given to the writer, until all its requests are answered.
 pub(super) struct Track {
+    /// Requests not yet answered, plus one while admission still makes them: a request
+    /// answered at once must not settle an entry whose other requests are still to come.
     remaining: u32,
+    /// One of its requests was not applied: the entry settles as not applied.
     failed: bool,
     /// Count a written key when this entry settles (RESTORE, end of a chunked key).
     pub counts_key: bool,
+    /// Count a written command when it settles (a stream command or transaction).
     pub counts_command: bool,
     /// The source offset just after it (0: a snapshot entry).
     pub offset: u64,
+    /// The key written in pieces it belongs to (see the module docs).
     pub group: Option<u64>,
     /// Its bytes in the writer's buffer bound, released once its requests are answered.
     permit: Option<OwnedSemaphorePermit>,
@@ -33,7 +38,9 @@ pub(super) struct Track {
 /// What settling entries changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Settled {
+    /// Keys now known written (for `keys_written`).
     pub keys: u64,
+    /// Stream commands now known applied (for `commands_written`).
     pub commands: u64,
     /// The new watermark, when it moved.
     pub applied: Option<u64>,
@@ -41,17 +48,25 @@ pub(super) struct Settled {
     pub failed: bool,
 }
 
+/// Every entry not yet settled, in the order given.
 #[derive(Default)]
 pub(super) struct Tracks {
     pending: VecDeque<Track>,
+    /// The id of `pending`'s front: ids are positions in the order given, so a track is
+    /// found without a map, and an id already settled is simply not found.
     base: u64,
+    /// An entry settled as not applied: the watermark never moves again in this writer.
     frozen: bool,
+    /// Groups with a piece not applied: their pieces still pending settle as not applied.
     failed_groups: HashSet<u64>,
+    /// Groups whose key the target keeps (`--skip-existing`). Kept for the writer's life:
+    /// admission and dispatch drop the key's later pieces, which may come long after.
     skipped_groups: HashSet<u64>,
 }
 
 impl Tracks {
-    /// A new track held open by its admission (settle it with one `complete`).
+    /// A new track held open by its admission (settle it with one `complete`). Its id is
+    /// its place in the order: the watermark settles tracks in that order only.
     pub(super) fn open(&mut self, permit: Option<OwnedSemaphorePermit>) -> u64 {
         let id = self.base + self.pending.len() as u64;
         self.pending.push_back(Track {
@@ -66,12 +81,15 @@ impl Tracks {
         id
     }
 
+    /// The track of `id` while it is pending; `None` once it has settled.
     pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut Track> {
         let i = id.checked_sub(self.base)?;
         self.pending.get_mut(usize::try_from(i).ok()?)
     }
 
-    /// `n` more requests answer for this track.
+    /// `n` more requests answer for this track: each request admission made, and those
+    /// added later (a marker check, the commands rebuilding a refused RESTORE, a failure
+    /// record), so that it settles only once the last of them is answered.
     pub(super) fn add(&mut self, id: u64, n: u32) {
         if let Some(t) = self.get_mut(id) {
             t.remaining += n;
@@ -85,6 +103,7 @@ impl Tracks {
         }
     }
 
+    /// A piece of `group` will not be applied: the whole key is not.
     pub(super) fn fail_group(&mut self, group: u64) {
         self.failed_groups.insert(group);
     }
@@ -94,10 +113,13 @@ impl Tracks {
         self.skipped_groups.insert(group);
     }
 
+    /// The groups [`Tracks::skip_group`] named, for admission and dispatch to drop their
+    /// pieces instead of writing over the key the target keeps.
     pub(super) fn skipped(&self) -> &HashSet<u64> {
         &self.skipped_groups
     }
 
+    /// Nothing is pending: every entry given so far has settled.
     pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
@@ -110,9 +132,13 @@ impl Tracks {
         };
         t.remaining = t.remaining.saturating_sub(1);
         t.failed |= !ok;
+        // Its bytes go back as soon as it is answered, even while an earlier entry still
+        // holds the watermark: the writer's buffer bound is about memory, not order.
         if t.remaining == 0 {
             t.permit = None;
         }
+        // From the front only: an entry answered before an earlier one waits for it, so
+        // the watermark never passes an entry that is not applied yet.
         while self.pending.front().is_some_and(|t| t.remaining == 0) {
             let Some(t) = self.pending.pop_front() else {
                 break;
@@ -127,10 +153,13 @@ impl Tracks {
         out
     }
 
+    /// Count one track leaving the front and move the watermark over it if it may.
     fn settle(&mut self, t: Track, out: &mut Settled) {
         let group_failed = t.group.is_some_and(|g| self.failed_groups.contains(&g));
         let group_skipped = t.group.is_some_and(|g| self.skipped_groups.contains(&g));
         let ok = !t.failed && !group_failed;
+        // A failed piece fails the pieces of its key pending behind it (and so the key's
+        // count, which its last piece carries).
         if t.failed {
             if let Some(g) = t.group {
                 self.failed_groups.insert(g);
