@@ -1,6 +1,14 @@
 //! Stream commands on their way to the writer: relative TTLs made absolute
 //! (a replay that runs late must not extend a key's life), `RESTORE-ASKING`
-//! made plain, then the command table and `--filterkey` decide what is kept.
+//! made plain, `FUNCTION LOAD` given `REPLACE` (a keyless command has no slot
+//! marker to keep it from being applied twice), then the command table and
+//! `--filterkey` decide what is kept.
+//!
+//! The rewrites come first: the route found after them holds argument positions, and
+//! must be those of the arguments that will be sent.
+//!
+//! Nothing dropped silently: every command left out comes back as a [`Dropped`], which
+//! the shard counts and, unless routine, logs; its offset still moves the watermark.
 //!
 //! Pure apart from the counters it returns: the shard loop applies the verdicts.
 
@@ -15,11 +23,15 @@ use rsm_writer::sync_marker::FlushScope;
 /// What to do with one stream entry.
 #[derive(Debug)]
 pub enum Replay {
-    /// Give this to the writer.
+    /// Give this to the writer (a lone source flush excepted: see [`flush_of`]).
     Write(Entry),
-    /// Nothing to write; the offset still moves past it.
+    /// Nothing to write; the offset still moves past it, or the watermark would wait at
+    /// the dropped command for ever.
     Dropped {
+        /// Just after the entry: where the watermark may move once everything before it
+        /// is acknowledged.
         offset: ReplOffset,
+        /// What was left out, as also returned beside the verdict.
         dropped: Vec<Dropped>,
     },
 }
@@ -27,13 +39,16 @@ pub enum Replay {
 /// One dropped command, for the log and the counters.
 #[derive(Debug, Clone)]
 pub struct Dropped {
+    /// The command's name, upper case: what the log names.
     pub command: String,
+    /// Why it was left out; it decides whether the operator is told.
     pub reason: DropReason,
 }
 
 impl Dropped {
-    /// Skips (PING, PUBLISH…) are routine; the rest is data the operator
-    /// should hear about.
+    /// Skips (PING, PUBLISH…) are routine, and so is a command no key of which
+    /// `--filterkey` keeps (the operator asked for that); the rest is data the
+    /// operator should hear about.
     pub fn is_routine(&self) -> bool {
         matches!(
             self.reason,
@@ -42,6 +57,7 @@ impl Dropped {
     }
 }
 
+/// `NAME (reason)`, as the log shows it.
 impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.command, self.reason)
@@ -57,9 +73,12 @@ pub fn flush_of(entry: &Entry) -> Option<(FlushScope, ReplOffset)> {
         return None;
     };
     let name = c.args.first()?;
+    // Only a lone command: inside a transaction a flush is not a barrier, and the block
+    // goes to the target as it is (a known limit, in the README).
     let which = if name.eq_ignore_ascii_case(b"FLUSHALL") {
         FlushScope::All
     } else if name.eq_ignore_ascii_case(b"FLUSHDB") {
+        // The db the source ran it in, as the last SELECT before it said.
         FlushScope::Db(c.db)
     } else {
         return None;
@@ -67,7 +86,8 @@ pub fn flush_of(entry: &Entry) -> Option<(FlushScope, ReplOffset)> {
     Some((which, c.offset))
 }
 
-/// Decide what happens to a stream entry. `now_ms` is when it was received.
+/// Decide what happens to a stream entry. `now_ms` is what relative TTLs count from: when
+/// the entry was received (the shard passes the moment it takes it from its spool).
 pub fn prepare(
     table: &CommandTable,
     prefixes: &KeyPrefixes,
@@ -76,8 +96,11 @@ pub fn prepare(
 ) -> (Replay, Vec<Dropped>) {
     match entry {
         Entry::Command(cmd) => {
+            // Kept before the command is consumed: a dropped one still moves the offset.
             let offset = cmd.offset;
             let mut dropped = Vec::new();
+            // The drops come back twice: in the verdict, and beside it for the counters,
+            // which also count the drops inside a transaction that is kept.
             match prepare_one(table, prefixes, cmd, now_ms, &mut dropped) {
                 Some(cmd) => (Replay::Write(Entry::Command(cmd)), dropped),
                 None => (
@@ -90,12 +113,16 @@ pub fn prepare(
             }
         }
         Entry::Transaction(cmds) => {
+            // Every command of a block carries the offset just after its EXEC: the block
+            // is applied whole, and its end is its place in the stream.
             let offset = cmds.last().map(|c| c.offset).unwrap_or_default();
             let mut dropped = Vec::new();
+            // Filtered command by command; what is kept stays one entry.
             let kept: Vec<Command> = cmds
                 .into_iter()
                 .filter_map(|c| prepare_one(table, prefixes, c, now_ms, &mut dropped))
                 .collect();
+            // Nothing of the block kept: like a dropped command, its offset still moves.
             if kept.is_empty() {
                 (
                     Replay::Dropped {
@@ -108,10 +135,13 @@ pub fn prepare(
                 (Replay::Write(Entry::Transaction(kept)), dropped)
             }
         }
+        // The stream reader makes only commands and transactions; anything else passes.
         other => (Replay::Write(other), Vec::new()),
     }
 }
 
+/// One command, rewritten for replay, then filtered and routed by the table on the
+/// rewritten arguments. `None` when it is left out, with the reason pushed to `dropped`.
 fn prepare_one(
     table: &CommandTable,
     prefixes: &KeyPrefixes,
@@ -124,12 +154,14 @@ fn prepare_one(
     } = cmd;
     let args = rewrite_for_replay(args, now_ms);
     match route_command(table, prefixes, &args) {
+        // Cut by `--filterkey`: only the keys it keeps go, and the route is theirs.
         Ok((cut, route)) => Some(Command {
             db,
             args: cut.unwrap_or(args),
             offset,
             route,
         }),
+        // Named as rewritten: a `RESTORE-ASKING` is logged as the `RESTORE` it became.
         Err(reason) => {
             dropped.push(Dropped {
                 command: args
@@ -148,6 +180,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// A stream command in db 0, with the offset just after it at 10.
     fn cmd(args: &[&str]) -> Command {
         Command::new(
             0,
@@ -159,6 +192,7 @@ mod tests {
     #[test]
     fn relative_ttls_become_absolute_and_pings_drop() {
         let table = CommandTable::builtin();
+        // A 6.2 source's relative TTL, as its stream carries it.
         let (r, _) = prepare(
             &table,
             &KeyPrefixes::default(),
@@ -168,9 +202,12 @@ mod tests {
         let Replay::Write(Entry::Command(c)) = r else {
             panic!("{r:?}")
         };
+        // Received at 1 000 000 ms with 10 s to live: it dies at 1 010 000 however late
+        // the target gets it.
         assert_eq!(c.args[3], Bytes::from("PXAT"));
         assert_eq!(c.args[4], Bytes::from("1010000"));
 
+        // Not data for the target, but its offset still moves, and the skip is routine.
         let (r, dropped) = prepare(
             &table,
             &KeyPrefixes::default(),
@@ -190,6 +227,7 @@ mod tests {
     #[test]
     fn the_route_is_found_here_once() {
         let table = CommandTable::builtin();
+        // Under a filter, so that a cut command shows its route is that of what is left.
         let prefixes = KeyPrefixes::parse("k").unwrap();
         let slot = |k: &[u8]| rsm_cluster::key_slot(k).get();
         let write = |args: &[&str]| match prepare(&table, &prefixes, Entry::Command(cmd(args)), 0).0
@@ -197,6 +235,7 @@ mod tests {
             Replay::Write(Entry::Command(c)) => c,
             other => panic!("{other:?}"),
         };
+        // The route comes with the verdict: the writer never looks the command up again.
         let c = write(&["SET", "k1", "v"]);
         assert_eq!(
             c.route,
@@ -215,6 +254,7 @@ mod tests {
                 slot: None
             }
         );
+        // Keyless: every master (the shard turns a lone flush into its own barrier).
         assert_eq!(
             write(&["FLUSHALL"]).route,
             rsm_command::entry::Route::Broadcast
@@ -225,11 +265,13 @@ mod tests {
     fn filter_inside_transactions() {
         let table = CommandTable::builtin();
         let prefixes = KeyPrefixes::parse("keep:").unwrap();
+        // One key the filter keeps and one it does not, in one block.
         let tx = Entry::Transaction(vec![
             cmd(&["SET", "keep:a", "1"]),
             cmd(&["SET", "drop:b", "2"]),
         ]);
         let (r, dropped) = prepare(&table, &prefixes, tx, 0);
+        // What the filter keeps of a block is still a block; what it leaves is counted.
         let Replay::Write(Entry::Transaction(kept)) = r else {
             panic!()
         };

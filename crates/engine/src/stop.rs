@@ -15,16 +15,21 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-/// From the first stop signal to the end of the process, at most.
+/// From the first stop signal to the end of the process, at most. A session's own bounds
+/// (10 s to apply what was received, 10 s for the target to drain) fit inside it, with room
+/// for the last checks and checkpoints.
 pub const STOP_BOUND: Duration = Duration::from_secs(30);
 
-/// Exit code when the bound passed before the stop completed.
+/// Exit code when the bound passed before the stop completed: not 0, so that a supervisor
+/// does not take an unfinished stop for a clean one.
 pub const EXIT_STOP_TIMED_OUT: u8 = 1;
 
 /// A stop signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopSignal {
+    /// SIGINT: Ctrl-C at a terminal.
     Interrupt,
+    /// SIGTERM: what a service manager or `kill` sends.
     Terminate,
 }
 
@@ -53,6 +58,8 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
+    /// Both handlers, before the run starts: from here a signal asks for a stop instead of
+    /// ending the process on the spot (the default action).
     pub fn install() -> io::Result<StopSignals> {
         Ok(StopSignals {
             term: signal(SignalKind::terminate())?,
@@ -60,7 +67,7 @@ impl StopSignals {
         })
     }
 
-    /// The next signal.
+    /// The next signal, of either kind: both ask for the same stop.
     pub async fn recv(&mut self) -> StopSignal {
         tokio::select! {
             _ = self.term.recv() => StopSignal::Terminate,
@@ -112,6 +119,7 @@ pub async fn stop_on_signals(
 ) -> Forced {
     let first = signals.recv().await;
     on_stop(first);
+    // No receiver left means every engine already ended: nothing to stop.
     let _ = stop.send(true);
     tokio::select! {
         second = signals.recv() => Forced::SecondSignal(second),

@@ -1,5 +1,8 @@
-//! Where a shard's sync stands, kept on disk so a restart can continue with
-//! `PSYNC replid applied+1` instead of copying everything again.
+//! Where a shard's sync stands, kept on disk for the operator: the source, its replid and
+//! the offset applied (and durable) in the target. A restart does not resume from it:
+//! where to continue with `PSYNC replid applied+1` comes from the floor the target
+//! records, so a checkpoint of another target, or of a target flushed since, can never
+//! make a run skip its copy (the shard says so when the two disagree).
 //!
 //! Written atomically (temp file + rename) so a crash mid-write leaves the
 //! previous checkpoint, never a torn one, and made durable (the file and its
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// Mode of every state file (checkpoints, spill files): the owner only.
 pub const STATE_FILE_MODE: u32 = 0o600;
+/// Mode of the state folder: the owner only, like its files.
 const STATE_DIR_MODE: u32 = 0o700;
 
 /// Create the state folder (and its parents) if missing, readable by the owner only.
@@ -54,6 +58,8 @@ use serde::{Deserialize, Serialize};
 
 use super::handshake::ResumePoint;
 
+/// One shard's checkpoint; its offset is a durable one (held by the target's replicas
+/// too), never more than the target acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The node we replicate from, as `HOST:PORT`.
@@ -72,6 +78,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The checkpoint as a resume point (the shard itself resumes from the target's floor).
     pub fn resume_point(&self) -> ResumePoint {
         ResumePoint {
             replid: self.replid.clone(),
@@ -109,8 +116,10 @@ impl CheckpointFile {
         }
     }
 
+    /// Replace the checkpoint, atomically and durably (see the module docs).
     pub fn save(&self, checkpoint: &Checkpoint) -> io::Result<()> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        // The folder may have been removed while the sync ran: made again, with a warning.
         if let Some(dir) = dir {
             restore_state_dir(dir)?;
         }
@@ -118,9 +127,12 @@ impl CheckpointFile {
         let json = serde_json::to_vec_pretty(checkpoint).map_err(io::Error::other)?;
         let mut file = create_state_file(&tmp)?;
         file.write_all(&json)?;
+        // The data on disk before the rename: a crash after it never finds the new name on
+        // an empty or torn file.
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, &self.path)?;
+        // Then the folder: the rename itself survives a power loss.
         sync_dir(dir)
     }
 
@@ -128,6 +140,7 @@ impl CheckpointFile {
     pub fn remove(&self) -> io::Result<()> {
         match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            // Already gone is as good: the point is that none remains.
             Err(_) => Ok(()),
             Ok(()) => sync_dir(self.path.parent().filter(|d| !d.as_os_str().is_empty())),
         }
@@ -158,11 +171,14 @@ mod tests {
         })
         .unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // It names the servers synced and where: nobody but the owner reads it.
         assert_eq!(mode(file.path()), 0o600);
         assert_eq!(mode(&state), 0o700);
+        // The temporary file was renamed, not left behind.
         assert!(!file.path().with_extension("tmp").exists());
         file.remove().unwrap();
         assert_eq!(file.load().unwrap(), None);
+        // Removing what is gone is no error.
         file.remove().unwrap();
     }
 
@@ -187,6 +203,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.load().unwrap().unwrap().slots, None);
+        // A torn file is an error that names it, never a silent fresh start.
         std::fs::write(file.path(), b"{torn").unwrap();
         assert!(file.load().unwrap_err().to_string().contains("unreadable"));
     }

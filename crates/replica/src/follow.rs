@@ -41,7 +41,9 @@ pub struct FollowOptions {
 /// Where the shard's data can be read now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// The node to sync from.
     pub node: Endpoint,
+    /// Its role: not the preferred one when that could not be had (see `note`).
     pub role: Role,
     /// The master that serves the shard's slots.
     pub master: Endpoint,
@@ -51,10 +53,13 @@ pub struct Location {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FollowError {
+    /// No known node answered: where the slots are cannot be told.
     #[error("no node of the source answered CLUSTER NODES (asked {asked})")]
     NoView { asked: String },
+    /// No master owns any of the shard's slots.
     #[error("no master serves slots {slots} of this shard")]
     Unserved { slots: String },
+    /// The master is failing and no replica has taken over yet: the shard waits.
     #[error("master {master} of slots {slots} is failing; waiting for the source to fail over")]
     MasterFailing { master: String, slots: String },
 }
@@ -64,11 +69,16 @@ pub enum FollowError {
 pub struct Follow {
     /// The source side's options: every node learnt is dialled with its credentials and TLS.
     base: ConnectOptions,
+    /// The shard's slots, fixed for the run: the shard is them, whichever node serves them.
     slots: Vec<SlotRange>,
+    /// The role to sync from after a move.
     role: Role,
+    /// Every node seen so far, first seen first: asked in turn when the current one does
+    /// not answer (it may be the one that died).
     known: Vec<Endpoint>,
 }
 
+/// Short limits for topology reads: a dead node must not hold up the search for a live one.
 fn opts(base: &ConnectOptions) -> ConnectOptions {
     let mut o = base.clone();
     o.connect_timeout = Duration::from_secs(2);
@@ -86,6 +96,7 @@ pub fn node_endpoint(node: &Node, asked: &Endpoint) -> Endpoint {
     Endpoint::new(host, node.addr.port)
 }
 
+/// One node's view of the cluster; `None` when it cannot be had, and another node is asked.
 async fn read_view(endpoint: &Endpoint, o: &ConnectOptions) -> Option<Vec<Node>> {
     let mut conn = Connection::connect(endpoint, o).await.ok()?;
     let text = conn.request_text(&["CLUSTER", "NODES"]).await.ok()?;
@@ -122,16 +133,20 @@ impl Follow {
             Err(e) => return Err(e),
         };
         let info = conn.info("cluster").await?;
+        // A standalone source is one node: nothing to follow.
         if info_field(&info, "cluster_enabled") != Some("1") {
             return Ok(None);
         }
         let text = conn.request_text(&["CLUSTER", "NODES"]).await?;
+        // A view we cannot read gives no shard: the sync goes on with the node as named,
+        // without following.
         let Ok(nodes) = parse_cluster_nodes(&text) else {
             return Ok(None);
         };
         let Some(me) = nodes.iter().find(|n| n.flags.myself) else {
             return Ok(None);
         };
+        // Started on a replica: the shard is its master's slots.
         let (own_slots, own_role) = if me.is_master() {
             (me.slots.clone(), Role::Master)
         } else {
@@ -141,6 +156,7 @@ impl Follow {
                 Role::Slave,
             )
         };
+        // The caller's slots (the plan's) win over what this node says of itself.
         let slots = options.slots.clone().unwrap_or(own_slots);
         if slots.is_empty() {
             // A master without slots has no shard to follow.
@@ -148,6 +164,8 @@ impl Follow {
         }
         let mut known = vec![source.clone()];
         known.extend(options.seeds.iter().cloned());
+        // Every node of the view, for later lookups; those in handshake or without an
+        // address cannot be dialled.
         known.extend(
             nodes
                 .iter()
@@ -174,6 +192,7 @@ impl Follow {
         display_ranges(&self.slots)
     }
 
+    /// Add the endpoints not known yet, keeping first-seen order.
     fn remember(&mut self, endpoints: impl IntoIterator<Item = Endpoint>) {
         let mut seen: BTreeSet<Endpoint> = self.known.iter().cloned().collect();
         for e in endpoints {
@@ -202,6 +221,7 @@ impl Follow {
                 views.push((endpoint.clone(), view));
             }
         }
+        // Nodes added to the cluster since are known for the next lookup.
         self.remember(learnt);
         let Some(asked) = views.first().map(|(ep, _)| ep.clone()) else {
             return Err(FollowError::NoView {
@@ -213,6 +233,8 @@ impl Follow {
                     .join(", "),
             });
         };
+        // Several views together: right after a failover nodes disagree, and `place` settles
+        // it the cluster's way.
         let topology = Topology::from_views(views.into_iter().map(|(_, v)| v).collect());
         self.place(&topology, &asked).await
     }
@@ -233,6 +255,8 @@ impl Follow {
             });
         };
         let master = node_endpoint(&shard.master, asked);
+        // Its master suspected or failed (`fail?`, `fail`): wait for the cluster to promote
+        // a replica rather than sync from a node about to be replaced.
         if shard.master.flags.failing() {
             return Err(FollowError::MasterFailing {
                 master: master.to_string(),
@@ -246,6 +270,7 @@ impl Follow {
                 ours.len()
             )
         });
+        // The master, by choice or for want of a replica.
         if self.role == Role::Master || shard.replicas.is_empty() {
             if self.role == Role::Slave {
                 note.get_or_insert_with(|| {
@@ -261,6 +286,8 @@ impl Follow {
                 note,
             });
         }
+        // A replica: the least behind among those with their link up and not failing, or
+        // the master (with a note) when none is fit.
         let o = opts(&self.base);
         let (master_offset, statuses) = replication_view(shard, asked, &o).await;
         let selection = select_node(shard, Role::Slave, master_offset, &statuses);
@@ -290,6 +317,8 @@ pub async fn replication_view(
     o: &ConnectOptions,
 ) -> (u64, Vec<Option<ReplicaStatus>>) {
     let master = node_endpoint(&shard.master, asked);
+    // 0 when the master cannot be asked: every replica then counts as caught up, and
+    // the link state alone decides.
     let master_offset = match Connection::connect(&master, o).await {
         Ok(mut c) => c
             .info("replication")
@@ -306,11 +335,14 @@ pub async fn replication_view(
     (master_offset, statuses)
 }
 
+/// A replica's link state and offset, from its own `INFO replication`; `None` when it
+/// does not answer, which `select_node` counts as unfit.
 async fn replica_status(endpoint: &Endpoint, o: &ConnectOptions) -> Option<ReplicaStatus> {
     let mut conn = Connection::connect(endpoint, o).await.ok()?;
     let info = conn.info("replication").await.ok()?;
     Some(ReplicaStatus {
         link_up: info_field(&info, "master_link_status") == Some("up"),
+        // The replica's own offset; `master_repl_offset` stands in where it is missing.
         offset: info_field(&info, "slave_repl_offset")
             .or_else(|| info_field(&info, "master_repl_offset"))
             .and_then(|v| v.parse().ok())

@@ -27,9 +27,12 @@ pub const VALKEY_VERSION_ANNOUNCED: &str = "9.1.2";
 /// (`flags=S`).
 pub const LISTENING_PORT_ANNOUNCED: u16 = 0;
 
-/// Where the replication continues from, when we have a checkpoint.
+/// Where the replication continues from, when the target records one (the shard's floor
+/// and the replid it counts in).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
+    /// The history the offset counts in. A source continues only within its own, or one
+    /// its `replid2` continues (a replica promoted since).
     pub replid: String,
     /// The last stream offset already applied to the target.
     pub applied: u64,
@@ -38,9 +41,11 @@ pub struct ResumePoint {
 /// What the source agreed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncStart {
-    /// A snapshot follows; the stream continues from `offset`.
+    /// A snapshot follows; the stream continues from `offset` (the source's offset when
+    /// the snapshot was taken: its first byte is `offset + 1`).
     Full { replid: String, offset: u64 },
-    /// No snapshot; the stream continues right after `offset`.
+    /// No snapshot; the stream continues right after `offset`, our resume point: the
+    /// source sends only what the target lacks.
     Continue { replid: String, offset: u64 },
 }
 
@@ -61,6 +66,7 @@ pub struct SourceInfo {
 }
 
 impl SourceInfo {
+    /// For the log: the server and version, or that none was named.
     pub fn describe(&self) -> String {
         match &self.version {
             Some(v) => v.to_string(),
@@ -92,6 +98,8 @@ pub async fn handshake_with(
     opts.io_timeout = Duration::from_secs(60);
     let mut conn = Connection::connect(endpoint, &opts).await?;
 
+    // The server first: it decides what to announce (the version, to Valkey only), and
+    // the log names it.
     let info = conn.info("server").await?;
     let source = SourceInfo {
         version: ServerVersion::from_info(&info),
@@ -100,6 +108,9 @@ pub async fn handshake_with(
     let port = LISTENING_PORT_ANNOUNCED.to_string();
     conn.request_ok(&["REPLCONF", "listening-port", &port])
         .await?;
+    // `eof`: we read a diskless transfer (`$EOF:<mark>`), so a diskless source need not
+    // write its snapshot to disk for us. `psync2`: `+CONTINUE` names the source's id now
+    // (a promoted node's new one), which the next resume must use.
     conn.request_ok(&["REPLCONF", "capa", "eof", "capa", "psync2"])
         .await?;
     if source
@@ -112,10 +123,13 @@ pub async fn handshake_with(
             .await?;
     }
 
+    // From the first byte not yet applied; `? -1` asks for a full sync.
     let (replid, offset) = match resume {
         Some(r) => (r.replid.clone(), (r.applied + 1).to_string()),
         None => ("?".to_string(), "-1".to_string()),
     };
+    // Sent, not requested: the reply may take minutes (the fork, the diskless delay) and
+    // is read with a limit of its own.
     conn.send(&["PSYNC", &replid, &offset]);
     conn.flush().await?;
     psync_sent();
@@ -130,6 +144,8 @@ async fn read_reply_line(conn: &mut Connection) -> Result<Frame, ReplicaError> {
     let reader = conn.reader_mut();
     let wait = async {
         loop {
+            // Newlines come only while the source prepares: never part of a reply, never
+            // counted in an offset.
             skip_newlines(reader.buffer_mut());
             if let Some((frame, _)) =
                 decode(reader.buffer_mut()).map_err(|source| ClientError::Protocol {
@@ -152,6 +168,8 @@ async fn read_reply_line(conn: &mut Connection) -> Result<Frame, ReplicaError> {
         })?
 }
 
+/// `+FULLRESYNC <replid> <offset>`, `+CONTINUE [<replid>]`, or a refusal classified
+/// once, with a hint the operator can act on.
 fn parse_psync_reply(
     reply: &Frame,
     endpoint: &Endpoint,
@@ -195,6 +213,8 @@ fn parse_psync_reply(
                 .next()
                 .map(str::to_string)
                 .unwrap_or_else(|| resume.replid.clone());
+            // The source sends from `applied + 1`: the stream continues right after what is
+            // already in the target.
             Ok(SyncStart::Continue {
                 replid,
                 offset: resume.applied,
@@ -206,6 +226,7 @@ fn parse_psync_reply(
     }
 }
 
+/// What the operator can do about a refusal, by its kind.
 fn refusal_hint(kind: &ServerError) -> &'static str {
     match kind {
         ServerError::NoPerm => "the source user needs the ACL permissions +psync +replconf +ping",
@@ -226,9 +247,13 @@ fn refusal_hint(kind: &ServerError) -> &'static str {
 pub async fn read_rdb_framing(conn: &mut Connection) -> Result<RdbFraming, ReplicaError> {
     let reader = conn.reader_mut();
     loop {
+        // Keep-alives: a disk-based source sends newlines while it saves, between
+        // `+FULLRESYNC` and `$<len>`.
         skip_newlines(reader.buffer_mut());
         let buf = reader.buffer_mut();
         if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            // Only the header leaves the buffer: snapshot bytes read with it stay there for
+            // the link to read first.
             let line = buf.split_to(nl + 1);
             let line = line.strip_suffix(b"\r\n").unwrap_or(&line[..]);
             let Some(rest) = line.strip_prefix(b"$") else {
@@ -237,6 +262,7 @@ pub async fn read_rdb_framing(conn: &mut Connection) -> Result<RdbFraming, Repli
                     rsm_resp::escape_controls(line.get(..80).unwrap_or(line))
                 )));
             };
+            // Diskless: the size is unknown, and these 40 bytes will end the transfer.
             if let Some(mark) = rest.strip_prefix(b"EOF:") {
                 let mark: [u8; 40] = mark.try_into().map_err(|_| {
                     ReplicaError::Protocol(format!("EOF mark of {} bytes, expected 40", mark.len()))
@@ -252,8 +278,11 @@ pub async fn read_rdb_framing(conn: &mut Connection) -> Result<RdbFraming, Repli
                         rsm_resp::escape_controls(rest)
                     ))
                 })?;
+            // Disk-based: exactly this many bytes follow.
             return Ok(RdbFraming::Sized(len));
         }
+        // The header is one short line: 1 KiB without a newline is not one, and waiting
+        // for more would only grow the buffer.
         if buf.len() > 1024 {
             return Err(ReplicaError::Protocol(
                 "snapshot header line longer than 1 KiB".into(),
@@ -275,6 +304,7 @@ mod tests {
     #[test]
     fn psync_replies() {
         let ep = Endpoint::new("127.0.0.1", 7000);
+        // A full sync: the stream will start right after the snapshot's offset.
         let full = parse_psync_reply(&simple("FULLRESYNC 8f1c 1234"), &ep, None).unwrap();
         assert_eq!(
             full,
@@ -287,6 +317,7 @@ mod tests {
             replid: "old".into(),
             applied: 99,
         };
+        // With psync2, a failover's new id; the offset is ours, not the reply's.
         assert_eq!(
             parse_psync_reply(&simple("CONTINUE new"), &ep, Some(&resume)).unwrap(),
             SyncStart::Continue {
@@ -294,6 +325,7 @@ mod tests {
                 offset: 99
             }
         );
+        // Without psync2 the id is left out: the one we asked with holds.
         assert_eq!(
             parse_psync_reply(&simple("CONTINUE"), &ep, Some(&resume)).unwrap(),
             SyncStart::Continue {
@@ -301,6 +333,7 @@ mod tests {
                 offset: 99
             }
         );
+        // Refusals carry a hint the operator can act on.
         let err = parse_psync_reply(&Frame::Error(Bytes::from_static(b"NOPERM no")), &ep, None)
             .unwrap_err();
         assert!(err.to_string().contains("+psync"), "{err}");
@@ -308,6 +341,7 @@ mod tests {
         let err =
             parse_psync_reply(&Frame::Error(Bytes::from_static(unknown)), &ep, None).unwrap_err();
         assert!(err.to_string().contains("replication is disabled"), "{err}");
+        // No offset: every offset after it would be a guess.
         assert!(parse_psync_reply(&simple("FULLRESYNC x"), &ep, None).is_err());
     }
 }

@@ -35,24 +35,32 @@ pub enum Segment {
     Closed(String),
 }
 
+/// A segment in the spill file: a one-byte tag, its length (u32, little-endian), its bytes.
 const TAG_RDB: u8 = 1;
 const TAG_RDB_END: u8 = 2;
 const TAG_STREAM: u8 = 3;
 const TAG_CLOSED: u8 = 4;
 
-/// Largest piece read back from the spill file at once.
+/// A segment read back longer than 64 of these (64 MiB) is taken for a corrupt length and
+/// refused rather than allocated: the link writes segments of one socket read (256 KiB).
 const FILE_READ_CHUNK: usize = 1 << 20;
 
+/// The file segments go to once memory is full, read back in order.
 struct SpillFile {
     file: File,
     /// Bytes written and not yet read back.
     unread: u64,
+    /// Where the next segment to read starts: read from the front, written at the end.
     read_pos: u64,
 }
 
 struct Inner {
+    /// Segments in memory, oldest first. Each is older than any in the file: while the
+    /// file holds unread segments, new ones go behind them.
     memory: VecDeque<Segment>,
+    /// Their bytes, against the memory limit.
     memory_bytes: usize,
+    /// The spill file, from the first segment that did not fit until it is drained.
     spill: Option<SpillFile>,
     /// `Closed` was pushed: nothing after it matters.
     closed: bool,
@@ -63,15 +71,19 @@ struct Inner {
 /// A single-producer, single-consumer queue of segments with bounded memory.
 pub struct Spool {
     inner: Mutex<Inner>,
+    /// Wakes the consumer; it keeps one wake-up for a consumer not waiting yet, so a push
+    /// just before `pop` waits is not missed.
     ready: Notify,
     memory_limit: usize,
     path: PathBuf,
+    /// Bytes in the spill file not yet read back, for whoever wants a gauge.
     spilled_bytes: Arc<AtomicU64>,
 }
 
 impl Spool {
     /// `path` is where the spill file goes if memory fills up; it is created
-    /// only when needed. `spilled_bytes` is published for the status page.
+    /// only when needed. `spilled_bytes` follows the file's unread bytes, for a caller
+    /// that wants a gauge (the shard reads [`Spool::backlog`] instead).
     pub fn new(path: PathBuf, memory_limit: usize, spilled_bytes: Arc<AtomicU64>) -> Spool {
         Spool {
             inner: Mutex::new(Inner {
@@ -119,11 +131,13 @@ impl Spool {
             if let Some((kind, message)) = &inner.failed {
                 return Err(io::Error::new(*kind, message.clone()));
             }
+            // Nothing after `Closed` matters: dropped quietly.
             if inner.closed {
                 return Ok(());
             }
             // While the file holds unread segments everything goes behind them,
             // `Closed` included, or the consumer would see it too early.
+            // `Closed` alone never starts a file: a few bytes, and the last segment.
             let must_spill = inner.spill.as_ref().is_some_and(|s| s.unread > 0)
                 || (inner.memory_bytes + size > self.memory_limit
                     && !matches!(segment, Segment::Closed(_)));
@@ -134,6 +148,7 @@ impl Spool {
                     if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                         super::checkpoint::restore_state_dir(dir)?;
                     }
+                    // Owner-only from its first byte: it holds the source's data.
                     let file = super::checkpoint::create_state_file(&self.path)?;
                     inner.spill = Some(SpillFile {
                         file,
@@ -149,6 +164,7 @@ impl Spool {
                 spill.unread += written;
                 self.spilled_bytes.store(spill.unread, Ordering::Relaxed);
             } else {
+                // Room in memory, and no older segment waits in the file.
                 inner.memory_bytes += size;
                 inner.memory.push_back(segment);
             }
@@ -161,7 +177,7 @@ impl Spool {
         Ok(())
     }
 
-    /// Next segment, waiting until there is one.
+    /// Next segment, waiting until there is one, or the error that broke the spool.
     pub async fn pop(&self) -> io::Result<Segment> {
         loop {
             if let Some(seg) = self.try_pop()? {
@@ -188,9 +204,11 @@ impl Spool {
         let Some(spill) = inner.spill.as_mut() else {
             return Ok(None);
         };
+        // Nothing anywhere: the consumer waits for the next push.
         if spill.unread == 0 {
             return Ok(None);
         }
+        // One file handle for both ends: a read seeks to its place, then back to the end.
         spill.file.seek(SeekFrom::Start(spill.read_pos))?;
         let (seg, used) = read_segment(&mut spill.file)?;
         spill.read_pos += used;
@@ -222,6 +240,8 @@ impl Spool {
     }
 }
 
+/// A spool dropped with segments still spilled: the file is of no use to anyone after it
+/// (the next session receives what it lacks from the source again).
 impl Drop for Spool {
     fn drop(&mut self) {
         if self.lock().spill.is_some() {
@@ -248,6 +268,7 @@ pub fn remove_spill_files(state_dir: &Path) {
 /// The extension of a spill file: `shard-N.spill`.
 pub const SPILL_SUFFIX: &str = ".spill";
 
+/// What a segment costs against the memory limit.
 fn segment_len(seg: &Segment) -> usize {
     match seg {
         Segment::Rdb(b) | Segment::Stream(b) => b.len(),
@@ -256,6 +277,7 @@ fn segment_len(seg: &Segment) -> usize {
     }
 }
 
+/// Append one segment at the file's position; the bytes it took.
 fn write_segment(file: &mut File, seg: &Segment) -> io::Result<u64> {
     let (tag, data): (u8, &[u8]) = match seg {
         Segment::Rdb(b) => (TAG_RDB, b),
@@ -263,6 +285,7 @@ fn write_segment(file: &mut File, seg: &Segment) -> io::Result<u64> {
         Segment::Stream(b) => (TAG_STREAM, b),
         Segment::Closed(s) => (TAG_CLOSED, s.as_bytes()),
     };
+    // Refused, never truncated: a cut length would misframe every segment after it.
     let len =
         u32::try_from(data.len()).map_err(|_| io::Error::other("segment larger than 4 GiB"))?;
     let mut header = [0u8; 5];
@@ -273,6 +296,7 @@ fn write_segment(file: &mut File, seg: &Segment) -> io::Result<u64> {
     Ok(5 + data.len() as u64)
 }
 
+/// The segment at the file's position, and the bytes it took.
 fn read_segment(file: &mut File) -> io::Result<(Segment, u64)> {
     let mut header = [0u8; 5];
     file.read_exact(&mut header)?;
@@ -307,9 +331,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spill");
         let gauge = Arc::new(AtomicU64::new(0));
+        // 100 bytes of memory: a few 30-byte segments, then the file.
         let spool = Spool::new(path.clone(), 100, gauge.clone());
         let mut expected = Vec::new();
         for i in 0..50u8 {
+            // Empty segments among the others: the order holds for every kind.
             let seg = if i % 7 == 0 {
                 Segment::RdbEnd
             } else {
@@ -327,6 +353,7 @@ mod tests {
             "memory limit was exceeded, a spill file should exist"
         );
         assert!(gauge.load(Ordering::Relaxed) > 0);
+        // Whatever sat in memory or in the file, it comes out in the order it went in.
         while let Some(seg) = spool.try_pop().unwrap() {
             assert_eq!(seg, expected.remove(0));
         }
@@ -351,6 +378,7 @@ mod tests {
                 (first, s.pop().await.unwrap_err())
             })
         };
+        // The consumer takes the first segment and waits for the next.
         tokio::task::yield_now().await;
         let err = spool.push(Segment::Rdb(bytes(16, 2))).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotADirectory);
@@ -367,8 +395,10 @@ mod tests {
     async fn pop_waits_for_push() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Arc::new(Spool::new(dir.path().join("s"), 1 << 20, Arc::default()));
+        // The consumer waits first; the push must wake it.
         let s2 = spool.clone();
         let t = tokio::spawn(async move { s2.pop().await.unwrap() });
+        // The consumer is parked before the push.
         tokio::task::yield_now().await;
         spool.push(Segment::Stream(bytes(3, 1))).unwrap();
         assert_eq!(t.await.unwrap(), Segment::Stream(bytes(3, 1)));

@@ -5,6 +5,9 @@
 //! appear here. `MULTI … EXEC` is gathered into one `Transaction` entry; from
 //! Redis 7.2 a `SELECT` may sit inside the block, so the db is tracked per
 //! command.
+//!
+//! Each item carries the offset just after it: the replication offset a replica
+//! reports once it has applied it, and a resume asks PSYNC for that plus one.
 
 use bytes::{Bytes, BytesMut};
 use rsm_resp::{decode, Frame};
@@ -14,9 +17,11 @@ use rsm_command::entry::{Command, DbIndex, Entry, ReplOffset};
 /// One thing the stream said.
 #[derive(Debug, Clone)]
 pub enum StreamItem {
-    /// Something to apply.
+    /// Something to apply: a command, or a whole `MULTI … EXEC` block as one
+    /// `Transaction`.
     Entry(Entry),
-    /// The source asked for an acknowledgement (`REPLCONF GETACK *`).
+    /// The source asked for an acknowledgement (`REPLCONF GETACK *`): it goes out at
+    /// once, not at the next second.
     GetAck { offset: ReplOffset },
     /// Nothing to apply (a `PING`, a `SELECT`, a `MULTI` marker…), but the
     /// offset moved past it: the applied offset may follow once everything
@@ -26,14 +31,17 @@ pub enum StreamItem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
+    /// Not RESP: nothing after this point can be framed.
     #[error("replication stream at offset {offset}: {source}")]
     Resp {
         offset: u64,
         #[source]
         source: rsm_resp::RespError,
     },
+    /// A frame that is no command (a reply, a bare value): not what a source streams.
     #[error("replication stream at offset {offset}: expected a command, got {what}")]
     NotACommand { offset: u64, what: String },
+    /// A `SELECT` without a db number: every later write's db would be a guess.
     #[error("replication stream at offset {offset}: bad SELECT argument")]
     BadSelect { offset: u64 },
 }
@@ -41,10 +49,13 @@ pub enum StreamError {
 /// Turns stream bytes into items. Feed bytes, then drain with `next`.
 #[derive(Debug)]
 pub struct StreamReader {
+    /// Bytes received and not yet decoded: a command cut by a read waits here whole.
     buf: BytesMut,
     /// Offset of the last byte consumed.
     offset: u64,
+    /// The db of the last `SELECT`: every command carries the db it ran in.
     db: DbIndex,
+    /// The commands of an open `MULTI`, gathered until `EXEC`.
     multi: Option<Vec<Command>>,
 }
 
@@ -62,6 +73,7 @@ impl StreamReader {
         }
     }
 
+    /// Append bytes as they came; they may end mid-command.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
@@ -77,6 +89,20 @@ impl StreamReader {
     }
 
     /// The next item, or `None` when more bytes are needed.
+    ///
+    /// It loops only inside a block: outside one, every command is an item, carrying the
+    /// offset once it is applied (a PSYNC from it plus one continues with the next
+    /// command). Names arrive in any case. Inside `MULTI`, commands are gathered, to be
+    /// applied as the source applied them, at once:
+    /// - `SELECT` outside a block is a marker; inside one it is no item, but switches the
+    ///   db of the block's commands after it (7.2+) and stays in force after the block;
+    /// - `EXEC` gives every gathered command the EXEC's offset (the block is applied
+    ///   whole, so its end is each command's place in the stream); with nothing
+    ///   gathered (only `SELECT`s and `PING`s, or no `MULTI` at all) it is a marker: no
+    ///   write, but its bytes count;
+    /// - `PING`, the source's keep-alive (every `repl-ping-replica-period`), is a marker;
+    /// - `REPLCONF GETACK` asks for an ACK (a `WAIT` on the source sends it); any other
+    ///   `REPLCONF` is the source's bookkeeping, a marker.
     pub fn next_item(&mut self) -> Result<Option<StreamItem>, StreamError> {
         loop {
             let Some((frame, used)) =
@@ -90,6 +116,7 @@ impl StreamReader {
             let start = self.offset;
             self.offset += used as u64;
             let offset = ReplOffset(self.offset);
+            // Described before the frame is consumed, for an error naming it.
             let what = frame.describe();
             let Some(args) = frame_args(frame) else {
                 return Err(StreamError::NotACommand {
@@ -158,6 +185,7 @@ impl StreamReader {
     }
 }
 
+/// A command's arguments; `None` for a frame that is not an array of strings.
 fn frame_args(frame: Frame) -> Option<Vec<Bytes>> {
     frame.into_args()
 }
@@ -167,6 +195,7 @@ mod tests {
     use super::*;
     use rsm_resp::encode_command;
 
+    /// Commands as a source writes them into its stream.
     fn wire(cmds: &[&[&str]]) -> Vec<u8> {
         let mut out = BytesMut::new();
         for c in cmds {
@@ -175,6 +204,7 @@ mod tests {
         out.to_vec()
     }
 
+    /// Every item the bytes fed so far make.
     fn drain(r: &mut StreamReader) -> Vec<StreamItem> {
         let mut items = Vec::new();
         while let Some(i) = r.next_item().unwrap() {
@@ -198,6 +228,7 @@ mod tests {
             r.feed(&[*b]);
             items.extend(drain(&mut r));
         }
+        // SELECT, PING and GETACK count in the offset like the SET.
         assert_eq!(r.offset(), 1000 + bytes.len() as u64);
         assert_eq!(items.len(), 4);
         let StreamItem::Entry(Entry::Command(set)) = &items[1] else {
@@ -207,10 +238,12 @@ mod tests {
             set.args,
             vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")]
         );
+        // A command's offset is the one just after it.
         assert_eq!(
             set.offset,
             ReplOffset(1000 + wire(&[&["SELECT", "0"], &["SET", "k", "v"]]).len() as u64)
         );
+        // GETACK is an item of its own, so the ACK goes out at once.
         assert!(matches!(items[3], StreamItem::GetAck { offset } if offset.0 == r.offset()));
     }
 
@@ -229,16 +262,20 @@ mod tests {
         let mut r = StreamReader::new(0);
         r.feed(&bytes);
         let items = drain(&mut r);
+        // The first SELECT, the block, the SET after it.
         assert_eq!(items.len(), 3, "{items:?}");
         let StreamItem::Entry(Entry::Transaction(cmds)) = &items[1] else {
             panic!()
         };
         assert_eq!(cmds.len(), 2);
+        // SELECT, MULTI and EXEC are no commands of the block; the SELECT inside it
+        // applies to both that follow.
         assert!(cmds.iter().all(|c| c.db == 3));
         let StreamItem::Entry(Entry::Command(after)) = &items[2] else {
             panic!()
         };
         assert_eq!(after.db, 3, "SELECT inside MULTI still switches the db");
+        // Every command of the block carries the offset just after its EXEC.
         assert_eq!(
             cmds[1].offset,
             ReplOffset(
@@ -257,6 +294,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_with_the_offset() {
+        // A reply where a command belongs: the error says where, in stream offsets.
         let mut r = StreamReader::new(50);
         r.feed(b"+OK\r\n");
         let err = r.next_item().unwrap_err().to_string();

@@ -5,6 +5,10 @@
 //! with `--http-token` every endpoint wants `Authorization: Bearer TOKEN` or
 //! `?token=TOKEN` ([`HttpToken`]); a client gets [`HEADER_READ_TIMEOUT`] to send its
 //! request head, so half-open requests cannot pile up.
+//!
+//! What it promises: serving never touches the data path (handlers take snapshots of
+//! atomics and one short lock per shard), and `ready_for_cutover` is true only while
+//! every shard streams with nothing received left to apply, caught up for 3 s.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -21,14 +25,17 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 /// How long a client may take to send a request's line and headers before the
-/// connection is closed.
+/// connection is closed: ample for any real client, and a connection that sends half a
+/// request and goes quiet (slowloris) holds a file descriptor no longer than this.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `--http-token`: what every request must carry. `Debug` never shows it.
+/// `--http-token`: what every request must carry. `Debug` never shows it. Shared, not
+/// copied, by every request's check.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpToken(Arc<str>);
 
 impl HttpToken {
+    /// Wrap the operator's token.
     pub fn new(token: String) -> HttpToken {
         HttpToken(token.into())
     }
@@ -36,10 +43,13 @@ impl HttpToken {
     /// Whether `given` is the token, in time that depends only on the lengths.
     pub fn matches(&self, given: &[u8]) -> bool {
         let want = self.0.as_bytes();
+        // A length that differs fails the match by itself; the loop below only keeps the
+        // time independent of where the bytes differ.
         let mut diff = u8::from(want.len() != given.len());
         // Compare every byte of the longer input, so the position of the first
         // difference does not show in the timing.
         for i in 0..want.len().max(given.len()) {
+            // Past the end of either input, fillers that differ.
             let a = want.get(i).copied().unwrap_or(0);
             let b = given.get(i).copied().unwrap_or(0xff);
             diff |= a ^ b;
@@ -48,6 +58,7 @@ impl HttpToken {
     }
 }
 
+/// Redacted, so that no `{:?}` of the options puts the token in a log.
 impl std::fmt::Debug for HttpToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HttpToken(<redacted>)")
@@ -63,7 +74,9 @@ pub struct HttpOptions {
 
 /// The warning to log at start when the HTTP port is reachable from other
 /// machines: any address but loopback. `None` for loopback.
+/// Plain HTTP either way: a token keeps strangers out, not eavesdroppers.
 pub fn exposure_warning(bind: IpAddr, token: bool) -> Option<String> {
+    // Loopback: only this machine can reach it.
     if bind.is_loopback() {
         return None;
     }
@@ -85,6 +98,8 @@ pub fn exposure_warning(bind: IpAddr, token: bool) -> Option<String> {
 /// followed by one or more spaces (RFC 7235 §2.1): `bearer TOKEN` is as good. Another
 /// scheme carries no token (an empty one, which never matches).
 fn request_token(req: &Request) -> Option<Vec<u8>> {
+    // A header, when there is one, is the client's answer, right or wrong: the query is
+    // not looked at then.
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.as_bytes().trim_ascii();
         let token = match value.iter().position(|&c| c == b' ') {
@@ -93,12 +108,14 @@ fn request_token(req: &Request) -> Option<Vec<u8>> {
                     .get(..sp)
                     .is_some_and(|s| s.eq_ignore_ascii_case(b"Bearer")) =>
             {
+                // All after the scheme and its spaces is the token.
                 value.get(sp..).unwrap_or_default().trim_ascii()
             }
             _ => b"",
         };
         return Some(token.to_vec());
     }
+    // The first `token=` of the query.
     req.uri()
         .query()?
         .split('&')
@@ -106,6 +123,8 @@ fn request_token(req: &Request) -> Option<Vec<u8>> {
         .map(percent_decode)
 }
 
+/// A query value as a browser encodes it: `%XX` and `+` decoded; a `%` without two hex
+/// digits after it stays as it is.
 fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -122,10 +141,12 @@ fn percent_decode(s: &str) -> Vec<u8> {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
             }
+            // A space, as a form encodes it.
             (b'+', ..) => {
                 out.push(b' ');
                 i += 1;
             }
+            // Anything else, a lone `%` included, as it is.
             (c, ..) => {
                 out.push(c);
                 i += 1;
@@ -135,7 +156,10 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// In front of every route (the page, `/status`, `/metrics`, `/verify`). A refusal says
+/// how to send the token, and `WWW-Authenticate: Bearer` names the scheme.
 async fn require_token(State(token): State<HttpToken>, req: Request, next: Next) -> Response {
+    // No token or a wrong one get the same 401: a client learns nothing from the difference.
     if request_token(&req).is_some_and(|given| token.matches(&given)) {
         return next.run(req).await;
     }
@@ -150,14 +174,18 @@ async fn require_token(State(token): State<HttpToken>, req: Request, next: Next)
         .into_response()
 }
 
-/// A shard counts as caught up for cut-over after this long at lag 0.
+/// A shard counts as caught up for cut-over after this long at lag 0: an instant of zero
+/// lag proves little on a busy source; held this long, it says the shard keeps up.
 pub const READY_AFTER_MS: u64 = 3000;
 
 #[derive(Clone)]
 pub struct Shared {
+    /// Every shard's status, as its engine keeps it: handlers only read snapshots.
     pub shards: Arc<Vec<Arc<ShardStatus>>>,
+    /// The source and the target as the operator named them, for the report.
     pub source: String,
     pub target: String,
+    /// When the run started, unix milliseconds.
     pub started_ms: u64,
     /// The last `--verify-on-ready` result, when there is one.
     pub verify: LastVerify,
@@ -166,23 +194,28 @@ pub struct Shared {
 }
 
 /// The JSON report of the last verify run (the manager's `--verify-on-ready`),
-/// served whole at `/verify` and summed up in `/status`.
+/// served whole at `/verify` and summed up in `/status`. Written by the verify task,
+/// read by the handlers: shared behind a lock.
 #[derive(Debug, Clone, Default)]
 pub struct LastVerify(Arc<Mutex<Option<VerifySummary>>>);
 
 /// What `/status` says about the last verify.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifySummary {
+    /// When the verify finished, unix milliseconds.
     pub finished_ms: u64,
+    /// Whether the target held exactly what the source did.
     pub equal: bool,
     pub differences: u64,
     /// Where the whole report is.
     pub report: &'static str,
+    /// The whole report, for `/verify`; kept out of `/status`, which stays small.
     #[serde(skip)]
     pub json: String,
 }
 
 impl LastVerify {
+    /// Record a finished verify; it replaces the one before.
     pub fn set(&self, equal: bool, differences: u64, json: String) {
         let summary = VerifySummary {
             finished_ms: now_ms(),
@@ -191,9 +224,11 @@ impl LastVerify {
             report: "/verify",
             json,
         };
+        // Plain data: a panicked writer cannot leave it inconsistent.
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
     }
 
+    /// A copy: the lock is held only while cloning.
     pub fn get(&self) -> Option<VerifySummary> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -206,7 +241,9 @@ const MAX_TOPOLOGY_WARNINGS: usize = 200;
 /// migration, a shard added or removed, a master changed).
 #[derive(Debug, Clone, Serialize)]
 pub struct TopologyWarning {
+    /// When the watch saw the change, unix milliseconds.
     pub at_ms: u64,
+    /// What changed, in words for the operator.
     pub message: String,
 }
 
@@ -222,6 +259,7 @@ impl TopologyWarnings {
 
     pub fn push(&self, message: String) {
         let mut list = self.lock();
+        // A source that keeps changing must not grow the report without end.
         if list.len() >= MAX_TOPOLOGY_WARNINGS {
             list.remove(0);
         }
@@ -231,17 +269,21 @@ impl TopologyWarnings {
         });
     }
 
+    /// A copy, oldest first.
     pub fn list(&self) -> Vec<TopologyWarning> {
         self.lock().clone()
     }
 }
 
+/// `/status`: the whole run at one moment.
 #[derive(Serialize)]
 pub struct StatusReport {
     pub source: String,
     pub target: String,
     pub started_ms: u64,
+    /// The server's clock, to read the report's other times against.
     pub now_ms: u64,
+    /// Every shard ready (see [`shard_ready`]): the moment to cut over.
     pub ready_for_cutover: bool,
     pub shards: Vec<ShardReport>,
     /// Changes seen in the source topology since the start, oldest first.
@@ -252,21 +294,26 @@ pub struct StatusReport {
     pub limits: rsm_client::throttle::LimitsReport,
 }
 
+/// One shard in `/status`: its snapshot with what is computed from it.
 #[derive(Serialize)]
 pub struct ShardReport {
+    /// Flattened: the shard's figures sit at the top of its JSON object.
     #[serde(flatten)]
     pub snapshot: ShardSnapshot,
     /// Seconds since the source was where the target is now (-1 when unknown).
     pub lag_seconds: f64,
+    /// See [`shard_ready`].
     pub ready: bool,
 }
 
+/// The report, without topology warnings (for a caller that runs no topology watch).
 pub fn report(shared: &Shared) -> StatusReport {
     report_with(shared, &TopologyWarnings::default())
 }
 
 /// The report including the topology watch's warnings.
 pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport {
+    // One clock reading for every shard: their readiness is judged at the same moment.
     let now = now_ms();
     let shards: Vec<ShardReport> = shared
         .shards
@@ -288,6 +335,7 @@ pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport
         target: shared.target.clone(),
         started_ms: shared.started_ms,
         now_ms: now,
+        // No shard, nothing synced: an empty run is never ready.
         ready_for_cutover: !shards.is_empty() && shards.iter().all(|s| s.ready),
         shards,
         topology_warnings: warnings.list(),
@@ -296,6 +344,10 @@ pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport
     }
 }
 
+/// Ready for cut-over: streaming, nothing received left to apply at this very moment,
+/// and caught up for [`READY_AFTER_MS`]. The caught-up time survives gaps under a second
+/// (every write, and the source's PING every 10 s, puts a shard behind until it is applied
+/// and confirmed); the zero lag asked for here does not, so a shard blinks off meanwhile.
 pub fn shard_ready(s: &ShardSnapshot, now: u64) -> bool {
     s.phase == Phase::Streaming
         && s.lag_bytes == 0
@@ -303,16 +355,21 @@ pub fn shard_ready(s: &ShardSnapshot, now: u64) -> bool {
         && now.saturating_sub(s.timeline.caught_up_since_ms) >= READY_AFTER_MS
 }
 
+/// What every handler reads: the shards and the topology watch's warnings.
 #[derive(Clone)]
 struct AppState {
+    /// The shards, the run's names, the last verify, the limits.
     shared: Shared,
+    /// Empty when no topology watch runs.
     warnings: TopologyWarnings,
 }
 
+/// `/status`: the whole report, as JSON.
 async fn status(State(app): State<AppState>) -> Json<StatusReport> {
     Json(report_with(&app.shared, &app.warnings))
 }
 
+/// `/metrics`: the same report, in the Prometheus text format (version 0.0.4).
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -323,6 +380,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// `/verify`: the last verify's whole report; a 404 that says how to get one when none ran.
 async fn last_verify(State(app): State<AppState>) -> impl IntoResponse {
     match app.shared.verify.get() {
         Some(v) => (
@@ -339,17 +397,20 @@ async fn last_verify(State(app): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// `/`: a static page that reads `/status` from the browser (with the page's token as a
+/// header, so it lands in no more URLs than needed).
 async fn page() -> Html<&'static str> {
     Html(include_str!("status.html"))
 }
 
-/// Prometheus text format, one family per counter, labelled by shard.
-/// Reads one figure of a shard.
+/// Reads one figure of a shard, for its Prometheus family (one family per figure,
+/// labelled by shard).
 type Getter = fn(&ShardSnapshot) -> u64;
 
 /// The per-shard metric families: name, type, help, and the figure. A table rather than
 /// code, so that adding a counter is one line here and its help text sits next to it.
 const SHARD_FAMILIES: &[(&str, &str, &str, Getter)] = &[
+    // Per connection: back to 0 with each session (to Prometheus, a counter reset).
     (
         "rsm_rdb_received_bytes_total",
         "counter",
@@ -358,10 +419,13 @@ const SHARD_FAMILIES: &[(&str, &str, &str, Getter)] = &[
     ),
     (
         "rsm_rdb_size_bytes",
+        // 0 for a diskless transfer, whose size nobody knows in advance.
         "gauge",
         "Snapshot size announced by the source (0 if unknown).",
         |s| s.rdb_bytes_total,
     ),
+    // From here to the offsets: one count per shard that carries on across its
+    // reconnections, never back to 0.
     (
         "rsm_keys_applied_total",
         "counter",
@@ -404,12 +468,14 @@ const SHARD_FAMILIES: &[(&str, &str, &str, Getter)] = &[
         "Replicated commands skipped (filtered or meaningless on the target).",
         |s| s.commands_skipped,
     ),
+    // Non-zero after a resume: the slot markers kept these from being applied twice.
     (
         "rsm_commands_already_applied_total",
         "counter",
         "Replicated commands the target's markers showed applied, not sent again.",
         |s| s.commands_already_applied,
     ),
+    // Values the target could not take as they were.
     (
         "rsm_rebuilt_with_commands_total",
         "counter",
@@ -428,6 +494,8 @@ const SHARD_FAMILIES: &[(&str, &str, &str, Getter)] = &[
         "Replicated commands the target refused.",
         |s| s.commands_failed,
     ),
+    // Where the shard stands: the applied offset is the durable one (held by the target's
+    // replicas too), so it trails the target's acknowledgements a little.
     (
         "rsm_source_offset_bytes",
         "gauge",
@@ -440,24 +508,29 @@ const SHARD_FAMILIES: &[(&str, &str, &str, Getter)] = &[
         "Replication offset applied to the target.",
         |s| s.applied_offset,
     ),
+    // 0 is one condition of ready.
     (
         "rsm_lag_bytes",
         "gauge",
         "Bytes received but not yet applied.",
         |s| s.lag_bytes,
     ),
+    // Non-zero: the target is slower than the source, and the difference waits on disk.
     (
         "rsm_spill_bytes",
         "gauge",
         "Bytes waiting in the spill file.",
         |s| s.spill_bytes,
     ),
+    // More than one for a shard: a session could not continue (the source's backlog no
+    // longer reached back to the floor, or the target recorded nothing to continue from).
     (
         "rsm_full_syncs_total",
         "counter",
         "Full syncs started.",
         |s| s.full_syncs,
     ),
+    // Each an interrupted session; the shard's last error in /status says why.
     (
         "rsm_reconnects_total",
         "counter",
@@ -469,7 +542,10 @@ const SHARD_FAMILIES: &[(&str, &str, &str, Getter)] = &[
 /// `/metrics` in the Prometheus text format: one family per figure, one sample per shard
 /// (labelled with its serial and source), then the process-wide gauges.
 pub fn render_metrics(r: &StatusReport) -> String {
+    // Writing into a `String` cannot fail: the `let _` below lose nothing.
     let mut out = String::new();
+    // The text format wants a family's samples together, after its HELP and TYPE: one
+    // family at a time, every shard in it.
     for (name, kind, help, get) in SHARD_FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in &r.shards {
@@ -482,6 +558,7 @@ pub fn render_metrics(r: &StatusReport) -> String {
             );
         }
     }
+    // Not in the table: a float, -1 when unknown.
     let _ = writeln!(out, "# HELP rsm_lag_seconds Seconds since the source was where the target is now (-1 unknown).\n# TYPE rsm_lag_seconds gauge");
     for s in &r.shards {
         let _ = writeln!(
@@ -490,6 +567,7 @@ pub fn render_metrics(r: &StatusReport) -> String {
             s.snapshot.serial, s.snapshot.source, s.lag_seconds
         );
     }
+    // 0 or 1 per shard, by the rule of [`shard_ready`].
     let _ = writeln!(out, "# HELP rsm_shard_ready Whether the shard is streaming with no lag.\n# TYPE rsm_shard_ready gauge");
     for s in &r.shards {
         let _ = writeln!(
@@ -500,11 +578,13 @@ pub fn render_metrics(r: &StatusReport) -> String {
             u8::from(s.ready)
         );
     }
+    // Process-wide, without a shard label.
     let _ = writeln!(
         out,
         "# HELP rsm_topology_warnings Changes seen in the source topology since the start.\n# TYPE rsm_topology_warnings gauge\nrsm_topology_warnings {}",
         r.topology_warnings.len()
     );
+    // The one figure to gate a cut-over on.
     let _ = writeln!(out, "# HELP rsm_ready_for_cutover Whether every shard is ready.\n# TYPE rsm_ready_for_cutover gauge\nrsm_ready_for_cutover {}", u8::from(r.ready_for_cutover));
     out
 }
@@ -528,17 +608,22 @@ pub async fn serve_with(
     warnings: TopologyWarnings,
     options: HttpOptions,
 ) -> std::io::Result<SocketAddr> {
+    // Read-only views: nothing served here changes the sync.
     let mut app = Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/verify", get(last_verify))
         .with_state(AppState { shared, warnings });
+    // A layer over the whole router: no route can be reached without the token.
     if let Some(token) = options.token {
         app = app.layer(axum::middleware::from_fn_with_state(token, require_token));
     }
+    // Bound before returning: a bind error stops the start, and the caller learns the
+    // real port.
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    // For the life of the process: nothing stops it but the exit.
     tokio::spawn(accept_loop(listener, app));
     Ok(bound)
 }
@@ -559,10 +644,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
+            // The timer is what makes the header timeout work: without one, hyper quietly
+            // disables it.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // A client gone, or timed out: routine, so at debug level only.
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection ended");
             }
@@ -578,15 +666,18 @@ mod tests {
     fn token_compare() {
         let t = HttpToken::new("s3cret".into());
         assert!(t.matches(b"s3cret"));
+        // A prefix, a longer input, another case, nothing: none matches.
         assert!(!t.matches(b"s3cre"));
         assert!(!t.matches(b"s3cret!"));
         assert!(!t.matches(b"S3cret"));
         assert!(!t.matches(b""));
+        // Never in a debug print.
         assert!(!format!("{t:?}").contains("s3cret"));
     }
 
     #[test]
     fn token_from_request() {
+        // A request for this URI with, maybe, this Authorization header.
         let req = |uri: &str, auth: Option<&str>| {
             let mut r = axum::http::Request::builder().uri(uri);
             if let Some(a) = auth {
@@ -598,26 +689,33 @@ mod tests {
             request_token(&req("/", Some("Bearer abc"))),
             Some(b"abc".to_vec())
         );
+        // Another scheme carries no token, and the query is not consulted instead.
         assert_eq!(request_token(&req("/", Some("Basic abc"))), Some(vec![]));
+        // The scheme in any case, one or more spaces, surrounding blanks (RFC 7235).
         for scheme in ["bearer abc", "BEARER  abc", " Bearer abc "] {
             assert_eq!(
                 request_token(&req("/", Some(scheme))),
                 Some(b"abc".to_vec())
             );
         }
+        // No space after the scheme, or no token: an empty one, which never matches.
         assert_eq!(request_token(&req("/", Some("Bearerabc"))), Some(vec![]));
         assert_eq!(request_token(&req("/", Some("Bearer"))), Some(vec![]));
+        // The query form, percent-decoded, among other parameters.
         assert_eq!(
             request_token(&req("/?x=1&token=a%2Bb%3D", None)),
             Some(b"a+b=".to_vec())
         );
+        // Neither: no token at all.
         assert_eq!(request_token(&req("/status", None)), None);
     }
 
     #[test]
     fn exposure() {
+        // Loopback, v4 or v6, is silent.
         assert_eq!(exposure_warning("127.0.0.1".parse().unwrap(), false), None);
         assert_eq!(exposure_warning("::1".parse().unwrap(), false), None);
+        // Every address, no token: the loudest warning.
         let open = exposure_warning("0.0.0.0".parse().unwrap(), false).unwrap();
         assert!(open.contains("WITHOUT A TOKEN"), "{open}");
         let lan = exposure_warning("10.1.2.3".parse().unwrap(), true).unwrap();

@@ -47,8 +47,12 @@ pub enum Phase {
 /// Live counters of one shard. Cheap to update from the hot path.
 #[derive(Debug, Default)]
 pub struct ShardCounters {
+    /// Snapshot bytes the link received, per connection: 0 again with each session.
     pub rdb_bytes_received: AtomicU64,
+    /// The snapshot's size when the source said it (`$<len>`); 0 when it did not (a
+    /// diskless transfer).
     pub rdb_bytes_total: AtomicU64,
+    /// Snapshot bytes the loader took, summed over every full sync of the shard.
     pub rdb_bytes_loaded: AtomicU64,
     /// Replicated commands dropped before the writer (`--filterkey`, or not data).
     pub commands_skipped: AtomicU64,
@@ -58,11 +62,15 @@ pub struct ShardCounters {
     pub writes: Arc<WriterStats>,
     /// Stream offset the source has sent us (its offset as far as we know).
     pub source_offset: AtomicU64,
-    /// Stream offset applied to the target.
+    /// Stream offset applied to the target: the session's durable offset, acknowledged by
+    /// the target and held by a replica of each of its masters that has one, never the
+    /// bare acknowledgement (a failover of the target could still take that back).
     pub applied_offset: AtomicU64,
     /// Bytes waiting in the spill file.
     pub spill_bytes: AtomicU64,
+    /// Full syncs started: each is a fork on the source and a whole copy.
     pub full_syncs: AtomicU64,
+    /// Sessions interrupted and started again.
     pub reconnects: AtomicU64,
 }
 
@@ -82,7 +90,9 @@ pub struct Translated {
 /// When things happened, unix milliseconds (0 = not yet).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timeline {
+    /// When the last full sync began waiting for the source's snapshot.
     pub full_sync_started_ms: u64,
+    /// When that full sync reached streaming; 0 while it runs.
     pub full_sync_finished_ms: u64,
     /// Since when the applied offset has equalled the source offset.
     pub caught_up_since_ms: u64,
@@ -91,11 +101,15 @@ pub struct Timeline {
 #[derive(Debug)]
 struct Slow {
     phase: Phase,
+    /// When the phase began: how long a shard has waited shows in /status.
     phase_since_ms: u64,
+    /// The source's replication id in the current session.
     replid: String,
     /// Writes go with slot markers (see the writer's `progress`); false on a target that
     /// refuses `MULTI`: at-least-once.
     exactly_once: bool,
+    /// Cleared when the source accepts a new session, and a stall's message when the
+    /// stall ends.
     last_error: Option<String>,
     timeline: Timeline,
     /// Every full sync's [start, end] (end 0 while running), for the proof
@@ -103,6 +117,7 @@ struct Slow {
     full_sync_windows: Vec<(u64, u64)>,
     /// The node synced from now (`source` until the shard follows a failover).
     source_now: String,
+    /// Every failover followed, oldest first.
     source_moves: Vec<SourceMove>,
     /// When the source's offset was first seen at each value, sampled at
     /// every status refresh: the lag in time is how long ago the source was
@@ -133,6 +148,8 @@ fn time_lag_ms(
 ) -> Option<u64> {
     // The first sample at or past `applied` is when the source got there.
     let first = history.iter().find(|(_, offset)| *offset >= applied)?;
+    // The oldest sample already past it, and older ones dropped: the source may have got
+    // there before the samples begin, so the lag is not known.
     if history
         .front()
         .is_some_and(|f| f.1 >= applied && f.0 == first.0)
@@ -158,7 +175,9 @@ pub struct ShardStatus {
     pub serial: usize,
     /// The node the shard was planned on; see [`ShardStatus::source_now`].
     pub source: String,
+    /// The role the plan syncs from (`master` or `slave`).
     pub role: String,
+    /// The shard's slots, as the plan shows them.
     pub slots: String,
     pub counters: ShardCounters,
     slow: Mutex<Slow>,
@@ -196,11 +215,14 @@ impl ShardStatus {
 
     pub fn set_phase(&self, phase: Phase) {
         let mut slow = self.slow();
+        // The same phase again: no log line, and its start time stands.
         if slow.phase == phase {
             return;
         }
         let now = now_ms();
         match phase {
+            // A full sync's window opens when the source is asked for its snapshot: the
+            // proof of `--sync-parallel` counts the windows open at once.
             Phase::WaitingBgsave => {
                 slow.timeline.full_sync_started_ms = now;
                 slow.timeline.full_sync_finished_ms = 0;
@@ -242,6 +264,7 @@ impl ShardStatus {
     /// Record that the shard now syncs from `to` (a failover in the source).
     pub fn set_source(&self, to: &str, reason: &str) {
         let mut slow = self.slow();
+        // A reconnect to the same node is no move.
         if slow.source_now == to {
             return;
         }
@@ -254,6 +277,7 @@ impl ShardStatus {
         });
     }
 
+    /// Whether the target takes transactions, so each stream write is applied once.
     pub fn set_exactly_once(&self, on: bool) {
         self.slow().exactly_once = on;
     }
@@ -281,6 +305,8 @@ impl ShardStatus {
         let source = self.counters.source_offset.load(Ordering::Relaxed);
         let applied = self.counters.applied_offset.load(Ordering::Relaxed);
         let mut slow = self.slow();
+        // A sample only when the source's offset moved: what counts is when each offset was
+        // first seen, and an idle source does not push the older samples out.
         if slow
             .offset_history
             .back()
@@ -292,12 +318,15 @@ impl ShardStatus {
             slow.offset_history.push_back((now, source));
         }
         let streaming = slow.phase == Phase::Streaming;
+        // Caught up: the first moment of it is kept.
         if streaming && applied >= source {
             slow.behind_since_ms = 0;
             if slow.timeline.caught_up_since_ms == 0 {
                 slow.timeline.caught_up_since_ms = now;
             }
         } else if streaming && slow.timeline.caught_up_since_ms != 0 {
+            // Behind after being caught up: the caught-up time survives a gap shorter than
+            // the grace, counted from the first sample behind.
             if slow.behind_since_ms == 0 {
                 slow.behind_since_ms = now;
             }
@@ -350,6 +379,7 @@ impl ShardStatus {
             source_offset,
             applied_offset,
             lag_bytes: source_offset.saturating_sub(applied_offset),
+            // How long ago the source first had the first byte not yet applied.
             lag_ms: if applied_offset >= source_offset {
                 Some(0)
             } else {
@@ -388,18 +418,30 @@ pub struct ShardSnapshot {
     pub rdb_bytes_received: u64,
     pub rdb_bytes_total: u64,
     pub rdb_bytes_loaded: u64,
+    /// Snapshot keys acknowledged by the target.
     pub keys_applied: u64,
+    /// Snapshot keys the target already held and kept (`--skip-existing`).
     pub keys_skipped: u64,
+    /// Snapshot keys already expired when read: not written.
     pub keys_expired: u64,
+    /// Snapshot keys `--filterkey` left out.
     pub keys_filtered: u64,
+    /// Snapshot keys the target refused.
     pub keys_failed: u64,
+    /// Stream commands acknowledged by the target.
     pub commands_applied: u64,
+    /// Stream commands left out before the writer: filtered, not data (PING, PUBLISH…) or
+    /// unsupported (those are logged).
     pub commands_skipped: u64,
+    /// Stream commands the target's slot markers showed applied: not sent again.
     pub commands_already_applied: u64,
+    /// Stream commands the target refused.
     pub commands_failed: u64,
     pub translated: Translated,
     pub source_offset: u64,
+    /// Durable in the target (see [`ShardCounters::applied_offset`]).
     pub applied_offset: u64,
+    /// Received but not yet applied: 0 is one condition of "ready".
     pub lag_bytes: u64,
     /// How long ago the source was where the target is now (`None`: longer
     /// ago than the last minute of samples, or not streaming yet).
@@ -428,6 +470,7 @@ mod tests {
 
     #[test]
     fn a_shard_behind_for_less_than_the_grace_stays_caught_up_and_longer_does_not() {
+        // The grace only applies while streaming.
         let st = ShardStatus::new(0, "s:1".into(), "master".into(), "0-16383".into());
         st.set_phase(Phase::Streaming);
         // (source offset, applied offset, now) → caught_up_since_ms after the sample.

@@ -34,10 +34,14 @@ pub struct LoaderOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The input is no valid RDB, or ends early. Every complete key before the fault
+    /// was still handed to the writer.
     #[error("bad RDB input: {0}")]
     Rdb(#[from] RdbError),
+    /// The writer stopped; its error says why.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The input (a file, stdin) could not be read.
     #[error("cannot read {what}: {source}")]
     Io {
         what: String,
@@ -49,6 +53,7 @@ pub enum LoadError {
 /// What the loader saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadSummary {
+    /// The header's RDB version: the trailer of every payload built from the file.
     pub version: Option<RdbVersion>,
     /// RDB bytes fed.
     pub bytes: u64,
@@ -56,6 +61,7 @@ pub struct LoadSummary {
     pub keys: u64,
     /// Of those, keys written in chunks.
     pub big_keys: u64,
+    /// Function libraries, each sent as one `FUNCTION LOAD`.
     pub functions: u64,
 }
 
@@ -66,18 +72,27 @@ const CHUNKS_PER_DECODE: usize = 4;
 
 /// Feeds one RDB into a writer. See the module docs.
 pub struct Loader {
+    /// In raw mode: a value comes as its RDB bytes, a DUMP payload without being parsed;
+    /// only a value past the threshold is decoded, into element chunks.
     decoder: Decoder,
     writer: Writer,
     opts: LoaderOptions,
+    /// The events of one fed chunk, kept between feeds so its allocation is reused.
     events: Vec<Event>,
+    /// The db of the last `SELECTDB`.
     db: DbIndex,
+    /// The key whose value comes next.
     key: Option<KeyMeta>,
+    /// The current key goes out in chunks: its `BigKeyStart` was written, its
+    /// `BigKeyEnd` is owed.
     big: bool,
     summary: LoadSummary,
 }
 
 impl Loader {
     pub fn new(opts: LoaderOptions, writer: Writer) -> Loader {
+        // Without a threshold of its own, the writer's: it knows what one RESTORE can carry
+        // to this target, and that a stream is best kept whole (what only a RESTORE keeps).
         let decode = match opts.big_key_threshold {
             Some(t) => DecodeOptions::raw_with_threshold(t),
             None => DecodeOptions {
@@ -124,11 +139,14 @@ impl Loader {
             for ev in events.drain(..) {
                 self.on_event(ev).await?;
             }
+            // Paused at the chunk budget: those chunks are written (the writer's bound may
+            // make this wait) before more of the input is parsed.
             if decoded.is_err() || !self.decoder.paused() {
                 break;
             }
             decoded = self.decoder.resume(&mut events);
         }
+        // Drained: the buffer goes back empty, for the next feed.
         self.events = events;
         decoded?;
         Ok(())
@@ -147,10 +165,31 @@ impl Loader {
                 "the snapshot carried module metadata on keys (Redis 8.6+ KEY_META, marked droppable): not written to the target"
             );
         }
+        // Every key acknowledged (or failed and counted) before the caller treats the
+        // snapshot as loaded: the shard marks its offset applied only after this.
         self.writer.flush().await?;
         Ok(self.summary)
     }
 
+    /// One decoder event into the writer:
+    /// - `SelectDb`: an id past `DbIndex` is none a server has; it stays out of range
+    ///   rather than wrapping into a real db.
+    /// - `KeyStart`: counted as read whatever becomes of the key; the writer counts what
+    ///   did (written, kept, filtered, expired or refused).
+    /// - `RawValue`: one RESTORE. The payload's trailer is the file's own version (the
+    ///   writer rewrites it for a target that needs another; without a header, never the
+    ///   case in a whole RDB, 9: the oldest, which every target accepts). The LRU idle
+    ///   time or LFU counter travel too (RESTORE IDLETIME/FREQ), so the target's eviction
+    ///   sees the source's.
+    /// - `Elements`: the value outgrew the threshold; from its first chunk on it goes as
+    ///   commands, after a start that names the key, its type and its TTL. Only at
+    ///   `KeyEnd` is it counted written: one failed chunk fails the whole key.
+    /// - `Function`: like a key, a library of that name already in the target is replaced
+    ///   only under `--rewrite` (or by a restarted copy, whose own it likely is). The
+    ///   writer routes it: keyless, to every master.
+    ///
+    /// Every snapshot entry carries offset 0: only the end of the snapshot moves the
+    /// watermark.
     async fn on_event(&mut self, ev: Event) -> Result<(), LoadError> {
         match ev {
             Event::Header { version } => self.summary.version = Some(version),
@@ -161,6 +200,7 @@ impl Loader {
                 self.key = Some(meta);
             }
             Event::RawValue(raw) => {
+                // No key, nothing to name the value by (the decoder sends the key first).
                 let Some(meta) = self.key.take() else {
                     return Ok(());
                 };
@@ -223,11 +263,13 @@ impl Loader {
                     "module auxiliary data in the RDB is not carried over"
                 );
             }
+            // Facts about the file, not data: nothing for the target.
             Event::Aux { .. } | Event::ResizeDb { .. } | Event::SlotInfo { .. } | Event::Eof => {}
         }
         Ok(())
     }
 
+    /// The key's db as the decoder saw it; the last `SELECTDB`'s if that does not fit.
     fn db_of(&self, meta: &KeyMeta) -> DbIndex {
         DbIndex::try_from(meta.db).unwrap_or(self.db)
     }
@@ -236,16 +278,19 @@ impl Loader {
 /// Progress of a load, for a progress line.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// RDB bytes read so far.
     pub bytes: u64,
     /// Total input size when known (a file, not stdin).
     pub total: Option<u64>,
     pub keys_read: u64,
+    /// The writer's figures: what the target acknowledged, not what was read.
     pub written: WriteSummary,
     pub elapsed: Duration,
 }
 
 impl std::fmt::Display for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A floor on the time, so that a first report at once does not divide by zero.
         let secs = self.elapsed.as_secs_f64().max(1e-3);
         let mb = self.bytes as f64 / (1024.0 * 1024.0);
         match self.total {
@@ -285,6 +330,7 @@ pub async fn load_from<R: AsyncRead + Unpin>(
                 what: "the RDB input".into(),
                 source,
             })?;
+        // End of input: `finish` tells a whole RDB from a truncated one.
         if n == 0 {
             break;
         }
@@ -300,6 +346,7 @@ pub async fn load_from<R: AsyncRead + Unpin>(
             });
         }
     }
+    // A handle kept for the figures: `finish` consumes the loader.
     let writer = loader.writer().clone();
     let summary = loader.finish().await?;
     let written = writer.stats();

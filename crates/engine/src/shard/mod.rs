@@ -2,9 +2,11 @@
 //! into the target, then the command stream, for as long as it runs.
 //!
 //! The loop survives link drops: it reconnects with `PSYNC replid applied+1`
-//! (from the checkpoint), and only falls back to a full sync when the source
-//! refuses to continue. At most `--sync-parallel` shards hold a full-sync
-//! permit at once; a shard that continues needs none.
+//! (from the floor the target records for the shard; the local checkpoint only
+//! informs), and only falls back to a full sync when the source refuses to
+//! continue or the target records nothing to continue from. At most
+//! `--sync-parallel` shards hold a full-sync permit at once; a shard that
+//! continues needs none.
 //!
 //! A shard of a source cluster is its slots, not a node: before reconnecting,
 //! the loop asks the source where those slots are served now
@@ -44,14 +46,21 @@ use session::{sync_once, Context};
 pub const DEFAULT_SPOOL_MEMORY: usize = 16 << 20;
 /// Pause before reconnecting after a failure; doubles up to the maximum.
 const BACKOFF_START: Duration = Duration::from_millis(500);
+/// The longest pause: a source or target down for long is asked twice a minute, not
+/// hammered.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Everything one shard's engine needs.
 #[derive(Debug, Clone)]
 pub struct ShardSpec {
+    /// The shard's number: it names the checkpoint and the spill file, and labels the
+    /// shard's logs and metrics.
     pub serial: usize,
+    /// The node the shard starts on; after a source failover the loop follows the
+    /// shard's slots to another node.
     pub source: Endpoint,
     pub source_credentials: Option<Credentials>,
+    /// The target, or any node of a target cluster.
     pub target: Endpoint,
     /// Other nodes of the target to reach it through when `target` is gone for good;
     /// shared by every shard, and grown by what their writers learn.
@@ -61,6 +70,8 @@ pub struct ShardSpec {
     pub source_tls: Option<Arc<TlsSettings>>,
     /// TLS for the target side's connections.
     pub target_tls: Option<Arc<TlsSettings>>,
+    /// What every shard of the run shares: the filter, the conflict policy, the target db,
+    /// the rate limits.
     pub options: EngineOptions,
     /// Where the checkpoint and any spill file live.
     pub state_dir: PathBuf,
@@ -85,24 +96,36 @@ impl ShardSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
+    /// The source side: connecting, the handshake, the source's refusal.
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    /// The target side: a write refused or lost, or the writer stopped.
     #[error(transparent)]
     Write(#[from] rsm_writer::WriteError),
+    /// The session's rules broken: snapshot bytes after its end, a second end, or a target
+    /// that acknowledged less than was sent at the end of the snapshot or at a flush.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A key conflict in slots the target held keys in before this sync: the operator's
+    /// data, which only the conflict policy may replace.
     #[error("{0} (the target already held keys in this shard's slots before this sync began, so they are not this sync's own)")]
     PreexistingKey(WriteError),
+    /// The stream could not be decoded (bad RESP, something not a command, a bad
+    /// `SELECT`): the offsets after it cannot be trusted, so the shard stops.
     #[error("replication stream: {0}")]
     Stream(#[from] rsm_replica::stream::StreamError),
+    /// The state folder (checkpoint, spill file) could not be written or read.
     #[error("local state in {path}: {source}")]
     State {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The replication link ended, or the session had to end where it stood: the next
+    /// session continues from the floor.
     #[error("replication link lost: {0}")]
     LinkLost(String),
+    /// The snapshot could not be decoded or written.
     #[error("snapshot: {0}")]
     Load(#[from] LoadError),
 }
@@ -113,9 +136,12 @@ impl ShardError {
         match self {
             ShardError::LinkLost(_) => true,
             ShardError::Replica(ReplicaError::Client(e)) => e.is_transient(),
+            // A source loading its dataset answers once it is done; other refusals (ACL,
+            // auth, PSYNC disabled) need the operator.
             ShardError::Replica(ReplicaError::Refused { kind, .. }) => {
                 *kind == ServerError::Loading
             }
+            // No answer to PSYNC in time (a BGSAVE that took too long): asked again.
             ShardError::Replica(ReplicaError::Stalled(_)) => true,
             ShardError::Write(e) => e.is_retryable(),
             ShardError::Load(LoadError::Write(e)) => e.is_retryable(),
@@ -139,6 +165,7 @@ impl ShardError {
 /// How a run of the shard ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ShardExit {
+    /// On request, with what is durable recorded in the target and the checkpoint.
     Stopped,
 }
 
@@ -162,6 +189,14 @@ pub async fn run_shard(
 
 /// [`run_shard`] with what the caller knows of the shard: its slots, the
 /// role to sync from after a failover, more nodes to ask.
+///
+/// Each turn of the loop is one session. A stop is looked at before every connection,
+/// so one asked during a back-off ends the shard there. The source is relocated only
+/// after an interruption (the first connection goes where the plan said), and the
+/// command table is read once: a failover stays in the same cluster, whose nodes answer
+/// `COMMAND` alike. A session ends `Ok` only on a stop; an error that needs the operator
+/// stops the shard with its floor where the session's close left it, so that a run after
+/// the fix continues from there.
 pub async fn run_shard_following(
     spec: ShardSpec,
     follow_options: FollowOptions,
@@ -341,6 +376,7 @@ async fn relocate_source(
             }
             Ok(())
         }
+        // Reconnecting to a failing master would only fail again: wait for the promotion.
         Err(e @ FollowError::MasterFailing { .. }) => Err(e),
         Err(e) => {
             // Try the node we know; its own error is clearer.
@@ -352,6 +388,7 @@ async fn relocate_source(
 
 /// Where this connection's sync reads from.
 struct Place<'a> {
+    /// The node synced from on this connection.
     source: &'a Endpoint,
     /// The shard's slots in a cluster source, for the checkpoint.
     slots: Option<String>,
@@ -360,6 +397,8 @@ struct Place<'a> {
 }
 
 impl<'a> Place<'a> {
+    /// The shard's slots from `follow`; without it (a standalone source, or following
+    /// turned off) every slot, and none named in the checkpoint.
     fn new(source: &'a Endpoint, follow: Option<&Follow>) -> Place<'a> {
         Place {
             source,
@@ -393,6 +432,7 @@ async fn command_table(spec: &ShardSpec, source: &Endpoint) -> CommandTable {
     }
 }
 
+/// An I/O error of the state folder, naming the path the operator must look at.
 fn state_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
     move |source| ShardError::State {
         path: path.display().to_string(),

@@ -19,10 +19,17 @@ pub(super) const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub(super) struct Publisher {
     pub status: Arc<ShardStatus>,
+    /// This connection's link counters; the status shows them from the stream's start.
     pub link: Arc<LinkCounters>,
+    /// For the bytes waiting in its spill file.
     pub spool: Arc<Spool>,
+    /// The offset the stream starts after: the source's offset is this plus what the link
+    /// received of the stream.
     pub stream_start: u64,
+    /// For its stall: why writes are waiting, shown as the shard's last error.
     pub writer: Writer,
+    /// The session's durable offset, not the writer's watermark: what `/status` calls
+    /// applied is held by the target's replicas too.
     pub applied: Arc<AtomicU64>,
 }
 
@@ -67,10 +74,13 @@ impl Publisher {
             .store(self.applied.load(Ordering::Acquire), Ordering::Relaxed);
         c.spill_bytes
             .store(self.spool.backlog().1, Ordering::Relaxed);
+        // Last, once both offsets are fresh: caught-up and the time lag compare them.
         status.update_caught_up();
     }
 }
 
+/// How a stall's message starts: when the stall ends, only a message starting so is
+/// cleared, and any other error shown stays.
 const STALL_PREFIX: &str = "the target is not accepting writes";
 
 impl Publisher {
@@ -78,6 +88,7 @@ impl Publisher {
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PUBLISH_EVERY);
+            // A refresh that ran late is not made up for with a burst.
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut shown_stall = false;
             loop {
