@@ -1,28 +1,46 @@
 //! The writer task: the one owner of the writer's state. It takes entries from the handle,
-//! has them admitted ([`super::admit`]), hands the requests to their nodes
-//! ([`super::dispatch`]), judges the replies ([`super::replies`]) and settles entries into
-//! the watermark ([`super::watermark`]).
+//! has them admitted ([`super::admit`]), routes the requests to their nodes (with the
+//! helpers of [`super::dispatch`]), has each reply judged ([`super::request::judge`]) and
+//! decided ([`super::decide`]), carries the decision out, and settles entries into the
+//! watermark ([`super::watermark`]).
 //!
 //! Everything slow runs in tasks of its own that report back on channels: each node
 //! connection's reader and socket writer, each connect, each slot-map refresh. This task
-//! only decides, so it never waits on one node while another has work.
+//! never waits on one node while another has work.
+//!
+//! Which way the code leans: this file uses the others, they never use it. What to do
+//! about a request (where it goes, what its reply means, whether to try again) is a value
+//! from [`super::decide`], tested there with plain facts; here it is only carried out:
+//! counters, logs, the slot order, the node queues, the tracks. (The slot-map refresh,
+//! [`super::refresh`], is still a part of this task in a file of its own.)
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use rsm_client::{ClientError, Connection};
+use rsm_resp::Frame;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::admit::{Admitted, Admitter, Dest, Planned, Tally};
-use super::dispatch::node_at_mut;
-use super::node::{Connected, Node, Reply};
-use super::order::SlotOrder;
-use super::request::Req;
+use super::decide::{
+    again, decide, route, Action, Again, Cause, NewOwner, Outcome, ReqFacts, RetryPolicy, Route,
+    RouteFacts, WriterFacts,
+};
+use super::dispatch::{
+    block_slot, down, marker_check, must_wait, node_at, node_at_mut, node_for, node_index, send,
+    take_all_waiting, wait_at, waits_anywhere, Window,
+};
+use super::node::{spawn_connect, Answer, Connected, Node, Reply};
+use super::order::{backoff, SlotOrder};
+use super::replies::{conflict_key, failed_record, gave_up_why, key_conflict, rebuilt_pieces};
+use super::request::{judge, restore_parts, Body, Req};
 use super::target::{SlotMap, TargetInfo};
 use super::watermark::{Settled, Tracks};
-use super::{Msg, Shared, WriteError, WriterOptions};
+use super::{show_key, Msg, Shared, WriteError, WriterOptions};
 use crate::entry::Entry;
 
 pub(super) fn now_ms() -> i64 {
@@ -68,11 +86,15 @@ struct Inbox {
     refreshes: mpsc::UnboundedReceiver<Option<SlotMap>>,
 }
 
+/// The writer task's state. The fields other files of the task read (the slot-map
+/// refresh, [`super::refresh`]) are `pub`; the rest is this file's alone.
 pub(super) struct Pipeline {
     pub opts: WriterOptions,
     pub info: TargetInfo,
-    pub shared: Arc<Shared>,
-    pub admitter: Admitter,
+    shared: Arc<Shared>,
+    admitter: Admitter,
+    /// Every node the writer has known, by index; a node is never removed (see
+    /// [`node_at`]), so an index in a request or in `owner` stays valid.
     pub nodes: Vec<Node>,
     /// `owner[slot]`: index into `nodes`.
     pub owner: Vec<Option<usize>>,
@@ -80,18 +102,20 @@ pub(super) struct Pipeline {
     pub reports: Reports,
     /// A slot-map refresh task is running; blocked slots wait for its answer.
     pub refreshing: bool,
+    /// The next release of a blocked slot re-reads the map first (after a MOVED, a lost
+    /// node, a replica's READONLY, a slot without owner).
     pub refresh_needed: bool,
     /// Requests made from admitted entries, not yet handed to a node.
-    pub ready: VecDeque<Req>,
-    pub order: SlotOrder,
-    pub tracks: Tracks,
+    ready: VecDeque<Req>,
+    order: SlotOrder,
+    tracks: Tracks,
     next_seq: u64,
     /// Why the first entry that will not be applied failed (for [`WriteError::NotApplied`]).
-    pub failure: Option<String>,
+    failure: Option<String>,
     flush_waiters: Vec<oneshot::Sender<Result<(), WriteError>>>,
     warned: u64,
     /// A failed write's record is on its way to the target.
-    pub recording: bool,
+    recording: bool,
     /// Admission's output, kept so that its buffer is reused entry after entry.
     admission: Admitted,
     /// `--max-ops` is in debt: no new entry is taken before this.
@@ -266,7 +290,7 @@ impl Pipeline {
             return;
         }
         let fatal = self.shared.fatal();
-        // A failed write's record (see `replies::record_failed`) must be in before the
+        // A failed write's record (see `record_failed`) must be in before the
         // caller moves on.
         let recording = self.recording && !self.nothing_in_flight();
         if (fatal.is_none() && !self.idle()) || recording {
@@ -485,6 +509,625 @@ impl Pipeline {
                 .unwrap_or_else(|| "a write was not applied".into());
             self.set_fatal(WriteError::NotApplied { reason });
         }
+    }
+}
+
+/// Sending: requests to their nodes, in per-slot order. Where a request goes is
+/// [`route`]'s decision; the node queues, connects and windows are the helpers'
+/// ([`super::dispatch`]).
+impl Pipeline {
+    /// The endpoint a request is (or would be) sent to, for messages.
+    fn endpoint_of(&self, req: &Req) -> String {
+        node_for(&self.owner, req)
+            .map(|n| node_at(&self.nodes, n).endpoint.to_string())
+            .unwrap_or_default()
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            reqs: self.opts.max_inflight,
+            bytes: self.opts.max_inflight_bytes,
+        }
+    }
+
+    /// Hand every request made from admitted entries to its node (sent, or waiting there).
+    fn pump(&mut self) {
+        while let Some(req) = self.ready.pop_front() {
+            self.dispatch(req, None);
+        }
+    }
+
+    /// Send now if its node is connected and has room; otherwise the request waits in
+    /// its node's queue (or, when its slot is blocked, in the slot's queue), in order.
+    /// `from`: the node whose queue it came from (it goes back to the front there).
+    /// Returns false when the request had to wait.
+    fn dispatch(&mut self, req: Req, from: Option<usize>) -> bool {
+        // Once per request: the facts are a few loads (a blocked-slot lookup only while
+        // some slot is blocked), and the decision a jump.
+        let facts = RouteFacts {
+            check: matches!(req.body, Body::Check { .. }),
+            skipped: req
+                .group
+                .is_some_and(|g| self.tracks.skipped().contains(&g)),
+            blocked: self.order.is_blocked(req.slot),
+            doubt: req.doubt,
+            node: node_for(&self.owner, &req),
+        };
+        match route(facts) {
+            Route::Skip => self.complete(req.track, true),
+            // Checked here rather than by moving each request in and out of the slot
+            // order: at a million requests a second, each move is a copy of a couple
+            // hundred bytes.
+            Route::Queue => self.order.queue_blocked(req),
+            Route::CheckFirst => self.check_first(req),
+            Route::Unassigned => self.retry(req, Cause::Unassigned),
+            Route::Node(node) => return self.send_to(node, req, from),
+        }
+        true
+    }
+
+    /// [`dispatch`](Self::dispatch) to a known node.
+    fn send_to(&mut self, node: usize, req: Req, from: Option<usize>) -> bool {
+        let n = node_at(&self.nodes, node);
+        if !n.connected() && !n.connecting {
+            if let Some(why) = down(n, Instant::now()) {
+                let why = why.to_string();
+                self.retry(req, Cause::Connection(why));
+                return true;
+            }
+            self.start_connect(node);
+        }
+        if must_wait(&self.nodes, node, from, self.window()) {
+            wait_at(&mut self.nodes, node, req, from == Some(node));
+            return false;
+        }
+        let gate = matches!(req.body, Body::Gate { .. });
+        let slot = req.slot;
+        let select = !self.info.cluster;
+        send(
+            &mut self.order,
+            node_at_mut(&mut self.nodes, node),
+            req,
+            select,
+        );
+        // A gate holds its slot until it answers: whether the key's pieces are written at
+        // all depends on it.
+        if gate {
+            self.block_slot(slot, Instant::now(), true);
+        }
+        true
+    }
+
+    /// A write whose fate is unknown: hold its slot and read the slot's marker first. The
+    /// write and every later one of the slot wait behind the check; its answer settles
+    /// those the marker covers ([`Action::SettleDoubt`]).
+    fn check_first(&mut self, req: Req) {
+        let check = marker_check(&req);
+        self.block_slot(req.slot, Instant::now(), true);
+        self.order.queue_blocked(req);
+        self.tracks.add(check.track, 1);
+        self.dispatch(check, None);
+    }
+
+    fn block_slot(&mut self, slot: usize, not_before: Instant, gate: bool) {
+        block_slot(&mut self.order, &mut self.nodes, slot, not_before, gate);
+    }
+
+    /// Send what waits for `node` while its window has room.
+    fn drain_waiting(&mut self, node: usize) {
+        let n = node_at_mut(&mut self.nodes, node);
+        if !n.connected() {
+            // Lost since: the head goes through routing again, which reconnects (or, while
+            // the node is down, queues it for a retry in its slot's order).
+            if !n.connecting {
+                if let Some(req) = n.waiting.pop_front() {
+                    self.dispatch(req, Some(node));
+                }
+            }
+            return;
+        }
+        let w = self.window();
+        while node_at(&self.nodes, node).connected()
+            && !node_at(&self.nodes, node).window_full(w.reqs, w.bytes)
+        {
+            let Some(req) = node_at_mut(&mut self.nodes, node).waiting.pop_front() else {
+                break;
+            };
+            if !self.dispatch(req, Some(node)) {
+                break;
+            }
+        }
+    }
+
+    fn drain_all_waiting(&mut self) {
+        for node in 0..self.nodes.len() {
+            if !node_at(&self.nodes, node).waiting.is_empty() {
+                self.drain_waiting(node);
+            }
+        }
+    }
+
+    /// Every waiting request through routing again, in their original order (after the
+    /// slot map changed, a request may belong to another node now).
+    pub(super) fn requeue_waiting(&mut self) {
+        for req in take_all_waiting(&mut self.nodes) {
+            self.dispatch(req, None);
+        }
+    }
+
+    /// Re-send the queues of blocked slots whose pause is over and that have nothing in
+    /// flight any more. While a slot-map refresh runs, they wait for its answer: sent on
+    /// the old map they would likely be redirected again.
+    fn drain_blocked(&mut self) {
+        if self.order.nothing_blocked() || self.fatal() {
+            return;
+        }
+        let now = Instant::now();
+        if !self.order.any_due(now) {
+            return;
+        }
+        if self.refresh_needed && (self.info.cluster || self.has_other_nodes()) {
+            self.start_refresh();
+        }
+        if self.refreshing {
+            return;
+        }
+        let nodes = &self.nodes;
+        let due = self
+            .order
+            .take_due(now, |slot| !waits_anywhere(nodes, slot));
+        for (slot, mut queue) in due {
+            // One node at a time per slot: after a redirect, some of a slot's requests go
+            // with ASKING to one node and the rest to its owner; were both in flight at
+            // once, a later write could be applied before an earlier one that fails.
+            let first = queue.front().and_then(|r| node_for(&self.owner, r));
+            while let Some(req) = queue.pop_front() {
+                if node_for(&self.owner, &req) != first {
+                    queue.push_front(req);
+                    break;
+                }
+                self.dispatch(req, None);
+            }
+            if !queue.is_empty() {
+                self.order.requeue(slot, queue, now);
+            }
+        }
+    }
+
+    fn start_connect(&mut self, node: usize) {
+        let n = node_at_mut(&mut self.nodes, node);
+        n.connecting = true;
+        spawn_connect(
+            node,
+            n.endpoint.clone(),
+            self.opts.connect.clone(),
+            self.reports.connects.clone(),
+        );
+    }
+
+    fn on_connected(&mut self, node: usize, r: Result<Connection, ClientError>) {
+        // A standalone target named with other nodes may have had its replica promoted.
+        let may_move = self.info.cluster || self.has_other_nodes();
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        n.connecting = false;
+        match r {
+            Ok(conn) => {
+                n.connect_failures = 0;
+                n.down = None;
+                n.attach(node, conn, &self.reports.replies);
+                self.drain_waiting(node);
+            }
+            Err(e) => {
+                // A master that refuses connections may have been replaced by its replica:
+                // only a fresh slot map (of a standalone target: the node that is master
+                // now) finds the new owner (the writer retries forever).
+                self.refresh_needed |= may_move;
+                n.connect_failures += 1;
+                let why = e.to_string();
+                // Back off connects, not only requests: every request routed to the node
+                // meanwhile is retried in its slot's order instead of reconnecting.
+                n.down = Some((Instant::now() + backoff(n.connect_failures), why.clone()));
+                let waiting: Vec<Req> = n.waiting.drain(..).collect();
+                for req in waiting {
+                    self.retry(req, Cause::Connection(why.clone()));
+                }
+            }
+        }
+    }
+
+    /// The index of the node at `ep`, added if new.
+    pub(super) fn node_index(&mut self, ep: rsm_client::Endpoint) -> usize {
+        node_index(&mut self.nodes, ep)
+    }
+}
+
+/// Replies: each is judged ([`judge`]), decided ([`decide`]) and carried out here. The
+/// decision is a value, so this part holds no rule of its own beyond the order in which
+/// an action's effects happen (counter, then log, then the slot order, then the track).
+impl Pipeline {
+    fn on_reply(&mut self, node: usize, gen: u64, r: Result<Frame, ClientError>) {
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        // A reply of an older connection of the node: its requests were taken back when
+        // that connection was lost, and are re-sent in order already.
+        if n.gen != gen {
+            return;
+        }
+        let frame = match r {
+            Ok(f) => f,
+            Err(e) => return self.node_lost(node, e.to_string()),
+        };
+        self.shared.stats.answers.fetch_add(1, Ordering::Relaxed);
+        if !n.answered {
+            // Before the watermark can move over this reply's write: the replicas of every
+            // node that acknowledged a write must hold it before the watermark is durable.
+            n.answered = true;
+            if let Ok(mut a) = self.shared.answered_by.lock() {
+                a.push(n.endpoint.clone());
+            }
+        }
+        match n.on_frame(frame) {
+            Answer::Nothing => {}
+            Answer::SelectRefused { db, message } => {
+                let endpoint = n.endpoint.to_string();
+                self.set_fatal(WriteError::Select {
+                    endpoint,
+                    db,
+                    message,
+                });
+            }
+            Answer::Done {
+                req,
+                last,
+                first_err,
+            } => {
+                self.order.answered(req.slot);
+                let verdict = judge(&req.body, &last, first_err);
+                self.settle(node, req, Outcome::Reply(verdict));
+            }
+        }
+    }
+
+    /// Decide what `outcome` means for `req` (sent to `node`), and do it.
+    fn settle(&mut self, node: usize, req: Req, outcome: Outcome) {
+        let facts = ReqFacts::of(&req);
+        let writer = WriterFacts {
+            conflict: self.admitter.conflict,
+            slots: self.owner.len(),
+            node: &node_at(&self.nodes, node).endpoint,
+            sync_id: self.admitter.progress().map(|p| p.sync_id),
+        };
+        let action = decide(outcome, &facts, &writer);
+        self.apply(node, req, action);
+    }
+
+    /// Carry out what [`decide`] chose for `req`, answered by (or lost with) `node`.
+    fn apply(&mut self, node: usize, mut req: Req, action: Action) {
+        let stats = &self.shared.stats;
+        match action {
+            Action::Applied => {
+                stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
+                self.complete(req.track, true);
+            }
+            Action::ClaimLost => {
+                stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
+                stats.lost_pending_entries.fetch_add(1, Ordering::Relaxed);
+                let key = match &req.body {
+                    Body::Claim(args) => args.get(1).map_or(&[][..], |k| &k[..]),
+                    _ => &[],
+                };
+                tracing::warn!(key = %show_key(key), "a pending entry whose message was deleted cannot be recreated with commands");
+                self.complete(req.track, true);
+            }
+            Action::GateOpen | Action::GateSkip | Action::GateConflict => {
+                stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
+                self.gate_answered(&req, &action);
+                self.complete(req.track, true);
+            }
+            Action::KeySkipped => {
+                stats.skipped_existing.fetch_add(1, Ordering::Relaxed);
+                // The target keeps its own value: the key is settled, not written.
+                if let Some(t) = self.tracks.get_mut(req.track) {
+                    t.counts_key = false;
+                }
+                self.complete(req.track, true);
+            }
+            Action::KeyConflict => {
+                let e = key_conflict(self.admitter.merged_dbs(), conflict_key(&req.body), req.db);
+                // The reason first: completing a failed entry stops the writer too.
+                self.set_fatal(e);
+                self.complete(req.track, false);
+            }
+            Action::NotApplied => self.complete(req.track, false),
+            Action::FallBack { delete_first } => self.fall_back(req, delete_first),
+            Action::Moved { owner } => {
+                stats.moved.fetch_add(1, Ordering::Relaxed);
+                self.moved(node, req, owner);
+            }
+            Action::Ask { to } => {
+                stats.ask.fetch_add(1, Ordering::Relaxed);
+                req.ask = to.map(|ep| self.node_index(ep));
+                let asked = &node_at(&self.nodes, node).endpoint;
+                tracing::debug!(slot = req.slot, node = %asked, "ASK: re-sending with ASKING");
+                self.retry(req, Cause::Redirect);
+            }
+            Action::Retry {
+                cause,
+                refresh_map,
+                doubt,
+            } => {
+                self.refresh_needed |= refresh_map;
+                req.doubt |= doubt;
+                self.retry(req, cause);
+            }
+            Action::Refuse { text } => {
+                let (what, key) = req.body.describe();
+                self.reject(req.track, &what, &key, &text);
+                // A refused piece fails its whole key: the others would leave a partial
+                // value behind.
+                if let Some(g) = req.group {
+                    self.tracks.fail_group(g);
+                }
+                self.complete(req.track, false);
+            }
+            Action::PartlyFailed {
+                record,
+                name,
+                key,
+                message,
+            } => {
+                if record {
+                    self.record_failed(node, &req);
+                }
+                self.reject(req.track, &name, &key, &message);
+                self.complete(req.track, false);
+            }
+            Action::SettleDoubt { applied } => self.settle_doubt(&req, applied),
+        }
+    }
+
+    /// A marked transaction ran but its command failed: record the exception in the slot
+    /// (see [`failed_record`]), so that a resume applies it once the operator has removed
+    /// the cause. Without slot markers there is nothing to record against.
+    fn record_failed(&mut self, node: usize, req: &Req) {
+        let Some(p) = self.admitter.progress() else {
+            return;
+        };
+        let record = failed_record(req, node, p.sync_id);
+        self.tracks.add(req.track, 1);
+        // Flushes wait for it (see `answer_flushes`): the caller must not move on before
+        // the record is in.
+        self.recording = true;
+        let select = !self.info.cluster;
+        send(
+            &mut self.order,
+            node_at_mut(&mut self.nodes, node),
+            record,
+            select,
+        );
+    }
+
+    /// `MOVED`: correct our map to the new owner (unless the redirect is not believed),
+    /// re-read the whole map before the next retry (a MOVED rarely comes alone: a reshard
+    /// or failover moved more than this slot), and re-send.
+    fn moved(&mut self, node: usize, mut req: Req, owner: NewOwner) {
+        let asked = node_at(&self.nodes, node).endpoint.clone();
+        match owner {
+            NewOwner::Misrouted(redirected) => {
+                tracing::error!(request_slot = req.slot, redirected, node = %asked, "MOVED names another slot than the request's: routing by a fresh slot map");
+            }
+            NewOwner::Node(ep) => {
+                let to = self.node_index(ep);
+                if let Some(o) = self.owner.get_mut(req.slot) {
+                    *o = Some(to);
+                }
+            }
+            NewOwner::Unknown => {}
+        }
+        self.refresh_needed = true;
+        // An ASK target of an earlier try is stale: the migration it was for has ended.
+        req.ask = None;
+        tracing::debug!(slot = req.slot, node = %asked, "MOVED: re-sending to the new owner");
+        self.retry(req, Cause::Redirect);
+    }
+
+    /// The slot's marker was read: the writes in doubt it covers are in the target
+    /// already and are settled without being sent again (a stream command such as INCR
+    /// must not be applied twice); the others go now, in order.
+    fn settle_doubt(&mut self, req: &Req, applied: u64) {
+        let done = self.order.settle_doubt(req.slot, applied);
+        tracing::info!(
+            slot = req.slot,
+            applied,
+            already_in_target = done.len(),
+            "checked the slot's marker after a lost connection"
+        );
+        for track in done {
+            self.shared
+                .stats
+                .already_applied
+                .fetch_add(1, Ordering::Relaxed);
+            self.complete(track, true);
+        }
+        self.order.gate_answered(req.slot, Instant::now());
+        self.complete(req.track, true);
+    }
+
+    /// A gate answered ([`Action::GateOpen`], [`Action::GateSkip`] or
+    /// [`Action::GateConflict`]): the slot may go on, and the key's pieces are written,
+    /// dropped, or the writer stops.
+    fn gate_answered(&mut self, req: &Req, action: &Action) {
+        self.order.gate_answered(req.slot, Instant::now());
+        match action {
+            Action::GateConflict => {
+                let key = conflict_key(&req.body);
+                self.fail_track(req.track, format!("key {} already exists", show_key(key)));
+                let e = key_conflict(self.admitter.merged_dbs(), key, req.db);
+                self.set_fatal(e);
+            }
+            Action::GateSkip => {
+                self.shared
+                    .stats
+                    .skipped_existing
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(g) = req.group {
+                    self.tracks.skip_group(g);
+                    // Drop what is queued for it; later pieces are dropped on arrival
+                    // ([`Route::Skip`]).
+                    for t in self.order.drop_group(req.slot, g) {
+                        self.complete(t, true);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The target refused a RESTORE payload: write the value as commands at the same place
+    /// in the slot's order (`delete_first`: a `DEL` ahead of them).
+    fn fall_back(&mut self, req: Req, delete_first: bool) {
+        let Body::Restore { args, expire } = &req.body else {
+            return;
+        };
+        let Some((key, payload)) = restore_parts(args) else {
+            return;
+        };
+        let rdb_type = payload.first().copied().unwrap_or(0);
+        // Said once per type: the values of that type that follow are rebuilt at once,
+        // without a refused RESTORE each.
+        if self.admitter.refuse_type(rdb_type) {
+            tracing::info!(rdb_type, target_rdb = %self.info.rdb_version, "target cannot RESTORE this type: rebuilding such values with commands");
+        }
+        let mut tally = Default::default();
+        let rebuilt = self
+            .admitter
+            .rebuild(key, payload, *expire, now_ms(), &mut tally);
+        self.count(&tally);
+        let mut cmds = match rebuilt {
+            Ok(cmds) => cmds,
+            Err(why) => {
+                self.fail_track(req.track, why);
+                return self.complete(req.track, false);
+            }
+        };
+        if delete_first {
+            cmds.insert(0, vec![Bytes::from_static(b"DEL"), key.clone()]);
+        }
+        self.tracks.add(req.track, cmds.len() as u32);
+        // Blocked so that the slot's later writes wait behind the pieces.
+        self.block_slot(req.slot, Instant::now(), false);
+        for piece in rebuilt_pieces(&req, cmds) {
+            self.order.queue_blocked(piece);
+        }
+        // The RESTORE itself is replaced by the commands.
+        self.complete(req.track, true);
+    }
+
+    /// Queue a failed request for another try in its slot's order, or give it up
+    /// ([`again`] decides which, and when).
+    fn retry(&mut self, mut req: Req, cause: Cause) {
+        let now = Instant::now();
+        let policy = RetryPolicy {
+            timeout: self.opts.retry_timeout,
+            forever: self.opts.retry_forever,
+        };
+        let then = again(&ReqFacts::of(&req), &cause, policy, now);
+        if let Again::CheckAfter { delay } = then {
+            self.order.gate_answered(req.slot, now + delay);
+            return self.complete(req.track, true);
+        }
+        req.attempts += 1;
+        req.first_failure.get_or_insert(now);
+        // A redirect is the cluster working as designed, not a failure: not a retry.
+        if !matches!(cause, Cause::Redirect) {
+            self.shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        // The status shows why the writer is stalled until the slot goes again.
+        match &cause {
+            Cause::Server(m) | Cause::Connection(m) => self.shared.set_stall(m),
+            Cause::Unassigned => self
+                .shared
+                .set_stall(&format!("slot {} has no owner in the target", req.slot)),
+            Cause::Redirect => {}
+        }
+        let Again::After {
+            delay,
+            warn,
+            refresh_map,
+        } = then
+        else {
+            return self.give_up(req, cause);
+        };
+        if warn {
+            match &cause {
+                Cause::Server(m) | Cause::Connection(m) => {
+                    let (slot, attempts) = (req.slot, req.attempts);
+                    self.warn_limited(|| {
+                        tracing::warn!(slot, attempts, delay_ms = delay.as_millis() as u64, error = %m, "write failed, retrying in order after a pause");
+                    });
+                }
+                Cause::Unassigned => {
+                    tracing::warn!(slot = req.slot, "slot has no owner in the target; waiting");
+                }
+                Cause::Redirect => {}
+            }
+        }
+        self.refresh_needed |= refresh_map;
+        // The failed write heads its slot's queue: nothing later of the slot overtakes it.
+        self.block_slot(req.slot, now + delay, false);
+        self.order.queue_blocked(req);
+    }
+
+    /// The request's retry deadline has passed: a lost node stops the writer, anything
+    /// else fails the entry (counted).
+    fn give_up(&mut self, req: Req, cause: Cause) {
+        let secs = self.opts.retry_timeout.as_secs();
+        if let Cause::Connection(cause) = cause {
+            let endpoint = self.endpoint_of(&req);
+            self.set_fatal(WriteError::TargetLost {
+                endpoint,
+                secs,
+                cause,
+            });
+            return self.complete(req.track, false);
+        }
+        let why = gave_up_why(cause, req.slot);
+        let (what, key) = req.body.describe();
+        tracing::warn!(command = %what, key = %show_key(&key), secs, error = %why, "gave up a write after retrying");
+        self.failure.get_or_insert_with(|| {
+            format!(
+                "gave up {what} {} after {secs}s of retries: {why}",
+                show_key(&key)
+            )
+        });
+        self.shared
+            .stats
+            .failed_retries
+            .fetch_add(1, Ordering::Relaxed);
+        if self.is_command(req.track) {
+            self.count_command_failures(1);
+        }
+        // Its key's other pieces fail with it: a partial value is no value.
+        if let Some(g) = req.group {
+            self.tracks.fail_group(g);
+        }
+        self.complete(req.track, false);
+    }
+
+    /// A connection ended: what was in flight is re-sent in order (its fate is unknown,
+    /// see [`Outcome::Lost`]), and in a cluster the slot map is re-read, since the node
+    /// may have been replaced by its replica.
+    fn node_lost(&mut self, node: usize, cause: String) {
+        let n = node_at_mut(&mut self.nodes, node);
+        tracing::warn!(node = %n.endpoint, error = %cause, in_flight = n.in_flight(), "lost the connection to a target node; re-sending in order");
+        for req in n.take_in_flight() {
+            self.order.answered(req.slot);
+            self.settle(node, req, Outcome::Lost(cause.clone()));
+        }
+        self.refresh_needed = self.info.cluster;
     }
 }
 
