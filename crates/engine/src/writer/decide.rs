@@ -202,16 +202,9 @@ pub(super) fn decide(outcome: Outcome, req: &ReqFacts, w: &WriterFacts) -> Actio
     match verdict {
         // Once per reply: no allocation, no clock, a jump on the kind.
         Verdict::Applied { exists } => applied(req.kind, exists, w.conflict),
-        Verdict::Marker(value) => {
-            // No marker, or one of another sync: nothing of ours is known to be in, so
-            // every write in doubt is sent again.
-            let applied = value
-                .as_deref()
-                .and_then(parse_marker)
-                .filter(|(id, _)| Some(*id) == w.sync_id)
-                .map_or(0, |(_, offset)| offset);
-            Action::SettleDoubt { applied }
-        }
+        Verdict::Marker(value) => Action::SettleDoubt {
+            applied: marker_offset(value.as_deref(), w.sync_id),
+        },
         Verdict::Moved(se) => Action::Moved {
             owner: new_owner(&se, req.slot, w),
         },
@@ -247,22 +240,35 @@ pub(super) fn decide(outcome: Outcome, req: &ReqFacts, w: &WriterFacts) -> Actio
             name,
             key,
             error,
-        } => {
-            // A lone command with its marker is no transaction to the operator.
-            let commands = req.replies.saturating_sub(2 + usize::from(req.marked));
-            let message = match commands {
-                1 => error,
-                n => format!("{error} ({failed} of a transaction's {n} commands failed)"),
-            };
-            Action::PartlyFailed {
-                // EXEC does not roll back: the marker now covers a write that is not in
-                // the target, and only a record next to it lets a resume apply it.
-                record: req.marked,
-                name,
-                key,
-                message,
-            }
-        }
+        } => Action::PartlyFailed {
+            // EXEC does not roll back: the marker now covers a write that is not in the
+            // target, and only a record next to it lets a resume apply it.
+            record: req.marked,
+            name,
+            key,
+            message: partly_failed_message(req, failed, error),
+        },
+    }
+}
+
+/// The offset this sync's marker `value` covers. No marker, or one of another sync (an
+/// earlier run, another tool): nothing of ours is known to be in, so 0, and every write
+/// in doubt is sent again.
+fn marker_offset(value: Option<&[u8]>, sync_id: Option<u64>) -> u64 {
+    value
+        .and_then(parse_marker)
+        .filter(|(id, _)| Some(*id) == sync_id)
+        .map_or(0, |(_, offset)| offset)
+}
+
+/// What the operator reads for a transaction whose `failed` commands failed, the first
+/// with `error`.
+fn partly_failed_message(req: &ReqFacts, failed: usize, error: String) -> String {
+    // A lone command with its marker is no transaction to the operator.
+    let commands = req.replies.saturating_sub(2 + usize::from(req.marked));
+    match commands {
+        1 => error,
+        n => format!("{error} ({failed} of a transaction's {n} commands failed)"),
     }
 }
 

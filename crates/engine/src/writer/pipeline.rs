@@ -43,6 +43,8 @@ use super::watermark::{Settled, Tracks};
 use super::{show_key, Msg, Shared, WriteError, WriterOptions};
 use crate::entry::Entry;
 
+/// The wall clock in Unix milliseconds: expiries travel as absolute times (`PEXPIREAT`,
+/// `RESTORE … ABSTTL`), so admission compares them with this, not with `Instant`.
 pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -73,13 +75,16 @@ pub(crate) fn entry_size(e: &Entry) -> usize {
         }
 }
 
-/// The ends of the channels on which the writer's helper tasks report.
+/// The ends of the channels on which the writer's helper tasks report. Unbounded: each
+/// carries at most what the writer sent or started (replies to requests in flight, one
+/// connect per node, one refresh), so the bound is the in-flight window's.
 pub(super) struct Reports {
     pub replies: mpsc::UnboundedSender<Reply>,
     pub connects: mpsc::UnboundedSender<Connected>,
     pub refreshes: mpsc::UnboundedSender<Option<SlotMap>>,
 }
 
+/// The receiving ends of [`Reports`], read only by the loop in [`Pipeline::run`].
 struct Inbox {
     replies: mpsc::UnboundedReceiver<Reply>,
     connects: mpsc::UnboundedReceiver<Connected>,
@@ -98,6 +103,7 @@ pub(super) struct Pipeline {
     pub nodes: Vec<Node>,
     /// `owner[slot]`: index into `nodes`.
     pub owner: Vec<Option<usize>>,
+    /// The masters, indices into `nodes`: where broadcasts (FLUSHALL, FUNCTION …) go.
     pub masters: Vec<usize>,
     pub reports: Reports,
     /// A slot-map refresh task is running; blocked slots wait for its answer.
@@ -107,12 +113,17 @@ pub(super) struct Pipeline {
     pub refresh_needed: bool,
     /// Requests made from admitted entries, not yet handed to a node.
     ready: VecDeque<Req>,
+    /// Blocked slots and their queues, and what of each slot is in flight.
     order: SlotOrder,
+    /// One track per entry, in order: the watermark moves over settled ones only.
     tracks: Tracks,
+    /// The next request's place in the original order (see [`super::request::Order`]).
     next_seq: u64,
     /// Why the first entry that will not be applied failed (for [`WriteError::NotApplied`]).
     failure: Option<String>,
+    /// Callers of `flush`, answered once everything before it is settled.
     flush_waiters: Vec<oneshot::Sender<Result<(), WriteError>>>,
+    /// Warnings logged so far, for [`Pipeline::warn_limited`].
     warned: u64,
     /// A failed write's record is on its way to the target.
     recording: bool,
@@ -122,6 +133,8 @@ pub(super) struct Pipeline {
     paused_until: Option<Instant>,
 }
 
+/// Start the writer task over a target whose slot map is `slots`. Every node starts as
+/// a master with no connection: connects happen when the first request needs one.
 pub(crate) fn spawn(
     opts: WriterOptions,
     info: TargetInfo,
@@ -140,6 +153,7 @@ pub(crate) fn spawn(
         opts.engine.conflict,
     );
     let p = Pipeline {
+        // The map lists the slots' owners, which are the masters.
         masters: (0..nodes.len()).collect(),
         nodes,
         owner: slots.slot_owners().collect(),
@@ -173,13 +187,19 @@ pub(crate) fn spawn(
     tokio::spawn(p.run(rx, inbox))
 }
 
+/// The loop, the entries and the tracks.
 impl Pipeline {
+    /// The writer task: until the input ends and everything is settled (or the writer has
+    /// failed and nothing is in flight any more).
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut inbox: Inbox) {
         let mut input_open = true;
         loop {
+            // Older work first: released slot queues, then what waits at nodes, then new
+            // requests, so that the room in each node's window goes to the oldest.
             self.drain_blocked();
             self.drain_all_waiting();
             self.pump();
+            // One write to each node's socket task per pass, not one per request.
             for n in &mut self.nodes {
                 n.flush();
             }
@@ -187,6 +207,8 @@ impl Pipeline {
                 self.shared.clear_stall();
             }
             self.answer_flushes();
+            // A failed writer still waits for what is in flight: those replies settle
+            // their tracks, and the target may have applied them.
             if !input_open && (self.idle() || (self.fatal() && self.nothing_in_flight())) {
                 break;
             }
@@ -195,6 +217,8 @@ impl Pipeline {
             let accept = input_open && self.ready.is_empty() && paused.is_none();
             let wake = self.order.next_wake();
             tokio::select! {
+                // Replies first: they free window room and bytes, which everything else
+                // waits for; taking input first would only queue more behind them.
                 biased;
                 Some((node, gen, r)) = inbox.replies.recv() => {
                     self.on_reply(node, gen, r);
@@ -213,6 +237,7 @@ impl Pipeline {
                 _ = sleep_until(paused), if paused.is_some() => {}
             }
         }
+        // Ends the socket tasks: nothing more is read, and the target sees a clean close.
         for n in &mut self.nodes {
             n.disconnect();
         }
@@ -222,6 +247,9 @@ impl Pipeline {
     /// Handle `first` and what is already queued behind it, up to a window's worth.
     /// Returns whether the input is still open.
     fn take_messages(&mut self, first: Msg, rx: &mut mpsc::Receiver<Msg>) -> bool {
+        // A window's worth per pass: enough to fill the nodes' windows in one flush,
+        // not so much that replies wait behind admission. A `--max-ops` pause stops
+        // taking at once.
         self.on_msg(first);
         while self.ready.len() < self.opts.max_inflight && self.paused_until.is_none() {
             match rx.try_recv() {
@@ -233,6 +261,8 @@ impl Pipeline {
         true
     }
 
+    /// The writer has failed (a poisoned lock counts as failed: nothing it guarded can be
+    /// trusted any more).
     pub(super) fn fatal(&self) -> bool {
         self.shared
             .fatal
@@ -241,6 +271,8 @@ impl Pipeline {
             .unwrap_or(true)
     }
 
+    /// Stop the writer with `e`. The first error wins: it is the cause, later ones are
+    /// its consequences.
     pub(super) fn set_fatal(&mut self, e: WriteError) {
         tracing::error!(error = %e, "writer stopped");
         if let Ok(mut f) = self.shared.fatal.lock() {
@@ -265,6 +297,8 @@ impl Pipeline {
         if !self.fatal() {
             self.set_fatal(WriteError::Abandoned);
         }
+        // In flight too: a stop must not wait for a node that stalls. Their replies, if
+        // any, come on a connection now closed and are ignored.
         for node in 0..self.nodes.len() {
             for req in node_at_mut(&mut self.nodes, node).take_in_flight() {
                 self.order.answered(req.slot);
@@ -273,10 +307,12 @@ impl Pipeline {
         }
     }
 
-    pub(super) fn nothing_in_flight(&self) -> bool {
+    /// No request of any node awaits its reply.
+    fn nothing_in_flight(&self) -> bool {
         self.nodes.iter().all(|n| n.nothing_in_flight())
     }
 
+    /// Nothing queued anywhere, nothing in flight, every track settled: a flush is done.
     fn idle(&self) -> bool {
         self.ready.is_empty()
             && self.order.nothing_blocked()
@@ -285,6 +321,8 @@ impl Pipeline {
             && self.tracks.is_empty()
     }
 
+    /// Answer the callers of `flush` once it is true that everything given before is
+    /// settled (or the writer failed: then with its error).
     fn answer_flushes(&mut self) {
         if self.flush_waiters.is_empty() {
             return;
@@ -304,12 +342,16 @@ impl Pipeline {
         }
     }
 
+    /// One message of the handle, in the order given: a policy or progress change applies
+    /// to the entries after it, never to those before.
     fn on_msg(&mut self, m: Msg) {
         match m {
             Msg::Flush(w) => self.flush_waiters.push(w),
             Msg::Abandon => self.abandon(),
             Msg::Conflict(policy) => self.admitter.conflict = policy,
             Msg::Progress(p) => self.admitter.set_progress(p),
+            // A source offset with nothing to write (a PING, a filtered command): a track
+            // of its own lets the watermark move over it in its place, not before.
             Msg::Mark(offset) => {
                 let track = self.tracks.open(None);
                 if let Some(t) = self.tracks.get_mut(track) {
@@ -320,6 +362,9 @@ impl Pipeline {
             Msg::Entry(e, permit) => {
                 // Held open by admission, so a request answered at once cannot settle it.
                 let track = self.tracks.open(permit);
+                // Entries still in the channel when the writer failed are not written:
+                // their tracks settle at once, without an offset, so the watermark does
+                // not pass them.
                 if !self.fatal() {
                     let mut admitted = std::mem::take(&mut self.admission);
                     self.admitter
@@ -371,16 +416,22 @@ impl Pipeline {
             t.offset = a.offset;
             t.group = a.group;
         }
+        // Admission refused (part of) the entry: the track fails before any of its
+        // requests is sent, so no reply can settle it as applied.
         if let Some(why) = a.failure.take() {
             self.fail_track(track, why);
         }
         for p in a.reqs.drain(..) {
             match p.dest {
                 Dest::Slot => self.queue_req(track, p, None),
+                // Pinned to the first master, always the same one: such requests keep
+                // their order among themselves as if they had a slot.
                 Dest::AnyMaster => {
                     let pin = self.masters.first().copied();
                     self.queue_req(track, p, pin);
                 }
+                // A broadcast's copies share the track: the entry is applied once every
+                // master has it.
                 Dest::Masters => {
                     for m in self.masters.clone() {
                         let copy = Planned {
@@ -394,6 +445,7 @@ impl Pipeline {
         }
     }
 
+    /// Make a request of `p`, next in the original order, and queue it for its node.
     fn queue_req(&mut self, track: u64, p: Planned, pin: Option<usize>) {
         let order = (self.next_seq, 0);
         self.next_seq += 1;
@@ -405,8 +457,10 @@ impl Pipeline {
         self.ready.push_back(req);
     }
 
-    pub(super) fn count(&self, t: &Tally) {
+    /// Add admission's counts to the shared counters: the writer task is their one owner.
+    fn count(&self, t: &Tally) {
         let s = &self.shared.stats;
+        // Skipped when zero: most entries count nothing, and an atomic add is not free.
         let add = |c: &std::sync::atomic::AtomicU64, n: u64| {
             if n > 0 {
                 c.fetch_add(n, Ordering::Relaxed);
@@ -431,7 +485,7 @@ impl Pipeline {
 
     /// Failures just counted that belong to a replicated command, not a snapshot key: the
     /// status shows them under commands.
-    pub(super) fn count_command_failures(&self, n: u64) {
+    fn count_command_failures(&self, n: u64) {
         if n > 0 {
             self.shared
                 .stats
@@ -441,19 +495,19 @@ impl Pipeline {
     }
 
     /// Whether `track` is a replicated command (or transaction) rather than snapshot data.
-    pub(super) fn is_command(&mut self, track: u64) -> bool {
+    fn is_command(&mut self, track: u64) -> bool {
         self.tracks.get_mut(track).is_some_and(|t| t.counts_command)
     }
 
     /// The entry will not be (wholly) applied; `why` is kept for the writer's error.
-    pub(super) fn fail_track(&mut self, track: u64, why: String) {
+    fn fail_track(&mut self, track: u64, why: String) {
         self.failure.get_or_insert(why);
         self.tracks.fail(track);
     }
 
     /// The target refused a write for good: counted, logged (rate-limited), the entry
     /// failed.
-    pub(super) fn reject(&mut self, track: u64, what: &str, key: &[u8], message: &str) {
+    fn reject(&mut self, track: u64, what: &str, key: &[u8], message: &str) {
         self.shared
             .stats
             .failed_rejected
@@ -475,7 +529,7 @@ impl Pipeline {
 
     /// Log the first twenty times, then at powers of two: a dead node fails every request
     /// in flight at once.
-    pub(super) fn warn_limited(&mut self, f: impl FnOnce()) {
+    fn warn_limited(&mut self, f: impl FnOnce()) {
         self.warned += 1;
         if self.warned <= 20 || self.warned.is_power_of_two() {
             f();
@@ -483,13 +537,15 @@ impl Pipeline {
     }
 
     /// One request of `track` answered (`ok`: applied); settle what can be settled.
-    pub(super) fn complete(&mut self, track: u64, ok: bool) {
+    fn complete(&mut self, track: u64, ok: bool) {
         let Settled {
             keys,
             commands,
             applied,
             failed,
         } = self.tracks.complete(track, ok);
+        // Counted when an entry settles, not per reply: an entry of several requests is
+        // one key or one command to the operator.
         let stats = &self.shared.stats;
         if keys > 0 {
             stats.keys_written.fetch_add(keys, Ordering::Relaxed);
@@ -499,9 +555,13 @@ impl Pipeline {
                 .commands_written
                 .fetch_add(commands, Ordering::Relaxed);
         }
+        // Release: whoever reads the watermark (the ACK to the source, the progress
+        // markers) must also see the counters of the writes it covers.
         if let Some(offset) = applied {
             stats.applied_offset.store(offset, Ordering::Release);
         }
+        // A sync stops at the first write it lost: what follows may depend on it, and
+        // the watermark cannot pass it anyway.
         if failed && self.opts.stop_on_failure && !self.fatal() {
             let reason = self
                 .failure
@@ -523,6 +583,7 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
+    /// Per node, so that one slow node fills only its own window: the others go on.
     fn window(&self) -> Window {
         Window {
             reqs: self.opts.max_inflight,
@@ -549,15 +610,15 @@ impl Pipeline {
             skipped: req
                 .group
                 .is_some_and(|g| self.tracks.skipped().contains(&g)),
+            // Asked, rather than handing the request to the slot order and getting it
+            // back when the slot is not blocked: at a million requests a second, each
+            // move of a request is a copy of a couple hundred bytes.
             blocked: self.order.is_blocked(req.slot),
             doubt: req.doubt,
             node: node_for(&self.owner, &req),
         };
         match route(facts) {
             Route::Skip => self.complete(req.track, true),
-            // Checked here rather than by moving each request in and out of the slot
-            // order: at a million requests a second, each move is a copy of a couple
-            // hundred bytes.
             Route::Queue => self.order.queue_blocked(req),
             Route::CheckFirst => self.check_first(req),
             Route::Unassigned => self.retry(req, Cause::Unassigned),
@@ -569,7 +630,12 @@ impl Pipeline {
     /// [`dispatch`](Self::dispatch) to a known node.
     fn send_to(&mut self, node: usize, req: Req, from: Option<usize>) -> bool {
         let n = node_at(&self.nodes, node);
+        // Connected on first use: a node the writer never needs is never dialled, and
+        // the request waits at the node meanwhile, in order.
         if !n.connected() && !n.connecting {
+            // While a failed connect's back-off lasts, the request does not wait at the
+            // node (it could wait forever): it is retried in its slot's order, under the
+            // retry deadline, like any failure.
             if let Some(why) = down(n, Instant::now()) {
                 let why = why.to_string();
                 self.retry(req, Cause::Connection(why));
@@ -609,6 +675,7 @@ impl Pipeline {
         self.dispatch(check, None);
     }
 
+    /// [`block_slot`] over this writer's order and nodes.
     fn block_slot(&mut self, slot: usize, not_before: Instant, gate: bool) {
         block_slot(&mut self.order, &mut self.nodes, slot, not_before, gate);
     }
@@ -633,12 +700,15 @@ impl Pipeline {
             let Some(req) = node_at_mut(&mut self.nodes, node).waiting.pop_front() else {
                 break;
             };
+            // It had to wait (back at the head): the ones behind it keep their place.
             if !self.dispatch(req, Some(node)) {
                 break;
             }
         }
     }
 
+    /// [`drain_waiting`](Self::drain_waiting) for every node with a queue: room opens
+    /// when replies arrive, and a connect may have finished.
     fn drain_all_waiting(&mut self) {
         for node in 0..self.nodes.len() {
             if !node_at(&self.nodes, node).waiting.is_empty() {
@@ -694,6 +764,9 @@ impl Pipeline {
         }
     }
 
+    /// Connect to `node` in a task of its own (see [`spawn_connect`]): a node that
+    /// accepts TCP but never answers must not hold up the others. The result comes back
+    /// through [`Pipeline::on_connected`].
     fn start_connect(&mut self, node: usize) {
         let n = node_at_mut(&mut self.nodes, node);
         n.connecting = true;
@@ -705,6 +778,8 @@ impl Pipeline {
         );
     }
 
+    /// A connect finished: send what waited for it, or hand the waiting requests to
+    /// their slots' order for a retry.
     fn on_connected(&mut self, node: usize, r: Result<Connection, ClientError>) {
         // A standalone target named with other nodes may have had its replica promoted.
         let may_move = self.info.cluster || self.has_other_nodes();
@@ -713,6 +788,7 @@ impl Pipeline {
         };
         n.connecting = false;
         match r {
+            // A fresh connection: its back-off starts over.
             Ok(conn) => {
                 n.connect_failures = 0;
                 n.down = None;
@@ -747,6 +823,7 @@ impl Pipeline {
 /// decision is a value, so this part holds no rule of its own beyond the order in which
 /// an action's effects happen (counter, then log, then the slot order, then the track).
 impl Pipeline {
+    /// A reply frame from `node`'s connection number `gen`, or the connection's end.
     fn on_reply(&mut self, node: usize, gen: u64, r: Result<Frame, ClientError>) {
         let Some(n) = self.nodes.get_mut(node) else {
             return;
@@ -758,12 +835,14 @@ impl Pipeline {
         }
         let frame = match r {
             Ok(f) => f,
+            // A read or write error ends the connection, whatever was in flight.
             Err(e) => return self.node_lost(node, e.to_string()),
         };
         self.shared.stats.answers.fetch_add(1, Ordering::Relaxed);
         if !n.answered {
-            // Before the watermark can move over this reply's write: the replicas of every
-            // node that acknowledged a write must hold it before the watermark is durable.
+            // Recorded before the watermark can move over this reply's write: read after
+            // the watermark, the list names every node that acknowledged a write it
+            // covers (whose replicas must hold it before the offset counts as durable).
             n.answered = true;
             if let Ok(mut a) = self.shared.answered_by.lock() {
                 a.push(n.endpoint.clone());
@@ -771,6 +850,7 @@ impl Pipeline {
         }
         match n.on_frame(frame) {
             Answer::Nothing => {}
+            // Every request on this connection would go to the wrong db: stop, naming it.
             Answer::SelectRefused { db, message } => {
                 let endpoint = n.endpoint.to_string();
                 self.set_fatal(WriteError::Select {
@@ -784,6 +864,8 @@ impl Pipeline {
                 last,
                 first_err,
             } => {
+                // Answered, whatever the verdict: a blocked slot waits for nothing of it
+                // in flight before it is released.
                 self.order.answered(req.slot);
                 let verdict = judge(&req.body, &last, first_err);
                 self.settle(node, req, Outcome::Reply(verdict));
@@ -793,6 +875,8 @@ impl Pipeline {
 
     /// Decide what `outcome` means for `req` (sent to `node`), and do it.
     fn settle(&mut self, node: usize, req: Req, outcome: Outcome) {
+        // Copies and borrows, read fresh for each reply: the conflict policy changes
+        // with `Msg::Conflict` and a second merged db, the slot map with a refresh.
         let facts = ReqFacts::of(&req);
         let writer = WriterFacts {
             conflict: self.admitter.conflict,
@@ -808,35 +892,24 @@ impl Pipeline {
     fn apply(&mut self, node: usize, mut req: Req, action: Action) {
         let stats = &self.shared.stats;
         match action {
+            // The common case first: once per reply, two counters and the track.
             Action::Applied => {
                 stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
                 self.complete(req.track, true);
             }
             Action::ClaimLost => {
                 stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
-                stats.lost_pending_entries.fetch_add(1, Ordering::Relaxed);
-                let key = match &req.body {
-                    Body::Claim(args) => args.get(1).map_or(&[][..], |k| &k[..]),
-                    _ => &[],
-                };
-                tracing::warn!(key = %show_key(key), "a pending entry whose message was deleted cannot be recreated with commands");
-                self.complete(req.track, true);
+                self.claim_lost(&req);
             }
             Action::GateOpen | Action::GateSkip | Action::GateConflict => {
                 stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
                 self.gate_answered(&req, &action);
                 self.complete(req.track, true);
             }
-            Action::KeySkipped => {
-                stats.skipped_existing.fetch_add(1, Ordering::Relaxed);
-                // The target keeps its own value: the key is settled, not written.
-                if let Some(t) = self.tracks.get_mut(req.track) {
-                    t.counts_key = false;
-                }
-                self.complete(req.track, true);
-            }
+            Action::KeySkipped => self.key_skipped(&req),
             Action::KeyConflict => {
-                let e = key_conflict(self.admitter.merged_dbs(), conflict_key(&req.body), req.db);
+                let key = conflict_key(&req.body);
+                let e = key_conflict(self.admitter.merged_dbs(), key, req.db);
                 // The reason first: completing a failed entry stops the writer too.
                 self.set_fatal(e);
                 self.complete(req.track, false);
@@ -863,16 +936,7 @@ impl Pipeline {
                 req.doubt |= doubt;
                 self.retry(req, cause);
             }
-            Action::Refuse { text } => {
-                let (what, key) = req.body.describe();
-                self.reject(req.track, &what, &key, &text);
-                // A refused piece fails its whole key: the others would leave a partial
-                // value behind.
-                if let Some(g) = req.group {
-                    self.tracks.fail_group(g);
-                }
-                self.complete(req.track, false);
-            }
+            Action::Refuse { text } => self.refuse(&req, &text),
             Action::PartlyFailed {
                 record,
                 name,
@@ -887,6 +951,44 @@ impl Pipeline {
             }
             Action::SettleDoubt { applied } => self.settle_doubt(&req, applied),
         }
+    }
+
+    /// [`Action::ClaimLost`]: counted and said, since nothing in the target will show it.
+    fn claim_lost(&mut self, req: &Req) {
+        self.shared
+            .stats
+            .lost_pending_entries
+            .fetch_add(1, Ordering::Relaxed);
+        let key = match &req.body {
+            Body::Claim(args) => args.get(1).map_or(&[][..], |k| &k[..]),
+            _ => &[],
+        };
+        tracing::warn!(key = %show_key(key), "a pending entry whose message was deleted cannot be recreated with commands");
+        self.complete(req.track, true);
+    }
+
+    /// [`Action::KeySkipped`]: the target keeps its own value, so the key is settled but
+    /// not counted as written (the status would claim a copy that did not happen).
+    fn key_skipped(&mut self, req: &Req) {
+        self.shared
+            .stats
+            .skipped_existing
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = self.tracks.get_mut(req.track) {
+            t.counts_key = false;
+        }
+        self.complete(req.track, true);
+    }
+
+    /// [`Action::Refuse`]: counted and logged as a refused write, the entry failed.
+    fn refuse(&mut self, req: &Req, text: &str) {
+        let (what, key) = req.body.describe();
+        self.reject(req.track, &what, &key, text);
+        // A refused piece fails its whole key: the others would leave a partial value.
+        if let Some(g) = req.group {
+            self.tracks.fail_group(g);
+        }
+        self.complete(req.track, false);
     }
 
     /// A marked transaction ran but its command failed: record the exception in the slot
@@ -989,6 +1091,7 @@ impl Pipeline {
     /// The target refused a RESTORE payload: write the value as commands at the same place
     /// in the slot's order (`delete_first`: a `DEL` ahead of them).
     fn fall_back(&mut self, req: Req, delete_first: bool) {
+        // Only a RESTORE with its key and payload is judged `BadPayload`.
         let Body::Restore { args, expire } = &req.body else {
             return;
         };
@@ -1001,6 +1104,8 @@ impl Pipeline {
         if self.admitter.refuse_type(rdb_type) {
             tracing::info!(rdb_type, target_rdb = %self.info.rdb_version, "target cannot RESTORE this type: rebuilding such values with commands");
         }
+        // The rebuild is admission's work done late: counted the same way (expired
+        // fields, lost TTLs, …).
         let mut tally = Default::default();
         let rebuilt = self
             .admitter
@@ -1008,6 +1113,7 @@ impl Pipeline {
         self.count(&tally);
         let mut cmds = match rebuilt {
             Ok(cmds) => cmds,
+            // Not decodable, or a module value: neither way can write it.
             Err(why) => {
                 self.fail_track(req.track, why);
                 return self.complete(req.track, false);
@@ -1036,9 +1142,12 @@ impl Pipeline {
         };
         let then = again(&ReqFacts::of(&req), &cause, policy, now);
         if let Again::CheckAfter { delay } = then {
+            // The check is settled; its slot stays blocked for `delay`, then the writes
+            // in doubt are routed again and make a new check.
             self.order.gate_answered(req.slot, now + delay);
             return self.complete(req.track, true);
         }
+        // What `again` assumed: one more attempt, the deadline counted from the first.
         req.attempts += 1;
         req.first_failure.get_or_insert(now);
         // A redirect is the cluster working as designed, not a failure: not a retry.
@@ -1076,7 +1185,8 @@ impl Pipeline {
             }
         }
         self.refresh_needed |= refresh_map;
-        // The failed write heads its slot's queue: nothing later of the slot overtakes it.
+        // The failed write waits in its slot's queue at its place in the original order,
+        // and nothing later of the slot overtakes it.
         self.block_slot(req.slot, now + delay, false);
         self.order.queue_blocked(req);
     }
@@ -1085,6 +1195,8 @@ impl Pipeline {
     /// else fails the entry (counted).
     fn give_up(&mut self, req: Req, cause: Cause) {
         let secs = self.opts.retry_timeout.as_secs();
+        // The node stayed unreachable for the whole deadline: every write for it would
+        // fail the same way, so the writer stops with one error naming the node.
         if let Cause::Connection(cause) = cause {
             let endpoint = self.endpoint_of(&req);
             self.set_fatal(WriteError::TargetLost {
@@ -1097,6 +1209,7 @@ impl Pipeline {
         let why = gave_up_why(cause, req.slot);
         let (what, key) = req.body.describe();
         tracing::warn!(command = %what, key = %show_key(&key), secs, error = %why, "gave up a write after retrying");
+        // Only the first failure is the writer's error: the ones after it follow from it.
         self.failure.get_or_insert_with(|| {
             format!(
                 "gave up {what} {} after {secs}s of retries: {why}",
