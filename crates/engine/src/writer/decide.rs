@@ -74,6 +74,7 @@ pub(super) struct ReqFacts {
 }
 
 impl ReqFacts {
+    #[inline]
     pub(super) fn of(req: &Req) -> ReqFacts {
         let kind = match &req.body {
             Body::Cmd(_) | Body::Multi(_) => Kind::Write,
@@ -184,6 +185,9 @@ pub(super) enum Action {
 }
 
 /// Decide what to do about a request's outcome.
+// Always inlined: it runs once per reply, where the reply is read, and there the common
+// case (applied) folds into a few instructions.
+#[inline(always)]
 pub(super) fn decide(outcome: Outcome, req: &ReqFacts, w: &WriterFacts) -> Action {
     let verdict = match outcome {
         Outcome::Reply(v) => v,
@@ -273,6 +277,7 @@ fn partly_failed_message(req: &ReqFacts, failed: usize, error: String) -> String
 }
 
 /// An applied request: a gate's and a claim's answer carry news, the rest is just settled.
+#[inline]
 fn applied(kind: Kind, exists: bool, conflict: ConflictPolicy) -> Action {
     match (kind, exists) {
         (Kind::Gate, false) => Action::GateOpen,
@@ -403,6 +408,7 @@ pub(super) struct RouteFacts {
 }
 
 /// Where a request goes next.
+#[inline]
 pub(super) fn route(f: RouteFacts) -> Route {
     // A skipped key's later pieces arrive after the gate said so: dropped, even when the
     // slot is blocked (they would only wait to be dropped).

@@ -10,6 +10,9 @@
 //! the connection, or room in the window) in the order it was made; when its slot gets
 //! blocked, the requests of the slot that wait at nodes move into the slot's queue, in
 //! order, because they were made before the ones that will queue behind the block.
+//!
+//! The small ones are `#[inline]`: they run once per request, from another codegen unit
+//! (the writer bench measured a call and a request copy per hop without it).
 
 use std::time::Instant;
 
@@ -21,6 +24,7 @@ use super::request::{Body, Req};
 
 /// The node a request goes to: an ASK target (once), else a node fixed in advance (a
 /// broadcast to every master), else its slot's owner in our map.
+#[inline]
 pub(super) fn node_for(owner: &[Option<usize>], req: &Req) -> Option<usize> {
     req.ask
         .or(req.pin)
@@ -46,6 +50,7 @@ pub(super) struct Window {
 
 /// Whether a request for `node`, taken from the queue of `from` (if any), must wait in
 /// the node's queue instead of going now.
+#[inline]
 pub(super) fn must_wait(nodes: &[Node], node: usize, from: Option<usize>, w: Window) -> bool {
     let n = node_at(nodes, node);
     // Requests already waiting there go first: a newcomer may not overtake them, or a
@@ -57,6 +62,7 @@ pub(super) fn must_wait(nodes: &[Node], node: usize, from: Option<usize>, w: Win
 
 /// Park `req` in its node's queue. One taken from the head of that same queue goes back
 /// to the head, so the queue keeps its order.
+#[inline]
 pub(super) fn wait_at(nodes: &mut [Node], node: usize, req: Req, from_here: bool) {
     let n = node_at_mut(nodes, node);
     if from_here {
@@ -69,6 +75,7 @@ pub(super) fn wait_at(nodes: &mut [Node], node: usize, req: Req, from_here: bool
 /// Put `req` in flight on `node`. `select`: the target has databases (a standalone
 /// server), so a change of db is sent first. Counted in its slot first: a blocked slot
 /// is released only once nothing of it is in flight.
+#[inline]
 pub(super) fn send(order: &mut SlotOrder, node: &mut Node, req: Req, select: bool) {
     order.sent(req.slot);
     node.encode(req, select);
@@ -126,6 +133,7 @@ pub(super) fn waits_anywhere(nodes: &[Node], slot: usize) -> bool {
 
 /// Why `n` is down, while its connect back-off lasts: one connect attempt per back-off
 /// period, not one per request routed to it.
+#[inline]
 pub(super) fn down(n: &Node, now: Instant) -> Option<&str> {
     n.down
         .as_ref()
@@ -137,12 +145,14 @@ pub(super) fn down(n: &Node, now: Instant) -> Option<&str> {
 /// master keeps its place, idle), so such an index stays valid for the life of the
 /// writer; a free function so that it borrows `nodes`, not the whole pipeline.
 #[allow(clippy::indexing_slicing)] // why: indices come from node_index; nodes are never removed
+#[inline]
 pub(super) fn node_at(nodes: &[Node], i: usize) -> &Node {
     &nodes[i]
 }
 
 /// [`node_at`], to change it.
 #[allow(clippy::indexing_slicing)] // why: as for `node_at`
+#[inline]
 pub(super) fn node_at_mut(nodes: &mut [Node], i: usize) -> &mut Node {
     &mut nodes[i]
 }

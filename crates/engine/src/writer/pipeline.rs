@@ -584,6 +584,7 @@ impl Pipeline {
     }
 
     /// Per node, so that one slow node fills only its own window: the others go on.
+    #[inline]
     fn window(&self) -> Window {
         Window {
             reqs: self.opts.max_inflight,
@@ -617,31 +618,31 @@ impl Pipeline {
             doubt: req.doubt,
             node: node_for(&self.owner, &req),
         };
-        match route(facts) {
-            Route::Skip => self.complete(req.track, true),
-            Route::Queue => self.order.queue_blocked(req),
-            Route::CheckFirst => self.check_first(req),
-            Route::Unassigned => self.retry(req, Cause::Unassigned),
-            Route::Node(node) => return self.send_to(node, req, from),
-        }
-        true
-    }
-
-    /// [`dispatch`](Self::dispatch) to a known node.
-    fn send_to(&mut self, node: usize, req: Req, from: Option<usize>) -> bool {
-        let n = node_at(&self.nodes, node);
-        // Connected on first use: a node the writer never needs is never dialled, and
-        // the request waits at the node meanwhile, in order.
-        if !n.connected() && !n.connecting {
-            // While a failed connect's back-off lasts, the request does not wait at the
-            // node (it could wait forever): it is retried in its slot's order, under the
-            // retry deadline, like any failure.
-            if let Some(why) = down(n, Instant::now()) {
-                let why = why.to_string();
-                self.retry(req, Cause::Connection(why));
+        let node = match route(facts) {
+            Route::Node(node) => node,
+            Route::Skip => {
+                self.complete(req.track, true);
                 return true;
             }
-            self.start_connect(node);
+            Route::Queue => {
+                self.order.queue_blocked(req);
+                return true;
+            }
+            Route::CheckFirst => {
+                self.check_first(req);
+                return true;
+            }
+            Route::Unassigned => {
+                self.retry(req, Cause::Unassigned);
+                return true;
+            }
+        };
+        // While a failed connect's back-off lasts, the request does not wait at the node
+        // (it could wait forever): it is retried in its slot's order, under the retry
+        // deadline, like any failure.
+        if let Some(why) = self.connect_if_needed(node) {
+            self.retry(req, Cause::Connection(why));
+            return true;
         }
         if must_wait(&self.nodes, node, from, self.window()) {
             wait_at(&mut self.nodes, node, req, from == Some(node));
@@ -650,6 +651,8 @@ impl Pipeline {
         let gate = matches!(req.body, Body::Gate { .. });
         let slot = req.slot;
         let select = !self.info.cluster;
+        // Sent from here, not from a function of its own: the request is moved once per
+        // hop, and each move is a copy of a couple hundred bytes.
         send(
             &mut self.order,
             node_at_mut(&mut self.nodes, node),
@@ -662,6 +665,21 @@ impl Pipeline {
             self.block_slot(slot, Instant::now(), true);
         }
         true
+    }
+
+    /// Connect to `node` unless it is connected or connecting: connected on first use, so
+    /// a node the writer never needs is never dialled (the request waits at the node
+    /// meanwhile, in order). `Some(why)` while the node's connect back-off lasts.
+    fn connect_if_needed(&mut self, node: usize) -> Option<String> {
+        let n = node_at(&self.nodes, node);
+        if n.connected() || n.connecting {
+            return None;
+        }
+        if let Some(why) = down(n, Instant::now()) {
+            return Some(why.to_string());
+        }
+        self.start_connect(node);
+        None
     }
 
     /// A write whose fate is unknown: hold its slot and read the slot's marker first. The
@@ -868,31 +886,35 @@ impl Pipeline {
                 // in flight before it is released.
                 self.order.answered(req.slot);
                 let verdict = judge(&req.body, &last, first_err);
-                self.settle(node, req, Outcome::Reply(verdict));
+                let action = self.choose(node, &req, Outcome::Reply(verdict));
+                self.apply(node, req, action);
             }
         }
     }
 
-    /// Decide what `outcome` means for `req` (sent to `node`), and do it.
-    fn settle(&mut self, node: usize, req: Req, outcome: Outcome) {
+    /// What [`decide`] makes of `outcome` for `req` (sent to `node`). The request is only
+    /// borrowed: moved once, into [`apply`](Self::apply), as it would be without a
+    /// decision in between.
+    // Always inlined: once per reply, and a call costs more than the decision.
+    #[inline(always)]
+    fn choose(&self, node: usize, req: &Req, outcome: Outcome) -> Action {
         // Copies and borrows, read fresh for each reply: the conflict policy changes
         // with `Msg::Conflict` and a second merged db, the slot map with a refresh.
-        let facts = ReqFacts::of(&req);
         let writer = WriterFacts {
             conflict: self.admitter.conflict,
             slots: self.owner.len(),
             node: &node_at(&self.nodes, node).endpoint,
             sync_id: self.admitter.progress().map(|p| p.sync_id),
         };
-        let action = decide(outcome, &facts, &writer);
-        self.apply(node, req, action);
+        decide(outcome, &ReqFacts::of(req), &writer)
     }
 
     /// Carry out what [`decide`] chose for `req`, answered by (or lost with) `node`.
+    #[inline]
     fn apply(&mut self, node: usize, mut req: Req, action: Action) {
         let stats = &self.shared.stats;
         match action {
-            // The common case first: once per reply, two counters and the track.
+            // The common case first: once per reply, a counter and the track.
             Action::Applied => {
                 stats.bytes.fetch_add(req.bytes as u64, Ordering::Relaxed);
                 self.complete(req.track, true);
@@ -1238,7 +1260,8 @@ impl Pipeline {
         tracing::warn!(node = %n.endpoint, error = %cause, in_flight = n.in_flight(), "lost the connection to a target node; re-sending in order");
         for req in n.take_in_flight() {
             self.order.answered(req.slot);
-            self.settle(node, req, Outcome::Lost(cause.clone()));
+            let action = self.choose(node, &req, Outcome::Lost(cause.clone()));
+            self.apply(node, req, action);
         }
         self.refresh_needed = self.info.cluster;
     }
