@@ -338,7 +338,8 @@ pub(super) enum Again {
 pub(super) fn again(req: &ReqFacts, cause: &Cause, policy: RetryPolicy, now: Instant) -> Again {
     if req.kind == Kind::Check {
         // A check is not retried itself: the writes in doubt behind it make a new one when
-        // they are sent, so a check never runs on a node that no longer owns the slot.
+        // they are routed again, so the new check goes to whichever node owns the slot by
+        // then. Nor is it given up: those writes carry the deadline.
         return Again::CheckAfter {
             delay: backoff(req.attempts + 1),
         };
