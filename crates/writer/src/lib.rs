@@ -31,6 +31,7 @@
 
 mod admit;
 mod commands;
+mod decide;
 mod dispatch;
 mod downgrade;
 pub mod durable;

@@ -30,10 +30,14 @@ pub(super) type Connected = (usize, Result<Connection, ClientError>);
 /// sync with four 1 M-element keys showed two such copies, 154 MB of a 285 MB peak).
 const SHARED_ARG: usize = 64 << 10;
 
+/// What the node owes a reply for, in the order sent: a node answers in order, so the
+/// head of this FIFO is what the next reply is for.
 // Nearly every element is a `Req`; boxing it would add an allocation per command.
 #[allow(clippy::large_enum_variant)]
 enum Inflight {
+    /// A `SELECT` the writer added: its reply settles no request.
     Select,
+    /// An `ASKING` before a redirected request: likewise.
     Asking,
     Req {
         req: Req,
@@ -57,16 +61,23 @@ pub(super) enum Answer {
     },
 }
 
+/// One target node as the writer sees it. Plain state: the connection's tasks only
+/// report on channels, so every decision about the node is made by the writer task.
 pub(super) struct Node {
     pub endpoint: Endpoint,
     /// Bumped on every (re)connect: replies from an older connection are stale.
     pub gen: u64,
+    /// To the socket writer task; `None` while not connected.
     tx: Option<mpsc::UnboundedSender<Bytes>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Encoded but not yet handed to the socket task: one hand-over per loop pass.
     out: BytesMut,
     inflight: VecDeque<Inflight>,
+    /// Requests (not `SELECT`/`ASKING`) in `inflight`, and their bytes: the window.
     inflight_reqs: usize,
     inflight_bytes: usize,
+    /// The db the connection has selected (a standalone target), so `SELECT` is sent
+    /// only on a change.
     db: Option<DbIndex>,
     /// After a failed connect: no new attempt before this time (and why it failed).
     pub down: Option<(Instant, String)>,
@@ -99,6 +110,7 @@ impl Node {
         }
     }
 
+    /// Connected: requests can be encoded for it now.
     pub(super) fn connected(&self) -> bool {
         self.tx.is_some()
     }
@@ -117,12 +129,16 @@ impl Node {
             && (self.inflight_reqs >= max_reqs || self.inflight_bytes >= max_bytes)
     }
 
+    /// Close the connection: its tasks end, and its replies still on the way are stale
+    /// (the generation changes). What was in flight stays: see [`Node::take_in_flight`].
     pub(super) fn disconnect(&mut self) {
         self.tx = None;
         for t in self.tasks.drain(..) {
             t.abort();
         }
         self.gen += 1;
+        // A new connection starts in db 0, and what was encoded for the old one is lost
+        // with it (its requests are re-sent from their queues).
         self.db = None;
         self.out.clear();
     }
@@ -141,15 +157,16 @@ impl Node {
             .collect()
     }
 
-    /// The waiting requests of `slot`, taken out of the queue.
     /// Does a request of `slot` wait here?
     pub(super) fn waits_for(&self, slot: usize) -> bool {
         self.waiting.iter().any(|r| r.slot == slot)
     }
 
-    /// A marker check stays: it is what the slot waits for.
+    /// The waiting requests of `slot`, taken out of the queue (in order). A marker check
+    /// stays: it is what the slot waits for.
     pub(super) fn take_waiting_of(&mut self, slot: usize) -> Vec<Req> {
         let mine = |r: &Req| r.slot == slot && !matches!(r.body, Body::Check { .. });
+        // The common case, without rebuilding the queue.
         if !self.waiting.iter().any(mine) {
             return Vec::new();
         }
@@ -169,11 +186,15 @@ impl Node {
             self.inflight.push_back(Inflight::Select);
             self.db = Some(req.db);
         }
+        // Once: a retry after this attempt goes to the slot's owner again, unless a new
+        // ASK says otherwise.
         if req.ask.take().is_some() {
             encode_command(&[b("ASKING")], &mut self.out);
             self.inflight.push_back(Inflight::Asking);
         }
         match &req.body {
+            // Big arguments go to the socket task as their own buffers (see
+            // `SHARED_ARG`); without a connection there is nobody to hand them to.
             Body::Cmd(a) | Body::Claim(a) | Body::Restore { args: a, .. } => match &self.tx {
                 Some(tx) => encode_command_sharing(a, SHARED_ARG, &mut self.out, &mut |piece| {
                     let _ = tx.send(piece);
@@ -185,6 +206,8 @@ impl Node {
                 &[b("GET"), super::progress::slot_marker_key(*slot)],
                 &mut self.out,
             ),
+            // One request, `replies()` replies: the FIFO entry stays at the head until
+            // EXEC's reply.
             Body::Multi(cmds) => {
                 encode_command(&[b("MULTI")], &mut self.out);
                 for c in cmds {
@@ -218,6 +241,8 @@ impl Node {
 
     /// Match one reply to the head of the FIFO.
     pub(super) fn on_frame(&mut self, frame: Frame) -> Answer {
+        // A reply with nothing owed is the server's doing (or ours): logged and dropped,
+        // rather than matched to a request it does not belong to.
         let Some(front) = self.inflight.front_mut() else {
             tracing::warn!(node = %self.endpoint, reply = %frame.describe(), "reply with nothing in flight: ignored");
             return Answer::Nothing;
@@ -235,6 +260,7 @@ impl Node {
             }
             Inflight::Asking => {
                 self.inflight.pop_front();
+                // Not fatal: the request after it is judged by its own reply.
                 if let Some(e) = frame.as_error() {
                     tracing::warn!(node = %self.endpoint, error = %rsm_resp::escape_controls(e), "ASKING refused");
                 }
@@ -246,6 +272,8 @@ impl Node {
                 ..
             } => {
                 *replies_left -= 1;
+                // A transaction's earlier replies (MULTI's OK, each QUEUED): only an error
+                // among them matters, since EXEC then fails because of it.
                 if *replies_left > 0 {
                     if let Some(e) = frame.as_error() {
                         first_err.get_or_insert_with(|| e.clone());
@@ -274,6 +302,8 @@ impl Node {
         replies: &mpsc::UnboundedSender<Reply>,
     ) {
         let (mut reader, mut writer) = conn.into_split();
+        // An older connection's tasks end first: its late replies must not be taken for
+        // this one's (they carry the old generation).
         self.disconnect();
         let gen = self.gen;
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
@@ -286,6 +316,8 @@ impl Node {
                             return;
                         }
                     }
+                    // The end of the connection, read as the writer's news: it re-sends
+                    // what was in flight.
                     Err(e) => {
                         let _ = to_writer.send((index, gen, Err(e)));
                         return;
@@ -325,6 +357,7 @@ impl Node {
             }
             writer.shutdown().await;
         });
+        // Kept to abort them on disconnect: a dropped JoinHandle does not stop a task.
         self.tx = Some(tx);
         self.tasks = vec![read_task, write_task];
         tracing::debug!(node = %self.endpoint, "connected to target node");

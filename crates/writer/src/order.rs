@@ -21,6 +21,7 @@ use super::request::{Order, Req};
 /// The pseudo-slot of keyless requests (FLUSHALL, FUNCTION …): ordered among themselves.
 pub(super) const KEYLESS: usize = SLOT_COUNT as usize;
 
+/// A blocked slot: its requests in their original order, and when they may go again.
 struct Blocked {
     queue: VecDeque<Req>,
     not_before: Instant,
@@ -30,7 +31,10 @@ struct Blocked {
 
 /// The blocked slots and how many requests of each slot are in flight.
 pub(super) struct SlotOrder {
+    /// Few at a time (a failing node's slots, a migrating slot), hence a map.
     blocked: HashMap<usize, Blocked>,
+    /// Per slot (and the keyless pseudo-slot): a slot is released only at 0, since a
+    /// request still in flight may fail and must then go before the queue.
     in_flight: Vec<u32>,
 }
 
@@ -58,12 +62,13 @@ impl SlotOrder {
         }
     }
 
-    /// Queue `req` behind its slot's block; gives it back when the slot is not blocked.
     /// `slot` is blocked: its requests wait in its queue.
     pub(super) fn is_blocked(&self, slot: usize) -> bool {
+        // Almost always nothing is blocked: no hashing then, once per request.
         !self.blocked.is_empty() && self.blocked.contains_key(&slot)
     }
 
+    /// Queue `req` behind its slot's block; gives it back when the slot is not blocked.
     pub(super) fn queue(&mut self, req: Req) -> Option<Req> {
         match self.blocked.get_mut(&req.slot) {
             Some(bl) => {

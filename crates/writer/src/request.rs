@@ -2,7 +2,12 @@
 //!
 //! Pure: no I/O. The writer turns each entry into requests ([`super::admit`]), keeps them
 //! in per-slot order ([`super::order`]) and sends them through a node
-//! ([`super::node`]); when the reply arrives, [`judge`] says what it means.
+//! ([`super::node`]); when the reply arrives, [`judge`] says what it means, and
+//! [`super::decide`] what the writer does about it.
+//!
+//! The split matters: `judge` knows the reply and the request's body, nothing of the
+//! writer, so an error reply is classified once ([`ServerError::classify`]) and every
+//! later decision works on a [`Verdict`], never on error text.
 
 use std::time::Instant;
 
@@ -157,6 +162,8 @@ impl Req {
 pub(super) enum Verdict {
     /// Applied. `exists`: a gate's answer.
     Applied { exists: bool },
+    /// A marker check's answer: the slot's marker value (`None`: the slot has none).
+    Marker(Option<Bytes>),
     /// The slot lives on another node now (the reply's own slot, for a check).
     Moved(ServerError),
     /// Send once more with ASKING to the node named.
@@ -208,6 +215,8 @@ pub(super) fn judge(body: &Body, last: &Frame, first_err: Option<Bytes>) -> Verd
             };
         }
         (_, Some(e)) => e.clone(),
+        // The marker's value is the answer: which writes in doubt are in the target.
+        (Body::Check { .. }, None) => return Verdict::Marker(last.as_bytes().cloned()),
         (_, None) => {
             let exists = match body {
                 Body::Gate { .. } => last.as_int() == Some(1),
@@ -293,6 +302,24 @@ mod tests {
         assert_eq!(
             judge(&claim, &Frame::Array(vec![]), None),
             Verdict::Applied { exists: false }
+        );
+    }
+
+    #[test]
+    fn a_marker_check_answers_with_the_markers_value() {
+        let check = Body::Check { slot: 3 };
+        let value = Bytes::from_static(b"0000000000000007:1500");
+        assert_eq!(
+            judge(&check, &Frame::Bulk(value.clone()), None),
+            Verdict::Marker(Some(value))
+        );
+        assert_eq!(judge(&check, &Frame::Null, None), Verdict::Marker(None));
+        assert!(
+            matches!(
+                judge(&check, &err("LOADING Redis is loading"), None),
+                Verdict::Retry { .. }
+            ),
+            "a failed check is judged like any request"
         );
     }
 
