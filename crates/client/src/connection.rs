@@ -333,6 +333,42 @@ impl Connection {
         Ok(reply)
     }
 
+    /// One step of `SCAN cursor [MATCH pattern] COUNT count` in the connection's db. Every
+    /// walk of a keyspace in the tool goes through here, so that "cursor 0 is the end" and
+    /// "a reply that is not `[cursor, keys]` is an error, never an empty page" are decided
+    /// once: starting over from 0 on a bad reply would never end, and an empty page taken
+    /// for the end would skip keys.
+    pub async fn scan(
+        &mut self,
+        cursor: &[u8],
+        pattern: Option<&[u8]>,
+        count: usize,
+    ) -> Result<ScanPage, ClientError> {
+        let count = count.to_string();
+        let mut args: Vec<&[u8]> = vec![b"SCAN", cursor];
+        if let Some(p) = pattern {
+            args.extend([b"MATCH".as_slice(), p]);
+        }
+        args.extend([b"COUNT".as_slice(), count.as_bytes()]);
+        let reply = self.request_ok(&args).await?;
+        let unexpected = |reply: &Frame| ClientError::Unexpected {
+            side: self.opts.side,
+            endpoint: self.reader.endpoint.clone(),
+            command: "SCAN",
+            reply: reply.describe(),
+        };
+        let Some([next, keys]) = reply.as_array() else {
+            return Err(unexpected(&reply));
+        };
+        let (Some(next), Some(keys)) = (next.as_bytes(), keys.as_array()) else {
+            return Err(unexpected(&reply));
+        };
+        Ok(ScanPage {
+            next: (next.as_ref() != b"0" && !next.is_empty()).then(|| next.clone()),
+            keys: keys.iter().filter_map(|k| k.as_bytes().cloned()).collect(),
+        })
+    }
+
     /// A bulk/simple string reply as text (INFO, CLUSTER NODES, CONFIG GET values).
     pub async fn request_text<A: AsRef<[u8]>>(
         &mut self,
@@ -588,6 +624,14 @@ pub fn keyspace(info: &[(String, String)]) -> Vec<(u32, u64)> {
             Some((db, keys))
         })
         .collect()
+}
+
+/// One step of a `SCAN` ([`Connection::scan`]): the keys, and the cursor to go on from
+/// (`None` once the walk is complete).
+#[derive(Debug, Default)]
+pub struct ScanPage {
+    pub next: Option<Bytes>,
+    pub keys: Vec<Bytes>,
 }
 
 #[cfg(test)]

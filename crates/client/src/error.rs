@@ -88,6 +88,13 @@ pub enum ClientError {
         #[source]
         source: rsm_resp::RespError,
     },
+    #[error("{side} {endpoint} answered {command} with {reply}, which that command never returns")]
+    Unexpected {
+        side: Side,
+        endpoint: Endpoint,
+        command: &'static str,
+        reply: String,
+    },
     #[error("{side} {endpoint} refused {command}: {message}")]
     Server {
         side: Side,

@@ -27,6 +27,7 @@ mod tls;
 
 pub use connection::{
     info_field, keyspace, parse_info, ConnectOptions, Connection, FrameReader, FrameWriter,
+    ScanPage,
 };
 pub use credentials::{read_secret_file, Credentials, SecretFileError};
 pub use endpoint::{Endpoint, EndpointError};

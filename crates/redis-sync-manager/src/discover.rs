@@ -83,8 +83,6 @@ pub enum DiscoverError {
         nodes: String,
         what: String,
     },
-    #[error("pre-flight check of the source: {0}")]
-    Unexpected(String),
 }
 
 impl DiscoverError {

@@ -23,7 +23,7 @@ use crate::discover::DiscoverError;
 /// How many keys a refusal names.
 const NAMED: usize = 5;
 /// `COUNT` of each `SCAN` step: large enough that a million keys take a second or so.
-const SCAN_COUNT: &str = "1000";
+const SCAN_COUNT: usize = 1000;
 
 /// What pre-flight looks at: the source nodes the plan syncs from, and the target.
 pub struct Sides<'a> {
@@ -294,34 +294,14 @@ async fn scan_matching(
     let mut found = Vec::new();
     let mut cursor = Bytes::from_static(b"0");
     loop {
-        let reply = conn
-            .request_ok(&[
-                b"SCAN".as_slice(),
-                &cursor,
-                b"MATCH",
-                pattern,
-                b"COUNT",
-                SCAN_COUNT.as_bytes(),
-            ])
-            .await?;
-        let Some([next, keys]) = reply.as_array() else {
-            return Err(DiscoverError::Unexpected(format!(
-                "SCAN answered {}",
-                reply.describe()
-            )));
-        };
-        found.extend(
-            keys.as_array()
-                .unwrap_or(&[])
-                .iter()
-                .filter_map(|k| k.as_bytes().cloned()),
-        );
+        let page = conn.scan(&cursor, Some(pattern), SCAN_COUNT).await?;
+        found.extend(page.keys);
         if limit.is_some_and(|n| found.len() >= n) {
             return Ok(found);
         }
-        match next.as_bytes() {
-            Some(n) if n.as_ref() != b"0" && !n.is_empty() => cursor = n.clone(),
-            _ => return Ok(found),
+        match page.next {
+            Some(n) => cursor = n,
+            None => return Ok(found),
         }
     }
 }

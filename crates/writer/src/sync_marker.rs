@@ -673,26 +673,13 @@ impl<'a> TargetKeys<'a> {
         // A shard of every slot (a standalone source): no key needs hashing.
         let all = slots.iter().map(SlotRange::len).sum::<usize>() == 16384;
         let c = self.db_conn(db).await?;
-        let count = BATCH.to_string();
-        let reply = c
-            .request_ok(&[b"SCAN".as_slice(), cursor, b"COUNT", count.as_bytes()])
-            .await?;
-        let Some([next, keys]) = reply.as_array() else {
-            return Err(WriteError::Topology(format!(
-                "unexpected SCAN reply from the target: {}",
-                reply.describe()
-            )));
-        };
-        let keys = bulk_list(keys)
+        let page = c.scan(cursor, None, BATCH).await?;
+        let keys = page
+            .keys
             .into_iter()
             .filter(|k| !is_marker(k) && (all || in_slots(slots, k)))
             .collect();
-        // Cursor 0 is the end of the scan.
-        let next = next
-            .as_bytes()
-            .filter(|n| n.as_ref() != b"0" && !n.is_empty())
-            .cloned();
-        Ok((next, keys))
+        Ok((page.next, keys))
     }
 }
 
@@ -840,34 +827,15 @@ async fn scan_unlink(
     let mut removed = 0;
     let mut cursor = Bytes::from_static(b"0");
     loop {
-        let count = BATCH.to_string();
-        let reply = c
-            .request_ok(&[
-                b"SCAN".as_slice(),
-                &cursor,
-                b"MATCH",
-                pattern,
-                b"COUNT",
-                count.as_bytes(),
-            ])
-            .await?;
-        let Some([next, keys]) = reply.as_array() else {
-            return Err(WriteError::Topology(format!(
-                "unexpected SCAN reply from the target: {}",
-                reply.describe()
-            )));
-        };
+        let page = c.scan(&cursor, Some(pattern), BATCH).await?;
         // MATCH only narrows (a glob, applied per batch; a batch may come back empty
         // while the scan goes on): `remove` has the last word on each key.
-        let keys: Vec<Bytes> = bulk_list(keys).into_iter().filter(|k| remove(k)).collect();
+        let keys: Vec<Bytes> = page.keys.into_iter().filter(|k| remove(k)).collect();
         if !keys.is_empty() {
             removed += unlink_each(c, &keys).await?;
         }
-        match next
-            .as_bytes()
-            .filter(|n| n.as_ref() != b"0" && !n.is_empty())
-        {
-            Some(n) => cursor = n.clone(),
+        match page.next {
+            Some(n) => cursor = n,
             None => return Ok(removed),
         }
     }

@@ -211,7 +211,7 @@ impl Checker {
     // `--targetdb` sends every source db into one target db. A cluster target
     // has only db 0; `verify` sets `target_db` to `Some(0)` for it.
     fn tdb(&self, db: u32) -> u32 {
-        self.cfg.target_db.unwrap_or(db)
+        rsm_command::TargetDb::new(self.cfg.target_db).of(db)
     }
 
     /// Same command on both sides at once.

@@ -285,20 +285,19 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let dst = probe("target", &opts.target, &dst_opts)
         .await
         .context("reading the target")?;
-    if let Some(db) = opts.target_db.filter(|db| *db != 0) {
-        if dst.cluster {
-            anyhow::bail!(
-                "--targetdb={db} needs a standalone target, but {} is a cluster",
-                opts.target
-            );
-        }
+    if let Err(e) = rsm_command::TargetDb::new(opts.target_db).check(dst.cluster) {
+        anyhow::bail!(
+            "--targetdb={} needs a standalone target, but {} is a cluster",
+            e.0,
+            opts.target
+        );
     }
     // Source db → target db, and the reverse for the extra-key scan.
     let map_db = |db: u32| {
         if dst.cluster {
             0
         } else {
-            opts.target_db.unwrap_or(db)
+            rsm_command::TargetDb::new(opts.target_db).of(db)
         }
     };
     let src_dbs = if src.cluster {
@@ -488,29 +487,12 @@ async fn scan_node(
             .await?;
         let mut cursor = Bytes::from_static(b"0");
         loop {
-            let reply = conn
-                .request_ok(&[
-                    &b"SCAN"[..],
-                    &cursor,
-                    b"COUNT",
-                    SCAN_COUNT.to_string().as_bytes(),
-                ])
-                .await?;
-            let parts = reply.into_array().unwrap_or_default();
-            let mut parts = parts.into_iter();
-            let next = parts.next().and_then(|f| f.as_bytes().cloned());
-            let keys = parts
-                .next()
-                .and_then(|f| f.into_array())
-                .unwrap_or_default();
-            // Without a cursor the walk cannot go on, and starting over from
-            // 0 would never end: the reply is an error.
-            let Some(next) = next else {
-                anyhow::bail!("{}: SCAN sent an unexpected reply", job.node);
-            };
-            let mut batch: Vec<Bytes> = keys
+            // A reply that is not `[cursor, keys]` is an error (`scan`): starting over
+            // from 0 would never end.
+            let page = conn.scan(&cursor, None, SCAN_COUNT).await?;
+            let mut batch: Vec<Bytes> = page
+                .keys
                 .into_iter()
-                .filter_map(|f| f.as_bytes().cloned())
                 // The tool's own markers in the target are not data; a user's key that
                 // merely starts like them is.
                 .filter(|k| filter.keeps(k) && !is_tool_key(k))
@@ -524,9 +506,9 @@ async fn scan_node(
             if !batch.is_empty() && tx.send((*db, source_dbs.clone(), batch)).await.is_err() {
                 return Ok(()); // the workers stopped (an error is reported by them)
             }
-            cursor = next;
-            if &cursor[..] == b"0" || job.limit.is_some_and(|l| taken >= l) {
-                break;
+            match page.next {
+                Some(next) if job.limit.is_none_or(|l| taken < l) => cursor = next,
+                _ => break,
             }
         }
     }
