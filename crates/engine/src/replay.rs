@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use rsm_command::entry::{Command, Entry, ReplOffset};
+use rsm_command::entry::{Command, Entry, ReplOffset, Route};
 use rsm_command::filter::commands::{route_command, DropReason};
 use rsm_command::filter::KeyPrefixes;
 use rsm_command::table::{rewrite_for_replay, CommandTable};
@@ -52,7 +52,7 @@ impl Dropped {
     pub fn is_routine(&self) -> bool {
         matches!(
             self.reason,
-            DropReason::Skipped(_) | DropReason::NoKeyMatches
+            DropReason::Skipped(_) | DropReason::NoKeyMatches | DropReason::OtherShard { .. }
         )
     }
 }
@@ -137,6 +137,50 @@ pub fn prepare(
         }
         // The stream reader makes only commands and transactions; anything else passes.
         other => (Replay::Write(other), Vec::new()),
+    }
+}
+
+/// A shard of a cluster source writes only the slots it was planned with. During a
+/// move, the importing node's stream carries the moving slots too (`RESTORE-ASKING` of
+/// each key, writes sent with `ASKING`, a Valkey 9 import), while the old owner's shard
+/// still writes them: applying both would race two streams over one key. So the
+/// importing shard leaves them out, and once the move has settled the manager copies
+/// the shards that gained or lost slots again from their new owners.
+pub fn own_slots_only(replay: Replay, own: &[bool], dropped: &mut Vec<Dropped>) -> Replay {
+    let Replay::Write(entry) = replay else {
+        return replay;
+    };
+    let (slot, offset, name) = match &entry {
+        Entry::Command(c) => (route_slot(&c.route), c.offset, c.args.first()),
+        Entry::Transaction(cmds) => (
+            cmds.iter().find_map(|c| route_slot(&c.route)),
+            cmds.last().map(|c| c.offset).unwrap_or_default(),
+            cmds.first().and_then(|c| c.args.first()),
+        ),
+        _ => (None, ReplOffset::default(), None),
+    };
+    match slot {
+        Some(slot) if !own.get(usize::from(slot)).copied().unwrap_or(true) => {
+            let d = Dropped {
+                command: name
+                    .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
+                    .unwrap_or_default(),
+                reason: DropReason::OtherShard { slot },
+            };
+            dropped.push(d.clone());
+            Replay::Dropped {
+                offset,
+                dropped: vec![d],
+            }
+        }
+        _ => Replay::Write(entry),
+    }
+}
+
+fn route_slot(route: &Route) -> Option<u16> {
+    match route {
+        Route::Keys { slot, .. } => *slot,
+        _ => None,
     }
 }
 

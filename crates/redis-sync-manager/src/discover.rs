@@ -92,7 +92,7 @@ impl DiscoverError {
     }
 }
 
-fn opts(base: &ConnectOptions) -> ConnectOptions {
+pub fn opts(base: &ConnectOptions) -> ConnectOptions {
     let mut o = base.clone();
     o.connect_timeout = Duration::from_secs(5);
     o.io_timeout = Duration::from_secs(10);
@@ -171,7 +171,7 @@ pub async fn discover(
 }
 
 /// One node per shard, chosen by `--sync-role`, with the facts the plan prints.
-async fn plan_shards(
+pub async fn plan_shards(
     topology: &Topology,
     from: &Endpoint,
     source_opts: &ConnectOptions,

@@ -14,6 +14,7 @@ mod logs;
 mod plan;
 mod preflight;
 mod run;
+mod supervise;
 mod verify;
 mod watch;
 

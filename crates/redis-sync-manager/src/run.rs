@@ -4,7 +4,9 @@
 //! A shard whose link drops reconnects by itself (the engine continues with
 //! PSYNC from its checkpoint, on the new master after a source failover).
 //! The topology watch ([`crate::watch`]) reports slot migrations and shard
-//! changes in the source that the plan does not cover. A shard that fails for a reason a retry cannot
+//! changes in the source, keeps the run from being ready while slots move, and hands a
+//! settled new topology to the supervisor ([`crate::supervise`]), which re-plans the
+//! shards that changed. A shard that fails for a reason a retry cannot
 //! cure (a key conflict, a refused write) stops alone, loudly; the others go
 //! on, and the exit code says something failed.
 
@@ -15,15 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsm_client::Endpoint;
-use rsm_engine::shard::{run_shard_following, ShardSpec};
+use rsm_engine::shard::ShardSpec;
 use rsm_engine::stop::{exit_now, stop_on_signals, StopSignals, STOP_BOUND};
 use rsm_replica::follow::FollowOptions;
 use rsm_status::{now_ms, Phase, ShardStatus};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::SyncConfig;
 use crate::discover::{Plan, PlannedShard};
 use crate::plan::human_bytes;
+use crate::supervise::Supervisor;
+use crate::watch::{Planned, WatchOutputs};
 use rsm_status::http;
 
 /// Where checkpoints and spill files live: beside the logs. Made absolute now, so that
@@ -41,7 +45,7 @@ pub fn state_dir(config: &SyncConfig) -> PathBuf {
 pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     let signals =
         StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle SIGINT/SIGTERM: {e}"))?;
-    let statuses = shard_statuses(&plan);
+    let statuses: Vec<Arc<ShardStatus>> = plan.shards.iter().map(shard_status).collect();
     for s in &plan.shards {
         tracing::info!(shard = s.serial as u64, source = %s.node, slots = %rsm_cluster::display_ranges(&s.slots), "shard planned");
     }
@@ -53,11 +57,23 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     let shared = status_shared(&config, &statuses);
     let warnings = http::TopologyWarnings::default();
     let seeds = source_seeds(&config, &plan);
+    let planned: Planned = Arc::new(std::sync::Mutex::new(
+        plan.shards
+            .iter()
+            .map(|s| rsm_cluster::display_ranges(&s.slots))
+            .collect(),
+    ));
+    // Capacity 1: a re-plan waiting is enough; the watch offers a newer one next round.
+    let (replan_tx, replan_rx) = mpsc::channel(1);
     if plan.source_is_cluster {
         tokio::spawn(crate::watch::watch_topology(
             seeds.clone(),
             config.source_connect(),
-            warnings.clone(),
+            WatchOutputs {
+                warnings: warnings.clone(),
+                planned: planned.clone(),
+                replan: replan_tx,
+            },
             stop_rx.clone(),
         ));
     }
@@ -65,33 +81,38 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
         serve_status(&config, port, &shared, &warnings).await?;
     }
 
-    let permits = Arc::new(Semaphore::new(config.sync_parallel));
-    let mut tasks = Vec::new();
+    let mut shards = Supervisor::new(
+        config.clone(),
+        plan.source_is_cluster,
+        seeds,
+        state,
+        Arc::new(Semaphore::new(config.sync_parallel)),
+        shared.shards.clone(),
+        planned,
+    );
     for (s, status) in plan.shards.iter().zip(&statuses) {
-        let spec = shard_spec(&config, s, &state);
-        let follow = follow_options(&config, &plan, s, &seeds);
-        let status = status.clone();
-        let permits = permits.clone();
-        let stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            run_shard_following(spec, follow, status, permits, stop).await
-        }));
+        shards.start(s, status.clone());
     }
 
-    let console = tokio::spawn(console_loop(shared.clone(), stop_rx.clone()));
+    let console = tokio::spawn(console_loop(
+        shared.clone(),
+        warnings.clone(),
+        stop_rx.clone(),
+    ));
     let verifier = config.verify_on_ready.then(|| {
         tokio::spawn(verify_when_ready(
             config.clone(),
             shared.clone(),
+            warnings.clone(),
             stop_rx.clone(),
         ))
     });
-    let failed = wait_for_shards(tasks, &statuses).await;
+    let failed = shards.run(replan_rx, stop_rx).await;
     console.abort();
     if let Some(v) = verifier {
         v.abort();
     }
-    print_summary(&shared);
+    print_summary(&shared, &warnings);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -99,23 +120,24 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One status per planned shard, in plan order.
-fn shard_statuses(plan: &Plan) -> Vec<Arc<ShardStatus>> {
-    plan.shards
-        .iter()
-        .map(|s| {
-            let role = match s.role {
-                rsm_cluster::Role::Master => "master",
-                rsm_cluster::Role::Slave => "slave",
-            };
-            ShardStatus::new(
-                s.serial,
-                s.node.to_string(),
-                role.to_string(),
-                rsm_cluster::display_ranges(&s.slots),
-            )
-        })
-        .collect()
+/// The status of a planned shard, before its engine starts.
+pub fn shard_status(s: &PlannedShard) -> Arc<ShardStatus> {
+    let role = match s.role {
+        rsm_cluster::Role::Master => "master",
+        rsm_cluster::Role::Slave => "slave",
+    };
+    ShardStatus::new(
+        s.serial,
+        s.node.to_string(),
+        role.to_string(),
+        rsm_cluster::display_ranges(&s.slots),
+    )
+}
+
+/// The report as the console and `--verify-on-ready` read it: with what in the source's
+/// topology blocks a cut-over, as of the watch's last round.
+fn report_now(shared: &http::Shared, warnings: &http::TopologyWarnings) -> http::StatusReport {
+    http::report_with(shared, warnings, warnings.blocking())
 }
 
 /// The first SIGINT/SIGTERM stops the shards through `stop_tx`; a second one,
@@ -138,7 +160,7 @@ fn spawn_stop_handler(signals: StopSignals, stop_tx: watch::Sender<bool>, spill_
 /// What the status page, the console and `--verify-on-ready` read.
 fn status_shared(config: &SyncConfig, statuses: &[Arc<ShardStatus>]) -> http::Shared {
     http::Shared {
-        shards: Arc::new(statuses.to_vec()),
+        shards: http::ShardList::new(statuses.to_vec()),
         source: config.from.to_string(),
         target: config.target.to_string(),
         started_ms: now_ms(),
@@ -196,7 +218,7 @@ async fn serve_status(
 }
 
 /// What one shard's engine is given.
-fn shard_spec(config: &SyncConfig, s: &PlannedShard, state: &Path) -> ShardSpec {
+pub fn shard_spec(config: &SyncConfig, s: &PlannedShard, state: &Path) -> ShardSpec {
     ShardSpec {
         serial: s.serial,
         source: s.node.clone(),
@@ -213,9 +235,9 @@ fn shard_spec(config: &SyncConfig, s: &PlannedShard, state: &Path) -> ShardSpec 
 }
 
 /// How one shard follows its slots through source failovers.
-fn follow_options(
+pub fn follow_options(
     config: &SyncConfig,
-    plan: &Plan,
+    source_is_cluster: bool,
     s: &PlannedShard,
     seeds: &[Endpoint],
 ) -> FollowOptions {
@@ -224,38 +246,8 @@ fn follow_options(
         // A shard that lists no slots learns them from its node.
         slots: (!s.slots.is_empty()).then(|| s.slots.clone()),
         seeds: seeds.to_vec(),
-        disabled: !plan.source_is_cluster,
+        disabled: !source_is_cluster,
     }
-}
-
-/// Wait for every shard to end; how many failed, each said on stderr.
-async fn wait_for_shards<T, E: std::fmt::Display>(
-    tasks: Vec<tokio::task::JoinHandle<Result<T, E>>>,
-    statuses: &[Arc<ShardStatus>],
-) -> usize {
-    let mut failed = 0;
-    for (task, status) in tasks.into_iter().zip(statuses) {
-        match task.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                failed += 1;
-                eprintln!(
-                    "shard {} ({}) failed: {e}",
-                    status.serial,
-                    status.source_now()
-                );
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!(
-                    "shard {} ({}) crashed: {e}",
-                    status.serial,
-                    status.source_now()
-                );
-            }
-        }
-    }
-    failed
 }
 
 /// `--verify-on-ready`: wait for every shard to be ready for cut-over, then
@@ -263,10 +255,12 @@ async fn wait_for_shards<T, E: std::fmt::Display>(
 async fn verify_when_ready(
     config: SyncConfig,
     shared: http::Shared,
+    warnings: http::TopologyWarnings,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        if http::report(&shared).ready_for_cutover {
+        let blocking = warnings.fresh_blocking(http::FRESH_TOPOLOGY_WAIT).await;
+        if http::report_with(&shared, &warnings, blocking).ready_for_cutover {
             break;
         }
         tokio::select! {
@@ -316,16 +310,24 @@ async fn verify_when_ready(
 /// terminal, in a pipe and in CI logs.
 /// On a terminal, one live progress line per shard and a total line; in a
 /// pipe or a CI log, a plain status line per shard every few seconds.
-async fn console_loop(shared: http::Shared, stop: watch::Receiver<bool>) {
+async fn console_loop(
+    shared: http::Shared,
+    warnings: http::TopologyWarnings,
+    stop: watch::Receiver<bool>,
+) {
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() {
-        live_console(shared, stop).await
+        live_console(shared, warnings, stop).await
     } else {
-        plain_console(shared, stop).await
+        plain_console(shared, warnings, stop).await
     }
 }
 
-async fn plain_console(shared: http::Shared, mut stop: watch::Receiver<bool>) {
+async fn plain_console(
+    shared: http::Shared,
+    warnings: http::TopologyWarnings,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
     loop {
@@ -333,7 +335,7 @@ async fn plain_console(shared: http::Shared, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let r = http::report(&shared);
+        let r = report_now(&shared, &warnings);
         for s in &r.shards {
             println!("{}", shard_line(s));
         }
@@ -341,22 +343,20 @@ async fn plain_console(shared: http::Shared, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn live_console(shared: http::Shared, mut stop: watch::Receiver<bool>) {
+async fn live_console(
+    shared: http::Shared,
+    warnings: http::TopologyWarnings,
+    mut stop: watch::Receiver<bool>,
+) {
     use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
     // Bars on stdout; warnings go to stderr and the log files.
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
     let style = ProgressStyle::with_template("[{bar:24}] {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-    let n = shared.shards.len();
-    let bars: Vec<ProgressBar> = (0..n)
-        .map(|_| {
-            let bar = multi.add(ProgressBar::new(1000));
-            bar.set_style(style.clone());
-            bar
-        })
-        .collect();
     let total = multi.add(ProgressBar::new_spinner());
+    // One bar per shard; shards come and go when the source's shards change.
+    let mut bars: Vec<ProgressBar> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -366,7 +366,17 @@ async fn live_console(shared: http::Shared, mut stop: watch::Receiver<bool>) {
                 return;
             }
         }
-        let r = http::report(&shared);
+        let r = report_now(&shared, &warnings);
+        while bars.len() < r.shards.len() {
+            let bar = multi.insert_before(&total, ProgressBar::new(1000));
+            bar.set_style(style.clone());
+            bars.push(bar);
+        }
+        while bars.len() > r.shards.len() {
+            if let Some(bar) = bars.pop() {
+                multi.remove(&bar);
+            }
+        }
         for (bar, s) in bars.iter().zip(&r.shards) {
             let snap = &s.snapshot;
             // Snapshot progress while loading; a full bar once streaming.
@@ -428,8 +438,8 @@ fn shard_line(s: &http::ShardReport) -> String {
     )
 }
 
-fn print_summary(shared: &http::Shared) {
-    let r = http::report(shared);
+fn print_summary(shared: &http::Shared, warnings: &http::TopologyWarnings) {
+    let r = report_now(shared, warnings);
     println!("summary:");
     for s in &r.shards {
         let snap = &s.snapshot;

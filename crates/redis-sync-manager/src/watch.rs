@@ -1,31 +1,43 @@
-//! The topology watch: every few seconds, read the source's `CLUSTER NODES`
-//! from every known node and say loudly (WARN in the manager's log, and
-//! `topology_warnings` in `/status`) when something changed that the running
-//! plan does not cover:
+//! The topology watch: every few seconds (and whenever `/status` asks), read the
+//! source's `CLUSTER NODES` from every known node, and its slot-migration jobs, and
 //!
-//! - a slot starts or stops migrating (keys move between shards while both
-//!   shards' streams are replayed independently, so a move's `DEL` on the old
-//!   owner may reach the target after the new owner's writes — reference §E5);
-//! - a shard appears or disappears, or slots change owner (the plan is stale:
-//!   a new shard is not synced until the manager restarts);
-//! - a shard's master changes (a failover; the engine follows it by itself)
-//!   or is failing.
+//! - say loudly (WARN in the log, `topology_warnings` in `/status`) what changed: a slot
+//!   migrating, a shard added or removed, slots changing owner, a failover, a failing
+//!   master;
+//! - say what keeps the run from being ready now (`topology_blocking`): slots migrating
+//!   or importing, a slot-migration job running (Valkey 9 `CLUSTER MIGRATESLOTS`), nodes
+//!   that do not agree on who owns a slot, or shards whose slots differ from the shards
+//!   being synced — while any of that holds, the keys of those slots may still change
+//!   hands in the target, and a cut-over would lose or keep the wrong ones;
+//! - once the source has settled (nothing moving, every node agreeing, the same shards
+//!   two rounds in a row) and its shards differ from the ones being synced, hand the new
+//!   topology to the manager, which re-plans (see `run.rs`).
 //!
-//! It only reads; it never changes the source nor stops a shard.
+//! It only reads the source; it never changes it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsm_client::{ConnectOptions, Connection, Endpoint};
-use rsm_cluster::{display_ranges, parse_cluster_nodes, Node, Topology};
+use rsm_cluster::{
+    display_ranges, parse_cluster_nodes, ranges_of, Node, Slot, SlotRange, Topology, SLOT_COUNT,
+};
+use rsm_resp::Frame;
 use rsm_status::http::TopologyWarnings;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-/// How often the topology is read.
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
+/// How often the topology is read when nobody asks sooner.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// At most this many nodes are asked per round (markers are only on each
 /// node's own line, so every master is asked).
 const MAX_NODES: usize = 64;
+/// Slot-migration job states that mean the job is over (Valkey 9 `GETSLOTMIGRATIONS`).
+const JOB_OVER: &[&str] = &["success", "failed", "cancelled", "canceled"];
+
+/// The slot sets of the shards the manager syncs now, as `display_ranges` shows them:
+/// written by the manager when it (re)plans, read by the watch each round.
+pub type Planned = Arc<Mutex<BTreeSet<String>>>;
 
 /// What the watch compares between rounds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,9 +48,29 @@ struct Summary {
     failing: BTreeSet<String>,
     /// (slot, from address, to address) for every slot being moved.
     moving: BTreeSet<(u16, String, String)>,
+    /// Slots whose owner some node's view gives differently from the others.
+    disagree: Vec<SlotRange>,
+    /// Slot-migration jobs not over: "slots on node (state)".
+    jobs: BTreeSet<String>,
 }
 
-fn summarize(topology: &Topology, asked: &Endpoint) -> Summary {
+impl Summary {
+    /// Nothing moving, nobody disagreeing: the owners read are the owners.
+    fn still(&self) -> bool {
+        self.moving.is_empty() && self.jobs.is_empty() && self.disagree.is_empty()
+    }
+}
+
+/// One round's reading: every view, and the jobs each node reported.
+struct Reading {
+    topology: Topology,
+    asked: Endpoint,
+    views: Vec<Vec<Node>>,
+    jobs: BTreeSet<String>,
+}
+
+fn summarize(r: &Reading) -> Summary {
+    let (topology, asked) = (&r.topology, &r.asked);
     let mut addr_of: BTreeMap<String, String> = BTreeMap::new();
     let all = topology
         .shards
@@ -76,11 +108,81 @@ fn summarize(topology: &Topology, asked: &Endpoint) -> Summary {
                 .insert((slot.get(), name(from.as_str()), name(n.id.as_str())));
         }
     }
+    s.disagree = disagreeing_slots(topology, &r.views);
+    s.jobs = r.jobs.clone();
     s
+}
+
+/// The owner of every slot in one list of nodes (`None`: unassigned).
+fn owners<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<Option<&'a str>> {
+    let mut by_slot = vec![None; usize::from(SLOT_COUNT)];
+    for n in nodes.filter(|n| n.is_master()) {
+        for r in &n.slots {
+            for slot in r.start().get()..=r.end().get() {
+                if let Some(o) = by_slot.get_mut(usize::from(slot)) {
+                    *o = Some(n.id.as_str());
+                }
+            }
+        }
+    }
+    by_slot
+}
+
+/// Slots some view gives another owner than the merged topology does: mid-move, a node
+/// that has not yet heard of a `SETSLOT … NODE` still names the old owner.
+fn disagreeing_slots(topology: &Topology, views: &[Vec<Node>]) -> Vec<SlotRange> {
+    let merged = owners(topology.shards.iter().map(|s| &s.master));
+    let mut differ = Vec::new();
+    for view in views {
+        for (slot, (seen, agreed)) in owners(view.iter()).iter().zip(&merged).enumerate() {
+            // A view with the slot unassigned is a node that knows less, not a claim.
+            if seen.is_some() && seen != agreed {
+                differ.push(slot as u16);
+            }
+        }
+    }
+    ranges_of(differ.into_iter().filter_map(Slot::new))
 }
 
 fn node_addr(n: &Node, asked: &Endpoint) -> String {
     n.addr.endpoint(&asked.host)
+}
+
+/// What keeps a cut-over from being safe now, in words for the operator (empty: nothing).
+fn blocking(now: &Summary, planned: &BTreeSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut moving: BTreeMap<(&str, &str), Vec<u16>> = BTreeMap::new();
+    for (slot, from, to) in &now.moving {
+        moving.entry((from, to)).or_default().push(*slot);
+    }
+    for ((from, to), slots) in moving {
+        out.push(format!(
+            "slots {} are migrating from {from} to {to}",
+            display_ranges(&ranges_of(slots.into_iter().filter_map(Slot::new)))
+        ));
+    }
+    for job in &now.jobs {
+        out.push(format!("a slot-migration job is running: {job}"));
+    }
+    if !now.disagree.is_empty() {
+        out.push(format!(
+            "the source's nodes do not agree yet on who owns slots {}",
+            display_ranges(&now.disagree)
+        ));
+    }
+    let current: BTreeSet<&String> = now.shards.keys().collect();
+    let synced: BTreeSet<&String> = planned.iter().collect();
+    if current != synced {
+        let gone: Vec<&str> = synced.difference(&current).map(|s| s.as_str()).collect();
+        let new: Vec<&str> = current.difference(&synced).map(|s| s.as_str()).collect();
+        out.push(format!(
+            "the source's shards changed (now slots {}; synced as {}): the shards that \
+             gained or lost slots are copied again from their new owners",
+            new.join(" | "),
+            gone.join(" | ")
+        ));
+    }
+    out
 }
 
 /// The operator-facing lines for what changed from `old` to `new`.
@@ -88,16 +190,16 @@ fn changes(old: &Summary, new: &Summary) -> Vec<String> {
     let mut out = Vec::new();
     for (slot, from, to) in new.moving.difference(&old.moving) {
         out.push(format!(
-            "slot {slot} is migrating from {from} to {to} in the source: keys that move while \
-             the sync runs may be deleted in the target after they were written there; wait \
-             for the migration to finish, then verify the target or restart the manager"
+            "slot {slot} is migrating from {from} to {to} in the source: not ready for \
+             cut-over until it has moved and the shards that gained or lost it copied it \
+             again from its new owner"
         ));
     }
     for (slot, from, to) in old.moving.difference(&new.moving) {
-        out.push(format!(
-            "slot {slot} is no longer migrating ({from} -> {to}); if it moved, restart the \
-             manager so the plan matches the source, and verify the target"
-        ));
+        out.push(format!("slot {slot} is no longer migrating ({from} -> {to})"));
+    }
+    for job in new.jobs.difference(&old.jobs) {
+        out.push(format!("a slot-migration job started: {job}"));
     }
     for (slots, (id, addr)) in &new.shards {
         match old.shards.get(slots) {
@@ -107,18 +209,17 @@ fn changes(old: &Summary, new: &Summary) -> Vec<String> {
             )),
             Some(_) => {}
             None => out.push(format!(
-                "slots {slots} are now a shard of their own, served by {addr}: the source was \
-                 resharded or a shard was added; it is not synced as planned until the manager \
-                 is restarted"
+                "slots {slots} are now a shard of their own, served by {addr}: once the \
+                 source has settled, it is synced from there"
             )),
         }
     }
     for (slots, (_, addr)) in &old.shards {
         if !new.shards.contains_key(slots) {
             out.push(format!(
-                "the shard of slots {slots} (was {addr}) no longer exists in this form: the \
-                 source was resharded or a shard was removed; restart the manager once it has \
-                 settled"
+                "the shard of slots {slots} (was {addr}) no longer exists in this form: once \
+                 the source has settled, its sync ends and the shards now serving its slots \
+                 copy them"
             ));
         }
     }
@@ -131,14 +232,51 @@ fn changes(old: &Summary, new: &Summary) -> Vec<String> {
     out
 }
 
+/// A node's slot-migration jobs that are not over (none where the command is unknown:
+/// servers before Valkey 9).
+async fn running_jobs(conn: &mut Connection, out: &mut BTreeSet<String>) {
+    let Ok(Frame::Array(jobs)) = conn.request(&["CLUSTER", "GETSLOTMIGRATIONS"]).await else {
+        return;
+    };
+    let at = conn.endpoint().to_string();
+    for job in jobs {
+        let fields = job_fields(job);
+        let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("?");
+        if JOB_OVER.contains(&field("state")) {
+            continue;
+        }
+        out.insert(format!(
+            "{} of slots {} on {at} ({})",
+            field("operation").to_ascii_lowercase(),
+            field("slot_ranges"),
+            field("state")
+        ));
+    }
+}
+
+/// A job as name → value, from the flat array (RESP2) or map (RESP3) it comes as.
+fn job_fields(job: Frame) -> BTreeMap<String, String> {
+    let text = |f: &Frame| match f {
+        Frame::Bulk(b) | Frame::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+        Frame::Integer(i) => i.to_string(),
+        _ => String::new(),
+    };
+    match job {
+        Frame::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((text(kv.first()?), text(kv.get(1)?))))
+            .collect(),
+        Frame::Map(pairs) => pairs.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 /// Read every known node's view; `None` when no node answered.
-async fn read_topology(
-    known: &mut Vec<Endpoint>,
-    opts: &ConnectOptions,
-) -> Option<(Topology, Endpoint)> {
+async fn read_topology(known: &mut Vec<Endpoint>, opts: &ConnectOptions) -> Option<Reading> {
     let mut views = Vec::new();
     let mut asked = None;
     let mut learnt = Vec::new();
+    let mut jobs = BTreeSet::new();
     for endpoint in known.iter().take(MAX_NODES) {
         let Ok(mut conn) = Connection::connect(endpoint, opts).await else {
             continue;
@@ -149,6 +287,9 @@ async fn read_topology(
         let Ok(nodes) = parse_cluster_nodes(&text) else {
             continue;
         };
+        if nodes.iter().any(|n| n.flags.myself && n.is_master()) {
+            running_jobs(&mut conn, &mut jobs).await;
+        }
         learnt.extend(
             nodes
                 .iter()
@@ -164,14 +305,30 @@ async fn read_topology(
         }
     }
     let asked = asked?;
-    Some((Topology::from_views(views), asked))
+    Some(Reading {
+        topology: Topology::from_views(views.clone()),
+        asked,
+        views,
+        jobs,
+    })
+}
+
+/// Where the watch's findings go.
+pub struct WatchOutputs {
+    /// Warnings and what blocks a cut-over, for `/status` and `/metrics`.
+    pub warnings: TopologyWarnings,
+    /// The shards being synced now (written by the manager).
+    pub planned: Planned,
+    /// A settled topology whose shards differ from the planned ones, for the manager to
+    /// re-plan from. Full (the manager busy with the last one): the next round tries again.
+    pub replan: mpsc::Sender<Topology>,
 }
 
 /// Watch until `stop` turns true.
 pub async fn watch_topology(
     seeds: Vec<Endpoint>,
     source: ConnectOptions,
-    warnings: TopologyWarnings,
+    out: WatchOutputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = std::env::var("RSM_TOPOLOGY_INTERVAL_MS")
@@ -190,37 +347,56 @@ pub async fn watch_topology(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = out.warnings.refresh_requested() => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
             return;
         }
-        let Some((topology, asked)) = read_topology(&mut known, &opts).await else {
+        let Some(reading) = read_topology(&mut known, &opts).await else {
             if !unreachable_said {
                 let message =
                     "no node of the source answers CLUSTER NODES; topology changes cannot be seen"
                         .to_string();
                 tracing::warn!("TOPOLOGY: {message}");
-                warnings.push(message);
+                out.warnings.push(message.clone());
                 unreachable_said = true;
             }
+            out.warnings.set_blocking(vec![message_unreadable()]);
             continue;
         };
         unreachable_said = false;
-        let now = summarize(&topology, &asked);
-        // The first round is the baseline (the pre-flight check refused a
-        // source with slots in motion), except for what is already moving.
+        let now = summarize(&reading);
+        // The first round is the baseline for the warnings (the pre-flight check refused
+        // a source with slots in motion), except for what is already moving.
         let before = last.clone().unwrap_or_else(|| Summary {
             moving: BTreeSet::new(),
             failing: BTreeSet::new(),
+            jobs: BTreeSet::new(),
             ..now.clone()
         });
         for message in changes(&before, &now) {
             tracing::warn!("TOPOLOGY: {message}");
-            warnings.push(message);
+            out.warnings.push(message);
+        }
+        let planned = out.planned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        out.warnings.set_blocking(blocking(&now, &planned));
+        // Settled: nothing moving now nor in the round before, and the same shards twice.
+        // A reshard moves slot after slot, and between two slots nothing is marked
+        // moving; the second round keeps the manager from re-planning in such a gap.
+        let settled = now.still() && last.as_ref().is_some_and(|l| l.still() && l.shards == now.shards);
+        let differs = now.shards.keys().ne(planned.iter());
+        if settled && differs {
+            // Full: the manager is still carrying out the last one; asked again next round.
+            let _ = out.replan.try_send(reading.topology);
         }
         last = Some(now);
     }
+}
+
+fn message_unreadable() -> String {
+    "no node of the source answers CLUSTER NODES: whether its slots are moving is unknown"
+        .to_string()
 }
 
 #[cfg(test)]
@@ -232,8 +408,13 @@ mod tests {
     const C: &str = "cccccccccccccccccccccccccccccccccccccccc";
 
     fn summary(text: &str) -> Summary {
-        let t = Topology::from_views(vec![parse_cluster_nodes(text).unwrap()]);
-        summarize(&t, &Endpoint::new("127.0.0.1", 1))
+        let views = vec![parse_cluster_nodes(text).unwrap()];
+        summarize(&Reading {
+            topology: Topology::from_views(views.clone()),
+            asked: Endpoint::new("127.0.0.1", 1),
+            views,
+            jobs: BTreeSet::new(),
+        })
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -181,7 +182,7 @@ pub const READY_AFTER_MS: u64 = 3000;
 #[derive(Clone)]
 pub struct Shared {
     /// Every shard's status, as its engine keeps it: handlers only read snapshots.
-    pub shards: Arc<Vec<Arc<ShardStatus>>>,
+    pub shards: ShardList,
     /// The source and the target as the operator named them, for the report.
     pub source: String,
     pub target: String,
@@ -191,6 +192,38 @@ pub struct Shared {
     pub verify: LastVerify,
     /// `--max-bandwidth` / `--max-ops`, shown with how much each has held back.
     pub limits: rsm_client::throttle::Limits,
+}
+
+/// The shards of the run. Not fixed: when the source's shards change, the manager
+/// retires the shards whose slots changed and adds the new ones, in one step, so a
+/// reader never sees a moment with neither.
+#[derive(Debug, Clone, Default)]
+pub struct ShardList(Arc<std::sync::RwLock<Vec<Arc<ShardStatus>>>>);
+
+impl ShardList {
+    pub fn new(shards: Vec<Arc<ShardStatus>>) -> ShardList {
+        ShardList(Arc::new(std::sync::RwLock::new(shards)))
+    }
+
+    /// The shards now, in the order they were added.
+    pub fn list(&self) -> Vec<Arc<ShardStatus>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Remove the shards of these serials and add `added`, at once.
+    pub fn replace(&self, retired: &[usize], added: Vec<Arc<ShardStatus>>) {
+        let mut list = self.0.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|s| !retired.contains(&s.serial));
+        list.extend(added);
+    }
 }
 
 /// The JSON report of the last verify run (the manager's `--verify-on-ready`),
@@ -247,14 +280,36 @@ pub struct TopologyWarning {
     pub message: String,
 }
 
-/// Written by the manager's topology watch, read by `/status` and `/metrics`.
+/// Written by the manager's topology watch, read by `/status` and `/metrics`: the
+/// changes it saw (warnings) and what, right now, keeps the run from being ready (the
+/// gate: slots migrating, a slot-migration job running, slots whose owner differs from
+/// the shards being synced).
 #[derive(Debug, Clone, Default)]
-pub struct TopologyWarnings(Arc<Mutex<Vec<TopologyWarning>>>);
+pub struct TopologyWarnings(Arc<TopologyInner>);
+
+#[derive(Debug, Default)]
+struct TopologyInner {
+    list: Mutex<Vec<TopologyWarning>>,
+    /// Why the source's topology blocks a cut-over, as of the watch's last round.
+    blocking: Mutex<Vec<String>>,
+    /// Is a watch running? Without one (a standalone source) nothing is ever blocking,
+    /// and nobody would answer a request for a fresh reading.
+    watched: std::sync::atomic::AtomicBool,
+    /// A handler asks the watch for a reading now rather than at its next tick.
+    refresh: tokio::sync::Notify,
+    /// Bumped after every round: a handler waits for the round after its request.
+    rounds: std::sync::atomic::AtomicU64,
+    round_done: tokio::sync::Notify,
+}
+
+/// How long `/status` waits for a fresh reading of the source's topology before it
+/// says that it could not read one (and so is not ready).
+pub const FRESH_TOPOLOGY_WAIT: std::time::Duration = Duration::from_secs(3);
 
 impl TopologyWarnings {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TopologyWarning>> {
         // Plain data: a panicked writer cannot leave it inconsistent.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.list.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn push(&self, message: String) {
@@ -273,6 +328,60 @@ impl TopologyWarnings {
     pub fn list(&self) -> Vec<TopologyWarning> {
         self.lock().clone()
     }
+
+    /// The watch's reading of one round: what blocks a cut-over now (empty: nothing).
+    pub fn set_blocking(&self, blocking: Vec<String>) {
+        self.0.watched.store(true, Ordering::SeqCst);
+        *self.0.blocking.lock().unwrap_or_else(|p| p.into_inner()) = blocking;
+        self.0.rounds.fetch_add(1, Ordering::SeqCst);
+        self.0.round_done.notify_waiters();
+    }
+
+    /// What blocked a cut-over at the watch's last round.
+    pub fn blocking(&self) -> Vec<String> {
+        self.0
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// For the watch: resolves when a handler wants a reading now.
+    pub async fn refresh_requested(&self) {
+        self.0.refresh.notified().await
+    }
+
+    /// What blocks a cut-over, read after this call: a migration that began just before
+    /// the request is seen, whatever the watch's interval. A watch that does not answer
+    /// in `wait` is itself a reason (the topology is unknown, so not known settled).
+    pub async fn fresh_blocking(&self, wait: Duration) -> Vec<String> {
+        if !self.0.watched.load(Ordering::SeqCst) {
+            return self.blocking();
+        }
+        let seen = self.0.rounds.load(Ordering::SeqCst);
+        let done = async {
+            loop {
+                let notified = self.0.round_done.notified();
+                tokio::pin!(notified);
+                // Registered before the check: a round that ends in between still wakes us.
+                notified.as_mut().enable();
+                // A round already running when we asked may have read before the request:
+                // wait for the one after it.
+                if self.0.rounds.load(Ordering::SeqCst) >= seen + 2 {
+                    return;
+                }
+                self.0.refresh.notify_one();
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(wait, done).await {
+            Ok(()) => self.blocking(),
+            Err(_) => vec![format!(
+                "the source's topology could not be read within {} s",
+                wait.as_secs()
+            )],
+        }
+    }
 }
 
 /// `/status`: the whole run at one moment.
@@ -288,6 +397,10 @@ pub struct StatusReport {
     pub shards: Vec<ShardReport>,
     /// Changes seen in the source topology since the start, oldest first.
     pub topology_warnings: Vec<TopologyWarning>,
+    /// What in the source's topology keeps the run from being ready now: slots
+    /// migrating, a slot-migration job, slots whose owner the shards being synced do not
+    /// match yet. Empty when nothing does.
+    pub topology_blocking: Vec<String>,
     /// The last verify (`--verify-on-ready`); the whole report is at `/verify`.
     pub last_verify: Option<VerifySummary>,
     /// The rate limits in force (`null` each when off) and what they have counted.
@@ -308,15 +421,21 @@ pub struct ShardReport {
 
 /// The report, without topology warnings (for a caller that runs no topology watch).
 pub fn report(shared: &Shared) -> StatusReport {
-    report_with(shared, &TopologyWarnings::default())
+    report_with(shared, &TopologyWarnings::default(), Vec::new())
 }
 
-/// The report including the topology watch's warnings.
-pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport {
+/// The report including the topology watch's warnings, and what in the topology blocks
+/// a cut-over (read by the caller, fresh when it can wait for it).
+pub fn report_with(
+    shared: &Shared,
+    warnings: &TopologyWarnings,
+    blocking: Vec<String>,
+) -> StatusReport {
     // One clock reading for every shard: their readiness is judged at the same moment.
     let now = now_ms();
     let shards: Vec<ShardReport> = shared
         .shards
+        .list()
         .iter()
         .map(|s| {
             let snapshot = s.snapshot();
@@ -336,9 +455,15 @@ pub fn report_with(shared: &Shared, warnings: &TopologyWarnings) -> StatusReport
         started_ms: shared.started_ms,
         now_ms: now,
         // No shard, nothing synced: an empty run is never ready.
-        ready_for_cutover: !shards.is_empty() && shards.iter().all(|s| s.ready),
+        // A source whose slots are moving, or whose shards the run does not match yet,
+        // is not ready whatever the shards say: keys of the moving slots may still change
+        // hands in the target.
+        ready_for_cutover: !shards.is_empty()
+            && shards.iter().all(|s| s.ready)
+            && blocking.is_empty(),
         shards,
         topology_warnings: warnings.list(),
+        topology_blocking: blocking,
         last_verify: shared.verify.get(),
         limits: shared.limits.report(),
     }
@@ -366,17 +491,21 @@ struct AppState {
 
 /// `/status`: the whole report, as JSON.
 async fn status(State(app): State<AppState>) -> Json<StatusReport> {
-    Json(report_with(&app.shared, &app.warnings))
+    let blocking = app.warnings.fresh_blocking(FRESH_TOPOLOGY_WAIT).await;
+    Json(report_with(&app.shared, &app.warnings, blocking))
 }
 
 /// `/metrics`: the same report, in the Prometheus text format (version 0.0.4).
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    // The watch's last round: a scrape every few seconds need not make the source
+    // answer one more reading each time.
+    let blocking = app.warnings.blocking();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&report_with(&app.shared, &app.warnings)),
+        render_metrics(&report_with(&app.shared, &app.warnings, blocking)),
     )
 }
 
@@ -583,6 +712,11 @@ pub fn render_metrics(r: &StatusReport) -> String {
         out,
         "# HELP rsm_topology_warnings Changes seen in the source topology since the start.\n# TYPE rsm_topology_warnings gauge\nrsm_topology_warnings {}",
         r.topology_warnings.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rsm_topology_blocking Reasons in the source topology that keep the run from being ready (slots moving, owners not matched yet).\n# TYPE rsm_topology_blocking gauge\nrsm_topology_blocking {}",
+        r.topology_blocking.len()
     );
     // The one figure to gate a cut-over on.
     let _ = writeln!(out, "# HELP rsm_ready_for_cutover Whether every shard is ready.\n# TYPE rsm_ready_for_cutover gauge\nrsm_ready_for_cutover {}", u8::from(r.ready_for_cutover));

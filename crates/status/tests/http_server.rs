@@ -15,14 +15,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsm_status::http::{self, HttpOptions, HttpToken, Shared, HEADER_READ_TIMEOUT};
+use rsm_status::http::{self, HttpOptions, HttpToken, Shared, ShardList, HEADER_READ_TIMEOUT};
 use rsm_status::{now_ms, ShardStatus};
 
 const TOKEN: &str = "tok-9f1c2e77";
 
 fn shared() -> Shared {
     let shared = Shared {
-        shards: Arc::new(vec![ShardStatus::new(
+        shards: ShardList::new(vec![ShardStatus::new(
             0,
             "127.0.0.1:7000".into(),
             "master".into(),

@@ -782,7 +782,11 @@ impl Admitter {
             // No data (PING, REPLCONF …): nothing to write, nothing to count.
             Err(DropReason::Skipped(_)) => None,
             // Left out by the filter, wholly or as a command that cannot be cut: counted.
-            Err(DropReason::NoKeyMatches | DropReason::MixedKeys { .. }) => {
+            Err(
+                DropReason::NoKeyMatches
+                | DropReason::MixedKeys { .. }
+                | DropReason::OtherShard { .. },
+            ) => {
                 out.tally.filtered += 1;
                 None
             }

@@ -43,6 +43,10 @@ pub enum CopyStart {
     /// The target held keys in these slots before this sync first began: they are the
     /// operator's, and the conflict policy decides.
     Occupied,
+    /// The source's shards changed since this sync began: these slots were copied by
+    /// other shards of this sync (each into empty slots), whose keys (`removed` of them)
+    /// were removed to copy the slots again from the node serving them now.
+    Reshaped { removed: u64 },
 }
 
 /// The shard's record in the target: where its copy began and, once the snapshot is in,
@@ -152,6 +156,24 @@ pub async fn begin_copy(scope: &CopyScope<'_>) -> Result<(CopyStart, Marker), Wr
         Some(marker) => {
             let removed = target.remove_shard_keys(scope.slots).await?;
             (CopyStart::Restarted { removed }, marker)
+        }
+        // No marker for this slot set, but the slots are covered by records of this
+        // sync's earlier shards, each of which began on empty slots: the source's shards
+        // changed (a reshard, a shard added or removed) since those copies began, and
+        // every key in these slots is this sync's own. Removed and copied again, as on a
+        // restart, from the node that serves them now.
+        None if target.own_markers_cover(scope.slots).await? => {
+            let removed = target.remove_shard_keys(scope.slots).await?;
+            let marker = Marker {
+                slots: rsm_cluster::display_ranges(scope.slots),
+                source: scope.source.to_string(),
+                empty_at_start: true,
+                started_ms: rsm_counters::now_ms(),
+                sync_id: None,
+                replid: None,
+                floor: None,
+            };
+            (CopyStart::Reshaped { removed }, marker)
         }
         // No marker: the first copy. What the slots hold now decides, for good: the
         // marker keeps the answer for every later restart.
@@ -504,6 +526,58 @@ impl<'a> TargetKeys<'a> {
             .collect())
     }
 
+    /// Is every one of these slots named by a shard record (of any slot set) that began
+    /// on empty slots? The records are few (one per shard a run ever planned), each in
+    /// the slot of its hash tag: found with one SCAN per target master.
+    async fn own_markers_cover(&mut self, slots: &[SlotRange]) -> Result<bool, WriteError> {
+        let mut covered = vec![false; usize::from(rsm_cluster::SLOT_COUNT)];
+        let nodes: Vec<usize> = if self.scope.cluster {
+            (0..self.masters.len()).collect()
+        } else {
+            vec![0]
+        };
+        let home = self.scope.home_db();
+        for node in nodes {
+            let c = if self.scope.cluster {
+                self.conn(node).await?
+            } else {
+                self.db_conn(home).await?
+            };
+            let mut cursor = Bytes::from_static(b"0");
+            let mut keys = Vec::new();
+            loop {
+                let page = c.scan(&cursor, Some(b"__rsm:sync:*"), BATCH).await?;
+                keys.extend(page.keys);
+                match page.next {
+                    Some(n) => cursor = n,
+                    None => break,
+                }
+            }
+            for key in keys {
+                let reply = c.request_ok(&[b"GET".as_slice(), &key]).await?;
+                let Some(m) = reply
+                    .as_bytes()
+                    .and_then(|b| serde_json::from_slice::<Marker>(b).ok())
+                else {
+                    continue;
+                };
+                if !m.empty_at_start {
+                    continue;
+                }
+                for r in parse_ranges(&m.slots) {
+                    for slot in r.start().index()..=r.end().index() {
+                        if let Some(c) = covered.get_mut(slot) {
+                            *c = true;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(slots.iter().all(|r| {
+            (r.start().index()..=r.end().index()).all(|s| covered.get(s).copied().unwrap_or(false))
+        }))
+    }
+
     /// Does the target hold any key (other than the tool's own) in these slots?
     async fn holds_shard_keys(&mut self, slots: &[SlotRange]) -> Result<bool, WriteError> {
         if self.scope.cluster {
@@ -681,6 +755,18 @@ impl<'a> TargetKeys<'a> {
             .collect();
         Ok((page.next, keys))
     }
+}
+
+/// Slot ranges as a record names them (`0-99, 200, 300-301`, what
+/// [`rsm_cluster::display_ranges`] writes); a part that does not parse names no slot.
+fn parse_ranges(text: &str) -> Vec<SlotRange> {
+    let slot = |t: &str| t.trim().parse::<u16>().ok().and_then(rsm_cluster::Slot::new);
+    text.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => SlotRange::new(slot(a)?, slot(b)?),
+            None => slot(part).map(SlotRange::single),
+        })
+        .collect()
 }
 
 /// Which dbs a source flush empties in the target.

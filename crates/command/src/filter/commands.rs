@@ -38,6 +38,10 @@ pub enum DropReason {
     MixedKeys { command: String },
     /// Unknown command, bad arguments, or a keyless write.
     Unsupported(UnsupportedReason),
+    /// Its slot is not one of the shard's: a slot moving into the shard's node (a
+    /// reshard's `RESTORE-ASKING`, a Valkey 9 slot import) is not the shard's until the
+    /// move has settled, and then the shard is copied again with it.
+    OtherShard { slot: u16 },
 }
 
 impl fmt::Display for DropReason {
@@ -50,6 +54,10 @@ impl fmt::Display for DropReason {
                 "{command}: only some keys match --filterkey and the command cannot be split"
             ),
             DropReason::Unsupported(r) => write!(f, "unsupported: {r}"),
+            DropReason::OtherShard { slot } => write!(
+                f,
+                "slot {slot} is not this shard's (moving in the source: copied from its new owner once settled)"
+            ),
         }
     }
 }

@@ -394,6 +394,9 @@ struct Place<'a> {
     slots: Option<String>,
     /// The same as ranges; every slot for a standalone source.
     ranges: Vec<SlotRange>,
+    /// Slot by slot, whether it is the shard's: what the stream may write (`None`: every
+    /// slot, a standalone source).
+    own: Option<Vec<bool>>,
 }
 
 impl<'a> Place<'a> {
@@ -404,6 +407,17 @@ impl<'a> Place<'a> {
             source,
             slots: follow.map(Follow::slots_display),
             ranges: follow.map_or_else(|| vec![SlotRange::full()], |f| f.slots().to_vec()),
+            own: follow.map(|f| {
+                let mut own = vec![false; usize::from(rsm_cluster::SLOT_COUNT)];
+                for r in f.slots() {
+                    for slot in r.start().index()..=r.end().index() {
+                        if let Some(o) = own.get_mut(slot) {
+                            *o = true;
+                        }
+                    }
+                }
+                own
+            }),
         }
     }
 }

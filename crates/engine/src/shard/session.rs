@@ -29,7 +29,7 @@ use super::publish::Publisher;
 use super::timing::{Confirmed, Timing, CONFIRM_EVERY};
 use super::{state_err, Place, ShardError, ShardSpec};
 use crate::loader::{LoadError, Loader, LoaderOptions};
-use crate::replay::{flush_of, prepare, Replay};
+use crate::replay::{flush_of, own_slots_only, prepare, Replay};
 use rsm_command::entry::ReplOffset;
 use rsm_command::table::CommandTable;
 use rsm_command::ConflictPolicy;
@@ -242,6 +242,11 @@ fn note_local_checkpoint(cx: &Context<'_>, resume: Option<&ResumePoint>) -> Resu
         .load()
         .map_err(state_err(cx.checkpoint.path()))?;
     match (saved, resume) {
+        // Checkpoints are named by shard number, and numbers follow the source's shards:
+        // after they changed, the file is another slot set's.
+        (Some(c), None) if c.slots.is_some() && c.slots != cx.place.slots => {
+            tracing::warn!(shard = cx.spec.serial, checkpoint = %cx.checkpoint.path().display(), checkpoint_slots = c.slots.as_deref().unwrap_or(""), slots = cx.place.slots.as_deref().unwrap_or(""), "the source's shards changed since the last run (the local checkpoint is of other slots): this shard copies its slots in full")
+        }
         (Some(c), None) => {
             tracing::warn!(shard = cx.spec.serial, checkpoint = %cx.checkpoint.path().display(), applied = c.applied, "a local checkpoint exists but the target records no progress of this sync (a fresh, flushed or different target): syncing in full")
         }
@@ -500,8 +505,14 @@ impl<'a> Session<'a> {
             CopyStart::Occupied => {
                 tracing::info!(shard = spec.serial, conflict = ?spec.options.conflict, "the target held keys in this shard's slots before this sync: existing keys meet the conflict policy")
             }
+            CopyStart::Reshaped { removed } => {
+                tracing::warn!(shard = spec.serial, removed, "the source's shards changed since this sync began (slots moved between shards, or a shard was added or removed): this shard's slots were copied by this sync's earlier shards; removed their keys to copy these slots again from the node now serving them")
+            }
         }
-        if matches!(start, CopyStart::Fresh | CopyStart::Restarted { .. }) {
+        if matches!(
+            start,
+            CopyStart::Fresh | CopyStart::Restarted { .. } | CopyStart::Reshaped { .. }
+        ) {
             // Every key in these slots is this sync's own: a RESTORE re-sent after a lost
             // target connection may meet the key it already wrote, and that is no conflict.
             self.writer
@@ -511,7 +522,7 @@ impl<'a> Session<'a> {
         // Function libraries live outside the slots: only a restarted copy knows that the
         // ones already there are likely its own.
         let functions = match start {
-            CopyStart::Restarted { .. } => ConflictPolicy::Rewrite,
+            CopyStart::Restarted { .. } | CopyStart::Reshaped { .. } => ConflictPolicy::Rewrite,
             _ => spec.options.conflict,
         };
         self.copy = Some(start);
@@ -848,8 +859,12 @@ impl<'a> Session<'a> {
                 StreamItem::Entry(entry) => {
                     // Relative TTLs (sources up to 6.2 send `EX`, `EXPIRE`) count from the
                     // moment the entry leaves the spool.
-                    let (replay, dropped) =
+                    let (replay, mut dropped) =
                         prepare(self.cx.table, &spec.options.filter, entry, now_ms() as i64);
+                    let replay = match &self.cx.place.own {
+                        Some(own) => own_slots_only(replay, own, &mut dropped),
+                        None => replay,
+                    };
                     // Each dropped command counts once; only the routine ones (PING, PUBLISH…)
                     // go unlogged, the rest is data the operator must hear about.
                     for d in &dropped {

@@ -132,7 +132,7 @@ fn spawn_stop_handler(signals: StopSignals, stop_tx: watch::Sender<bool>, spill_
 /// `--httpport`: the status page of the one shard, on 127.0.0.1.
 async fn serve_status(args: &SyncArgs, port: u16, status: &Arc<ShardStatus>) -> Result<()> {
     let shared = http::Shared {
-        shards: Arc::new(vec![status.clone()]),
+        shards: http::ShardList::new(vec![status.clone()]),
         source: args.from.to_string(),
         target: args.target.to_string(),
         started_ms: now_ms(),
