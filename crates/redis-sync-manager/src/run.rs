@@ -84,6 +84,7 @@ pub async fn run(config: SyncConfig, plan: Plan) -> anyhow::Result<ExitCode> {
     let mut shards = Supervisor::new(
         config.clone(),
         plan.source_is_cluster,
+        plan.target.cluster,
         seeds,
         state,
         Arc::new(Semaphore::new(config.sync_parallel)),

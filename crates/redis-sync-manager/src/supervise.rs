@@ -40,6 +40,7 @@ type Outcome = (usize, Result<ShardExit, ShardError>);
 /// One running shard.
 struct Running {
     slots: String,
+    ranges: Vec<rsm_cluster::SlotRange>,
     status: Arc<ShardStatus>,
     stop: watch::Sender<bool>,
     abort: AbortHandle,
@@ -49,6 +50,7 @@ struct Running {
 pub struct Supervisor {
     pub config: SyncConfig,
     pub source_is_cluster: bool,
+    pub target_is_cluster: bool,
     pub seeds: Vec<Endpoint>,
     pub state: PathBuf,
     pub permits: Arc<Semaphore>,
@@ -65,6 +67,7 @@ impl Supervisor {
     pub fn new(
         config: SyncConfig,
         source_is_cluster: bool,
+        target_is_cluster: bool,
         seeds: Vec<Endpoint>,
         state: PathBuf,
         permits: Arc<Semaphore>,
@@ -74,6 +77,7 @@ impl Supervisor {
         Supervisor {
             config,
             source_is_cluster,
+            target_is_cluster,
             seeds,
             state,
             permits,
@@ -103,6 +107,7 @@ impl Supervisor {
             serial,
             Running {
                 slots: display_ranges(&s.slots),
+                ranges: s.slots.clone(),
                 status,
                 stop: stop_tx,
                 abort,
@@ -180,7 +185,15 @@ impl Supervisor {
                 tracing::warn!(shard = serial, slots = %r.slots, "TOPOLOGY: the source's shards changed: this shard's sync ends (its slots are copied again by the shards now serving them)");
             }
         }
+        let retired_slots: Vec<Vec<rsm_cluster::SlotRange>> = retire
+            .iter()
+            .filter_map(|serial| self.running.get(serial))
+            .map(|r| r.ranges.clone())
+            .collect();
         self.retire(&retire).await;
+        for slots in &retired_slots {
+            self.retire_record(slots).await;
+        }
         let mut statuses = Vec::new();
         for s in &mut fresh {
             s.serial = self.next_serial;
@@ -194,6 +207,34 @@ impl Supervisor {
         *self.planned.lock().unwrap_or_else(|p| p.into_inner()) = wanted;
         for (s, status) in fresh.iter().zip(statuses) {
             self.start(s, status);
+        }
+    }
+
+    /// Take the resume point off a retired shard's record in the target (see
+    /// `rsm_writer::sync_marker::retire_record`). Tried until it works (a stop that
+    /// waits too long ends the process anyway): starting the new shards first could let a
+    /// later copy resume over their writes.
+    async fn retire_record(&self, slots: &[rsm_cluster::SlotRange]) {
+        let connect = self.config.target_connect();
+        let source = String::new();
+        let scope = rsm_writer::sync_marker::CopyScope {
+            target: &self.config.target,
+            connect: &connect,
+            cluster: self.target_is_cluster,
+            slots,
+            target_db: self.config.engine.target_db,
+            source: &source,
+        };
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match rsm_writer::sync_marker::retire_record(&scope).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(slots = %display_ranges(slots), error = %e, "cannot update a retired shard's record in the target; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 

@@ -455,4 +455,84 @@ mod tests {
         assert!(msgs.iter().any(|m| m.contains("slots 4096-8191 are now")));
         assert!(msgs.iter().any(|m| m.contains("slots 0-8191 (was")));
     }
+
+    #[test]
+    fn moving_slots_jobs_and_unmatched_shards_block_a_cutover() {
+        let base = summary(&format!(
+            "{A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-8191\n\
+             {B} 127.0.0.1:7001@17001 master - 0 0 2 connected 8192-16383\n"
+        ));
+        let planned: BTreeSet<String> = base.shards.keys().cloned().collect();
+        assert!(blocking(&base, &planned).is_empty());
+        assert!(base.still());
+
+        let moving = summary(&format!(
+            "{A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-8191 [100->-{B}] [101->-{B}]\n\
+             {B} 127.0.0.1:7001@17001 master - 0 0 2 connected 8192-16383\n"
+        ));
+        let why = blocking(&moving, &planned);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("slots 100-101 are migrating"), "{why:?}");
+        assert!(!moving.still());
+
+        // Between two slots of a reshard nothing is marked, but the owners changed.
+        let moved = summary(&format!(
+            "{A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-99 102-8191\n\
+             {B} 127.0.0.1:7001@17001 master - 0 0 3 connected 100-101 8192-16383\n"
+        ));
+        let why = blocking(&moved, &planned);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("the source's shards changed"), "{why:?}");
+        let now: BTreeSet<String> = moved.shards.keys().cloned().collect();
+        assert!(blocking(&moved, &now).is_empty());
+
+        let mut job = base.clone();
+        job.jobs.insert("import of slots 0-999 on 127.0.0.1:7001 (snapshotting)".into());
+        let why = blocking(&job, &planned);
+        assert!(why[0].starts_with("a slot-migration job is running"), "{why:?}");
+        assert!(!job.still());
+    }
+
+    #[test]
+    fn a_node_that_names_another_owner_is_disagreement() {
+        let a_view = parse_cluster_nodes(&format!(
+            "{A} 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-99\n\
+             {B} 127.0.0.1:7001@17001 master - 0 0 3 connected 100-16383\n"
+        ))
+        .unwrap();
+        // B has not heard yet that slots 50-99 moved to it... and claims them already,
+        // while A still serves them: the merged owner is one of them, the other differs.
+        let b_view = parse_cluster_nodes(&format!(
+            "{A} 127.0.0.1:7000@17000 master - 0 0 1 connected 0-49\n\
+             {B} 127.0.0.1:7001@17001 myself,master - 0 0 4 connected 50-16383\n"
+        ))
+        .unwrap();
+        let views = vec![a_view.clone(), b_view];
+        let topology = Topology::from_views(views.clone());
+        assert_eq!(display_ranges(&disagreeing_slots(&topology, &views)), "50-99");
+        let agreed = vec![a_view];
+        let topology = Topology::from_views(agreed.clone());
+        assert!(disagreeing_slots(&topology, &agreed).is_empty());
+    }
+
+    #[test]
+    fn slot_migration_jobs_are_read_from_either_reply_shape() {
+        let bulk = |s: &str| Frame::Bulk(bytes::Bytes::from(s.to_string()));
+        let flat = Frame::Array(vec![
+            bulk("operation"),
+            bulk("IMPORT"),
+            bulk("slot_ranges"),
+            bulk("0-999"),
+            bulk("state"),
+            bulk("success"),
+        ]);
+        let f = job_fields(flat);
+        assert_eq!(f.get("state").map(String::as_str), Some("success"));
+        assert_eq!(f.get("slot_ranges").map(String::as_str), Some("0-999"));
+        let map = Frame::Map(vec![(bulk("state"), bulk("snapshotting"))]);
+        assert_eq!(
+            job_fields(map).get("state").map(String::as_str),
+            Some("snapshotting")
+        );
+    }
 }

@@ -208,6 +208,23 @@ pub async fn begin_copy(scope: &CopyScope<'_>) -> Result<(CopyStart, Marker), Wr
     Ok((start, marker))
 }
 
+/// A shard retired because the source's shards changed: its record keeps saying that its
+/// slots began empty (so a later copy of them knows the keys as this sync's own), but no
+/// longer where to resume. Other shards write those slots from now on; a later shard
+/// with the same slot set (the slots moved back) resuming from this floor would apply
+/// again what they wrote. Call once the shard has stopped, before anything else writes
+/// its slots.
+pub async fn retire_record(scope: &CopyScope<'_>) -> Result<(), WriteError> {
+    let mut target = TargetKeys::connect(scope).await?;
+    let key = marker_key(scope.slots);
+    if let Some(mut marker) = target.get_marker(&key).await? {
+        marker.floor = None;
+        marker.replid = None;
+        target.set_marker(&key, &marker).await?;
+    }
+    Ok(())
+}
+
 /// What the target holds of this shard's sync: its marker and, when the marker has a
 /// floor, the slot markers of the shard's slots. `None`: nothing to resume (a fresh,
 /// flushed or different target, or a copy whose snapshot never completed).
