@@ -31,6 +31,7 @@ mod fill;
 mod load;
 mod ports;
 mod proxy;
+mod reshard;
 mod server;
 mod snapshot;
 mod stream_info;
@@ -46,6 +47,10 @@ pub use fill::{fill_mixed, fill_strings, FillOptions, FillReport};
 pub use load::MixedLoad;
 pub use ports::{PortLease, BUS_PORT_OFFSET, PORT_MAX, PORT_MIN};
 pub use proxy::Proxy;
+pub use reshard::{
+    add_master, del_node, migrate_slots_atomic, rebalance_to_empty, reshard, slot_migrations,
+    slots_in_motion, slots_of, unsettled, wait_settled, SlotMigrationJob,
+};
 pub use server::{Server, ServerOptions, ServerTls};
 pub use snapshot::{GroupState, KeyState, KeyValue, Score, Snapshot, StreamEntry, StreamState};
 pub use stream_info::{ConsumerDetail, GroupDetail, PendingDetail, StreamDetail};
