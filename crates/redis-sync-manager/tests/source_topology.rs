@@ -280,6 +280,12 @@ fn reshard_there_and_back(mut sync: Sync) {
     reshard(&sync.seed(), &b, &a, MOVED_SLOTS, sync.password());
     let rounds = load.stop();
     let report = watch.stop();
+    eprintln!(
+        "watch: {} samples, {} moving, {} violations",
+        report.samples,
+        report.moving,
+        report.violations.len()
+    );
     assert!(rounds > 0, "the load wrote nothing");
     sync.assert_converged("ready after the reshards");
     report.assert_saw_motion_never_ready();
@@ -372,6 +378,12 @@ fn valkey_atomic_slot_migration_under_load() {
     from.cmd(&[b"CONFIG", b"SET", b"rdb-key-save-delay", b"0"]);
     load.stop();
     let report = watch.stop();
+    eprintln!(
+        "watch: {} samples, {} moving, {} violations",
+        report.samples,
+        report.moving,
+        report.violations.len()
+    );
     sync.assert_converged("ready after the slot migration");
     report.assert_saw_motion_never_ready();
     sync.finish();

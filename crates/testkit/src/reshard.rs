@@ -225,6 +225,19 @@ pub fn unsettled(seed: &str, password: Option<&str>) -> Option<String> {
                 m.addr
             ));
         }
+        // A node that just joined, or just saw its slots change, says `fail` for a moment
+        // (Redis waits 2 s before a master that was in the minority takes writes), and a
+        // MIGRATE into it is then refused with CLUSTERDOWN.
+        let state = query(&m.addr, password, &[b"CLUSTER", b"INFO"]).map(|v| {
+            bulk_string(&v)
+                .lines()
+                .find_map(|l| l.strip_prefix("cluster_state:"))
+                .map(|s| s.trim().to_string())
+        });
+        match state {
+            Ok(Some(s)) if s == "ok" => {}
+            other => return Some(format!("{} cluster_state: {other:?}", m.addr)),
+        }
         let view = owners(&nodes);
         if let Some(s) = view.iter().position(Option::is_none) {
             return Some(format!("{} sees slot {s} without an owner", m.addr));
