@@ -472,7 +472,7 @@ pub fn migrate_slots_atomic(node: &Server, first: u16, last: u16, to_id: &str) {
                 );
                 // The importing end reports its own copy of the job.
                 let theirs = slot_migrations(&to_addr, password).unwrap_or_default();
-                if theirs.iter().any(|j| &j.name == &job.name && j.finished()) {
+                if theirs.iter().any(|j| j.name == job.name && j.finished()) {
                     break;
                 }
             }
