@@ -9,7 +9,10 @@
 //! - a missing server binary panics with install instructions; nothing is silently skipped;
 //! - client ports come from 21000..=29999 (bus port = port + 10000), leased through `flock`ed
 //!   files under `/tmp/rsm-testkit-ports/`, safe across threads and concurrent test processes;
-//! - every process the kit starts is stopped by PID (SIGTERM, then SIGKILL) when its handle drops.
+//! - every process the kit starts is stopped by PID (SIGTERM, then SIGKILL) when its handle drops;
+//! - a source's topology changes through the servers' own tools ([`reshard`], [`add_master`],
+//!   [`rebalance_to_empty`], [`del_node`], [`migrate_slots_atomic`]), each returning only once
+//!   every master agrees on the slot map.
 //!
 //! ```no_run
 //! use std::time::Duration;
