@@ -5,15 +5,20 @@
 //! `MOVED` / `ASK`, so it shares no code with the crates under test.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crc::{Crc, CRC_16_XMODEM};
-use redis::{Connection, ConnectionAddr, ConnectionInfo, RedisConnectionInfo, Value};
+use redis::{
+    Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, RedisConnectionInfo, Value,
+};
 
 /// Read/write timeout of kit connections: long enough for any test, short enough that a hung
 /// server fails the test instead of hanging CI.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one call follows redirections: a slot being resharded answers `TRYAGAIN` until
+/// its last keys have moved, which takes milliseconds per slot.
+const REDIRECT_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Something the dataset helpers can write to and read from.
 pub trait Target {
@@ -176,66 +181,118 @@ impl ClusterConn {
     }
 
     /// Runs `cmds` pipelined on the owner of `key`, following redirections.
+    ///
+    /// Redirections are per command: while a slot moves, a pipeline can be half applied on
+    /// the old owner and half answered `ASK` or `TRYAGAIN`. Only the redirected commands are
+    /// sent again, in their order (to an `ASK` node each behind its own `ASKING`, which lasts
+    /// one command), so no command runs twice, and a key is never created on the importing
+    /// node while the old owner still holds it (the reshard's `MIGRATE` would then fail with
+    /// BUSYKEY). A non-redirect error reply comes back as `Err` once every command has run.
     pub fn run_on_key(
         &mut self,
         key: &[u8],
         cmds: &[Vec<Vec<u8>>],
     ) -> redis::RedisResult<Vec<Value>> {
-        let mut addr = match self.addr_for_key(key) {
-            Some(a) => a.to_string(),
-            None => {
-                self.refresh()?;
-                self.addr_for_key(key)
-                    .ok_or_else(|| {
-                        redis::RedisError::from((redis::ErrorKind::ClusterDown, "slot not served"))
-                    })?
-                    .to_string()
-            }
-        };
+        let mut addr = self.owner_of(key)?;
         let mut asking = false;
-        for _ in 0..16 {
-            let res = {
-                let conn = match self.conn(&addr) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.conns.remove(&addr);
-                        return Err(e);
+        let mut replies: Vec<Option<Value>> = vec![None; cmds.len()];
+        let mut pending: Vec<usize> = (0..cmds.len()).collect();
+        let deadline = Instant::now() + REDIRECT_PATIENCE;
+        while !pending.is_empty() {
+            let batch: Vec<&Vec<Vec<u8>>> = pending.iter().map(|&i| &cmds[i]).collect();
+            let got = self.send(&addr, &batch, asking)?;
+            let mut next: Option<Redirect> = None;
+            let mut redirected = Vec::new();
+            for (&i, v) in pending.iter().zip(got) {
+                match Redirect::of(&v) {
+                    Some(r) => {
+                        redirected.push(i);
+                        next = Some(match next {
+                            Some(n) => n.stronger(r),
+                            None => r,
+                        });
                     }
-                };
-                if asking {
-                    run_cmd(conn, &[b"ASKING"])?;
+                    None => replies[i] = Some(v),
                 }
-                run_pipeline(conn, cmds)
-            };
-            match res {
-                Err(e) if e.kind() == redis::ErrorKind::Moved => {
-                    let Some((to, _)) = e.redirect_node() else {
-                        return Err(e);
-                    };
-                    addr = to.to_string();
+            }
+            pending = redirected;
+            let Some(next) = next else { break };
+            if Instant::now() > deadline {
+                return Err((redis::ErrorKind::ClientError, "too many redirections").into());
+            }
+            match next {
+                Redirect::Moved(to) => {
+                    addr = to;
                     asking = false;
                     let _ = self.refresh();
                 }
-                Err(e) if e.kind() == redis::ErrorKind::Ask => {
-                    let Some((to, _)) = e.redirect_node() else {
-                        return Err(e);
-                    };
-                    addr = to.to_string();
+                Redirect::Ask(to) => {
+                    addr = to;
                     asking = true;
                 }
-                Err(e) if e.kind() == redis::ErrorKind::TryAgain => {
+                Redirect::TryAgain => {
+                    // The slot's keys are split between two nodes for a moment.
                     std::thread::sleep(Duration::from_millis(50));
+                    addr = self.owner_of(key)?;
+                    asking = false;
                 }
-                Err(e) => {
-                    if e.is_io_error() || e.is_connection_dropped() {
-                        self.conns.remove(&addr);
-                    }
-                    return Err(e);
-                }
-                ok => return ok,
             }
         }
-        Err((redis::ErrorKind::ClientError, "too many redirections").into())
+        let mut out = Vec::with_capacity(cmds.len());
+        for v in replies {
+            match v {
+                Some(Value::ServerError(e)) => return Err(e.into()),
+                Some(v) => out.push(v),
+                // Every index leaves `pending` only with its reply stored.
+                None => return Err((redis::ErrorKind::ClientError, "reply missing").into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The owner of `key`'s slot per the map, reloading the map once if it has none.
+    fn owner_of(&mut self, key: &[u8]) -> redis::RedisResult<String> {
+        if let Some(a) = self.addr_for_key(key) {
+            return Ok(a.to_string());
+        }
+        self.refresh()?;
+        self.addr_for_key(key).map(str::to_string).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::ClusterDown, "slot not served"))
+        })
+    }
+
+    /// Sends `batch` pipelined to `addr` (each command behind `ASKING` if `asking`) and
+    /// returns one reply per command, error replies included as `Value::ServerError`.
+    fn send(
+        &mut self,
+        addr: &str,
+        batch: &[&Vec<Vec<u8>>],
+        asking: bool,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let mut p = redis::pipe();
+        for c in batch {
+            if asking {
+                p.cmd("ASKING");
+            }
+            p.add_command(make_cmd(c));
+        }
+        let conn = match self.conn(addr) {
+            Ok(c) => c,
+            Err(e) => {
+                self.conns.remove(addr);
+                return Err(e);
+            }
+        };
+        match conn.req_packed_commands(&p.get_packed_pipeline(), 0, p.len()) {
+            Ok(v) if asking => Ok(v.into_iter().skip(1).step_by(2).collect()),
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    self.conns.remove(addr);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Runs one command whose key is `key` on its owner.
@@ -243,6 +300,49 @@ impl ClusterConn {
         let cmd: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
         let mut out = self.run_on_key(key, &[cmd])?;
         Ok(out.pop().unwrap_or(Value::Nil))
+    }
+}
+
+/// What a redirect reply asks of the client; the address is the `host:port` it names.
+#[derive(Clone, Debug, PartialEq)]
+enum Redirect {
+    Moved(String),
+    Ask(String),
+    TryAgain,
+}
+
+impl Redirect {
+    fn of(v: &Value) -> Option<Redirect> {
+        let Value::ServerError(e) = v else {
+            return None;
+        };
+        // "MOVED 3999 127.0.0.1:6381": the address is the second word of the detail.
+        let to = || {
+            e.details()
+                .and_then(|d| d.split_ascii_whitespace().nth(1))
+                .map(str::to_string)
+        };
+        match e.code() {
+            "MOVED" => to().map(Redirect::Moved),
+            "ASK" => to().map(Redirect::Ask),
+            "TRYAGAIN" => Some(Redirect::TryAgain),
+            _ => None,
+        }
+    }
+
+    /// Of two redirects in one pipeline's replies, the one to follow: MOVED (the map is
+    /// stale, the others may be too), then ASK, then TRYAGAIN.
+    fn stronger(self, other: Redirect) -> Redirect {
+        let rank = |r: &Redirect| match r {
+            Redirect::Moved(_) => 2,
+            Redirect::Ask(_) => 1,
+            Redirect::TryAgain => 0,
+        };
+        if rank(&other) > rank(&self) {
+            other
+        } else {
+            self
+        }
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Cluster {
     masters: usize,
     replicas_per_master: usize,
     password: Option<String>,
+    /// How every node was started, for nodes a test adds later ([`Cluster::start_like_node`]).
+    node_opts: ServerOptions,
     client: Mutex<Option<ClusterConn>>,
 }
 
@@ -92,6 +94,7 @@ impl Cluster {
             masters: opts.masters,
             replicas_per_master: opts.replicas_per_master,
             password: opts.password.clone(),
+            node_opts,
             client: Mutex::new(None),
         };
         cluster.build(opts.ready_timeout);
@@ -240,7 +243,25 @@ impl Cluster {
         (first as u16, last(m) as u16)
     }
 
-    /// Every node, masters first.
+    /// Starts one more server with the same binary and options as the cluster's nodes, not
+    /// yet part of the cluster (see `add_master` in the reshard helpers).
+    pub fn start_like_node(&self) -> Server {
+        Server::start(self.node_opts.clone())
+    }
+
+    /// Takes ownership of a node a test joined to the cluster, so it is stopped with the
+    /// others and its data counts in [`Snapshot`](crate::Snapshot)s. Returns its index in
+    /// [`Cluster::nodes`]; adopted nodes come after the started ones, which keep their
+    /// indices.
+    pub fn adopt(&mut self, server: Server, id: String) -> usize {
+        self.nodes.push(server);
+        self.ids.push(id);
+        // A cached slot map predates the node.
+        *self.client.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self.nodes.len() - 1
+    }
+
+    /// Every node, masters first, then replicas, then the nodes adopted later.
     pub fn nodes(&self) -> &[Server] {
         &self.nodes
     }

@@ -9,7 +9,10 @@
 //! - a missing server binary panics with install instructions; nothing is silently skipped;
 //! - client ports come from 21000..=29999 (bus port = port + 10000), leased through `flock`ed
 //!   files under `/tmp/rsm-testkit-ports/`, safe across threads and concurrent test processes;
-//! - every process the kit starts is stopped by PID (SIGTERM, then SIGKILL) when its handle drops.
+//! - every process the kit starts is stopped by PID (SIGTERM, then SIGKILL) when its handle drops;
+//! - a source's topology changes through the servers' own tools ([`reshard`], [`add_master`],
+//!   [`rebalance_to_empty`], [`del_node`], [`migrate_slots_atomic`]), each returning only once
+//!   every master agrees on the slot map.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -31,6 +34,7 @@ mod fill;
 mod load;
 mod ports;
 mod proxy;
+mod reshard;
 mod server;
 mod snapshot;
 mod stream_info;
@@ -46,6 +50,10 @@ pub use fill::{fill_mixed, fill_strings, FillOptions, FillReport};
 pub use load::MixedLoad;
 pub use ports::{PortLease, BUS_PORT_OFFSET, PORT_MAX, PORT_MIN};
 pub use proxy::Proxy;
+pub use reshard::{
+    add_master, del_node, migrate_slots_atomic, rebalance_to_empty, reshard, slot_migrations,
+    slots_in_motion, slots_of, unsettled, wait_settled, SlotMigrationJob,
+};
 pub use server::{Server, ServerOptions, ServerTls};
 pub use snapshot::{GroupState, KeyState, KeyValue, Score, Snapshot, StreamEntry, StreamState};
 pub use stream_info::{ConsumerDetail, GroupDetail, PendingDetail, StreamDetail};

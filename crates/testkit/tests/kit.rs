@@ -234,3 +234,34 @@ fn cluster_without_replicas_and_one_master() {
     assert_eq!(c.master_slot_range(0), (0, 16383));
     assert_eq!(c.cmd_on_key(b"x", &[b"SET", b"x", b"1"]), Value::Okay);
 }
+
+/// The load through a `redis-cli --cluster reshard` there and back: every round's INCR and
+/// HINCRBY land exactly once (a pipeline half applied, then re-sent whole after an ASK,
+/// would count one twice), and the reshard is never refused for a key the load created on
+/// the importing node (BUSYKEY).
+#[test]
+fn mixed_load_runs_each_command_once_through_a_reshard() {
+    let c = Cluster::start(ClusterOptions::default());
+    fill_strings(&c, 3000, "pad:");
+    let load = rsm_testkit::MixedLoad::on_cluster(&c, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    let (a, b) = (c.node_id(0).to_string(), c.node_id(1).to_string());
+    let before = load.rounds();
+    rsm_testkit::reshard(&c.seed_addr(), &a, &b, 2000, None);
+    rsm_testkit::reshard(&c.seed_addr(), &b, &a, 2000, None);
+    let during = load.rounds() - before;
+    load.stop();
+    assert!(during > 0, "the load stalled during the reshards");
+    let mut client = c.client();
+    for g in 0..100 {
+        let ctr = format!("{{g{g}}}:ctr");
+        let hash = format!("{{g{g}}}:hash");
+        let n = client.cmd_on_key(ctr.as_bytes(), &[b"GET", ctr.as_bytes()]);
+        let f = client.cmd_on_key(hash.as_bytes(), &[b"HGET", hash.as_bytes(), b"f"]);
+        assert_eq!(
+            n.unwrap(),
+            f.unwrap(),
+            "group {g}: INCR and HINCRBY of the same rounds disagree"
+        );
+    }
+}
