@@ -185,22 +185,54 @@ fn blocking(now: &Summary, planned: &BTreeSet<String>) -> Vec<String> {
     out
 }
 
-/// The operator-facing lines for what changed from `old` to `new`.
+/// The slots moving, grouped by (from, to), as ranges.
+fn moving_groups(moving: &BTreeSet<(u16, String, String)>) -> BTreeMap<(&str, &str), String> {
+    let mut by_pair: BTreeMap<(&str, &str), Vec<Slot>> = BTreeMap::new();
+    for (slot, from, to) in moving {
+        by_pair
+            .entry((from, to))
+            .or_default()
+            .extend(Slot::new(*slot));
+    }
+    by_pair
+        .into_iter()
+        .map(|(pair, slots)| (pair, display_ranges(&ranges_of(slots))))
+        .collect()
+}
+
+/// The operator-facing lines for what changed from one round to the next: slots
+/// starting to move and all moves over (one line each, not one per slot: a reshard moves
+/// thousands), jobs started, masters failing. Shard changes are said once the source has
+/// settled (see [`shard_changes`]): a reshard passes through a new shape every round.
 fn changes(old: &Summary, new: &Summary) -> Vec<String> {
     let mut out = Vec::new();
-    for (slot, from, to) in new.moving.difference(&old.moving) {
-        out.push(format!(
-            "slot {slot} is migrating from {from} to {to} in the source: not ready for \
-             cut-over until it has moved and the shards that gained or lost it copied it \
-             again from its new owner"
-        ));
+    if old.moving.is_empty() && !new.moving.is_empty() {
+        for ((from, to), slots) in moving_groups(&new.moving) {
+            out.push(format!(
+                "slots {slots} are migrating from {from} to {to} in the source: not ready for \
+                 cut-over until the moves are over and the shards that gained or lost slots \
+                 copied them again from their new owners"
+            ));
+        }
     }
-    for (slot, from, to) in old.moving.difference(&new.moving) {
-        out.push(format!("slot {slot} is no longer migrating ({from} -> {to})"));
+    if !old.moving.is_empty() && new.moving.is_empty() {
+        out.push("no slot is migrating in the source any more".to_string());
     }
     for job in new.jobs.difference(&old.jobs) {
         out.push(format!("a slot-migration job started: {job}"));
     }
+    for addr in new.failing.difference(&old.failing) {
+        out.push(format!(
+            "master {addr} of the source is failing; its shard waits for a failover and then \
+             follows the new master"
+        ));
+    }
+    out
+}
+
+/// The operator-facing lines for how the shards changed between two settled readings.
+fn shard_changes(old: &Summary, new: &Summary) -> Vec<String> {
+    let mut out = Vec::new();
     for (slots, (id, addr)) in &new.shards {
         match old.shards.get(slots) {
             Some((old_id, old_addr)) if old_id != id => out.push(format!(
@@ -209,25 +241,17 @@ fn changes(old: &Summary, new: &Summary) -> Vec<String> {
             )),
             Some(_) => {}
             None => out.push(format!(
-                "slots {slots} are now a shard of their own, served by {addr}: once the \
-                 source has settled, it is synced from there"
+                "slots {slots} are now a shard of their own, served by {addr}: synced from there"
             )),
         }
     }
     for (slots, (_, addr)) in &old.shards {
         if !new.shards.contains_key(slots) {
             out.push(format!(
-                "the shard of slots {slots} (was {addr}) no longer exists in this form: once \
-                 the source has settled, its sync ends and the shards now serving its slots \
-                 copy them"
+                "the shard of slots {slots} (was {addr}) no longer exists in this form: its \
+                 sync ends, and the shards now serving its slots copy them"
             ));
         }
-    }
-    for addr in new.failing.difference(&old.failing) {
-        out.push(format!(
-            "master {addr} of the source is failing; its shard waits for a failover and then \
-             follows the new master"
-        ));
     }
     out
 }
@@ -341,6 +365,8 @@ pub async fn watch_topology(
     opts.io_timeout = Duration::from_secs(5);
     let mut known = seeds;
     let mut last: Option<Summary> = None;
+    // The last settled reading: shard changes are said between two of them.
+    let mut calm: Option<Summary> = None;
     let mut unreachable_said = false;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -375,16 +401,25 @@ pub async fn watch_topology(
             jobs: BTreeSet::new(),
             ..now.clone()
         });
-        for message in changes(&before, &now) {
-            tracing::warn!("TOPOLOGY: {message}");
-            out.warnings.push(message);
-        }
         let planned = out.planned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         out.warnings.set_blocking(blocking(&now, &planned));
         // Settled: nothing moving now nor in the round before, and the same shards twice.
         // A reshard moves slot after slot, and between two slots nothing is marked
         // moving; the second round keeps the manager from re-planning in such a gap.
-        let settled = now.still() && last.as_ref().is_some_and(|l| l.still() && l.shards == now.shards);
+        let settled = now.still()
+            && last
+                .as_ref()
+                .is_some_and(|l| l.still() && l.shards == now.shards);
+        let mut said = changes(&before, &now);
+        if settled {
+            let base = calm.get_or_insert_with(|| now.clone());
+            said.extend(shard_changes(base, &now));
+            *base = now.clone();
+        }
+        for message in said {
+            tracing::warn!("TOPOLOGY: {message}");
+            out.warnings.push(message);
+        }
         let differs = now.shards.keys().ne(planned.iter());
         if settled && differs {
             // Full: the manager is still carrying out the last one; asked again next round.
@@ -431,17 +466,21 @@ mod tests {
         let msgs = changes(&base, &moving);
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert!(
-            msgs[0].starts_with("slot 100 is migrating from 127.0.0.1:7000 to 127.0.0.1:7001"),
+            msgs[0].starts_with("slots 100 are migrating from 127.0.0.1:7000 to 127.0.0.1:7001"),
             "{msgs:?}"
         );
         assert!(changes(&moving, &moving).is_empty());
+        assert_eq!(
+            changes(&moving, &base),
+            vec!["no slot is migrating in the source any more".to_string()]
+        );
 
         let failed_over = summary(&format!(
             "{A} 127.0.0.1:7000@17000 myself,slave {C} 0 0 3 connected\n\
              {B} 127.0.0.1:7001@17001 master - 0 0 2 connected 8192-16383\n\
              {C} 127.0.0.1:7002@17002 master - 0 0 3 connected 0-8191\n"
         ));
-        let msgs = changes(&base, &failed_over);
+        let msgs = shard_changes(&base, &failed_over);
         assert_eq!(msgs.len(), 1, "{msgs:?}");
         assert!(msgs[0].contains("changed from 127.0.0.1:7000 to 127.0.0.1:7002"));
 
@@ -450,7 +489,7 @@ mod tests {
              {B} 127.0.0.1:7001@17001 master - 0 0 2 connected 8192-16383\n\
              {C} 127.0.0.1:7002@17002 master - 0 0 4 connected 4096-8191\n"
         ));
-        let msgs = changes(&base, &resharded);
+        let msgs = shard_changes(&base, &resharded);
         assert_eq!(msgs.len(), 3, "{msgs:?}");
         assert!(msgs.iter().any(|m| m.contains("slots 4096-8191 are now")));
         assert!(msgs.iter().any(|m| m.contains("slots 0-8191 (was")));

@@ -133,6 +133,18 @@ fn log_path(logs: &std::path::Path) -> PathBuf {
 }
 
 fn spawn(args: &[String]) -> Child {
+    // Into a file beside the log, not a pipe: a pipe nobody drains during a long run fills
+    // up, and the manager's next WARN would block on it.
+    let log = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--logfile="))
+        .map(PathBuf::from)
+        .expect("--logfile in the manager's arguments");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log.with_file_name("stderr.log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
         .args(args)
         // Read the source topology often, so a change is seen within a watch sample or two.
@@ -140,7 +152,7 @@ fn spawn(args: &[String]) -> Child {
         .env_remove("RSM_SOURCE_PASSWORD")
         .env_remove("RSM_TARGET_PASSWORD")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
