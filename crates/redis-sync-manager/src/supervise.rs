@@ -261,7 +261,10 @@ impl Supervisor {
                 Err(_) => {
                     for serial in &left {
                         if let Some(r) = self.running.remove(serial) {
-                            tracing::warn!(shard = serial, "a retired shard did not stop in time: aborted");
+                            tracing::warn!(
+                                shard = serial,
+                                "a retired shard did not stop in time: aborted"
+                            );
                             r.abort.abort();
                         }
                     }

@@ -401,7 +401,11 @@ pub async fn watch_topology(
             jobs: BTreeSet::new(),
             ..now.clone()
         });
-        let planned = out.planned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let planned = out
+            .planned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         out.warnings.set_blocking(blocking(&now, &planned));
         // Settled: nothing moving now nor in the round before, and the same shards twice.
         // A reshard moves slot after slot, and between two slots nothing is marked
@@ -526,9 +530,13 @@ mod tests {
         assert!(blocking(&moved, &now).is_empty());
 
         let mut job = base.clone();
-        job.jobs.insert("import of slots 0-999 on 127.0.0.1:7001 (snapshotting)".into());
+        job.jobs
+            .insert("import of slots 0-999 on 127.0.0.1:7001 (snapshotting)".into());
         let why = blocking(&job, &planned);
-        assert!(why[0].starts_with("a slot-migration job is running"), "{why:?}");
+        assert!(
+            why[0].starts_with("a slot-migration job is running"),
+            "{why:?}"
+        );
         assert!(!job.still());
     }
 
@@ -548,7 +556,10 @@ mod tests {
         .unwrap();
         let views = vec![a_view.clone(), b_view];
         let topology = Topology::from_views(views.clone());
-        assert_eq!(display_ranges(&disagreeing_slots(&topology, &views)), "50-99");
+        assert_eq!(
+            display_ranges(&disagreeing_slots(&topology, &views)),
+            "50-99"
+        );
         let agreed = vec![a_view];
         let topology = Topology::from_views(agreed.clone());
         assert!(disagreeing_slots(&topology, &agreed).is_empty());

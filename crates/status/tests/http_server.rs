@@ -12,10 +12,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rsm_status::http::{self, HttpOptions, HttpToken, Shared, ShardList, HEADER_READ_TIMEOUT};
+use rsm_status::http::{self, HttpOptions, HttpToken, ShardList, Shared, HEADER_READ_TIMEOUT};
 use rsm_status::{now_ms, ShardStatus};
 
 const TOKEN: &str = "tok-9f1c2e77";

@@ -777,7 +777,12 @@ impl<'a> TargetKeys<'a> {
 /// Slot ranges as a record names them (`0-99, 200, 300-301`, what
 /// [`rsm_cluster::display_ranges`] writes); a part that does not parse names no slot.
 fn parse_ranges(text: &str) -> Vec<SlotRange> {
-    let slot = |t: &str| t.trim().parse::<u16>().ok().and_then(rsm_cluster::Slot::new);
+    let slot = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .and_then(rsm_cluster::Slot::new)
+    };
     text.split(',')
         .filter_map(|part| match part.split_once('-') {
             Some((a, b)) => SlotRange::new(slot(a)?, slot(b)?),

@@ -30,6 +30,11 @@ pub struct LoaderOptions {
     pub big_key_threshold: Option<u64>,
     /// The conflict policy, for function libraries (`FUNCTION LOAD [REPLACE]`).
     pub conflict: ConflictPolicy,
+    /// Slot by slot, whether keys of that slot are this shard's (`None`: every key). A
+    /// node's snapshot taken while slots move into it holds keys of slots it does not own
+    /// yet (a reshard's `RESTORE-ASKING`, a Valkey 9 import): they are the old owner's
+    /// shard's until the move has settled, and then copied again with the new shard.
+    pub own_slots: Option<std::sync::Arc<Vec<bool>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,9 @@ pub struct LoadSummary {
     pub big_keys: u64,
     /// Function libraries, each sent as one `FUNCTION LOAD`.
     pub functions: u64,
+    /// Of the keys, those left out because their slot is not the shard's (see
+    /// [`LoaderOptions::own_slots`]).
+    pub other_slots: u64,
 }
 
 /// Element chunks (each at most 1024 members or 1 MiB) decoded before they go to the
@@ -86,6 +94,8 @@ pub struct Loader {
     /// The current key goes out in chunks: its `BigKeyStart` was written, its
     /// `BigKeyEnd` is owed.
     big: bool,
+    /// The current key's slot is not the shard's: its value is passed over.
+    passing: bool,
     summary: LoadSummary,
 }
 
@@ -110,6 +120,7 @@ impl Loader {
             db: 0,
             key: None,
             big: false,
+            passing: false,
             summary: LoadSummary::default(),
         }
     }
@@ -197,8 +208,15 @@ impl Loader {
             Event::KeyStart(meta) => {
                 self.summary.keys += 1;
                 self.big = false;
-                self.key = Some(meta);
+                self.passing = !self.owns(&meta.key);
+                if self.passing {
+                    self.summary.other_slots += 1;
+                    self.key = None;
+                } else {
+                    self.key = Some(meta);
+                }
             }
+            Event::RawValue(_) | Event::Elements(_) if self.passing => {}
             Event::RawValue(raw) => {
                 // No key, nothing to name the value by (the decoder sends the key first).
                 let Some(meta) = self.key.take() else {
@@ -240,6 +258,7 @@ impl Loader {
                 self.writer.write(Entry::BigKeyChunk(els)).await?;
             }
             Event::KeyEnd => {
+                self.passing = false;
                 if self.big {
                     self.writer.write(Entry::BigKeyEnd).await?;
                 }
@@ -267,6 +286,15 @@ impl Loader {
             Event::Aux { .. } | Event::ResizeDb { .. } | Event::SlotInfo { .. } | Event::Eof => {}
         }
         Ok(())
+    }
+
+    /// Is `key` in one of the shard's slots?
+    fn owns(&self, key: &[u8]) -> bool {
+        self.opts.own_slots.as_ref().is_none_or(|own| {
+            own.get(rsm_cluster::key_slot(key).index())
+                .copied()
+                .unwrap_or(true)
+        })
     }
 
     /// The key's db as the decoder saw it; the last `SELECTDB`'s if that does not fit.

@@ -396,7 +396,7 @@ struct Place<'a> {
     ranges: Vec<SlotRange>,
     /// Slot by slot, whether it is the shard's: what the stream may write (`None`: every
     /// slot, a standalone source).
-    own: Option<Vec<bool>>,
+    own: Option<Arc<Vec<bool>>>,
 }
 
 impl<'a> Place<'a> {
@@ -416,7 +416,7 @@ impl<'a> Place<'a> {
                         }
                     }
                 }
-                own
+                Arc::new(own)
             }),
         }
     }

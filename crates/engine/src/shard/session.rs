@@ -530,6 +530,7 @@ impl<'a> Session<'a> {
             LoaderOptions {
                 big_key_threshold: None,
                 conflict: functions,
+                own_slots: self.cx.place.own.clone(),
             },
             self.writer.clone(),
         ));
@@ -815,6 +816,9 @@ impl<'a> Session<'a> {
             return Err(ShardError::Snapshot("a second end of snapshot".into()));
         };
         let summary = done.finish().await?;
+        if summary.other_slots > 0 {
+            tracing::info!(shard = self.cx.spec.serial, keys = summary.other_slots, "snapshot keys of slots moving into this node left out: they are another shard's until the move has settled");
+        }
         // Everything up to the snapshot's offset is in the target now, unless a key of it
         // failed: then the watermark stays put and so does the checkpoint. Snapshot entries
         // carry offset 0 and never move the watermark: this mark is what moves it, once every

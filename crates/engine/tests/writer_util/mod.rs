@@ -52,6 +52,7 @@ pub async fn restore_chunked(
         LoaderOptions {
             big_key_threshold,
             conflict,
+            own_slots: None,
         },
         writer.clone(),
     );

@@ -73,6 +73,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitSummary> {
         LoaderOptions {
             big_key_threshold: None,
             conflict: args.options.conflict,
+            own_slots: None,
         },
         writer.clone(),
     );
