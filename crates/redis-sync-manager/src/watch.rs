@@ -393,43 +393,51 @@ pub async fn watch_topology(
         };
         unreachable_said = false;
         let now = summarize(&reading);
-        // The first round is the baseline for the warnings (the pre-flight check refused
-        // a source with slots in motion), except for what is already moving.
-        let before = last.clone().unwrap_or_else(|| Summary {
-            moving: BTreeSet::new(),
-            failing: BTreeSet::new(),
-            jobs: BTreeSet::new(),
-            ..now.clone()
-        });
-        let planned = out
-            .planned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        out.warnings.set_blocking(blocking(&now, &planned));
-        // Settled: nothing moving now nor in the round before, and the same shards twice.
-        // A reshard moves slot after slot, and between two slots nothing is marked
-        // moving; the second round keeps the manager from re-planning in such a gap.
-        let settled = now.still()
-            && last
-                .as_ref()
-                .is_some_and(|l| l.still() && l.shards == now.shards);
-        let mut said = changes(&before, &now);
-        if settled {
-            let base = calm.get_or_insert_with(|| now.clone());
-            said.extend(shard_changes(base, &now));
-            *base = now.clone();
-        }
-        for message in said {
-            tracing::warn!("TOPOLOGY: {message}");
-            out.warnings.push(message);
-        }
-        let differs = now.shards.keys().ne(planned.iter());
-        if settled && differs {
-            // Full: the manager is still carrying out the last one; asked again next round.
-            let _ = out.replan.try_send(reading.topology);
-        }
+        round(&out, &now, last.as_ref(), &mut calm, reading.topology);
         last = Some(now);
+    }
+}
+
+/// One round's outcome: what to say, the gate, and a re-plan once the source has settled.
+fn round(
+    out: &WatchOutputs,
+    now: &Summary,
+    last: Option<&Summary>,
+    calm: &mut Option<Summary>,
+    topology: Topology,
+) {
+    // The first round is the baseline for the warnings (the pre-flight check refused
+    // a source with slots in motion), except for what is already moving.
+    let before = last.cloned().unwrap_or_else(|| Summary {
+        moving: BTreeSet::new(),
+        failing: BTreeSet::new(),
+        jobs: BTreeSet::new(),
+        ..now.clone()
+    });
+    let planned = out
+        .planned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    out.warnings.set_blocking(blocking(now, &planned));
+    // Settled: nothing moving now nor in the round before, and the same shards twice.
+    // A reshard moves slot after slot, and between two slots nothing is marked
+    // moving; the second round keeps the manager from re-planning in such a gap.
+    let settled = now.still() && last.is_some_and(|l| l.still() && l.shards == now.shards);
+    let mut said = changes(&before, now);
+    if settled {
+        let base = calm.get_or_insert_with(|| now.clone());
+        said.extend(shard_changes(base, now));
+        *base = now.clone();
+    }
+    for message in said {
+        tracing::warn!("TOPOLOGY: {message}");
+        out.warnings.push(message);
+    }
+    let differs = now.shards.keys().ne(planned.iter());
+    if settled && differs {
+        // Full: the manager is still carrying out the last one; asked again next round.
+        let _ = out.replan.try_send(topology);
     }
 }
 

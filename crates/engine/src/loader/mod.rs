@@ -205,17 +205,7 @@ impl Loader {
         match ev {
             Event::Header { version } => self.summary.version = Some(version),
             Event::SelectDb(db) => self.db = DbIndex::try_from(db).unwrap_or(DbIndex::MAX),
-            Event::KeyStart(meta) => {
-                self.summary.keys += 1;
-                self.big = false;
-                self.passing = !self.owns(&meta.key);
-                if self.passing {
-                    self.summary.other_slots += 1;
-                    self.key = None;
-                } else {
-                    self.key = Some(meta);
-                }
-            }
+            Event::KeyStart(meta) => self.key_start(meta),
             Event::RawValue(_) | Event::Elements(_) if self.passing => {}
             Event::RawValue(raw) => {
                 // No key, nothing to name the value by (the decoder sends the key first).
@@ -286,6 +276,19 @@ impl Loader {
             Event::Aux { .. } | Event::ResizeDb { .. } | Event::SlotInfo { .. } | Event::Eof => {}
         }
         Ok(())
+    }
+
+    /// A key begins: its value comes next, unless its slot is not the shard's.
+    fn key_start(&mut self, meta: KeyMeta) {
+        self.summary.keys += 1;
+        self.big = false;
+        self.passing = !self.owns(&meta.key);
+        if self.passing {
+            self.summary.other_slots += 1;
+            self.key = None;
+        } else {
+            self.key = Some(meta);
+        }
     }
 
     /// Is `key` in one of the shard's slots?
