@@ -196,6 +196,41 @@ fn every_db_of_a_valkey_cluster_reaches_the_same_db_of_the_target_cluster() {
         assert!(Snapshot::of_db(&target, db).len() > 3 * PER_KIND);
     }
     sigterm(&mut child);
+
+    // `verify` walks every db of both clusters: equal, then a value changed in db 5 only
+    // is found there.
+    let all: usize = USED
+        .iter()
+        .map(|db| Snapshot::of_db(&source, *db).len())
+        .sum();
+    let report = verify(&source, &target, 0);
+    assert_eq!(report["source_keys"], all as u64, "{report:#}");
+    in_db(&target, 5, "s:5:2", &["SET", "s:5:2", "changed"]);
+    let report = verify(&source, &target, 1);
+    let samples = report["samples"].as_array().cloned().unwrap_or_default();
+    assert_eq!(samples.len(), 1, "{report:#}");
+    assert_eq!(
+        (&samples[0]["key"], &samples[0]["db"]),
+        (&"s:5:2".into(), &5.into())
+    );
+}
+
+/// `redis-sync-manager verify` from `source` to `target`: it must exit with `code`; its
+/// JSON report.
+fn verify(source: &Cluster, target: &Cluster, code: i32) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-sync-manager"))
+        .arg("verify")
+        .arg(format!("--from={}", source.seed_addr()))
+        .arg(format!("--target={}", target.seed_addr()))
+        .arg("--mode=full")
+        .arg(format!("--report={}", report.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
 }
 
 #[test]
