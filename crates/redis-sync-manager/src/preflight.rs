@@ -177,6 +177,7 @@ impl TargetDbs {
             (true, None) => {
                 "the target cluster has only db 0 (no cluster-databases: Redis, or Valkey before 9.0)".to_string()
             }
+            (true, Some(0 | 1)) => "the target cluster has only db 0 (cluster-databases 1)".to_string(),
             (true, Some(n)) => format!(
                 "the target cluster has cluster-databases {n} (db 0-{})",
                 n.saturating_sub(1)
