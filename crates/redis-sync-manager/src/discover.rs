@@ -60,7 +60,7 @@ pub enum DiscoverError {
     #[error("source cluster is not ready: {0}")]
     Preflight(PreflightError),
     #[error(
-        "--targetdb={0} needs a standalone target, but {1} is a cluster (clusters only have db 0)"
+        "--targetdb={0} needs a standalone target, but {1} is a cluster (on a cluster only --targetdb=0 is taken)"
     )]
     TargetDbOnCluster(u32, Endpoint),
     #[error("source {0} has no master that serves slots")]
@@ -76,12 +76,24 @@ pub enum DiscoverError {
     )]
     ReservedKeys { total: usize, named: String },
     #[error(
-        "the source holds keys in db {dbs} ({nodes}), but {what}; nothing was written. Ways out: --targetdb=N (every source db merged into db N: a key name found in two dbs is then a conflict, settled by --rewrite or --skip-existing), --filterkey with prefixes that only the target's dbs hold, or a standalone target with enough databases"
+        "the source holds keys in db {dbs} ({nodes}), but {what}; nothing was written. Ways out: {ways}, --filterkey with prefixes that only the target's dbs hold, or {enough}"
     )]
     DbsTargetLacks {
         dbs: String,
         nodes: String,
         what: String,
+        ways: String,
+        enough: String,
+    },
+    #[error(
+        "the source cluster has cluster-databases {databases}, so its writes may reach db {dbs} at any time, but {what}; nothing was written. Ways out: {ways}, or {enough}"
+    )]
+    SourceDbsTargetLacks {
+        databases: u32,
+        dbs: String,
+        what: String,
+        ways: String,
+        enough: String,
     },
 }
 
@@ -157,6 +169,7 @@ pub async fn discover(
     // Before any PSYNC: each of these used to be found after a fork or after writing.
     let nodes: Vec<Endpoint> = shards.iter().map(|s| s.node.clone()).collect();
     let sides = preflight::Sides {
+        source_cluster: source_is_cluster,
         source_nodes: &nodes,
         source: &source_opts,
         target: &target,

@@ -8,6 +8,13 @@
 //!
 //! It reads only: `INFO`, `CONFIG GET` (optional: managed services refuse it) and `SCAN`
 //! of the source nodes the plan syncs from (a replica with `--sync-role=slave`).
+//!
+//! The dbs rule: every db the source holds keys in (that `--filterkey` keeps) must have a
+//! place in the target (see `TargetDb::place`), and so must every db a source cluster can
+//! write to (its `cluster-databases`, Valkey 9+), used yet or not: a stream write to a db
+//! the target lacks would stop its shard mid-sync. A standalone source is held to the
+//! first half only: every standalone server has 16 dbs, which would refuse each one into
+//! a cluster, and its dbs in use are what operators mean to move.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -27,6 +34,9 @@ const SCAN_COUNT: usize = 1000;
 
 /// What pre-flight looks at: the source nodes the plan syncs from, and the target.
 pub struct Sides<'a> {
+    /// The source is a cluster: its `cluster-databases` bounds the dbs its stream can
+    /// write to.
+    pub source_cluster: bool,
     pub source_nodes: &'a [Endpoint],
     pub source: &'a ConnectOptions,
     pub target: &'a crate::discover::TargetFacts,
@@ -42,16 +52,16 @@ pub async fn check(
     let target = sides.target;
     let target_opts = opts(sides.target_connect);
     target_accepts_writes(&target.masters, target.cluster, &target_opts).await?;
-    let databases = match target.cluster {
-        true => None,
-        false => target_databases(&target.endpoint, &target_opts).await?,
-    };
     let dbs = TargetDbs {
         cluster: target.cluster,
-        databases,
+        databases: target_databases(target, &target_opts).await?,
         target_db,
     };
-    source_keyspace(sides.source_nodes, sides.source, filter, dbs).await
+    source_keyspace(sides.source_nodes, sides.source, filter, dbs).await?;
+    if sides.source_cluster {
+        source_capacity(sides.source_nodes, sides.source, dbs).await?;
+    }
+    Ok(())
 }
 
 /// A target that cannot take writes, found before any source forks.
@@ -127,34 +137,128 @@ async fn config_u64(conn: &mut Connection, name: &str) -> Result<Option<u64>, Di
         .and_then(|v| v.parse().ok()))
 }
 
-/// What the target can hold, for [`source_keyspace`].
+/// What the target can hold, for [`source_keyspace`] and [`source_capacity`].
 #[derive(Debug, Clone, Copy)]
 struct TargetDbs {
     pub cluster: bool,
-    /// `databases` of a standalone target, when `CONFIG GET` answers.
+    /// How many dbs the target has, when `CONFIG GET` answers (see [`target_databases`]).
     pub databases: Option<u32>,
     /// `--targetdb`.
     pub target_db: Option<u32>,
 }
 
 impl TargetDbs {
+    fn map(&self) -> rsm_command::TargetDb {
+        rsm_command::TargetDb::new(self.target_db)
+    }
+
     /// Can a key of source db `db` be written?
     fn holds(&self, db: u32) -> bool {
-        rsm_command::TargetDb::new(self.target_db)
-            .place(db, self.cluster, self.databases)
-            .is_some()
+        self.map().place(db, self.cluster, self.databases).is_some()
+    }
+
+    /// The dbs of a source of `databases` dbs that have no place in the target, as text
+    /// (`1-15`); `None` when every one has.
+    fn lacking(&self, databases: u32) -> Option<String> {
+        if self.map().fits_all(databases, self.cluster, self.databases) {
+            return None;
+        }
+        let last = databases.checked_sub(1)?;
+        let first = (0..last).find(|db| !self.holds(*db)).unwrap_or(last);
+        Some(match first == last {
+            true => last.to_string(),
+            false => format!("{first}-{last}"),
+        })
+    }
+
+    /// What the target has, for a refusal.
+    fn has(&self) -> String {
+        match (self.cluster, self.databases) {
+            (true, None) => {
+                "the target cluster has only db 0 (no cluster-databases: Redis, or Valkey before 9.0)".to_string()
+            }
+            (true, Some(0 | 1)) => "the target cluster has only db 0 (cluster-databases 1)".to_string(),
+            (true, Some(n)) => format!(
+                "the target cluster has cluster-databases {n} (db 0-{})",
+                n.saturating_sub(1)
+            ),
+            (false, Some(n)) => {
+                format!("the target has {n} databases (0-{})", n.saturating_sub(1))
+            }
+            (false, None) => "the target lacks them".to_string(),
+        }
+    }
+
+    /// The `--targetdb` way out: db 0 on a cluster, the only one it takes.
+    fn merge_way(&self) -> String {
+        let n = if self.cluster { "0" } else { "N" };
+        format!("--targetdb={n} (every source db merged into db {n}: a key name found in two dbs is then a conflict, settled by --rewrite or --skip-existing)")
+    }
+
+    /// A target with room for `need` dbs (unknown: "enough").
+    fn enough(&self, need: Option<u32>) -> String {
+        let need = need.map_or("enough".to_string(), |n| format!("{n} or more"));
+        match self.cluster {
+            true => format!("a target cluster configured with cluster-databases {need} (Valkey 9.0+), or a standalone target"),
+            false => format!("a standalone target with databases {need}"),
+        }
     }
 }
 
-/// `databases` of a standalone target (`None` where `CONFIG GET` is refused).
+/// How many dbs the target has: a standalone server's `databases`, the smallest
+/// `cluster-databases` of a cluster's masters (Valkey 9+). `None` where `CONFIG GET` is
+/// refused, or answers nothing (Redis has no `cluster-databases`): a cluster then has db
+/// 0 only.
 async fn target_databases(
-    target: &Endpoint,
+    target: &crate::discover::TargetFacts,
     connect: &ConnectOptions,
 ) -> Result<Option<u32>, DiscoverError> {
-    let mut conn = Connection::connect(target, connect).await?;
-    Ok(config_u64(&mut conn, "databases")
-        .await?
-        .and_then(|n| u32::try_from(n).ok()))
+    let (setting, nodes) = match target.cluster {
+        true => ("cluster-databases", target.masters.as_slice()),
+        false => ("databases", std::slice::from_ref(&target.endpoint)),
+    };
+    let mut least: Option<u32> = None;
+    for node in nodes {
+        let mut conn = Connection::connect(node, connect).await?;
+        let n = config_u64(&mut conn, setting).await?;
+        if let Some(n) = n.and_then(|n| u32::try_from(n).ok()) {
+            least = Some(least.map_or(n, |l| l.min(n)));
+        }
+    }
+    Ok(least)
+}
+
+/// A source cluster's `cluster-databases` against the target: a stream write to a db the
+/// target lacks would stop its shard mid-sync, after the snapshot's other dbs were
+/// written, so room for it is checked before the start, used yet or not. Where the source
+/// refuses `CONFIG GET` (a least-privilege user) this is unknown, and the data path still
+/// stops a shard at the first write it cannot place, before writing it.
+async fn source_capacity(
+    nodes: &[Endpoint],
+    connect: &ConnectOptions,
+    dbs: TargetDbs,
+) -> Result<(), DiscoverError> {
+    let mut most: Option<u32> = None;
+    for node in nodes {
+        let mut conn = Connection::connect(node, connect).await?;
+        let n = config_u64(&mut conn, "cluster-databases").await?;
+        if let Some(n) = n.and_then(|n| u32::try_from(n).ok()) {
+            most = Some(most.map_or(n, |m| m.max(n)));
+        }
+    }
+    let Some(databases) = most else {
+        return Ok(());
+    };
+    match dbs.lacking(databases) {
+        Some(lacking) => Err(DiscoverError::SourceDbsTargetLacks {
+            databases,
+            dbs: lacking,
+            what: dbs.has(),
+            ways: dbs.merge_way(),
+            enough: dbs.enough(Some(databases)),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The source's keyspace against what the sync can do with it, per node synced from:
@@ -225,13 +329,9 @@ async fn source_keyspace(
                 .collect::<Vec<_>>()
                 .join(", "),
             nodes: holders.into_iter().collect::<Vec<_>>().join(", "),
-            what: match (dbs.cluster, dbs.databases) {
-                (true, _) => "a cluster target has only db 0".to_string(),
-                (false, Some(n)) => {
-                    format!("the target has {n} databases (0-{})", n.saturating_sub(1))
-                }
-                (false, None) => "the target lacks them".to_string(),
-            },
+            what: dbs.has(),
+            ways: dbs.merge_way(),
+            enough: dbs.enough(lacking.last().map(|db| db + 1)),
         });
     }
     Ok(())
@@ -339,5 +439,48 @@ mod tests {
         };
         assert!(standalone.holds(3));
         assert!(!standalone.holds(4));
+        let valkey = TargetDbs {
+            databases: Some(16),
+            ..cluster
+        };
+        assert!(valkey.holds(15), "cluster-databases 16 has db 15");
+        assert!(!valkey.holds(16));
+    }
+
+    /// A source cluster's `cluster-databases` is refused as a range of the dbs the target
+    /// lacks, whether they hold keys yet or not.
+    #[test]
+    fn the_dbs_a_source_can_write_to_that_the_target_lacks() {
+        let redis = TargetDbs {
+            cluster: true,
+            databases: None,
+            target_db: None,
+        };
+        assert_eq!(redis.lacking(16).as_deref(), Some("1-15"));
+        assert_eq!(redis.lacking(2).as_deref(), Some("1"));
+        assert_eq!(redis.lacking(1), None);
+        let valkey = |n| TargetDbs {
+            databases: Some(n),
+            ..redis
+        };
+        assert_eq!(valkey(16).lacking(16), None);
+        assert_eq!(valkey(8).lacking(16).as_deref(), Some("8-15"));
+        let merged = TargetDbs {
+            target_db: Some(0),
+            ..redis
+        };
+        assert_eq!(merged.lacking(16), None, "--targetdb=0 has a place for all");
+        let standalone = TargetDbs {
+            cluster: false,
+            databases: Some(4),
+            target_db: None,
+        };
+        assert_eq!(standalone.lacking(16).as_deref(), Some("4-15"));
+        // The ways out fit the kind of target: db 0 is the one a cluster takes.
+        assert!(redis.merge_way().starts_with("--targetdb=0 "));
+        assert!(redis
+            .enough(Some(16))
+            .contains("cluster-databases 16 or more"));
+        assert!(standalone.merge_way().starts_with("--targetdb=N "));
     }
 }

@@ -333,8 +333,8 @@ impl Admitter {
         }
     }
 
-    /// The db a write goes to, or `None` if the target cannot hold it: a cluster has only
-    /// db 0, a standalone server its `databases`.
+    /// The db a write goes to, or `None` if the target cannot hold it: a standalone
+    /// server has its `databases`, a cluster its `cluster-databases` (db 0 only without).
     fn target_db(&self, db: DbIndex) -> Option<DbIndex> {
         rsm_command::TargetDb::new(self.target_db).place(db, self.info.cluster, self.info.databases)
     }

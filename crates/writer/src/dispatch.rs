@@ -72,8 +72,8 @@ pub(super) fn wait_at(nodes: &mut [Node], node: usize, req: Req, from_here: bool
     }
 }
 
-/// Put `req` in flight on `node`. `select`: the target has databases (a standalone
-/// server), so a change of db is sent first. Counted in its slot first: a blocked slot
+/// Put `req` in flight on `node`. `select`: the target has databases (see
+/// `TargetInfo::selects_db`), so a change of db is sent first. Counted in its slot first: a blocked slot
 /// is released only once nothing of it is in flight.
 #[inline]
 pub(super) fn send(order: &mut SlotOrder, node: &mut Node, req: Req, select: bool) {

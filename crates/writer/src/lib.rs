@@ -149,7 +149,7 @@ pub enum WriteError {
     MasterLost { endpoint: String },
     #[error("{0}")]
     Topology(String),
-    #[error("--targetdb={0} needs a standalone target: a cluster has only db 0")]
+    #[error("--targetdb={0} needs a standalone target: on a cluster only --targetdb=0 is taken")]
     TargetDbInCluster(u32),
     #[error("--targetdb={db} is out of range: target {endpoint} has {databases} databases (0-{max}); pick one of those", max = databases.saturating_sub(1))]
     TargetDbOutOfRange {
@@ -310,6 +310,7 @@ impl Writer {
         tracing::info!(
             target_node = %opts.target,
             cluster = info.cluster,
+            databases = ?info.databases,
             version = %info.version,
             rdb_version = %info.rdb_version,
             masters = slots.owners().len(),

@@ -76,7 +76,7 @@ pub(super) struct Node {
     /// Requests (not `SELECT`/`ASKING`) in `inflight`, and their bytes: the window.
     inflight_reqs: usize,
     inflight_bytes: usize,
-    /// The db the connection has selected (a standalone target), so `SELECT` is sent
+    /// The db the connection has selected (a target with dbs), so `SELECT` is sent
     /// only on a change.
     db: Option<DbIndex>,
     /// After a failed connect: no new attempt before this time (and why it failed).
@@ -176,7 +176,7 @@ impl Node {
     }
 
     /// Encode `req` into the output buffer and put it in flight. `select`: the target has
-    /// databases (a standalone server), so a change of db is sent first.
+    /// databases (see `TargetInfo::selects_db`), so a change of db is sent first.
     pub(super) fn encode(&mut self, mut req: Req, select: bool) {
         if select && self.db != Some(req.db) {
             encode_command(

@@ -647,7 +647,7 @@ impl Pipeline {
         }
         let gate = matches!(req.body, Body::Gate { .. });
         let slot = req.slot;
-        let select = !self.info.cluster;
+        let select = self.info.selects_db();
         // Sent from here, not from a function of its own: the request is moved once per
         // hop, and each move is a copy of a couple hundred bytes.
         send(
@@ -1022,7 +1022,7 @@ impl Pipeline {
         // Flushes wait for it (see `answer_flushes`): the caller must not move on before
         // the record is in.
         self.recording = true;
-        let select = !self.info.cluster;
+        let select = self.info.selects_db();
         send(
             &mut self.order,
             node_at_mut(&mut self.nodes, node),

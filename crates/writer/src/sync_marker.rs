@@ -110,13 +110,13 @@ pub struct CopyScope<'a> {
     /// The node named for the target (any node of it, for a cluster).
     pub target: &'a Endpoint,
     pub connect: &'a ConnectOptions,
-    /// A cluster is read and cleared on the master of each slot; a standalone target db
-    /// by db, with SCAN.
+    /// A cluster is read and cleared on the master of each slot, slot by slot; a
+    /// standalone target with SCAN. Both db by db.
     pub cluster: bool,
     /// The source shard's slots (all of them for a standalone source).
     pub slots: &'a [SlotRange],
-    /// `--targetdb`: on a standalone target only this db is looked at and cleared;
-    /// otherwise every db that holds keys.
+    /// `--targetdb`: only this db is looked at and cleared; otherwise every db that holds
+    /// keys (on a cluster, db 0 unless `cluster-databases` gives it more).
     pub target_db: Option<u32>,
     /// The source node, recorded in a new marker (see [`Marker::source`]).
     pub source: &'a str,
@@ -418,15 +418,20 @@ fn in_slots(slots: &[SlotRange], key: &[u8]) -> bool {
 
 /// Connections to the target's masters, with the slot map of a cluster target. Lives for
 /// one operation (a copy's start, a resume, a flush), so its slot map is fresh each time.
+///
+/// Every look and removal goes db by db: a db is state of a connection, and
+/// `CLUSTER COUNTKEYSINSLOT`/`GETKEYSINSLOT` answer for the selected db only, so on a
+/// cluster with `cluster-databases` a look at db 0 alone would call slots empty that
+/// hold keys in db 5.
 struct TargetKeys<'a> {
     scope: &'a CopyScope<'a>,
     /// A cluster's masters; for a standalone target, the master reached.
     masters: Vec<Endpoint>,
     /// `owner[slot]` as an index into `masters` (one entry for a standalone target).
     owner: Vec<Option<usize>>,
-    /// By index into `masters`, each opened on first use: most operations touch only the
-    /// masters that own the shard's slots.
-    conns: BTreeMap<usize, Connection>,
+    /// By index into `masters`, each opened on first use (most operations touch only the
+    /// masters that own the shard's slots), with the db it has selected.
+    conns: BTreeMap<usize, (Connection, u32)>,
 }
 
 impl<'a> TargetKeys<'a> {
@@ -440,11 +445,12 @@ impl<'a> TargetKeys<'a> {
             // The master reached, which after a failover is not the node named.
             (vec![asked], Vec::new())
         };
-        // A standalone target's seed is its master (see `connect_target`): kept. A
-        // cluster's may be any node: masters are dialled as needed.
+        // A standalone target's seed is its master (see `connect_target`): kept, in the
+        // db 0 a new connection starts in. A cluster's may be any node: masters are
+        // dialled as needed.
         let mut conns = BTreeMap::new();
         if !scope.cluster {
-            conns.insert(0, seed);
+            conns.insert(0, (seed, 0));
         }
         Ok(TargetKeys {
             scope,
@@ -471,39 +477,47 @@ impl<'a> TargetKeys<'a> {
             })
     }
 
-    /// The connection to master `node`, opened on first use.
-    async fn conn(&mut self, node: usize) -> Result<&mut Connection, WriteError> {
+    /// The slots of `slots` grouped by the master that owns them (all on master 0 for a
+    /// standalone target).
+    fn slots_by_node(&self, slots: &[SlotRange]) -> Result<BTreeMap<usize, Vec<u16>>, WriteError> {
+        let mut by_node: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
+        for r in slots {
+            for s in r.start().get()..=r.end().get() {
+                by_node.entry(self.node_of_slot(s)?).or_default().push(s);
+            }
+        }
+        Ok(by_node)
+    }
+
+    /// The connection to master `node` with `db` selected, opened on first use. Its db is
+    /// remembered, so `SELECT` goes out only on a change, and never on a cluster of db 0
+    /// only (which is never asked for another).
+    async fn conn_in(&mut self, node: usize, db: u32) -> Result<&mut Connection, WriteError> {
         if !self.conns.contains_key(&node) {
             let ep = self
                 .masters
                 .get(node)
                 .ok_or_else(|| WriteError::Topology(format!("no target master {node}")))?;
             let c = Connection::connect(ep, self.scope.connect).await?;
-            self.conns.insert(node, c);
+            self.conns.insert(node, (c, 0));
         }
-        self.conns
+        let (c, selected) = self
+            .conns
             .get_mut(&node)
-            .ok_or_else(|| WriteError::Topology(format!("no target master {node}")))
-    }
-
-    /// The connection for a standalone target's `db`. SELECT on every call: the one
-    /// connection serves every db, and the last caller may have left it in another.
-    async fn db_conn(&mut self, db: u32) -> Result<&mut Connection, WriteError> {
-        let c = self.conn(0).await?;
-        c.request_ok(&["SELECT", &db.to_string()]).await?;
+            .ok_or_else(|| WriteError::Topology(format!("no target master {node}")))?;
+        if *selected != db {
+            c.request_ok(&["SELECT", &db.to_string()]).await?;
+            *selected = db;
+        }
         Ok(c)
     }
 
-    /// The shard's marker, from the master that owns its slot (a standalone target: the
-    /// tool's db). One that cannot be read stops the shard rather than be taken for
-    /// none, which would misjudge whose keys the slots hold.
+    /// The shard's marker, from the tool's db on the master that owns its slot. One that
+    /// cannot be read stops the shard rather than be taken for none, which would misjudge
+    /// whose keys the slots hold.
     async fn get_marker(&mut self, key: &str) -> Result<Option<Marker>, WriteError> {
         let node = self.node_of_slot(rsm_cluster::key_slot(key.as_bytes()).get())?;
-        let c = if self.scope.cluster {
-            self.conn(node).await?
-        } else {
-            self.db_conn(self.scope.home_db()).await?
-        };
+        let c = self.conn_in(node, self.scope.home_db()).await?;
         let reply = c.request_ok(&["GET", key]).await?;
         let Some(bytes) = reply.as_bytes() else {
             return Ok(None);
@@ -518,25 +532,23 @@ impl<'a> TargetKeys<'a> {
     /// Write the shard's marker where [`TargetKeys::get_marker`] reads it.
     async fn set_marker(&mut self, key: &str, marker: &Marker) -> Result<(), WriteError> {
         let node = self.node_of_slot(rsm_cluster::key_slot(key.as_bytes()).get())?;
-        let c = if self.scope.cluster {
-            self.conn(node).await?
-        } else {
-            self.db_conn(self.scope.home_db()).await?
-        };
+        let c = self.conn_in(node, self.scope.home_db()).await?;
         let value = serde_json::to_vec(marker).map_err(|e| WriteError::Topology(e.to_string()))?;
         c.request_ok(&[b"SET".as_slice(), key.as_bytes(), &value])
             .await?;
         Ok(())
     }
 
-    /// The dbs of a standalone target this shard writes into: the `--targetdb` one, else
-    /// every db `INFO keyspace` lists (only those holding keys: an empty db needs neither
-    /// a look nor a removal).
-    async fn dbs(&mut self) -> Result<Vec<u32>, WriteError> {
+    /// The dbs of master `node` this shard writes into: the `--targetdb` one, else every
+    /// db its `INFO keyspace` lists (only those holding keys: an empty db needs neither a
+    /// look nor a removal). On a cluster that is db 0 unless `cluster-databases` gives it
+    /// more, and each master lists its own.
+    async fn dbs_of(&mut self, node: usize) -> Result<Vec<u32>, WriteError> {
         if let Some(db) = self.scope.target_db {
             return Ok(vec![db]);
         }
-        let info = self.conn(0).await?.info("keyspace").await?;
+        // INFO answers the same in any db.
+        let info = self.conn_in(node, 0).await?.info("keyspace").await?;
         Ok(rsm_client::keyspace(&info)
             .into_iter()
             .map(|(db, _)| db)
@@ -598,20 +610,20 @@ impl<'a> TargetKeys<'a> {
     /// Does the target hold any key (other than the tool's own) in these slots?
     async fn holds_shard_keys(&mut self, slots: &[SlotRange]) -> Result<bool, WriteError> {
         if self.scope.cluster {
-            for (slot, n) in self.slot_counts(slots).await? {
+            for (db, slot, n) in self.slot_counts(slots).await? {
                 // A slot holds a handful of the tool's own keys at most: more than a batch
                 // cannot all be those. Fewer are listed whole and looked at.
                 if n > BATCH as i64 {
                     return Ok(true);
                 }
-                let keys = self.keys_in_slot(slot).await?;
+                let keys = self.keys_in_slot(db, slot).await?;
                 if keys.iter().any(|k| !is_marker(k)) {
                     return Ok(true);
                 }
             }
             return Ok(false);
         }
-        for db in self.dbs().await? {
+        for db in self.dbs_of(0).await? {
             let mut cursor = Bytes::from_static(b"0");
             loop {
                 let (next, keys) = self.scan_step(db, &cursor, slots).await?;
@@ -632,12 +644,12 @@ impl<'a> TargetKeys<'a> {
     async fn remove_shard_keys(&mut self, slots: &[SlotRange]) -> Result<u64, WriteError> {
         let mut removed = 0u64;
         if self.scope.cluster {
-            for (slot, _) in self.slot_counts(slots).await? {
+            for (db, slot, _) in self.slot_counts(slots).await? {
                 // List and remove until the slot lists none but the tool's own keys: each
                 // UNLINK takes its keys out of the next listing, so the loop ends.
                 loop {
                     let keys: Vec<Bytes> = self
-                        .keys_in_slot(slot)
+                        .keys_in_slot(db, slot)
                         .await?
                         .into_iter()
                         .filter(|k| !is_marker(k))
@@ -646,19 +658,19 @@ impl<'a> TargetKeys<'a> {
                         break;
                     }
                     let node = self.node_of_slot(slot)?;
-                    removed += unlink(self.conn(node).await?, &keys).await?;
+                    removed += unlink(self.conn_in(node, db).await?, &keys).await?;
                 }
             }
             return Ok(removed);
         }
         // Removing keys during a SCAN is allowed: every key present throughout is still
         // returned, and one batch at a time keeps memory bounded.
-        for db in self.dbs().await? {
+        for db in self.dbs_of(0).await? {
             let mut cursor = Bytes::from_static(b"0");
             loop {
                 let (next, keys) = self.scan_step(db, &cursor, slots).await?;
                 if !keys.is_empty() {
-                    removed += unlink(self.db_conn(db).await?, &keys).await?;
+                    removed += unlink(self.conn_in(0, db).await?, &keys).await?;
                 }
                 match next {
                     Some(n) => cursor = n,
@@ -669,8 +681,9 @@ impl<'a> TargetKeys<'a> {
         Ok(removed)
     }
 
-    /// The offsets of this sync's slot markers in `slots` (on a standalone target, the
-    /// highest of every db written to: a marker goes in the db of its command).
+    /// The offsets of this sync's slot markers in `slots`: the highest of every db written
+    /// to, since a marker goes in the db of its command (on a cluster with
+    /// `cluster-databases` as on a standalone target).
     async fn slot_marks(
         &mut self,
         slots: &[SlotRange],
@@ -678,58 +691,44 @@ impl<'a> TargetKeys<'a> {
     ) -> Result<(HashMap<usize, u64>, HashMap<usize, HashSet<u64>>), WriteError> {
         // Grouped by master and pipelined: read one by one, a shard of 5461 slots would
         // take 10922 round trips before the first write.
-        let mut by_node: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
-        for r in slots {
-            for s in r.start().get()..=r.end().get() {
-                by_node.entry(self.node_of_slot(s)?).or_default().push(s);
-            }
-        }
-        let dbs = match self.scope.cluster {
-            true => vec![0],
-            false => self.dbs().await?,
-        };
         let mut out = (HashMap::new(), HashMap::new());
-        for (node, list) in by_node {
-            for &db in &dbs {
-                let c = match self.scope.cluster {
-                    true => self.conn(node).await?,
-                    false => self.db_conn(db).await?,
-                };
+        for (node, list) in self.slots_by_node(slots)? {
+            for db in self.dbs_of(node).await? {
+                let c = self.conn_in(node, db).await?;
                 read_marks(c, &list, sync_id, &mut out).await?;
             }
         }
         Ok(out)
     }
 
-    /// `(slot, keys)` for each slot of `slots` that holds keys, from
-    /// `CLUSTER COUNTKEYSINSLOT` pipelined per master. Counted first since most slots of
-    /// a fresh target are empty, and a count costs less than a listing.
-    async fn slot_counts(&mut self, slots: &[SlotRange]) -> Result<Vec<(u16, i64)>, WriteError> {
-        let mut by_node: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
-        for r in slots {
-            for s in r.start().get()..=r.end().get() {
-                by_node.entry(self.node_of_slot(s)?).or_default().push(s);
-            }
-        }
+    /// `(db, slot, keys)` for each slot of `slots` that holds keys in a db, from
+    /// `CLUSTER COUNTKEYSINSLOT` pipelined per master and db. Counted first since most
+    /// slots of a fresh target are empty, and a count costs less than a listing.
+    async fn slot_counts(
+        &mut self,
+        slots: &[SlotRange],
+    ) -> Result<Vec<(u32, u16, i64)>, WriteError> {
         let mut out = Vec::new();
-        for (node, list) in by_node {
-            let c = self.conn(node).await?;
-            for chunk in list.chunks(BATCH) {
-                for s in chunk {
-                    c.send(&["CLUSTER", "COUNTKEYSINSLOT", &s.to_string()]);
-                }
-                c.flush().await?;
-                for s in chunk {
-                    let f = c.read_frame().await?;
-                    if let Some(e) = f.as_error() {
-                        return Err(WriteError::Topology(format!(
-                            "target refused CLUSTER COUNTKEYSINSLOT {s}: {}",
-                            rsm_resp::escape_controls(e)
-                        )));
+        for (node, list) in self.slots_by_node(slots)? {
+            for db in self.dbs_of(node).await? {
+                let c = self.conn_in(node, db).await?;
+                for chunk in list.chunks(BATCH) {
+                    for s in chunk {
+                        c.send(&["CLUSTER", "COUNTKEYSINSLOT", &s.to_string()]);
                     }
-                    let n = f.as_int().unwrap_or(0);
-                    if n > 0 {
-                        out.push((*s, n));
+                    c.flush().await?;
+                    for s in chunk {
+                        let f = c.read_frame().await?;
+                        if let Some(e) = f.as_error() {
+                            return Err(WriteError::Topology(format!(
+                                "target refused CLUSTER COUNTKEYSINSLOT {s} in db {db}: {}",
+                                rsm_resp::escape_controls(e)
+                            )));
+                        }
+                        let n = f.as_int().unwrap_or(0);
+                        if n > 0 {
+                            out.push((db, *s, n));
+                        }
                     }
                 }
             }
@@ -737,11 +736,11 @@ impl<'a> TargetKeys<'a> {
         Ok(out)
     }
 
-    /// Up to a batch of the keys in `slot`, from its master (the only node that lists
-    /// them).
-    async fn keys_in_slot(&mut self, slot: u16) -> Result<Vec<Bytes>, WriteError> {
+    /// Up to a batch of the keys in `slot` in `db`, from its master (the only node that
+    /// lists them).
+    async fn keys_in_slot(&mut self, db: u32, slot: u16) -> Result<Vec<Bytes>, WriteError> {
         let node = self.node_of_slot(slot)?;
-        let c = self.conn(node).await?;
+        let c = self.conn_in(node, db).await?;
         let reply = c
             .request_ok(&[
                 "CLUSTER",
@@ -763,7 +762,7 @@ impl<'a> TargetKeys<'a> {
     ) -> Result<(Option<Bytes>, Vec<Bytes>), WriteError> {
         // A shard of every slot (a standalone source): no key needs hashing.
         let all = slots.iter().map(SlotRange::len).sum::<usize>() == 16384;
-        let c = self.db_conn(db).await?;
+        let c = self.conn_in(0, db).await?;
         let page = c.scan(cursor, None, BATCH).await?;
         let keys = page
             .keys
@@ -771,6 +770,18 @@ impl<'a> TargetKeys<'a> {
             .filter(|k| !is_marker(k) && (all || in_slots(slots, k)))
             .collect();
         Ok((page.next, keys))
+    }
+
+    /// The dbs of master `node` a source flush empties: under `--targetdb` the one every
+    /// source db went into; else `FLUSHDB n` is db n (when it holds keys at all: a db the
+    /// target lacks holds none, and was never written to) and `FLUSHALL` every db that
+    /// holds keys.
+    async fn flush_dbs(&mut self, node: usize, which: FlushScope) -> Result<Vec<u32>, WriteError> {
+        let dbs = self.dbs_of(node).await?;
+        Ok(match (which, self.scope.target_db) {
+            (FlushScope::Db(db), None) => dbs.into_iter().filter(|d| *d == db).collect(),
+            _ => dbs,
+        })
     }
 }
 
@@ -815,37 +826,17 @@ pub async fn flush_shard_keys(
     filter: &rsm_command::filter::KeyPrefixes,
 ) -> Result<u64, WriteError> {
     let mut target = TargetKeys::connect(scope).await?;
+    // Each master that owns a slot of the shard (the one node of a standalone target) is
+    // scanned once per db, keeping only the shard's keys: a SCAN per master, not a
+    // listing per slot, covers all the master's slots of the shard in one pass and takes
+    // the filter's MATCH.
+    let nodes: Vec<usize> = target.slots_by_node(scope.slots)?.into_keys().collect();
     let mut removed = 0;
-    // A cluster has db 0 only: FLUSHDB and FLUSHALL mean the same there. Each master
-    // that owns a slot of the shard is scanned once, keeping only the shard's keys.
-    if scope.cluster {
-        let mut nodes: Vec<usize> = Vec::new();
-        for r in scope.slots {
-            for s in r.start().get()..=r.end().get() {
-                let n = target.node_of_slot(s)?;
-                if !nodes.contains(&n) {
-                    nodes.push(n);
-                }
-            }
-        }
-        // A SCAN per master, not a listing per slot: one pass covers all the master's
-        // slots of the shard, and takes the filter's MATCH.
-        for node in nodes {
-            let c = target.conn(node).await?;
+    for node in nodes {
+        for db in target.flush_dbs(node, which).await? {
+            let c = target.conn_in(node, db).await?;
             removed += remove_scanned(c, scope.slots, filter).await?;
         }
-        return Ok(removed);
-    }
-    // Under `--targetdb` every source db went into that one; otherwise a source db is the
-    // target db of the same number, and FLUSHALL means every db that holds keys.
-    let dbs = match (which, scope.target_db) {
-        (_, Some(db)) => vec![db],
-        (FlushScope::Db(db), None) => vec![db],
-        (FlushScope::All, None) => target.dbs().await?,
-    };
-    for db in dbs {
-        let c = target.db_conn(db).await?;
-        removed += remove_scanned(c, scope.slots, filter).await?;
     }
     Ok(removed)
 }
@@ -894,24 +885,22 @@ pub async fn remove_progress_keys(
     target: &Endpoint,
     connect: &ConnectOptions,
 ) -> Result<u64, WriteError> {
-    let (info, map) = super::target::detect(target, connect, 0).await?;
+    let (_, map) = super::target::detect(target, connect, 0).await?;
     let mut removed = 0;
     // Masters only: their replicas follow. The tool's keys live in many slots, hence
     // every master, not only those of one shard.
     for node in map.owners() {
         let mut c = Connection::connect(node, connect).await?;
-        // A standalone target: every db holding keys, since a `--targetdb` sync keeps its
-        // keys in that db and nothing here says which one it was.
-        let dbs: Vec<u32> = match info.cluster {
-            true => vec![0],
-            false => rsm_client::keyspace(&c.info("keyspace").await?)
-                .into_iter()
-                .map(|(db, _)| db)
-                .collect(),
-        };
-        for db in dbs {
-            if !info.cluster {
+        // Every db holding keys: a `--targetdb` sync keeps its keys in that db, and a slot
+        // marker goes in the db of its command (a standalone target, or a cluster with
+        // `cluster-databases`); nothing here says which dbs those were. A cluster of db 0
+        // only lists no other, so it is sent no `SELECT`.
+        let dbs = rsm_client::keyspace(&c.info("keyspace").await?);
+        let mut selected = 0;
+        for (db, _) in dbs {
+            if db != selected {
                 c.request_ok(&["SELECT", &db.to_string()]).await?;
+                selected = db;
             }
             removed += remove_matching(&mut c).await?;
         }

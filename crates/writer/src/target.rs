@@ -26,8 +26,9 @@ pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
 /// read again (after `MOVED`, a lost node), never the version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetInfo {
-    /// `cluster_enabled:1`: writes are routed by slot, and only db 0 exists. A proxy in
-    /// front of a cluster says 0 and is written to as one node.
+    /// `cluster_enabled:1`: writes are routed by slot, and only db 0 exists unless
+    /// `databases` says more (Valkey 9's `cluster-databases`). A proxy in front of a
+    /// cluster says 0 and is written to as one node.
     pub cluster: bool,
     /// Its family and version (Redis 0.0.0 when `INFO` hides it).
     pub version: ServerVersion,
@@ -36,14 +37,23 @@ pub struct TargetInfo {
     /// The largest argument it reads: a RESTORE payload must stay below it, so bigger
     /// values are written as commands (see `Writer::big_key_threshold`).
     pub proto_max_bulk_len: u64,
-    /// `databases` of a standalone target, when `CONFIG GET` answers: a write for a db
-    /// beyond it would follow a refused `SELECT` into the current db.
+    /// How many dbs the target has, when `CONFIG GET` answers: `databases` of a
+    /// standalone target, `cluster-databases` of a cluster (Valkey 9+; `None` on Redis).
+    /// A write for a db beyond it would follow a refused `SELECT` into the current db.
     pub databases: Option<u32>,
     /// `MULTI` works (some proxies refuse it): needed to write exactly once.
     pub transactions: bool,
 }
 
 impl TargetInfo {
+    /// Does a write need its db `SELECT`ed first? On a standalone target, and on a
+    /// cluster with more than db 0: the replication stream's `SELECT n` must reach the
+    /// target as the connection's db. A cluster of db 0 only is sent no `SELECT`, as
+    /// before `cluster-databases` existed: there is nothing to switch to.
+    pub fn selects_db(&self) -> bool {
+        !self.cluster || self.databases.is_some_and(|n| n > 1)
+    }
+
     /// True if the target understands commands introduced in Redis `major.minor`
     /// (every Valkey descends from Redis 7.2). Decided by version, not by trying: a
     /// refused command would fail the write that carried it.
@@ -94,8 +104,8 @@ fn rdb_version_for(version: &ServerVersion) -> RdbVersion {
 /// - `INFO cluster` rather than `CLUSTER INFO`, since a standalone server answers it too;
 /// - `CONFIG GET` answers `[name, value]` in RESP2, a map in RESP3; where CONFIG is
 ///   refused, `proto-max-bulk-len` is taken as the server default and `databases` stays
-///   unknown (a cluster has db 0 only; a standalone target's count bounds `--targetdb`
-///   and the source dbs it can take);
+///   unknown (a cluster then has db 0 only; a standalone target's count bounds
+///   `--targetdb` and the source dbs it can take);
 /// - a cluster's masters are remembered for the whole process: should the node named
 ///   die, any writer, refresh or durability check still finds the cluster. A standalone
 ///   target is one node owning every slot, routed and ordered the same way;
@@ -143,11 +153,7 @@ pub async fn detect(
     } else {
         SlotMap::single(seed.clone())
     };
-    let databases = if cluster {
-        None
-    } else {
-        config_databases(&conn.request(&["CONFIG", "GET", "databases"]).await?)
-    };
+    let databases = databases(&mut conn, cluster).await?;
 
     let transactions = transactions_work(&mut conn).await?;
     // Probe on a master that owns the scratch key's slot (the seed may be a replica).
@@ -291,6 +297,19 @@ pub async fn check_target_db(
         });
     }
     Ok(())
+}
+
+/// How many dbs the target has (see [`TargetInfo::databases`]): a standalone server's
+/// `databases`, a cluster's `cluster-databases` (Valkey 9+; Redis has no such setting and
+/// answers nothing, which `TargetDb::place` reads as db 0 only).
+async fn databases(conn: &mut Connection, cluster: bool) -> Result<Option<u32>, ClientError> {
+    let setting = match cluster {
+        true => "cluster-databases",
+        false => "databases",
+    };
+    Ok(config_databases(
+        &conn.request(&["CONFIG", "GET", setting]).await?,
+    ))
 }
 
 /// The value of a `CONFIG GET databases` reply (RESP2 array or RESP3 map). It comes as

@@ -68,8 +68,9 @@ impl fmt::Display for SkipReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnsupportedReason {
     /// `SWAPDB`, `MOVE`, `COPY … DB n`: crosses databases. A cluster target has
-    /// only db 0 and `--targetdb` folds every db into one; a standalone target
-    /// without `--targetdb` can still take it, which is the writer's call.
+    /// only db 0 (unless Valkey's `cluster-databases` gives it more) and `--targetdb`
+    /// folds every db into one; a target with the dbs and without `--targetdb` can
+    /// still take it, which is the writer's call (the target answers for it).
     CrossDb,
     /// A write with no key (e.g. a 0-key `EVAL` from an old source): it cannot be
     /// routed, and sending it everywhere would repeat its effect.
@@ -83,7 +84,7 @@ impl fmt::Display for UnsupportedReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UnsupportedReason::CrossDb => {
-                f.write_str("moves data between databases; a cluster target has only db 0")
+                f.write_str("moves data between databases, which a target with one db cannot do")
             }
             UnsupportedReason::KeylessWrite => {
                 f.write_str("a write without keys cannot be routed to one node")

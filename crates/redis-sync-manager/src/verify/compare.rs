@@ -209,7 +209,7 @@ fn whole_value_args(kind: &str, key: &Bytes) -> Vec<Vec<u8>> {
 
 impl Checker {
     // `--targetdb` sends every source db into one target db. A cluster target
-    // has only db 0; `verify` sets `target_db` to `Some(0)` for it.
+    // of db 0 only (no `cluster-databases`) gets `Some(0)` from `verify`.
     fn tdb(&self, db: u32) -> u32 {
         rsm_command::TargetDb::new(self.cfg.target_db).of(db)
     }

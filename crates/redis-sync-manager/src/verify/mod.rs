@@ -292,28 +292,22 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
             opts.target
         );
     }
+    // A cluster of db 0 only takes every source db into it; one with
+    // `cluster-databases` has each db, as a standalone target does.
+    let target_db = match dst.cluster && !dst.multi_db_cluster {
+        true => Some(0),
+        false => opts.target_db,
+    };
     // Source db → target db, and the reverse for the extra-key scan.
-    let map_db = |db: u32| {
-        if dst.cluster {
-            0
-        } else {
-            rsm_command::TargetDb::new(opts.target_db).of(db)
-        }
-    };
-    let src_dbs = if src.cluster {
-        vec![0]
-    } else {
-        src.dbs.clone()
-    };
+    let map_db = |db: u32| rsm_command::TargetDb::new(target_db).of(db);
+    let src_dbs = src.dbs.clone();
     let dst_dbs = target_dbs(&src_dbs, map_db);
     let cfg = CheckConfig {
         mode: opts.mode,
         ttl_tolerance_ms: opts.ttl_tolerance_ms,
         src_pexpiretime: src.has_pexpiretime,
         dst_pexpiretime: dst.has_pexpiretime,
-        // A cluster source has only db 0; map it explicitly so a standalone
-        // target's --targetdb applies.
-        target_db: if dst.cluster { Some(0) } else { opts.target_db },
+        target_db,
     };
     let shared = Arc::new(Shared::new(opts.show));
     let source_dbs = src_dbs.iter().map(|d| (*d, Vec::new())).collect();
@@ -481,8 +475,8 @@ async fn scan_node(
     let mut conn = Connection::connect(&job.node, &job.opts).await?;
     let mut taken = 0u64;
     for (db, source_dbs) in &job.dbs {
-        // One connection walks the dbs in turn; a cluster node has only db 0,
-        // where SELECT 0 is allowed.
+        // One connection walks the dbs in turn; a cluster node of db 0 only is
+        // asked for no other, and SELECT 0 is allowed there.
         conn.request_ok(&["SELECT".to_string(), db.to_string()])
             .await?;
         let mut cursor = Bytes::from_static(b"0");
@@ -666,6 +660,7 @@ mod tests {
             has_pexpiretime: true,
             map: None,
             dbs: vec![0],
+            multi_db_cluster: false,
         };
         let opts = connect_options(Side::Target, &None, &None);
         let jobs = scan_jobs(&side, &opts, vec![(0, vec![0])], Some(10), true);

@@ -56,9 +56,11 @@ enum Kind {
         /// Connection per owner index of `map`, opened on first use.
         // On first use: a worker connects only to the nodes its batches
         // route to.
-        conns: HashMap<usize, Connection>,
+        // And per db: a cluster with `cluster-databases` (Valkey 9+) has more than db 0,
+        // and a db is state of a connection.
+        conns: HashMap<(usize, u32), Connection>,
         /// Connections used only to follow redirects, by address.
-        by_addr: HashMap<String, Connection>,
+        by_addr: HashMap<(String, u32), Connection>,
     },
     Standalone {
         endpoint: Endpoint,
@@ -88,8 +90,12 @@ pub struct SideInfo {
     pub has_pexpiretime: bool,
     /// The slot map, for cluster sides.
     pub map: Option<SlotMap>,
-    /// The dbs holding keys (standalone), from `INFO keyspace`.
+    /// The dbs holding keys, from `INFO keyspace` (of every master of a cluster: with
+    /// `cluster-databases` each may hold keys in other dbs).
     pub dbs: Vec<u32>,
+    /// A cluster has more than db 0 (`cluster-databases` above 1, Valkey 9+), so its
+    /// dbs are compared one by one rather than taken as the one db of a cluster.
+    pub multi_db_cluster: bool,
 }
 
 /// Read a side's topology and versions.
@@ -110,6 +116,7 @@ pub async fn probe(
             has_pexpiretime,
             map: None,
             dbs,
+            multi_db_cluster: false,
         });
     }
     let text = conn.request_text(&["CLUSTER", "NODES"]).await?;
@@ -123,21 +130,42 @@ pub async fn probe(
     }
     let mut masters = Vec::new();
     let mut has_pexpiretime = true;
+    let mut dbs = Vec::new();
     for owner in map.owners() {
         let endpoint: Endpoint = owner.addr.parse().map_err(|e: rsm_client::EndpointError| {
             RouteError::BadAddr(owner.addr.clone(), e.to_string())
         })?;
         let mut c = Connection::connect(&endpoint, opts).await?;
         has_pexpiretime &= supports_pexpiretime(&mut c).await?;
+        dbs.extend(keyspace_dbs(&mut c).await?);
         masters.push(endpoint);
     }
+    dbs.sort_unstable();
+    dbs.dedup();
     Ok(SideInfo {
         cluster,
         masters,
         has_pexpiretime,
         map: Some(map),
-        dbs: vec![0],
+        dbs,
+        multi_db_cluster: cluster_databases(&mut conn).await?.is_some_and(|n| n > 1),
     })
+}
+
+/// `cluster-databases` (Valkey 9+); `None` where there is no such setting (Redis, older
+/// Valkey) or CONFIG is refused, and the cluster is taken to have db 0 only.
+async fn cluster_databases(conn: &mut Connection) -> Result<Option<u32>, ClientError> {
+    let reply = conn
+        .request(&["CONFIG", "GET", "cluster-databases"])
+        .await?;
+    let value = match &reply {
+        Frame::Array(items) => items.get(1).and_then(Frame::as_bytes),
+        Frame::Map(pairs) => pairs.first().and_then(|(_, v)| v.as_bytes()),
+        _ => None,
+    };
+    Ok(value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok()))
 }
 
 /// Redis 7.0 added PEXPIRETIME; Valkey has it from its first release.
@@ -232,7 +260,7 @@ impl Router {
                 // Every node's pipeline is on the wire before any reply is
                 // read: a batch costs the slowest node's round trip, not the sum.
                 for (owner, idx) in &by_owner {
-                    let conn = owner_conn(conns, map, *owner, &opts).await?;
+                    let conn = owner_conn(conns, map, *owner, db, &opts).await?;
                     for i in idx {
                         conn.send(&cmds[*i].args);
                     }
@@ -241,7 +269,7 @@ impl Router {
                 let mut out = vec![Frame::Null; cmds.len()];
                 let mut redirected = Vec::new();
                 for (owner, idx) in &by_owner {
-                    let conn = owner_conn(conns, map, *owner, &opts).await?;
+                    let conn = owner_conn(conns, map, *owner, db, &opts).await?;
                     for i in idx {
                         let f = conn.read_frame().await?;
                         if let Some(err) = f.as_error() {
@@ -258,7 +286,7 @@ impl Router {
                 }
                 // Rare (a slot moving during the check): follow each redirect alone.
                 for (i, first, asked) in redirected {
-                    out[i] = follow(by_addr, map, &cmds[i], first, asked, &opts).await?;
+                    out[i] = follow(by_addr, map, &cmds[i], first, asked, db, &opts).await?;
                 }
                 Ok(out)
             }
@@ -274,24 +302,32 @@ async fn standalone_conn<'a>(
 ) -> Result<&'a mut Connection, RouteError> {
     match conns.entry(db) {
         Entry::Occupied(e) => Ok(e.into_mut()),
-        Entry::Vacant(v) => {
-            let mut c = Connection::connect(endpoint, opts).await?;
-            if db != 0 {
-                c.request_ok(&["SELECT".to_string(), db.to_string()])
-                    .await?;
-            }
-            Ok(v.insert(c))
-        }
+        Entry::Vacant(v) => Ok(v.insert(connect_in(endpoint, db, opts).await?)),
     }
 }
 
+/// A new connection to `endpoint` with `db` selected (a new one starts in db 0).
+async fn connect_in(
+    endpoint: &Endpoint,
+    db: u32,
+    opts: &ConnectOptions,
+) -> Result<Connection, RouteError> {
+    let mut c = Connection::connect(endpoint, opts).await?;
+    if db != 0 {
+        c.request_ok(&["SELECT".to_string(), db.to_string()])
+            .await?;
+    }
+    Ok(c)
+}
+
 async fn owner_conn<'a>(
-    conns: &'a mut HashMap<usize, Connection>,
+    conns: &'a mut HashMap<(usize, u32), Connection>,
     map: &SlotMap,
     owner: usize,
+    db: u32,
     opts: &ConnectOptions,
 ) -> Result<&'a mut Connection, RouteError> {
-    match conns.entry(owner) {
+    match conns.entry((owner, db)) {
         Entry::Occupied(e) => Ok(e.into_mut()),
         Entry::Vacant(v) => {
             let addr = map
@@ -302,19 +338,21 @@ async fn owner_conn<'a>(
             let endpoint: Endpoint = addr.parse().map_err(|e: rsm_client::EndpointError| {
                 RouteError::BadAddr(addr.clone(), e.to_string())
             })?;
-            Ok(v.insert(Connection::connect(&endpoint, opts).await?))
+            Ok(v.insert(connect_in(&endpoint, db, opts).await?))
         }
     }
 }
 
 /// Follow MOVED (update the map) and ASK (one `ASKING` + command) for one
-/// command, on connections kept by address (`ASK` never changes the map).
+/// command in `db`, on connections kept by address and db (`ASK` never changes
+/// the map).
 async fn follow(
-    by_addr: &mut HashMap<String, Connection>,
+    by_addr: &mut HashMap<(String, u32), Connection>,
     map: &mut SlotMap,
     cmd: &KeyCmd,
     mut redirect: ServerError,
     mut asked: Endpoint,
+    db: u32,
     opts: &ConnectOptions,
 ) -> Result<Frame, RouteError> {
     for _ in 0..MAX_REDIRECTS {
@@ -328,11 +366,12 @@ async fn follow(
         if !ask {
             map.set_owner(key_slot(&cmd.key), &addr);
         }
-        if !by_addr.contains_key(&addr) {
-            let c = Connection::connect(&to, opts).await?;
-            by_addr.insert(addr.clone(), c);
+        let at = (addr.clone(), db);
+        if !by_addr.contains_key(&at) {
+            let c = connect_in(&to, db, opts).await?;
+            by_addr.insert(at.clone(), c);
         }
-        let Some(conn) = by_addr.get_mut(&addr) else {
+        let Some(conn) = by_addr.get_mut(&at) else {
             break;
         };
         if ask {
