@@ -567,11 +567,7 @@ impl<'a> TargetKeys<'a> {
         };
         let home = self.scope.home_db();
         for node in nodes {
-            let c = if self.scope.cluster {
-                self.conn(node).await?
-            } else {
-                self.db_conn(home).await?
-            };
+            let c = self.conn_in(node, home).await?;
             let mut cursor = Bytes::from_static(b"0");
             let mut keys = Vec::new();
             loop {
