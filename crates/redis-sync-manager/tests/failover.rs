@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_get, ready, sigterm, wait_status};
+use common::{http_get, ready, sigterm, status, wait_status};
 
 use rsm_testkit::{
     fill_mixed, Cluster, ClusterOptions, FillOptions, PortLease, Server, ServerOptions, Snapshot,
@@ -168,7 +168,7 @@ fn failover_is_followed_and_a_migrating_slot_is_reported() {
         to_id.as_bytes(),
     ]);
     let want = format!(
-        "slot {slot} is migrating from {} to {}",
+        "slots {slot} are migrating from {} to {}",
         source.masters()[1].addr(),
         new_master.addr()
     );
@@ -184,6 +184,19 @@ fn failover_is_followed_and_a_migrating_slot_is_reported() {
         !metrics.contains("rsm_topology_warnings 0"),
         "{metrics}\n{v:#}"
     );
+    // While the slot is marked migrating, the run is not ready, and says why.
+    let now = status(port.port()).unwrap();
+    assert!(!ready(&now), "ready while slot {slot} migrates: {now:#}");
+    let blocking = now["topology_blocking"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        blocking
+            .iter()
+            .any(|b| b.as_str().is_some_and(|b| b.contains("are migrating"))),
+        "{now:#}"
+    );
     // Back to stable: that is reported as well.
     for node in [new_master, &source.masters()[1]] {
         node.cmd(&[b"CLUSTER", b"SETSLOT", slot.as_bytes(), b"STABLE"]);
@@ -191,11 +204,11 @@ fn failover_is_followed_and_a_migrating_slot_is_reported() {
     wait_status(&mut child, port.port(), logs.path(), "migration end", |v| {
         warnings(v)
             .iter()
-            .any(|w| w.starts_with(&format!("slot {slot} is no longer migrating")))
+            .any(|w| w.starts_with("no slot is migrating in the source any more"))
     });
     let log = std::fs::read_to_string(logs.path().join("redis-sync-manager.log")).unwrap();
     assert!(
-        log.contains("TOPOLOGY: slot"),
+        log.contains("TOPOLOGY: slots"),
         "manager log lacks the warning"
     );
     sigterm(&mut child);
