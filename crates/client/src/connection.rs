@@ -387,6 +387,20 @@ impl Connection {
         }
     }
 
+    /// A numeric setting by `CONFIG GET name`, from either reply shape (RESP2 array, RESP3
+    /// map); `None` where CONFIG is refused or the server has no such setting.
+    pub async fn config_number(&mut self, name: &str) -> Result<Option<u64>, ClientError> {
+        let reply = self.request(&["CONFIG", "GET", name]).await?;
+        let value = match &reply {
+            Frame::Array(items) => items.get(1).and_then(Frame::as_bytes),
+            Frame::Map(pairs) => pairs.first().and_then(|(_, v)| v.as_bytes()),
+            _ => None,
+        };
+        Ok(value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
     /// `INFO section` as key → value pairs.
     pub async fn info(&mut self, section: &str) -> Result<Vec<(String, String)>, ClientError> {
         let text = self.request_text(&["INFO", section]).await?;

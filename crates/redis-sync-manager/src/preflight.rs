@@ -22,7 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use rsm_client::{info_field, ConnectOptions, Connection, Endpoint};
 use rsm_command::filter::KeyPrefixes;
-use rsm_resp::Frame;
 use rsm_writer::sync_marker::{glob_prefix, MARKER_PREFIX};
 
 use crate::discover::DiscoverError;
@@ -126,15 +125,7 @@ async fn refuses_writes(
 }
 
 async fn config_u64(conn: &mut Connection, name: &str) -> Result<Option<u64>, DiscoverError> {
-    let reply = conn.request(&["CONFIG", "GET", name]).await?;
-    let value = match &reply {
-        Frame::Array(items) => items.get(1).and_then(Frame::as_bytes),
-        Frame::Map(pairs) => pairs.first().and_then(|(_, v)| v.as_bytes()),
-        _ => None,
-    };
-    Ok(value
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok()))
+    Ok(conn.config_number(name).await?)
 }
 
 /// What the target can hold, for [`source_keyspace`] and [`source_capacity`].

@@ -155,17 +155,10 @@ pub async fn probe(
 /// `cluster-databases` (Valkey 9+); `None` where there is no such setting (Redis, older
 /// Valkey) or CONFIG is refused, and the cluster is taken to have db 0 only.
 async fn cluster_databases(conn: &mut Connection) -> Result<Option<u32>, ClientError> {
-    let reply = conn
-        .request(&["CONFIG", "GET", "cluster-databases"])
-        .await?;
-    let value = match &reply {
-        Frame::Array(items) => items.get(1).and_then(Frame::as_bytes),
-        Frame::Map(pairs) => pairs.first().and_then(|(_, v)| v.as_bytes()),
-        _ => None,
-    };
-    Ok(value
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok()))
+    Ok(conn
+        .config_number("cluster-databases")
+        .await?
+        .and_then(|n| u32::try_from(n).ok()))
 }
 
 /// Redis 7.0 added PEXPIRETIME; Valkey has it from its first release.
