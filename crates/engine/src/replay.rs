@@ -234,6 +234,39 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_writes_only_its_own_slots() {
+        let table = CommandTable::builtin();
+        let mut own = vec![false; 16384];
+        let mine = rsm_cluster::key_slot(b"mine").index();
+        own[mine] = true;
+        let write = |args: &[&str]| {
+            let (r, _) = prepare(
+                &table,
+                &KeyPrefixes::default(),
+                Entry::Command(cmd(args)),
+                0,
+            );
+            r
+        };
+        let mut dropped = Vec::new();
+        let kept = own_slots_only(write(&["INCR", "mine"]), &own, &mut dropped);
+        assert!(matches!(kept, Replay::Write(_)));
+        assert!(dropped.is_empty());
+        // A key of a slot moving into this node: left out, routinely, its offset kept.
+        let other = own_slots_only(write(&["RPUSH", "theirs", "x"]), &own, &mut dropped);
+        assert!(matches!(
+            other,
+            Replay::Dropped {
+                offset: ReplOffset(10),
+                ..
+            }
+        ));
+        assert_eq!(dropped.len(), 1);
+        assert!(matches!(dropped[0].reason, DropReason::OtherShard { .. }));
+        assert!(dropped[0].is_routine());
+    }
+
+    #[test]
     fn relative_ttls_become_absolute_and_pings_drop() {
         let table = CommandTable::builtin();
         // A 6.2 source's relative TTL, as its stream carries it.
